@@ -1,0 +1,253 @@
+//! The storage engines and the plain data they trade in.
+//!
+//! **Boundary:** only this module speaks SQL. Everything above it hands over validated names,
+//! encoded blobs and conditions, and gets back rows as plain data; no engine type leaves it.
+//! Collection names and keys are always bound as parameters, never formatted into SQL text.
+//!
+//! A backend applies a [`WriteOp`] list atomically, checking each [`Expect`] against the
+//! current version and adjusting blob reference counts by the rules in [`crate::blob`], all in
+//! one transaction. Backends are chosen with a plain enum and a `match` ([`Backend`]).
+
+pub mod sqlite;
+
+use crate::blob::{BlobId, EncodedBlob};
+use crate::config::Config;
+use crate::error::Result;
+use crate::record::{Expect, RecordMeta, Version};
+
+pub use sqlite::SqliteBackend;
+
+/// One write inside an atomic batch.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Create or replace a record.
+    Put {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The value, encoded and hashed.
+        blob: EncodedBlob,
+        /// The serialization format tag.
+        format: u8,
+        /// The condition on the record replaced.
+        expect: Expect,
+    },
+    /// Remove a record (a no-op when absent, if `expect` allows it).
+    Delete {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The condition on the record removed.
+        expect: Expect,
+    },
+}
+
+/// What one [`WriteOp`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The record now has this version.
+    Stored(Version),
+    /// The record was removed (`true`) or was already absent (`false`).
+    Deleted(bool),
+}
+
+/// Read counts accumulated in memory, added to a record's metadata in one write.
+#[derive(Debug, Clone)]
+pub struct AccessUpdate {
+    /// Collection of the record read.
+    pub collection: String,
+    /// Key of the record read.
+    pub key: String,
+    /// Reads since the last flush.
+    pub reads: u64,
+    /// Time of the last of them, in milliseconds since the Unix epoch.
+    pub last_accessed_ms: i64,
+}
+
+/// A record as fetched: its blob's stored bytes and its metadata.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// The blob the record points at.
+    pub blob_id: BlobId,
+    /// The blob's stored bytes; `None` when the blob is missing (a broken reference).
+    pub stored: Option<Vec<u8>>,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+}
+
+/// Which keys of a collection to list, in byte order.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRange {
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    /// Only keys after this one (a cursor: the last key of the previous page).
+    pub start_after: Option<String>,
+    /// At most this many keys.
+    pub limit: usize,
+}
+
+/// Totals over the whole database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageTotals {
+    /// Number of records.
+    pub records: u64,
+    /// Number of collections holding at least one record.
+    pub collections: u64,
+    /// Number of unique values stored.
+    pub blobs: u64,
+    /// Serialized size of every record's value, counting shared values once per record.
+    pub logical_bytes: u64,
+    /// Serialized size of every unique value (after deduplication, before compression).
+    pub unique_bytes: u64,
+    /// Stored size of every unique value (after deduplication and compression).
+    pub stored_bytes: u64,
+}
+
+/// A blob whose reference count disagrees with the records pointing at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefcountMismatch {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The count stored with the blob.
+    pub recorded: i64,
+    /// The number of records pointing at it.
+    pub actual: i64,
+}
+
+/// The storage engine of a store.
+#[derive(Debug)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite(SqliteBackend),
+}
+
+impl Backend {
+    /// Opens the backend the configuration names.
+    pub async fn open(config: &Config) -> Result<Self> {
+        Ok(Backend::Sqlite(SqliteBackend::open(config).await?))
+    }
+
+    /// Applies `ops` atomically and durably, in order; on any error nothing of them is applied.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.write(ops).await,
+        }
+    }
+
+    /// Adds read counts to records' metadata (records deleted meanwhile are skipped).
+    pub async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.record_access(updates).await,
+        }
+    }
+
+    /// Queues read counts for the next commit without waiting for it.
+    pub fn queue_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.queue_access(updates),
+        }
+    }
+
+    /// Fetches one record with its blob.
+    pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.get(collection, key).await,
+        }
+    }
+
+    /// The current version of a record, if it exists.
+    pub async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.version(collection, key).await,
+        }
+    }
+
+    /// Keys of a collection in byte order.
+    pub async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.list(collection, range).await,
+        }
+    }
+
+    /// Number of records in a collection.
+    pub async fn count(&self, collection: &str) -> Result<u64> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.count(collection).await,
+        }
+    }
+
+    /// Names of the collections holding at least one record, in byte order.
+    pub async fn collections(&self) -> Result<Vec<String>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.collections().await,
+        }
+    }
+
+    /// Totals over the whole database.
+    pub async fn totals(&self) -> Result<StorageTotals> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.totals().await,
+        }
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn file_bytes(&self) -> u64 {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.file_bytes(),
+        }
+    }
+
+    /// Up to `limit` blobs with ids after `after`, in id order: `(id, stored bytes)`.
+    pub async fn blobs_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.blobs_after(after, limit).await,
+        }
+    }
+
+    /// The `(collection, key)` of up to `limit` records pointing at a blob.
+    pub async fn records_of_blob(
+        &self,
+        blob_id: BlobId,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.records_of_blob(blob_id, limit).await,
+        }
+    }
+
+    /// Blobs whose stored reference count is wrong.
+    pub async fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.refcount_mismatches().await,
+        }
+    }
+
+    /// Records pointing at a blob that does not exist.
+    pub async fn dangling_records(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.dangling_records().await,
+        }
+    }
+
+    /// The engine's own consistency check: the problems it reports (empty when healthy).
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.integrity_check().await,
+        }
+    }
+
+    /// Commits what is queued and stops the writer; later calls fail with `Error::Closed`.
+    pub async fn close(&self) -> Result<()> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.close().await,
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! The embedded SQLite backend: one writer thread, a pool of read-only connections, WAL.
+//!
+//! - Durability: `journal_mode=WAL`, `synchronous=FULL` by default (each commit fsyncs the WAL),
+//!   `NORMAL` with `Durability::Process`.
+//! - Concurrency: one writer connection on its own thread ([`writer`]) commits queued requests
+//!   together; reads run on [`reader::ReaderPool`] connections in parallel and never block it.
+//!   Other processes may open the same file: every connection waits up to `busy_timeout_ms`
+//!   for a lock, then the call fails with `Error::Busy`.
+//! - Files: the database is created with mode 0600; SQLite gives its `-wal` and `-shm` files the
+//!   database's mode.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use self::reader::ReaderPool;
+use self::writer::Request;
+use crate::backend::{
+    AccessUpdate, KeyRange, RefcountMismatch, StorageTotals, StoredRecord, WriteOp, WriteOutcome,
+};
+use crate::blob::BlobId;
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::record::{RecordMeta, Version};
+
+/// A store's SQLite database file.
+#[derive(Debug)]
+pub struct SqliteBackend {
+    path: PathBuf,
+    busy_timeout: Duration,
+    writer: Mutex<Option<WriterHandle>>,
+    readers: Arc<ReaderPool>,
+}
+
+#[derive(Debug)]
+struct WriterHandle {
+    requests: mpsc::Sender<Request>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SqliteBackend {
+    /// Opens or creates the database file, migrates its schema and starts the writer.
+    ///
+    /// # Errors
+    /// `Error::Io` when the file cannot be created, `Error::Backend` when it is not a database
+    /// or cannot be opened, `Error::InvalidConfig` when its schema is newer than this code.
+    pub async fn open(config: &Config) -> Result<Self> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&config))
+            .await
+            .map_err(|join_error| Error::backend("open the database", join_error.to_string()))?
+    }
+
+    fn open_blocking(config: &Config) -> Result<Self> {
+        let path = config.path.clone();
+        create_private_file(&path)?;
+        let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(map_err(format!("open {}", path.display())))?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(map_err("set the busy timeout"))?;
+        // Only takes effect on a file without tables: lets maintenance reclaim space incrementally.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(map_err("set auto_vacuum"))?;
+        let journal_mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(map_err(format!("switch {} to WAL mode", path.display())))?;
+        if !journal_mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::backend(
+                "switch to WAL mode",
+                format!("the database stayed in {journal_mode} mode"),
+            ));
+        }
+        let synchronous = match config.durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(map_err("set synchronous"))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)?;
+
+        let readers = Arc::new(ReaderPool::open(
+            path.clone(),
+            config.read_connections,
+            busy_timeout,
+        )?);
+        let (requests, receiver) = mpsc::channel();
+        let max_batch_requests = config.max_batch_requests;
+        let thread = std::thread::Builder::new()
+            .name("strongbox-writer".into())
+            .spawn(move || writer::run(conn, receiver, max_batch_requests))
+            .map_err(|source| Error::Io {
+                action: "start the writer thread".into(),
+                source,
+            })?;
+        Ok(SqliteBackend {
+            path,
+            busy_timeout,
+            writer: Mutex::new(Some(WriterHandle { requests, thread })),
+            readers,
+        })
+    }
+
+    /// Bytes on disk: the database file plus its WAL.
+    pub fn file_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        [self.path.as_os_str(), wal.as_os_str()]
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        let guard = self.writer.lock().map_err(|_| Error::Closed)?;
+        let handle = guard.as_ref().ok_or(Error::Closed)?;
+        handle.requests.send(request).map_err(|_| Error::Closed)
+    }
+
+    /// See `Backend::write`.
+    pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write { ops, reply })?;
+        answer
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(|error| error.busy_after(self.busy_timeout))
+    }
+
+    /// See `Backend::queue_access`.
+    pub fn queue_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        self.send(Request::Access {
+            updates,
+            reply: None,
+        })
+    }
+
+    /// See `Backend::record_access`.
+    pub async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Access {
+            updates,
+            reply: Some(reply),
+        })?;
+        answer
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(|error| error.busy_after(self.busy_timeout))
+    }
+
+    /// See `Backend::get`.
+    pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                            r.access_count, r.last_accessed
+                     FROM records r LEFT JOIN blobs b ON b.id = r.blob_id
+                     WHERE r.collection = ?1 AND r.key = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![collection, key], |row| {
+                            Ok((
+                                row.get::<_, Vec<u8>>(0)?,
+                                row.get::<_, Option<Vec<u8>>>(1)?,
+                                row.get::<_, u8>(2)?,
+                                RecordMeta {
+                                    version: Version::new(row.get::<_, i64>(3)?.max(0).unsigned_abs()),
+                                    created_at_ms: row.get(4)?,
+                                    updated_at_ms: row.get(5)?,
+                                    size_bytes: row.get::<_, i64>(6)?.max(0).unsigned_abs(),
+                                    access_count: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
+                                    last_accessed_ms: row.get(8)?,
+                                },
+                            ))
+                        })
+                        .optional()
+                })
+                .map_err(map_err("read a record"))?
+                .map(|(blob_id, stored, format, meta)| {
+                    let blob_id = BlobId::from_slice(&blob_id)
+                        .ok_or_else(|| Error::corrupt_at(&collection, &key, "the record's blob id is not 32 bytes"))?;
+                    Ok(StoredRecord {
+                        blob_id,
+                        stored,
+                        format,
+                        meta,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    /// See `Backend::version`.
+    pub async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT version FROM records WHERE collection = ?1 AND key = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![collection, key], |row| row.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|version| version.map(|v| Version::new(v.max(0).unsigned_abs())))
+                .map_err(map_err("read a record's version"))
+            })
+            .await
+    }
+
+    /// See `Backend::list`.
+    pub async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                // An empty key is invalid, so "after the empty key" means from the first key.
+                let start_after = range.start_after.unwrap_or_default();
+                let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+                let keys = match range.prefix.filter(|prefix| !prefix.is_empty()) {
+                    None => conn
+                        .prepare_cached(
+                            "SELECT key FROM records WHERE collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                        )
+                        .and_then(|mut statement| {
+                            statement
+                                .query_map(params![collection, start_after, limit], |row| row.get(0))?
+                                .collect::<rusqlite::Result<Vec<String>>>()
+                        }),
+                    Some(prefix) => {
+                        let upper = prefix_upper_bound(&prefix);
+                        conn.prepare_cached(
+                            "SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3
+                               AND key > ?4 ORDER BY key LIMIT ?5",
+                        )
+                        .and_then(|mut statement| {
+                            let upper = rusqlite::types::ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(&upper));
+                            statement
+                                .query_map(params![collection, prefix, upper, start_after, limit], |row| row.get(0))?
+                                .collect::<rusqlite::Result<Vec<String>>>()
+                        })
+                    }
+                };
+                keys.map_err(map_err("list keys"))
+            })
+            .await
+    }
+
+    /// See `Backend::count`.
+    pub async fn count(&self, collection: &str) -> Result<u64> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT count(*) FROM records WHERE collection = ?1")
+                    .and_then(|mut statement| {
+                        statement.query_row([collection], |row| row.get::<_, i64>(0))
+                    })
+                    .map(|count| count.max(0).unsigned_abs())
+                    .map_err(map_err("count records"))
+            })
+            .await
+    }
+
+    /// See `Backend::collections`.
+    pub async fn collections(&self) -> Result<Vec<String>> {
+        self.readers
+            .read(|conn| {
+                conn.prepare_cached("SELECT DISTINCT collection FROM records ORDER BY collection")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| row.get(0))?
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .map_err(map_err("list collections"))
+            })
+            .await
+    }
+
+    /// See `Backend::totals`.
+    pub async fn totals(&self) -> Result<StorageTotals> {
+        self.readers
+            .read(|conn| {
+                // One read transaction, so both queries see the same commit.
+                conn.execute_batch("BEGIN").map_err(map_err("begin a read"))?;
+                let totals = (|| {
+                    let (records, collections, logical_bytes) = conn.query_row(
+                        "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0) FROM records",
+                        [],
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
+                    )?;
+                    let (blobs, unique_bytes, stored_bytes) = conn.query_row(
+                        "SELECT count(*), coalesce(sum(raw_size), 0), coalesce(sum(length(data)), 0) FROM blobs",
+                        [],
+                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
+                    )?;
+                    let unsigned = |value: i64| value.max(0).unsigned_abs();
+                    Ok(StorageTotals {
+                        records: unsigned(records),
+                        collections: unsigned(collections),
+                        blobs: unsigned(blobs),
+                        logical_bytes: unsigned(logical_bytes),
+                        unique_bytes: unsigned(unique_bytes),
+                        stored_bytes: unsigned(stored_bytes),
+                    })
+                })()
+                .map_err(map_err("sum up the database"));
+                conn.execute_batch("COMMIT").map_err(map_err("end a read"))?;
+                totals
+            })
+            .await
+    }
+
+    /// See `Backend::blobs_after`.
+    pub async fn blobs_after(
+        &self,
+        after: Option<BlobId>,
+        limit: usize,
+    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        self.readers
+            .read(move |conn| {
+                let after = after.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let rows = conn
+                    .prepare_cached("SELECT id, data FROM blobs WHERE id > ?1 ORDER BY id LIMIT ?2")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map(params![after, limit], |row| {
+                                Ok((row.get::<_, Vec<u8>>(0)?, row.get(1)?))
+                            })?
+                            .collect::<rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>>>()
+                    })
+                    .map_err(map_err("read blobs"))?;
+                rows.into_iter()
+                    .map(|(id, data)| {
+                        let id = BlobId::from_slice(&id).ok_or_else(|| Error::Corrupt {
+                            collection: None,
+                            key: None,
+                            detail: format!("a blob id is {} bytes long instead of 32", id.len()),
+                        })?;
+                        Ok((id, data))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// See `Backend::records_of_blob`.
+    pub async fn records_of_blob(
+        &self,
+        blob_id: BlobId,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        self.readers
+            .read(move |conn| {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                conn.prepare_cached(
+                    "SELECT collection, key FROM records WHERE blob_id = ?1 ORDER BY collection, key LIMIT ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![blob_id.as_bytes(), limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err("find the records of a blob"))
+            })
+            .await
+    }
+
+    /// See `Backend::refcount_mismatches`.
+    pub async fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
+        self.readers
+            .read(|conn| {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT id, refcount, actual FROM (
+                            SELECT b.id, b.refcount,
+                                   (SELECT count(*) FROM records r WHERE r.blob_id = b.id) AS actual
+                            FROM blobs b)
+                         WHERE refcount != actual",
+                    )
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| {
+                                Ok((
+                                    row.get::<_, Vec<u8>>(0)?,
+                                    row.get::<_, i64>(1)?,
+                                    row.get::<_, i64>(2)?,
+                                ))
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(map_err("recount blob references"))?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, recorded, actual)| {
+                        BlobId::from_slice(&id).map(|blob_id| RefcountMismatch {
+                            blob_id,
+                            recorded,
+                            actual,
+                        })
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    /// See `Backend::dangling_records`.
+    pub async fn dangling_records(&self) -> Result<Vec<(String, String)>> {
+        self.readers
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT collection, key FROM records r
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.id = r.blob_id)
+                     ORDER BY collection, key",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(map_err("find records without a blob"))
+            })
+            .await
+    }
+
+    /// See `Backend::integrity_check`.
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        self.readers
+            .read(|conn| {
+                let lines = conn
+                    .prepare("PRAGMA integrity_check")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| row.get::<_, String>(0))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(map_err("run the integrity check"))?;
+                Ok(lines.into_iter().filter(|line| line != "ok").collect())
+            })
+            .await
+    }
+
+    /// See `Backend::close`.
+    pub async fn close(&self) -> Result<()> {
+        let handle = self.writer.lock().map_err(|_| Error::Closed)?.take();
+        self.readers.close();
+        if let Some(WriterHandle { requests, thread }) = handle {
+            // Dropping the last sender ends the writer once the queue is drained.
+            drop(requests);
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|join_error| Error::backend("stop the writer", join_error.to_string()))?
+                .map_err(|_| Error::backend("stop the writer", "the writer thread panicked"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates the database file owner-only if it does not exist yet.
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            action: format!("create the database file {}", path.display()),
+            source,
+        }),
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+///
+/// UTF-8 never contains 0xFF, so incrementing the last byte cannot overflow; the result need
+/// not be valid UTF-8, which SQLite's bytewise comparison does not mind.
+fn prefix_upper_bound(prefix: &str) -> Vec<u8> {
+    let mut upper = prefix.as_bytes().to_vec();
+    if let Some(last) = upper.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    upper
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Turns a rusqlite error into a Strongbox error, naming the action that failed.
+fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
+    let action = action.into();
+    move |error| match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { waited_ms: 0 },
+        _ => Error::backend(action, error),
+    }
+}

@@ -1,0 +1,111 @@
+//! A small pool of read-only connections, each used on a blocking thread.
+//!
+//! In WAL mode readers never block the writer and see the last committed state. A caller
+//! waits for a free connection at most `busy_timeout_ms`, then gets `Error::Busy`; the pool never
+//! panics when empty. A connection lost (its thread panicked) is replaced by a new one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
+
+use super::map_err;
+use crate::error::{Error, Result};
+
+/// Read-only connections to one database file.
+#[derive(Debug)]
+pub struct ReaderPool {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReaderPool {
+    /// Opens `size` read-only connections.
+    pub fn open(path: PathBuf, size: usize, busy_timeout: Duration) -> Result<Self> {
+        let idle = (0..size)
+            .map(|_| open_reader(&path, busy_timeout))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReaderPool {
+            path,
+            busy_timeout,
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(size),
+        })
+    }
+
+    /// Runs `query` on a free connection, on a blocking thread.
+    ///
+    /// # Errors
+    /// `Error::Busy` when no connection is free within the busy timeout, `Error::Closed` after
+    /// [`ReaderPool::close`], or the query's error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled call returns its connection when the query finishes.
+    pub async fn read<T, F>(self: &Arc<Self>, query: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = match tokio::time::timeout(self.busy_timeout, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err(Error::Closed),
+            Err(_elapsed) => {
+                return Err(Error::Busy {
+                    waited_ms: u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        };
+        // The permit is given back when the connection is, inside the blocking task.
+        permit.forget();
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let result = pool.take().and_then(|conn| {
+                let result = query(&conn);
+                pool.give_back(conn);
+                result
+            });
+            pool.permits.add_permits(1);
+            result
+        })
+        .await
+        .map_err(|join_error| Error::backend("run a read query", join_error.to_string()))?
+        .map_err(|error| error.busy_after(self.busy_timeout))
+    }
+
+    /// Refuses new reads; reads in progress finish.
+    pub fn close(&self) {
+        self.permits.close();
+    }
+
+    fn take(&self) -> Result<Connection> {
+        let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match conn {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path, self.busy_timeout),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+    }
+}
+
+fn open_reader(path: &PathBuf, busy_timeout: Duration) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(map_err(format!("open {} for reading", path.display())))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(map_err("set the busy timeout"))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}

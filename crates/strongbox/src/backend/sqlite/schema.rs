@@ -1,0 +1,68 @@
+//! The SQLite schema and its versioned migrations.
+//!
+//! `PRAGMA user_version` holds the schema version. Migrations run in one `BEGIN IMMEDIATE`
+//! transaction that re-reads the version, so several processes opening a new file at once
+//! migrate it exactly once. A file of a newer version than this code knows is refused.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::map_err;
+use crate::error::{Error, Result};
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Never edit it: add a migration instead.
+///
+/// - `blobs`: one row per unique value, keyed by the BLAKE3 of its serialized bytes. `data` is
+///   the codec tag byte followed by the payload; `raw_size` is the serialized length;
+///   `refcount` equals the number of `records` rows pointing at it.
+/// - `records`: one row per (collection, key). Keys compare bytewise (BINARY collation).
+const V1: &str = "
+CREATE TABLE blobs (
+    id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+    data BLOB NOT NULL,
+    raw_size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL CHECK (refcount > 0)
+) WITHOUT ROWID;
+
+CREATE TABLE records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    blob_id BLOB NOT NULL,
+    format INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    last_accessed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+
+CREATE INDEX records_by_blob ON records (blob_id);
+";
+
+/// Brings the database to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err("begin the schema migration"))?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(map_err("read the schema version"))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::InvalidConfig(format!(
+            "the database has schema version {version}, newer than this Strongbox understands \
+             ({SCHEMA_VERSION}); upgrade Strongbox"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(V1).map_err(map_err("create the schema"))?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(map_err("record the schema version"))?;
+    }
+    tx.commit().map_err(map_err("commit the schema migration"))
+}

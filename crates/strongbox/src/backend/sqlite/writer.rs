@@ -1,0 +1,312 @@
+//! The single writer: a dedicated thread that owns the read-write connection and commits
+//! queued requests together (group commit).
+//!
+//! Each request is applied inside its own `SAVEPOINT`, so a request that fails (a conflict, a
+//! bad row) is rolled back alone and its neighbours still commit. The whole group then commits
+//! once, with one fsync, and only after that does any successful caller get its answer: a
+//! returned write is durable. A waiting request never waits for a batch to fill; the writer
+//! takes whatever is queued when it becomes free.
+
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{map_err, now_ms};
+use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::record::Version;
+
+/// A message to the writer thread.
+pub enum Request {
+    /// Apply these operations atomically and answer once they are durable.
+    Write {
+        /// The operations, in order.
+        ops: Vec<WriteOp>,
+        /// Where the outcome goes.
+        reply: oneshot::Sender<Result<Vec<WriteOutcome>>>,
+    },
+    /// Add read counts; answered once committed, if anyone waits for the answer.
+    Access {
+        /// The counts.
+        updates: Vec<AccessUpdate>,
+        /// Where the outcome goes.
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
+}
+
+/// Runs the writer until every sender is dropped.
+pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_requests: usize) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < max_batch_requests {
+            match requests.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, group);
+    }
+}
+
+/// An answer held back until the group's commit.
+enum Pending {
+    Write(
+        oneshot::Sender<Result<Vec<WriteOutcome>>>,
+        Vec<WriteOutcome>,
+    ),
+    Access(Option<oneshot::Sender<Result<()>>>),
+}
+
+fn commit_group(conn: &mut Connection, group: Vec<Request>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            let error = map_err("begin a write transaction")(error);
+            for request in group {
+                answer_error(request, &error);
+            }
+            return;
+        }
+    };
+    let mut pending = Vec::with_capacity(group.len());
+    for request in group {
+        match request {
+            Request::Write { ops, reply } => match in_savepoint(&tx, |conn| apply_ops(conn, ops)) {
+                Ok(outcomes) => pending.push(Pending::Write(reply, outcomes)),
+                // Rolled back to its savepoint: nothing of it will commit, so it can be told now.
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+            Request::Access { updates, reply } => {
+                match in_savepoint(&tx, |conn| apply_access(conn, &updates)) {
+                    Ok(()) => pending.push(Pending::Access(reply)),
+                    Err(error) => answer_access(reply, Err(error)),
+                }
+            }
+        }
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for answer in pending {
+                match answer {
+                    Pending::Write(reply, outcomes) => {
+                        let _ = reply.send(Ok(outcomes));
+                    }
+                    Pending::Access(reply) => answer_access(reply, Ok(())),
+                }
+            }
+        }
+        Err(error) => {
+            // The transaction is rolled back when `commit` fails; nobody's write happened.
+            let error = map_err("commit a write transaction")(error);
+            for answer in pending {
+                match answer {
+                    Pending::Write(reply, _) => {
+                        let _ = reply.send(Err(error.duplicate()));
+                    }
+                    Pending::Access(reply) => answer_access(reply, Err(error.duplicate())),
+                }
+            }
+        }
+    }
+}
+
+fn answer_error(request: Request, error: &Error) {
+    match request {
+        Request::Write { reply, .. } => {
+            let _ = reply.send(Err(error.duplicate()));
+        }
+        Request::Access { reply, .. } => answer_access(reply, Err(error.duplicate())),
+    }
+}
+
+/// Answers an access update; one nobody waits for is only logged when it failed, since read
+/// counts are statistics and losing a batch of them loses no data.
+fn answer_access(reply: Option<oneshot::Sender<Result<()>>>, result: Result<()>) {
+    match reply {
+        Some(reply) => {
+            let _ = reply.send(result);
+        }
+        None => {
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not record read counts");
+            }
+        }
+    }
+}
+
+/// Runs `body` inside a savepoint, rolling back to it on error.
+fn in_savepoint<T>(conn: &Connection, body: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT request")
+        .map_err(map_err("open a savepoint"))?;
+    match body(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE request")
+                .map_err(map_err("release a savepoint"))?;
+            Ok(value)
+        }
+        Err(error) => {
+            // If even the rollback fails, the outer transaction is in an unknown state; the
+            // error of the rollback then fails the commit of the whole group.
+            if let Err(rollback_error) = conn.execute_batch("ROLLBACK TO request; RELEASE request")
+            {
+                tracing::error!(error = %rollback_error, "cannot roll back a failed write request");
+            }
+            Err(error)
+        }
+    }
+}
+
+fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+    let now = now_ms();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        outcomes.push(match op {
+            WriteOp::Put {
+                collection,
+                key,
+                blob,
+                format,
+                expect,
+            } => {
+                let current = current(conn, &collection, &key)?;
+                let actual = current.as_ref().map(|(version, _)| *version);
+                if !expect.is_met_by(actual) {
+                    return Err(Error::Conflict {
+                        collection,
+                        key,
+                        expected: expect,
+                        actual,
+                    });
+                }
+                let version = actual.map_or(Version::FIRST, Version::next);
+                let old_blob = current.map(|(_, blob_id)| blob_id);
+                if old_blob != Some(blob.id) {
+                    add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at, size)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                     ON CONFLICT (collection, key) DO UPDATE SET
+                        blob_id = excluded.blob_id, format = excluded.format, version = excluded.version,
+                        updated_at = excluded.updated_at, size = excluded.size",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        collection,
+                        key,
+                        blob.id.as_bytes(),
+                        format,
+                        to_i64(version.get()),
+                        now,
+                        to_i64(blob.raw_len)
+                    ])
+                })
+                .map_err(map_err("write a record"))?;
+                if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
+                    release_blob_ref(conn, &old_blob)?;
+                }
+                WriteOutcome::Stored(version)
+            }
+            WriteOp::Delete { collection, key, expect } => {
+                let current = current(conn, &collection, &key)?;
+                let actual = current.as_ref().map(|(version, _)| *version);
+                if !expect.is_met_by(actual) {
+                    return Err(Error::Conflict {
+                        collection,
+                        key,
+                        expected: expect,
+                        actual,
+                    });
+                }
+                match current {
+                    None => WriteOutcome::Deleted(false),
+                    Some((_, blob_id)) => {
+                        conn.prepare_cached("DELETE FROM records WHERE collection = ?1 AND key = ?2")
+                            .and_then(|mut statement| statement.execute(params![collection, key]))
+                            .map_err(map_err("delete a record"))?;
+                        release_blob_ref(conn, &blob_id)?;
+                        WriteOutcome::Deleted(true)
+                    }
+                }
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+/// The version and blob of a record, if it exists.
+fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<(Version, BlobId)>> {
+    let row = conn
+        .prepare_cached("SELECT version, blob_id FROM records WHERE collection = ?1 AND key = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![collection, key], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+        })
+        .map_err(map_err("read a record's version"))?;
+    row.map(|(version, blob_id)| {
+        let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
+            Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+        })?;
+        Ok((Version::new(u64::try_from(version).unwrap_or(0)), blob_id))
+    })
+    .transpose()
+}
+
+/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new.
+fn add_blob_ref(conn: &Connection, blob_id: &BlobId, stored: &[u8], raw_len: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (id) DO UPDATE SET refcount = refcount + 1",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![blob_id.as_bytes(), stored, to_i64(raw_len)])
+    })
+    .map_err(map_err("add a blob reference"))?;
+    Ok(())
+}
+
+/// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero.
+fn release_blob_ref(conn: &Connection, blob_id: &BlobId) -> Result<()> {
+    let remaining: Option<i64> = conn
+        .prepare_cached("UPDATE blobs SET refcount = refcount - 1 WHERE id = ?1 AND refcount > 1 RETURNING refcount")
+        .and_then(|mut statement| statement.query_row([blob_id.as_bytes()], |row| row.get(0)).optional())
+        .map_err(map_err("release a blob reference"))?;
+    if remaining.is_none() {
+        conn.prepare_cached("DELETE FROM blobs WHERE id = ?1")
+            .and_then(|mut statement| statement.execute([blob_id.as_bytes()]))
+            .map_err(map_err("delete an unreferenced blob"))?;
+    }
+    Ok(())
+}
+
+fn apply_access(conn: &Connection, updates: &[AccessUpdate]) -> Result<()> {
+    let mut statement = conn
+        .prepare_cached(
+            "UPDATE records SET access_count = access_count + ?3, last_accessed = max(last_accessed, ?4)
+             WHERE collection = ?1 AND key = ?2",
+        )
+        .map_err(map_err("prepare the access update"))?;
+    for update in updates {
+        statement
+            .execute(params![
+                update.collection,
+                update.key,
+                to_i64(update.reads),
+                update.last_accessed_ms
+            ])
+            .map_err(map_err("record reads"))?;
+    }
+    Ok(())
+}
+
+/// SQLite integers are signed; counts and versions never reach 2^63.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,209 @@
+//! Bytes in, bytes out: how a serialized value becomes the stored bytes of a blob and back.
+//!
+//! A stored blob is self-describing: its first byte is the codec tag ([`Codec`]), the rest is
+//! the payload. Tags are part of the on-disk format and never change meaning.
+//!
+//! **Invariant:** nothing here does I/O, holds a lock or panics, whatever the input; a decoder
+//! never produces more than the `max_raw_bytes` it is given (no decompression bomb).
+
+#![deny(clippy::indexing_slicing)]
+
+pub mod compress;
+pub mod format;
+
+pub use compress::{Algorithm, Compression, Level};
+pub use format::Format;
+
+/// The codec of a stored blob, written as its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Codec {
+    /// Stored as serialized, uncompressed.
+    Raw = 0,
+    /// A zstd frame.
+    Zstd = 1,
+    /// A gzip member (as the seed wrote).
+    Gzip = 2,
+}
+
+impl Codec {
+    /// The codec of a tag byte, if known.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(Codec::Raw),
+            1 => Some(Codec::Zstd),
+            2 => Some(Codec::Gzip),
+            _ => None,
+        }
+    }
+
+    /// A lowercase name, for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Raw => "raw",
+            Codec::Zstd => "zstd",
+            Codec::Gzip => "gzip",
+        }
+    }
+}
+
+/// Why stored bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The blob is empty: not even a tag byte.
+    #[error("stored blob is empty")]
+    Empty,
+    /// The tag byte names no known codec (written by a newer version, or damaged).
+    #[error("unknown codec tag {0}")]
+    UnknownCodec(u8),
+    /// The payload expands beyond the allowed size.
+    #[error("value expands beyond {max_raw_bytes} bytes")]
+    TooLarge {
+        /// The limit that was hit.
+        max_raw_bytes: usize,
+    },
+    /// The compressed payload is damaged.
+    #[error("{codec} payload is damaged: {detail}")]
+    Damaged {
+        /// Codec name.
+        codec: &'static str,
+        /// The decompressor's message.
+        detail: String,
+    },
+}
+
+/// Encodes serialized bytes for storage: compressed when that is smaller, raw otherwise.
+pub fn encode(raw: &[u8], compression: Compression) -> Vec<u8> {
+    if let Some((codec, payload)) = compress::compress(raw, compression) {
+        if payload.len() < raw.len() {
+            return with_tag(codec, &payload);
+        }
+    }
+    with_tag(Codec::Raw, raw)
+}
+
+/// Decodes stored bytes back to the serialized bytes, refusing to expand past `max_raw_bytes`.
+///
+/// # Errors
+/// A [`DecodeError`] for an empty blob, an unknown tag, a damaged payload or a bomb.
+pub fn decode(stored: &[u8], max_raw_bytes: usize) -> Result<Vec<u8>, DecodeError> {
+    let (&tag, payload) = stored.split_first().ok_or(DecodeError::Empty)?;
+    match Codec::from_tag(tag).ok_or(DecodeError::UnknownCodec(tag))? {
+        Codec::Raw if payload.len() > max_raw_bytes => Err(DecodeError::TooLarge { max_raw_bytes }),
+        Codec::Raw => Ok(payload.to_vec()),
+        Codec::Zstd => compress::zstd_decompress(payload, max_raw_bytes),
+        Codec::Gzip => compress::gzip_decompress(payload, max_raw_bytes),
+    }
+}
+
+/// The codec of stored bytes, if their tag is known.
+pub fn codec_of(stored: &[u8]) -> Option<Codec> {
+    stored.first().copied().and_then(Codec::from_tag)
+}
+
+fn with_tag(codec: Codec, payload: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(payload.len() + 1);
+    stored.push(codec as u8);
+    stored.extend_from_slice(payload);
+    stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1 << 20;
+
+    #[test]
+    fn compressible_values_are_stored_compressed() -> Result<(), DecodeError> {
+        let raw = br#"{"balance":0,"items":[],"flags":{}}"#.repeat(50);
+        for algorithm in [Algorithm::Zstd, Algorithm::Gzip] {
+            for level in [Level::Fast, Level::Balanced, Level::Maximum] {
+                let stored = encode(&raw, Compression { algorithm, level });
+                assert!(stored.len() < raw.len() / 5, "{algorithm:?} {level:?}");
+                assert_ne!(codec_of(&stored), Some(Codec::Raw));
+                assert_eq!(decode(&stored, MAX)?, raw);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn incompressible_values_stay_raw() -> Result<(), DecodeError> {
+        let raw = b"{\"a\":1}".to_vec();
+        let stored = encode(&raw, Compression::default());
+        assert_eq!(codec_of(&stored), Some(Codec::Raw));
+        assert_eq!(stored.len(), raw.len() + 1);
+        assert_eq!(decode(&stored, MAX)?, raw);
+        Ok(())
+    }
+
+    #[test]
+    fn compression_can_be_switched_off() -> Result<(), DecodeError> {
+        let raw = b"x".repeat(1000);
+        let off = Compression {
+            algorithm: Algorithm::None,
+            level: Level::Balanced,
+        };
+        let stored = encode(&raw, off);
+        assert_eq!(codec_of(&stored), Some(Codec::Raw));
+        assert_eq!(decode(&stored, MAX)?, raw);
+        Ok(())
+    }
+
+    #[test]
+    fn bombs_are_refused() {
+        let raw = vec![0u8; 4 << 20];
+        for algorithm in [Algorithm::Zstd, Algorithm::Gzip] {
+            let stored = encode(
+                &raw,
+                Compression {
+                    algorithm,
+                    level: Level::Fast,
+                },
+            );
+            assert!(stored.len() < 64 << 10);
+            assert_eq!(
+                decode(&stored, 1 << 20),
+                Err(DecodeError::TooLarge {
+                    max_raw_bytes: 1 << 20
+                })
+            );
+        }
+        let raw_stored = encode(
+            &raw,
+            Compression {
+                algorithm: Algorithm::None,
+                level: Level::Fast,
+            },
+        );
+        assert_eq!(
+            decode(&raw_stored, 1 << 20),
+            Err(DecodeError::TooLarge {
+                max_raw_bytes: 1 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn damaged_input_is_an_error_not_a_panic() {
+        assert_eq!(decode(&[], MAX), Err(DecodeError::Empty));
+        assert_eq!(
+            decode(&[200, 1, 2], MAX),
+            Err(DecodeError::UnknownCodec(200))
+        );
+        let mut stored = encode(&b"hello world ".repeat(100), Compression::default());
+        for byte in stored.iter_mut().skip(1) {
+            *byte ^= 0x5a;
+        }
+        assert!(matches!(
+            decode(&stored, MAX),
+            Err(DecodeError::Damaged { .. })
+        ));
+        assert!(matches!(
+            decode(&[2, 0x1f, 0x8b, 8], MAX),
+            Err(DecodeError::Damaged { .. })
+        ));
+    }
+}

@@ -1,0 +1,100 @@
+//! [`Config`]: every setting of a store, with its default and unit.
+//!
+//! The library reads no files; the CLI loads a `Config` from TOML (every field optional).
+
+use std::path::PathBuf;
+
+use crate::codec::Compression;
+use crate::error::{Error, Result};
+
+/// How much a returned write is guaranteed to survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Durability {
+    /// A returned write survives a crash of the process and a power loss (SQLite
+    /// `synchronous=FULL`: the WAL is fsynced at every commit). Default.
+    #[default]
+    Full,
+    /// A returned write survives a crash of the process; the last commits before a power loss
+    /// may be lost, never corrupted (SQLite `synchronous=NORMAL` in WAL mode).
+    Process,
+}
+
+/// The settings of a store. `Config::default()` opens `./strongbox.db` with full durability.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The database file. Default `strongbox.db` (relative to the working directory).
+    /// It is created, owner-only (mode 0600), if missing; the WAL and shared-memory files that
+    /// SQLite places beside it get the same mode.
+    pub path: PathBuf,
+    /// Durability of returned writes. Default [`Durability::Full`].
+    pub durability: Durability,
+    /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
+    pub compression: Compression,
+    /// Largest serialized value accepted, in bytes; also the most a stored value may expand to
+    /// when decompressed. Default 16 MiB (16,777,216).
+    pub max_value_bytes: usize,
+    /// How long a call waits for a lock held by another connection or process, or for a free
+    /// connection, before failing with `Error::Busy`, in milliseconds. Default 5,000.
+    pub busy_timeout_ms: u64,
+    /// Number of read-only connections, so that that many reads run in parallel while a write
+    /// commits. Default 4; at least 1.
+    pub read_connections: usize,
+    /// Largest number of queued write requests the writer commits together in one transaction
+    /// (group commit). Default 256; at least 1. A request waits for no one: the writer takes
+    /// what is queued when it becomes free.
+    pub max_batch_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: PathBuf::from("strongbox.db"),
+            durability: Durability::Full,
+            compression: Compression::default(),
+            max_value_bytes: 16 << 20,
+            busy_timeout_ms: 5_000,
+            read_connections: 4,
+            max_batch_requests: 256,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration for a database file.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: path.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Checks the settings that have a valid range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Err(Error::InvalidConfig("path must not be empty".into()));
+        }
+        if self.read_connections == 0 {
+            return Err(Error::InvalidConfig(
+                "read_connections must be at least 1".into(),
+            ));
+        }
+        if self.max_batch_requests == 0 {
+            return Err(Error::InvalidConfig(
+                "max_batch_requests must be at least 1".into(),
+            ));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
+            return Err(Error::InvalidConfig(
+                "max_value_bytes must be between 1 and 1073741824 (1 GiB)".into(),
+            ));
+        }
+        Ok(())
+    }
+}

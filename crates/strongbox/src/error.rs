@@ -1,0 +1,199 @@
+//! [`Error`] and [`Result`]: the one error type of the library.
+//!
+//! Each variant is something a caller handles differently. Driver errors (SQLite, I/O) are turned
+//! into [`Error::Backend`] or [`Error::Io`] at the backend boundary, so no driver type appears in a
+//! public signature.
+
+use crate::record::{Expect, Version};
+
+/// The result type of every fallible Strongbox call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a lower layer, kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in Strongbox.
+///
+/// A missing key is not an error: reads return `Ok(None)`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A collection name or key broke a documented limit (see [`crate::name`]); fix the name.
+    #[error("invalid {what} {name:?}: {reason}")]
+    InvalidName {
+        /// `"collection"` or `"key"`.
+        what: &'static str,
+        /// The offending name, shortened to at most 64 bytes for display.
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// A serialized value is larger than `Config::max_value_bytes`; store it in parts or raise the limit.
+    #[error(
+        "value for {collection}/{key} is {size} bytes, over the limit of {max} bytes (raise max_value_bytes or split the value)"
+    )]
+    ValueTooLarge {
+        /// Collection of the rejected write.
+        collection: String,
+        /// Key of the rejected write.
+        key: String,
+        /// Serialized size of the value, in bytes.
+        size: usize,
+        /// The configured limit, in bytes.
+        max: usize,
+    },
+
+    /// A conditional write found another version than it expected; re-read and retry.
+    #[error("conflict on {collection}/{key}: expected {expected}, found {}", display_version(*actual))]
+    Conflict {
+        /// Collection of the conflicting write.
+        collection: String,
+        /// Key of the conflicting write.
+        key: String,
+        /// What the write required.
+        expected: Expect,
+        /// The version found in the database (`None`: the key does not exist).
+        actual: Option<Version>,
+    },
+
+    /// Stored data failed verification: a hash mismatch, an undecodable blob or a broken reference.
+    /// The value is never returned; restore the affected key from a backup.
+    #[error("corrupt data{}: {detail}", display_location(collection.as_deref(), key.as_deref()))]
+    Corrupt {
+        /// Collection of the affected record, when known.
+        collection: Option<String>,
+        /// Key of the affected record, when known.
+        key: Option<String>,
+        /// What was found.
+        detail: String,
+    },
+
+    /// The database stayed locked by another connection or process for longer than
+    /// `Config::busy_timeout_ms`, or no connection became free in that time; retry later.
+    #[error(
+        "database busy: gave up after waiting {waited_ms} ms (raise busy_timeout_ms or reduce contention)"
+    )]
+    Busy {
+        /// How long the call waited, in milliseconds.
+        waited_ms: u64,
+    },
+
+    /// A value could not be serialized, or the stored value does not match the requested type.
+    #[error("cannot {action} value of {collection}/{key}")]
+    Serialization {
+        /// `"serialize"` or `"deserialize"`.
+        action: &'static str,
+        /// Collection of the value.
+        collection: String,
+        /// Key of the value.
+        key: String,
+        /// The serializer's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The configuration is invalid; the message names the field.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The database engine failed (disk full, read-only file, unreadable database...).
+    #[error("storage backend failed to {action}")]
+    Backend {
+        /// What was being done, as an action.
+        action: String,
+        /// The engine's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A file operation outside the database engine failed.
+    #[error("cannot {action}")]
+    Io {
+        /// What was being done, as an action, naming the file.
+        action: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The store was closed; open it again.
+    #[error("the store is closed")]
+    Closed,
+}
+
+fn display_version(version: Option<Version>) -> String {
+    match version {
+        Some(version) => format!("version {}", version.get()),
+        None => "no record".to_owned(),
+    }
+}
+
+fn display_location(collection: Option<&str>, key: Option<&str>) -> String {
+    match (collection, key) {
+        (Some(collection), Some(key)) => format!(" in {collection}/{key}"),
+        (Some(collection), None) => format!(" in collection {collection}"),
+        _ => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an engine error with the action that failed.
+    pub(crate) fn backend(action: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            action: action.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A corruption found at a known record.
+    pub(crate) fn corrupt_at(collection: &str, key: &str, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            collection: Some(collection.to_owned()),
+            key: Some(key.to_owned()),
+            detail: detail.into(),
+        }
+    }
+
+    /// A copy of this error for each of several callers that share one failure (a group commit).
+    /// The source is kept as its message.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Busy { waited_ms } => Error::Busy {
+                waited_ms: *waited_ms,
+            },
+            Error::Closed => Error::Closed,
+            Error::Backend { action, source } => Error::Backend {
+                action: action.clone(),
+                source: source.to_string().into(),
+            },
+            other => Error::backend("complete a shared operation", other.to_string()),
+        }
+    }
+
+    /// Fills in how long a busy call waited, which the engine's error does not say.
+    pub(crate) fn busy_after(self, waited: std::time::Duration) -> Self {
+        match self {
+            Error::Busy { .. } => Error::Busy {
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            },
+            other => other,
+        }
+    }
+
+    /// A short stable name of the variant, used for metrics labels and exit codes.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidName { .. } => "invalid_name",
+            Error::ValueTooLarge { .. } => "value_too_large",
+            Error::Conflict { .. } => "conflict",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Busy { .. } => "busy",
+            Error::Serialization { .. } => "serialization",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::Backend { .. } => "backend",
+            Error::Io { .. } => "io",
+            Error::Closed => "closed",
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Strongbox: typed, durable, compressed and deduplicated storage for Rust applications.
+//!
+//! Keep any serde value in a named collection by key. Strongbox serializes it, stores each
+//! unique value once (content-addressed by BLAKE3), compresses it when that helps, commits it
+//! durably to an embedded SQLite file, and verifies it against its hash on every read.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use strongbox::{Config, Expect, ListOptions, Store};
+//!
+//! #[derive(Debug, PartialEq, Serialize, Deserialize)]
+//! struct Player {
+//!     name: String,
+//!     chips: u64,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> strongbox::Result<()> {
+//! # let dir = tempfile::tempdir().map_err(|e| strongbox::Error::Io { action: "tempdir".into(), source: e })?;
+//! let store = Store::open(Config::new(dir.path().join("game.db"))).await?;
+//!
+//! let alice = Player { name: "alice".into(), chips: 1000 };
+//! let version = store.store("players", "alice", &alice).await?;
+//! assert_eq!(store.retrieve::<Player>("players", "alice").await?, Some(alice));
+//!
+//! // Optimistic concurrency: this write only lands if nobody changed alice meanwhile.
+//! let richer = Player { name: "alice".into(), chips: 1500 };
+//! store.store_if("players", "alice", &richer, Expect::Version(version)).await?;
+//!
+//! // Several writes, across collections, commit together or not at all.
+//! let mut tx = store.transaction();
+//! tx.store("players", "bob", &Player { name: "bob".into(), chips: 500 })?;
+//! tx.store("ledger", "0001", &("alice", "bob", 500))?;
+//! tx.commit().await?;
+//!
+//! assert_eq!(store.list("players", ListOptions::all()).await?, ["alice", "bob"]);
+//! assert!(store.verify().await?.is_clean());
+//! store.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The map of the code is `ARCHITECTURE.md` at the root of the repository.
+
+#![deny(clippy::unwrap_used)]
+#![warn(clippy::expect_used)]
+
+mod backend;
+pub mod blob;
+pub mod codec;
+mod config;
+mod error;
+pub mod name;
+mod record;
+mod stats;
+mod store;
+mod transaction;
+mod verify;
+
+pub use config::{Config, Durability};
+pub use error::{BoxError, Error, Result};
+pub use record::{Expect, Record, RecordMeta, Version};
+pub use stats::StorageStats;
+pub use store::{ListOptions, Store};
+pub use transaction::Transaction;
+pub use verify::{Problem, VerifyReport};
