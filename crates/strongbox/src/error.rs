@@ -181,6 +181,19 @@ impl Error {
         }
     }
 
+    /// Names the database file in an engine error that happened while opening it.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::Backend { action, source } if !action.contains(&*path.to_string_lossy()) => {
+                Error::Backend {
+                    action: format!("{action} (database {})", path.display()),
+                    source,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A short stable name of the variant, used for metrics labels and exit codes.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -300,10 +300,10 @@ impl Store {
     /// Not cancel safe: a cancelled close may leave the store closed.
     pub async fn close(&self) -> Result<()> {
         let updates = self.take_access();
-        if !updates.is_empty() {
-            if let Err(error) = self.inner.backend.record_access(updates).await {
-                tracing::warn!(%error, "could not save read counts at close");
-            }
+        if !updates.is_empty()
+            && let Err(error) = self.inner.backend.record_access(updates).await
+        {
+            tracing::warn!(%error, "could not save read counts at close");
         }
         self.inner.backend.close().await
     }

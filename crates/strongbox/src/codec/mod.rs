@@ -75,10 +75,10 @@ pub enum DecodeError {
 
 /// Encodes serialized bytes for storage: compressed when that is smaller, raw otherwise.
 pub fn encode(raw: &[u8], compression: Compression) -> Vec<u8> {
-    if let Some((codec, payload)) = compress::compress(raw, compression) {
-        if payload.len() < raw.len() {
-            return with_tag(codec, &payload);
-        }
+    if let Some((codec, payload)) = compress::compress(raw, compression)
+        && payload.len() < raw.len()
+    {
+        return with_tag(codec, &payload);
     }
     with_tag(Codec::Raw, raw)
 }

@@ -1,1 +1,7 @@
-fn main() {}
+//! The library's integration tests: one binary, real SQLite files in temporary directories.
+
+mod behaviour;
+mod common;
+mod concurrency;
+mod corruption;
+mod files;

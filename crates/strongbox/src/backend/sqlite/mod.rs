@@ -53,9 +53,11 @@ impl SqliteBackend {
     /// or cannot be opened, `Error::InvalidConfig` when its schema is newer than this code.
     pub async fn open(config: &Config) -> Result<Self> {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&config))
-            .await
-            .map_err(|join_error| Error::backend("open the database", join_error.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            Self::open_blocking(&config).map_err(|error| error.in_file(&config.path))
+        })
+        .await
+        .map_err(|join_error| Error::backend("open the database", join_error.to_string()))?
     }
 
     fn open_blocking(config: &Config) -> Result<Self> {

@@ -1,0 +1,43 @@
+//! The conformance suite: each behaviour is an async function taking a `&Store`, run against
+//! every backend by the `behaviours!` macro. Test each behaviour once, here.
+
+mod dedup;
+mod errors;
+mod keys;
+mod transactions;
+mod values;
+
+/// Generates one test per behaviour per backend.
+macro_rules! behaviours {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let harness = crate::common::Harness::sqlite().await;
+                    super::$module::$name(&harness.store).await;
+                    harness.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+behaviours!(
+    values::round_trips_of_many_value_types,
+    values::overwrite_bumps_the_version_and_keeps_created_at,
+    values::a_value_of_another_type_is_a_serialization_error,
+    values::compression_is_kept_only_when_smaller,
+    keys::list_is_in_byte_order_with_prefix_cursor_and_limit,
+    keys::count_collections_exists_and_delete,
+    keys::names_with_sql_metacharacters_and_unicode_are_plain_data,
+    transactions::a_transaction_commits_across_collections,
+    transactions::a_failed_condition_in_the_middle_leaves_nothing,
+    transactions::conditional_stores_and_deletes_check_versions,
+    transactions::writes_in_one_transaction_see_each_other,
+    dedup::two_keys_share_one_blob_until_both_are_gone,
+    dedup::rewriting_the_same_value_changes_no_count,
+    dedup::stats_separate_compression_and_dedup_savings,
+    errors::invalid_names_are_rejected,
+    errors::oversized_values_are_rejected,
+);
