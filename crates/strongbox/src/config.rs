@@ -21,6 +21,19 @@ pub enum Durability {
     Process,
 }
 
+/// How writes treat the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheMode {
+    /// A committed write puts the new value in the cache (default): the next read is a hit.
+    #[default]
+    WriteThrough,
+    /// A committed write removes the key from the cache: written data enters the cache only
+    /// when read, so bulk writes do not push out the hot set.
+    WriteAround,
+}
+
 /// The settings of a store. `Config::default()` opens `./strongbox.db` with full durability.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +60,21 @@ pub struct Config {
     /// (group commit). Default 256; at least 1. A request waits for no one: the writer takes
     /// what is queued when it becomes free.
     pub max_batch_requests: usize,
+    /// Bytes of values the in-memory cache may hold, counting each entry's stored (compressed)
+    /// size plus its key and a fixed overhead. Default 64 MiB (67,108,864); 0 turns it off.
+    pub cache_capacity_bytes: u64,
+    /// Seconds an entry stays in the cache after it was stored or fetched. This bounds how long
+    /// a write made by *another process* can stay unseen here. Default 300.
+    pub cache_ttl_secs: u64,
+    /// Write-through (default) or write-around.
+    pub cache_mode: CacheMode,
+    /// Seconds between statistics reports (tracing event and metric gauges), which also flush
+    /// read counts. Default 60; 0 turns the task off.
+    pub stats_interval_secs: u64,
+    /// Seconds between background maintenance runs. Default 3,600; 0 turns the task off.
+    pub maintenance_interval_secs: u64,
+    /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
+    pub cache_eviction_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -59,6 +87,12 @@ impl Default for Config {
             busy_timeout_ms: 5_000,
             read_connections: 4,
             max_batch_requests: 256,
+            cache_capacity_bytes: 64 << 20,
+            cache_ttl_secs: 300,
+            cache_mode: CacheMode::WriteThrough,
+            stats_interval_secs: 60,
+            maintenance_interval_secs: 3_600,
+            cache_eviction_interval_secs: 300,
         }
     }
 }
@@ -88,6 +122,11 @@ impl Config {
         if self.max_batch_requests == 0 {
             return Err(Error::InvalidConfig(
                 "max_batch_requests must be at least 1".into(),
+            ));
+        }
+        if self.cache_ttl_secs == 0 {
+            return Err(Error::InvalidConfig(
+                "cache_ttl_secs must be at least 1 (set cache_capacity_bytes = 0 to turn the cache off)".into(),
             ));
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {

@@ -47,20 +47,27 @@
 
 mod backend;
 pub mod blob;
+mod cache;
 pub mod codec;
 mod config;
 mod error;
+mod maintenance;
 pub mod name;
 mod record;
 mod stats;
 mod store;
+mod tasks;
+mod telemetry;
 mod transaction;
 mod verify;
 
-pub use config::{Config, Durability};
+pub use cache::CacheStats;
+pub use config::{CacheMode, Config, Durability};
 pub use error::{BoxError, Error, Result};
+pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};
 pub use record::{Expect, Record, RecordMeta, Version};
-pub use stats::StorageStats;
+pub use stats::{StatsSnapshot, StorageStats};
 pub use store::{ListOptions, Store};
+pub use telemetry::{OpStats, WriteStats};
 pub use transaction::Transaction;
 pub use verify::{Problem, VerifyReport};

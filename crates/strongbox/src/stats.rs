@@ -1,8 +1,13 @@
-//! [`StorageStats`]: what the database holds and what compression and deduplication saved.
+//! [`StorageStats`]: what the database holds and what compression and deduplication saved;
+//! [`StatsSnapshot`]: that plus operation counts, latencies, cache and error counters.
+
+use std::collections::BTreeMap;
 
 use crate::backend::StorageTotals;
+use crate::cache::CacheStats;
 use crate::error::Result;
 use crate::store::Store;
+use crate::telemetry::{OpStats, Operation, WriteStats};
 
 /// Totals over a whole store. The field names are a stable interface (the CLI's `stats --json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,5 +73,82 @@ impl Store {
         let mut stats = StorageStats::from(self.backend().totals().await?);
         stats.file_bytes = self.backend().file_bytes();
         Ok(stats)
+    }
+}
+
+/// Everything an operator wants to know about a store at one moment.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// What the database holds.
+    pub storage: StorageStats,
+    /// `store` and `store_if` calls.
+    pub store: OpStats,
+    /// `retrieve` and `retrieve_record` calls.
+    pub retrieve: OpStats,
+    /// `delete` and `delete_if` calls.
+    pub delete: OpStats,
+    /// `Transaction::commit` calls.
+    pub commit: OpStats,
+    /// The read cache.
+    pub cache: CacheStats,
+    /// Deduplication and compression on the write path since the store opened.
+    pub writes: WriteStats,
+    /// Total time reads waited for a free connection, in milliseconds.
+    pub connection_wait_ms: u64,
+    /// Failed calls by `Error::kind`, since the store opened.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Store {
+    /// A snapshot of the operation counters, latencies, cache and storage totals.
+    ///
+    /// # Errors
+    /// `Error::Busy`, `Error::Backend` when the storage totals cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stats(&self) -> Result<StatsSnapshot> {
+        let recorder = self.recorder();
+        Ok(StatsSnapshot {
+            storage: self.storage_stats().await?,
+            store: recorder.op_stats(Operation::Store),
+            retrieve: recorder.op_stats(Operation::Retrieve),
+            delete: recorder.op_stats(Operation::Delete),
+            commit: recorder.op_stats(Operation::Commit),
+            cache: self.cache().stats(),
+            writes: recorder.write_stats(),
+            connection_wait_ms: self.backend().connection_wait_micros() / 1000,
+            errors: recorder.errors(),
+        })
+    }
+
+    /// The statistics task: saves read counts, refreshes the gauges, logs a summary.
+    pub(crate) async fn report_stats(&self) {
+        self.flush_access();
+        match self.stats().await {
+            Ok(stats) => {
+                let storage = &stats.storage;
+                for (name, value) in [
+                    ("strongbox_records", storage.records),
+                    ("strongbox_blobs", storage.blobs),
+                    ("strongbox_logical_bytes", storage.logical_bytes),
+                    ("strongbox_stored_bytes", storage.stored_bytes),
+                    ("strongbox_file_bytes", storage.file_bytes),
+                    ("strongbox_cache_entries", stats.cache.entries),
+                    ("strongbox_cache_bytes", stats.cache.bytes),
+                ] {
+                    metrics::gauge!(name).set(value as f64);
+                }
+                tracing::info!(
+                    records = storage.records,
+                    stored_bytes = storage.stored_bytes,
+                    stores = stats.store.count,
+                    retrieves = stats.retrieve.count,
+                    cache_hit_ratio = stats.cache.hit_ratio,
+                    "storage statistics"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "cannot read storage statistics"),
+        }
     }
 }

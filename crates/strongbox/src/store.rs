@@ -6,17 +6,21 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{AccessUpdate, Backend, KeyRange, StoredRecord, WriteOp, WriteOutcome};
-use crate::blob::{self, EncodedBlob};
+use crate::backend::{AccessUpdate, Backend, KeyRange, WriteOp, WriteOutcome};
+use crate::blob::{self, BlobId, EncodedBlob};
+use crate::cache::{Cache, CachedValue};
 use crate::codec::Format;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{Expect, Record, Version};
+use crate::tasks::Tasks;
+use crate::telemetry::{Operation, Recorder};
 use crate::transaction::Transaction;
 
 /// Read counts are flushed to the database once this many distinct records were read.
@@ -32,11 +36,23 @@ pub struct Store {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     backend: Backend,
+    cache: Cache,
+    recorder: Recorder,
     /// Reads since the last flush, by (collection, key): (count, last read time).
     access: Mutex<HashMap<(String, String), (u64, i64)>>,
+    /// Held while maintenance runs, so that it never runs twice at once.
+    maintenance: tokio::sync::Mutex<()>,
+    tasks: Tasks,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Background tasks hold only weak handles; this tells them to stop now.
+        self.tasks.cancel();
+    }
 }
 
 /// Which keys [`Store::list`] returns.
@@ -89,13 +105,41 @@ impl Store {
     pub async fn open(config: Config) -> Result<Self> {
         config.validate()?;
         let backend = Backend::open(&config).await?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
+                cache: Cache::new(&config),
+                recorder: Recorder::new(),
                 config,
                 backend,
                 access: Mutex::new(HashMap::new()),
+                maintenance: tokio::sync::Mutex::new(()),
+                tasks: Tasks::new(),
             }),
-        })
+        };
+        store.inner.tasks.start(&store);
+        Ok(store)
+    }
+
+    /// A handle from the shared state, for background tasks.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Store { inner }
+    }
+
+    /// A handle that does not keep the store open.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
+    }
+
+    pub(crate) fn maintenance_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.maintenance
     }
 
     /// The configuration the store was opened with.
@@ -140,11 +184,19 @@ impl Store {
         value: &T,
         expect: Expect,
     ) -> Result<Version> {
-        let op = self.encode_put(collection, key, value, expect)?;
-        match self.write_one(op).await? {
-            WriteOutcome::Stored(version) => Ok(version),
-            WriteOutcome::Deleted(_) => Err(unexpected_outcome()),
-        }
+        let started = Instant::now();
+        let result = match self.encode_put(collection, key, value, expect) {
+            Ok(op) => match self.write_one(op).await {
+                Ok(WriteOutcome::Stored { meta, .. }) => Ok(meta.version),
+                Ok(WriteOutcome::Deleted(_)) => Err(unexpected_outcome()),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        self.inner
+            .recorder
+            .finish(Operation::Store, started.elapsed(), &result);
+        result
     }
 
     /// Reads the value under `key`, or `None` when there is none.
@@ -179,16 +231,55 @@ impl Store {
         collection: &str,
         key: &str,
     ) -> Result<Option<Record<T>>> {
+        let started = Instant::now();
+        let result = self.retrieve_uncounted(collection, key).await;
+        self.inner
+            .recorder
+            .finish(Operation::Retrieve, started.elapsed(), &result);
+        result
+    }
+
+    async fn retrieve_uncounted<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<Record<T>>> {
         validate_collection(collection)?;
         validate_key(key)?;
-        let Some(stored) = self.inner.backend.get(collection, key).await? else {
+        let cache = &self.inner.cache;
+        if let Some(hit) = cache.get(collection, key) {
+            let value = self.decode(collection, key, &hit.blob_id, &hit.stored, hit.format)?;
+            self.note_access(collection, key);
+            return Ok(Some(Record {
+                value,
+                meta: hit.meta,
+            }));
+        }
+        let ticket = cache.is_enabled().then(|| cache.ticket(collection, key));
+        let Some(fetched) = self.inner.backend.get(collection, key).await? else {
             return Ok(None);
         };
-        let value = self.decode(collection, key, &stored)?;
+        let stored = fetched.stored.ok_or_else(|| {
+            Error::corrupt_at(
+                collection,
+                key,
+                format!("blob {} is missing", fetched.blob_id),
+            )
+        })?;
+        let value = self.decode(collection, key, &fetched.blob_id, &stored, fetched.format)?;
+        if let Some(ticket) = ticket {
+            let cached = CachedValue {
+                blob_id: fetched.blob_id,
+                stored,
+                format: fetched.format,
+                meta: fetched.meta,
+            };
+            cache.fill(ticket, collection, key, cached);
+        }
         self.note_access(collection, key);
         Ok(Some(Record {
             value,
-            meta: stored.meta,
+            meta: fetched.meta,
         }))
     }
 
@@ -211,11 +302,19 @@ impl Store {
     /// # Cancel safety
     /// Not cancel safe, as [`Store::delete`].
     pub async fn delete_if(&self, collection: &str, key: &str, expect: Expect) -> Result<bool> {
-        let op = delete_op(collection, key, expect)?;
-        match self.write_one(op).await? {
-            WriteOutcome::Deleted(existed) => Ok(existed),
-            WriteOutcome::Stored(_) => Err(unexpected_outcome()),
-        }
+        let started = Instant::now();
+        let result = match delete_op(collection, key, expect) {
+            Ok(op) => match self.write_one(op).await {
+                Ok(WriteOutcome::Deleted(existed)) => Ok(existed),
+                Ok(WriteOutcome::Stored { .. }) => Err(unexpected_outcome()),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        self.inner
+            .recorder
+            .finish(Operation::Delete, started.elapsed(), &result);
+        result
     }
 
     /// Whether `key` exists.
@@ -285,6 +384,11 @@ impl Store {
         self.inner.backend.collections().await
     }
 
+    /// Number of background tasks still running: 0 once `close` returned.
+    pub fn running_tasks(&self) -> usize {
+        self.inner.tasks.running()
+    }
+
     /// Starts a transaction: writes added to it commit together or not at all.
     pub fn transaction(&self) -> Transaction {
         Transaction::new(self.clone())
@@ -299,6 +403,7 @@ impl Store {
     /// # Cancel safety
     /// Not cancel safe: a cancelled close may leave the store closed.
     pub async fn close(&self) -> Result<()> {
+        self.inner.tasks.stop().await;
         let updates = self.take_access();
         if !updates.is_empty()
             && let Err(error) = self.inner.backend.record_access(updates).await
@@ -345,28 +450,19 @@ impl Store {
         })
     }
 
-    /// Decodes, verifies and deserializes a fetched record.
+    /// Decodes, verifies and deserializes stored bytes.
     fn decode<T: DeserializeOwned>(
         &self,
         collection: &str,
         key: &str,
-        stored: &StoredRecord,
+        blob_id: &BlobId,
+        stored: &[u8],
+        format: u8,
     ) -> Result<T> {
-        let bytes = stored.stored.as_deref().ok_or_else(|| {
-            Error::corrupt_at(
-                collection,
-                key,
-                format!("blob {} is missing", stored.blob_id),
-            )
-        })?;
-        let raw = blob::decode_verified(&stored.blob_id, bytes, self.inner.config.max_value_bytes)
+        let raw = blob::decode_verified(blob_id, stored, self.inner.config.max_value_bytes)
             .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;
-        let format = Format::from_tag(stored.format).ok_or_else(|| {
-            Error::corrupt_at(
-                collection,
-                key,
-                format!("unknown format tag {}", stored.format),
-            )
+        let format = Format::from_tag(format).ok_or_else(|| {
+            Error::corrupt_at(collection, key, format!("unknown format tag {format}"))
         })?;
         format
             .deserialize(&raw)
@@ -379,12 +475,68 @@ impl Store {
     }
 
     async fn write_one(&self, op: WriteOp) -> Result<WriteOutcome> {
-        self.inner
-            .backend
-            .write(vec![op])
+        self.apply(vec![op])
             .await?
             .pop()
             .ok_or_else(unexpected_outcome)
+    }
+
+    /// Hands writes to the backend, then brings the cache in line with what committed.
+    pub(crate) async fn apply(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        let write_through = self.inner.cache.is_write_through();
+        // What each write means for the cache: (collection, key, new stored value if any).
+        let touched: Vec<(String, String, Option<NewValue>)> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put {
+                    collection,
+                    key,
+                    blob,
+                    format,
+                    ..
+                } => {
+                    self.inner
+                        .recorder
+                        .written(blob.raw_len, blob.stored.len() as u64);
+                    let value = write_through.then(|| (blob.id, blob.stored.clone(), *format));
+                    (collection.clone(), key.clone(), value)
+                }
+                WriteOp::Delete {
+                    collection, key, ..
+                } => (collection.clone(), key.clone(), None),
+            })
+            .collect();
+        let result = self.inner.backend.write(ops).await;
+        let cache = &self.inner.cache;
+        match &result {
+            Ok(outcomes) => {
+                for ((collection, key, value), outcome) in touched.into_iter().zip(outcomes) {
+                    let cached = match outcome {
+                        WriteOutcome::Stored { meta, deduplicated } => {
+                            if *deduplicated {
+                                self.inner.recorder.deduplicated(meta.size_bytes);
+                            }
+                            value.map(|(blob_id, stored, format)| CachedValue {
+                                blob_id,
+                                stored,
+                                format,
+                                meta: *meta,
+                            })
+                        }
+                        WriteOutcome::Deleted(_) => None,
+                    };
+                    cache.written(&collection, &key, cached);
+                }
+            }
+            // Whether anything committed is unknown for some errors (a dead writer): forget
+            // the keys rather than risk serving what was replaced.
+            Err(_) => {
+                for (collection, key, _) in touched {
+                    cache.written(&collection, &key, None);
+                }
+            }
+        }
+        result
     }
 
     /// Counts a read in memory; queues the counts for the writer once enough accumulated.
@@ -402,10 +554,17 @@ impl Store {
             access.len() >= ACCESS_FLUSH_RECORDS
         };
         if full {
-            let updates = self.take_access();
-            if let Err(error) = self.inner.backend.queue_access(updates) {
-                tracing::debug!(%error, "read counts dropped");
-            }
+            self.flush_access();
+        }
+    }
+
+    /// Queues the read counts gathered so far for the writer.
+    pub(crate) fn flush_access(&self) {
+        let updates = self.take_access();
+        if !updates.is_empty()
+            && let Err(error) = self.inner.backend.queue_access(updates)
+        {
+            tracing::debug!(%error, "read counts dropped");
         }
     }
 
@@ -426,6 +585,9 @@ impl Store {
             .collect()
     }
 }
+
+/// A written value as the cache keeps it: blob id, stored bytes, format tag.
+type NewValue = (BlobId, Vec<u8>, u8);
 
 /// Validates and builds a delete.
 pub(crate) fn delete_op(collection: &str, key: &str, expect: Expect) -> Result<WriteOp> {

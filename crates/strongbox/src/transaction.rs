@@ -1,11 +1,14 @@
 //! [`Transaction`]: several stores and deletes, across collections, committed together.
 
+use std::time::Instant;
+
 use serde::Serialize;
 
 use crate::backend::{WriteOp, WriteOutcome};
 use crate::error::Result;
 use crate::record::{Expect, Version};
 use crate::store::{Store, delete_op};
+use crate::telemetry::Operation;
 
 /// Writes that commit together or not at all, with their conditions checked at commit.
 ///
@@ -109,13 +112,19 @@ impl Transaction {
         if self.ops.is_empty() {
             return Ok(Vec::new());
         }
-        let outcomes = self.store.backend().write(self.ops).await?;
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                WriteOutcome::Stored(version) => Some(version),
-                WriteOutcome::Deleted(_) => None,
-            })
-            .collect())
+        let started = Instant::now();
+        let result = self.store.apply(self.ops).await.map(|outcomes| {
+            outcomes
+                .into_iter()
+                .map(|outcome| match outcome {
+                    WriteOutcome::Stored { meta, .. } => Some(meta.version),
+                    WriteOutcome::Deleted(_) => None,
+                })
+                .collect()
+        });
+        self.store
+            .recorder()
+            .finish(Operation::Commit, started.elapsed(), &result);
+        result
     }
 }

@@ -47,8 +47,13 @@ pub enum WriteOp {
 /// What one [`WriteOp`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// The record now has this version.
-    Stored(Version),
+    /// The record was written.
+    Stored {
+        /// The record's metadata after the write.
+        meta: RecordMeta,
+        /// Whether the value was already stored (only a reference was added).
+        deduplicated: bool,
+    },
     /// The record was removed (`true`) or was already absent (`false`).
     Deleted(bool),
 }
@@ -105,6 +110,26 @@ pub struct StorageTotals {
     pub unique_bytes: u64,
     /// Stored size of every unique value (after deduplication and compression).
     pub stored_bytes: u64,
+}
+
+/// What an orphan-blob sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanSweep {
+    /// Blobs no record pointed at.
+    pub blobs: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+}
+
+/// What a WAL checkpoint did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Whether every frame was copied into the database (no reader held the WAL back).
+    pub is_complete: bool,
+    /// Frames in the WAL before the checkpoint.
+    pub wal_frames: u64,
+    /// Frames copied into the database.
+    pub checkpointed_frames: u64,
 }
 
 /// A blob whose reference count disagrees with the records pointing at it.
@@ -241,6 +266,49 @@ impl Backend {
     pub async fn integrity_check(&self) -> Result<Vec<String>> {
         match self {
             Backend::Sqlite(sqlite) => sqlite.integrity_check().await,
+        }
+    }
+
+    /// Refreshes the query planner's statistics (`full`: analyze everything).
+    pub async fn optimize(&self, full: bool) -> Result<()> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.optimize(full).await,
+        }
+    }
+
+    /// Deletes blobs no record points at.
+    pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.collect_orphan_blobs().await,
+        }
+    }
+
+    /// Returns free pages to the file system (`full`: rebuild the whole file); returns the
+    /// number of pages released.
+    pub async fn vacuum(&self, full: bool) -> Result<u64> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.vacuum(full).await,
+        }
+    }
+
+    /// Copies the WAL into the database file and truncates it.
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.checkpoint().await,
+        }
+    }
+
+    /// Rebuilds every index.
+    pub async fn reindex(&self) -> Result<()> {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.reindex().await,
+        }
+    }
+
+    /// Total time reads waited for a free connection, in microseconds.
+    pub fn connection_wait_micros(&self) -> u64 {
+        match self {
+            Backend::Sqlite(sqlite) => sqlite.connection_wait_micros(),
         }
     }
 

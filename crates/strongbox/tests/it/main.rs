@@ -1,7 +1,9 @@
 //! The library's integration tests: one binary, real SQLite files in temporary directories.
 
 mod behaviour;
+mod cache;
 mod common;
 mod concurrency;
 mod corruption;
 mod files;
+mod maintenance;

@@ -9,6 +9,7 @@
 //! - Files: the database is created with mode 0600; SQLite gives its `-wal` and `-shm` files the
 //!   database's mode.
 
+mod maintenance;
 mod reader;
 mod schema;
 mod writer;
@@ -125,6 +126,11 @@ impl SqliteBackend {
             .filter_map(|file| std::fs::metadata(file).ok())
             .map(|metadata| metadata.len())
             .sum()
+    }
+
+    /// Reads waited this long in total for a free connection, in microseconds.
+    pub fn connection_wait_micros(&self) -> u64 {
+        self.readers.wait_micros()
     }
 
     fn send(&self, request: Request) -> Result<()> {

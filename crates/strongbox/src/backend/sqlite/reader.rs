@@ -5,8 +5,9 @@
 //! panics when empty. A connection lost (its thread panicked) is replaced by a new one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
@@ -21,6 +22,7 @@ pub struct ReaderPool {
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    wait_micros: AtomicU64,
 }
 
 impl ReaderPool {
@@ -34,6 +36,7 @@ impl ReaderPool {
             busy_timeout,
             idle: Mutex::new(idle),
             permits: Semaphore::new(size),
+            wait_micros: AtomicU64::new(0),
         })
     }
 
@@ -50,7 +53,11 @@ impl ReaderPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let permit = match tokio::time::timeout(self.busy_timeout, self.permits.acquire()).await {
+        let started = Instant::now();
+        let acquired = tokio::time::timeout(self.busy_timeout, self.permits.acquire()).await;
+        let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.wait_micros.fetch_add(waited, Ordering::Relaxed);
+        let permit = match acquired {
             Ok(Ok(permit)) => permit,
             Ok(Err(_closed)) => return Err(Error::Closed),
             Err(_elapsed) => {
@@ -74,6 +81,11 @@ impl ReaderPool {
         .await
         .map_err(|join_error| Error::backend("run a read query", join_error.to_string()))?
         .map_err(|error| error.busy_after(self.busy_timeout))
+    }
+
+    /// Total time reads waited for a free connection, in microseconds.
+    pub fn wait_micros(&self) -> u64 {
+        self.wait_micros.load(Ordering::Relaxed)
     }
 
     /// Refuses new reads; reads in progress finish.

@@ -16,7 +16,7 @@ use super::{map_err, now_ms};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::Version;
+use crate::record::{RecordMeta, Version};
 
 /// A message to the writer thread.
 pub enum Request {
@@ -27,6 +27,9 @@ pub enum Request {
         /// Where the outcome goes.
         reply: oneshot::Sender<Result<Vec<WriteOutcome>>>,
     },
+    /// Run a job on the writer connection, alone, between two group commits (maintenance).
+    /// The job answers through its own channel.
+    Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Add read counts; answered once committed, if anyone waits for the answer.
     Access {
         /// The counts.
@@ -38,10 +41,27 @@ pub enum Request {
 
 /// Runs the writer until every sender is dropped.
 pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_requests: usize) {
-    while let Ok(first) = requests.recv() {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(request) => request,
+            None => match requests.recv() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+        };
+        if let Request::Exclusive(job) = first {
+            job(&mut conn);
+            continue;
+        }
         let mut group = vec![first];
         while group.len() < max_batch_requests {
             match requests.try_recv() {
+                // An exclusive job waits for the group before it to commit.
+                Ok(request @ Request::Exclusive(_)) => {
+                    next = Some(request);
+                    break;
+                }
                 Ok(request) => group.push(request),
                 Err(_) => break,
             }
@@ -86,6 +106,9 @@ fn commit_group(conn: &mut Connection, group: Vec<Request>) {
                     Err(error) => answer_access(reply, Err(error)),
                 }
             }
+            // `run` never puts an exclusive job into a group; were one here, dropping it
+            // tells its caller the store is closed rather than running it inside a transaction.
+            Request::Exclusive(job) => drop(job),
         }
     }
     match tx.commit() {
@@ -120,6 +143,7 @@ fn answer_error(request: Request, error: &Error) {
             let _ = reply.send(Err(error.duplicate()));
         }
         Request::Access { reply, .. } => answer_access(reply, Err(error.duplicate())),
+        Request::Exclusive(job) => drop(job),
     }
 }
 
@@ -172,8 +196,8 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 format,
                 expect,
             } => {
-                let current = current(conn, &collection, &key)?;
-                let actual = current.as_ref().map(|(version, _)| *version);
+                                let current = current(conn, &collection, &key)?;
+                let actual = current.as_ref().map(|row| row.version);
                 if !expect.is_met_by(actual) {
                     return Err(Error::Conflict {
                         collection,
@@ -183,10 +207,12 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     });
                 }
                 let version = actual.map_or(Version::FIRST, Version::next);
-                let old_blob = current.map(|(_, blob_id)| blob_id);
-                if old_blob != Some(blob.id) {
-                    add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
-                }
+                let old_blob = current.as_ref().map(|row| row.blob_id);
+                let deduplicated = if old_blob == Some(blob.id) {
+                    true
+                } else {
+                    add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?
+                };
                 conn.prepare_cached(
                     "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at, size)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
@@ -206,14 +232,24 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     ])
                 })
                 .map_err(map_err("write a record"))?;
-                if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
+                                if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
                     release_blob_ref(conn, &old_blob)?;
                 }
-                WriteOutcome::Stored(version)
+                WriteOutcome::Stored {
+                    meta: RecordMeta {
+                        version,
+                        created_at_ms: current.as_ref().map_or(now, |row| row.created_at_ms),
+                        updated_at_ms: now,
+                        size_bytes: blob.raw_len,
+                        access_count: current.as_ref().map_or(0, |row| row.access_count),
+                        last_accessed_ms: current.as_ref().map_or(0, |row| row.last_accessed_ms),
+                    },
+                    deduplicated,
+                }
             }
             WriteOp::Delete { collection, key, expect } => {
-                let current = current(conn, &collection, &key)?;
-                let actual = current.as_ref().map(|(version, _)| *version);
+                                let current = current(conn, &collection, &key)?;
+                let actual = current.as_ref().map(|row| row.version);
                 if !expect.is_met_by(actual) {
                     return Err(Error::Conflict {
                         collection,
@@ -224,7 +260,7 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 }
                 match current {
                     None => WriteOutcome::Deleted(false),
-                    Some((_, blob_id)) => {
+                    Some(CurrentRow { blob_id, .. }) => {
                         conn.prepare_cached("DELETE FROM records WHERE collection = ?1 AND key = ?2")
                             .and_then(|mut statement| statement.execute(params![collection, key]))
                             .map_err(map_err("delete a record"))?;
@@ -238,38 +274,70 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
     Ok(outcomes)
 }
 
-/// The version and blob of a record, if it exists.
-fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<(Version, BlobId)>> {
+/// What a write needs to know of the record it replaces.
+struct CurrentRow {
+    version: Version,
+    blob_id: BlobId,
+    created_at_ms: i64,
+    access_count: u64,
+    last_accessed_ms: i64,
+}
+
+/// The current state of a record, if it exists.
+fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<CurrentRow>> {
     let row = conn
-        .prepare_cached("SELECT version, blob_id FROM records WHERE collection = ?1 AND key = ?2")
+        .prepare_cached(
+            "SELECT version, blob_id, created_at, access_count, last_accessed FROM records
+             WHERE collection = ?1 AND key = ?2",
+        )
         .and_then(|mut statement| {
             statement
                 .query_row(params![collection, key], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
                 })
                 .optional()
         })
         .map_err(map_err("read a record's version"))?;
-    row.map(|(version, blob_id)| {
-        let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
-            Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
-        })?;
-        Ok((Version::new(u64::try_from(version).unwrap_or(0)), blob_id))
-    })
+    row.map(
+        |(version, blob_id, created_at_ms, access_count, last_accessed_ms)| {
+            let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
+                Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+            })?;
+            Ok(CurrentRow {
+                version: Version::new(version.max(0).unsigned_abs()),
+                blob_id,
+                created_at_ms,
+                access_count: access_count.max(0).unsigned_abs(),
+                last_accessed_ms,
+            })
+        },
+    )
     .transpose()
 }
 
-/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new.
-fn add_blob_ref(conn: &Connection, blob_id: &BlobId, stored: &[u8], raw_len: u64) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
-         ON CONFLICT (id) DO UPDATE SET refcount = refcount + 1",
-    )
-    .and_then(|mut statement| {
-        statement.execute(params![blob_id.as_bytes(), stored, to_i64(raw_len)])
-    })
-    .map_err(map_err("add a blob reference"))?;
-    Ok(())
+/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns
+/// whether the blob already existed (the write was deduplicated).
+fn add_blob_ref(conn: &Connection, blob_id: &BlobId, stored: &[u8], raw_len: u64) -> Result<bool> {
+    let refcount: i64 = conn
+        .prepare_cached(
+            "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (id) DO UPDATE SET refcount = refcount + 1
+             RETURNING refcount",
+        )
+        .and_then(|mut statement| {
+            statement.query_row(
+                params![blob_id.as_bytes(), stored, to_i64(raw_len)],
+                |row| row.get(0),
+            )
+        })
+        .map_err(map_err("add a blob reference"))?;
+    Ok(refcount > 1)
 }
 
 /// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero.

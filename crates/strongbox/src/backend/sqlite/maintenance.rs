@@ -1,0 +1,148 @@
+//! Maintenance on the SQLite file: each step is one job on the writer connection, run between
+//! group commits, so writes wait at most one step (one chunk, for the incremental vacuum) and
+//! reads, in WAL mode, never wait.
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::writer::Request;
+use super::{SqliteBackend, map_err};
+use crate::backend::{Checkpoint, OrphanSweep};
+use crate::error::{Error, Result};
+
+/// Free pages returned to the file system per incremental-vacuum job.
+const VACUUM_CHUNK_PAGES: i64 = 2048;
+
+impl SqliteBackend {
+    /// Runs `job` alone on the writer connection and returns its result.
+    async fn exclusive<T, F>(&self, job: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Exclusive(Box::new(move |conn| {
+            let _ = reply.send(job(conn));
+        })))?;
+        answer
+            .await
+            .map_err(|_| Error::Closed)?
+            .map_err(|error| error.busy_after(self.busy_timeout))
+    }
+
+    /// See `Backend::optimize`.
+    pub async fn optimize(&self, full: bool) -> Result<()> {
+        self.exclusive(move |conn| {
+            let sql = if full {
+                "ANALYZE"
+            } else {
+                "PRAGMA analysis_limit = 1000; PRAGMA optimize"
+            };
+            conn.execute_batch(sql)
+                .map_err(map_err("optimize the query planner statistics"))
+        })
+        .await
+    }
+
+    /// See `Backend::collect_orphan_blobs`.
+    pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
+        self.exclusive(|conn| {
+            let tx = conn.transaction().map_err(map_err("begin the orphan sweep"))?;
+            let (blobs, bytes): (i64, i64) = tx
+                .query_row(
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs b
+                     WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = b.id)",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(map_err("find orphan blobs"))?;
+            tx.execute(
+                "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = blobs.id)",
+                [],
+            )
+            .map_err(map_err("delete orphan blobs"))?;
+            tx.commit().map_err(map_err("commit the orphan sweep"))?;
+            Ok(OrphanSweep {
+                blobs: blobs.max(0).unsigned_abs(),
+                bytes: bytes.max(0).unsigned_abs(),
+            })
+        })
+        .await
+    }
+
+    /// See `Backend::vacuum`.
+    pub async fn vacuum(&self, full: bool) -> Result<u64> {
+        if full {
+            return self
+                .exclusive(|conn| {
+                    let before = page_count(conn)?;
+                    conn.execute_batch("VACUUM")
+                        .map_err(map_err("vacuum the database"))?;
+                    Ok(before.saturating_sub(page_count(conn)?))
+                })
+                .await;
+        }
+        let mut freed = 0u64;
+        loop {
+            let (released, remaining) = self
+                .exclusive(|conn| {
+                    let auto_vacuum: i64 = conn
+                        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+                        .map_err(map_err("read auto_vacuum"))?;
+                    // 2 = incremental; other files can only shrink with a full vacuum.
+                    if auto_vacuum != 2 {
+                        return Ok((0, 0));
+                    }
+                    let before = freelist_count(conn)?;
+                    if before == 0 {
+                        return Ok((0, 0));
+                    }
+                    conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_CHUNK_PAGES})"))
+                        .map_err(map_err("vacuum free pages"))?;
+                    let after = freelist_count(conn)?;
+                    Ok((before.saturating_sub(after), after))
+                })
+                .await?;
+            freed += released;
+            if released == 0 || remaining == 0 {
+                return Ok(freed);
+            }
+        }
+    }
+
+    /// See `Backend::checkpoint`.
+    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+        self.exclusive(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok(Checkpoint {
+                    is_complete: row.get::<_, i64>(0)? == 0,
+                    wal_frames: row.get::<_, i64>(1)?.max(0).unsigned_abs(),
+                    checkpointed_frames: row.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                })
+            })
+            .map_err(map_err("checkpoint the WAL"))
+        })
+        .await
+    }
+
+    /// See `Backend::reindex`.
+    pub async fn reindex(&self) -> Result<()> {
+        self.exclusive(|conn| {
+            conn.execute_batch("REINDEX")
+                .map_err(map_err("rebuild the indexes"))
+        })
+        .await
+    }
+}
+
+fn page_count(conn: &Connection) -> Result<u64> {
+    conn.query_row("PRAGMA page_count", [], |row| row.get::<_, i64>(0))
+        .map(|pages| pages.max(0).unsigned_abs())
+        .map_err(map_err("read the page count"))
+}
+
+fn freelist_count(conn: &Connection) -> Result<u64> {
+    conn.query_row("PRAGMA freelist_count", [], |row| row.get::<_, i64>(0))
+        .map(|pages| pages.max(0).unsigned_abs())
+        .map_err(map_err("read the free page count"))
+}

@@ -1,0 +1,270 @@
+//! `Store::maintenance`: keep the database small, fast and checked, and say what was done.
+//!
+//! Steps run in order; each is timed, and a failing step is recorded in the report without
+//! stopping the others (as the seed intended). Each database step is one job on the writer
+//! between group commits (the vacuum runs in chunks), so writers wait at most one step and
+//! readers never wait. A lock keeps maintenance from running twice at once.
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// What `Store::maintenance_with` does beyond the default steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub struct MaintenanceOptions {
+    /// Rebuild the whole file with `VACUUM` (blocks writes while it runs) instead of returning
+    /// free pages incrementally, and `ANALYZE` everything instead of `PRAGMA optimize`.
+    pub is_full: bool,
+    /// Rebuild every index (`REINDEX`).
+    pub reindex: bool,
+}
+
+/// One step of a maintenance run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepReport {
+    /// The step's name: `flush_read_counts`, `collect_orphans`, `optimize`, `reindex`,
+    /// `vacuum`, `checkpoint`, `integrity_check`, `cache_cleanup`.
+    pub name: &'static str,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// What it did, or why it failed.
+    pub outcome: String,
+    /// Whether it succeeded.
+    pub is_ok: bool,
+}
+
+/// What a maintenance run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MaintenanceReport {
+    /// Every step, in order.
+    pub steps: Vec<StepReport>,
+    /// Bytes on disk (database and WAL) before the run.
+    pub file_bytes_before: u64,
+    /// Bytes on disk after the run.
+    pub file_bytes_after: u64,
+    /// `file_bytes_before - file_bytes_after` (0 if the file grew).
+    pub bytes_reclaimed: u64,
+    /// Blobs no record referred to, now removed.
+    pub orphan_blobs_removed: u64,
+    /// Pages returned to the file system by the vacuum.
+    pub pages_vacuumed: u64,
+    /// Problems the integrity check reported (empty when healthy).
+    pub integrity_problems: Vec<String>,
+    /// Expired cache entries removed.
+    pub cache_entries_evicted: u64,
+    /// One line per failed step.
+    pub errors: Vec<String>,
+    /// Total time, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Store {
+    /// Runs the default maintenance: save read counts, collect orphan blobs, refresh planner
+    /// statistics, return free pages to the file system, checkpoint the WAL, check integrity,
+    /// sweep the cache.
+    ///
+    /// # Errors
+    /// None of its own: failures of steps are in the report. The `Result` is kept for
+    /// failures to start.
+    ///
+    /// # Cancel safety
+    /// Cancel safe between steps: a step in progress on the writer still completes.
+    pub async fn maintenance(&self) -> Result<MaintenanceReport> {
+        self.maintenance_with(MaintenanceOptions::default()).await
+    }
+
+    /// Runs maintenance with options (full vacuum, reindex).
+    ///
+    /// # Errors
+    /// As [`Store::maintenance`].
+    ///
+    /// # Cancel safety
+    /// As [`Store::maintenance`].
+    pub async fn maintenance_with(&self, options: MaintenanceOptions) -> Result<MaintenanceReport> {
+        self.run_maintenance(options, &CancellationToken::new())
+            .await
+    }
+
+    /// Runs maintenance, skipping the remaining steps once `cancel` fires.
+    pub(crate) async fn run_maintenance(
+        &self,
+        options: MaintenanceOptions,
+        cancel: &CancellationToken,
+    ) -> Result<MaintenanceReport> {
+        let _running = self.maintenance_lock().lock().await;
+        let started = Instant::now();
+        let backend = self.backend();
+        let mut report = MaintenanceReport {
+            file_bytes_before: backend.file_bytes(),
+            ..MaintenanceReport::default()
+        };
+        let mut run = Steps {
+            report: &mut report,
+            cancel,
+        };
+
+        run.step("flush_read_counts", async {
+            self.flush_access();
+            Ok("queued".to_owned())
+        })
+        .await;
+        let orphans = run
+            .step("collect_orphans", async {
+                let sweep = backend.collect_orphan_blobs().await?;
+                Ok((
+                    format!("removed {} blobs ({} bytes)", sweep.blobs, sweep.bytes),
+                    sweep.blobs,
+                ))
+            })
+            .await;
+        run.step("optimize", async {
+            backend.optimize(options.is_full).await?;
+            Ok(if options.is_full {
+                "analyzed"
+            } else {
+                "optimized"
+            }
+            .to_owned())
+        })
+        .await;
+        if options.reindex {
+            run.step("reindex", async {
+                backend.reindex().await?;
+                Ok("rebuilt every index".to_owned())
+            })
+            .await;
+        }
+        let pages = run
+            .step("vacuum", async {
+                let pages = backend.vacuum(options.is_full).await?;
+                let kind = if options.is_full {
+                    "full"
+                } else {
+                    "incremental"
+                };
+                Ok((format!("{kind}: released {pages} pages"), pages))
+            })
+            .await;
+        run.step("checkpoint", async {
+            let checkpoint = backend.checkpoint().await?;
+            Ok(format!(
+                "{} of {} WAL frames copied{}",
+                checkpoint.checkpointed_frames,
+                checkpoint.wal_frames,
+                if checkpoint.is_complete {
+                    ""
+                } else {
+                    " (readers held the rest)"
+                }
+            ))
+        })
+        .await;
+        let problems = run
+            .step("integrity_check", async {
+                let problems = backend.integrity_check().await?;
+                Ok((format!("{} problems", problems.len()), problems))
+            })
+            .await;
+        let evicted = run
+            .step("cache_cleanup", async {
+                let evicted = self.cache().sweep();
+                Ok((format!("evicted {evicted} entries"), evicted))
+            })
+            .await;
+
+        report.orphan_blobs_removed = orphans.unwrap_or(0);
+        report.pages_vacuumed = pages.unwrap_or(0);
+        if let Some(problems) = problems {
+            for problem in &problems {
+                report.errors.push(format!("integrity_check: {problem}"));
+            }
+            report.integrity_problems = problems;
+        }
+        report.cache_entries_evicted = evicted.unwrap_or(0);
+        report.file_bytes_after = backend.file_bytes();
+        report.bytes_reclaimed = report
+            .file_bytes_before
+            .saturating_sub(report.file_bytes_after);
+        report.elapsed_ms = millis(started);
+        Ok(report)
+    }
+}
+
+/// Runs and records steps.
+struct Steps<'a> {
+    report: &'a mut MaintenanceReport,
+    cancel: &'a CancellationToken,
+}
+
+/// A step's result: its description, plus a value for the report.
+trait StepOutput {
+    type Value;
+    fn split(self) -> (String, Self::Value);
+}
+
+impl StepOutput for String {
+    type Value = ();
+    fn split(self) -> (String, ()) {
+        (self, ())
+    }
+}
+
+impl<T> StepOutput for (String, T) {
+    type Value = T;
+    fn split(self) -> (String, T) {
+        self
+    }
+}
+
+impl Steps<'_> {
+    /// Runs one step unless cancelled; records its time and outcome.
+    async fn step<O: StepOutput>(
+        &mut self,
+        name: &'static str,
+        work: impl Future<Output = Result<O>>,
+    ) -> Option<O::Value> {
+        if self.cancel.is_cancelled() {
+            self.report.steps.push(StepReport {
+                name,
+                elapsed_ms: 0,
+                outcome: "skipped: the store is closing".into(),
+                is_ok: false,
+            });
+            return None;
+        }
+        let started = Instant::now();
+        let result = work.await;
+        let elapsed_ms = millis(started);
+        match result {
+            Ok(output) => {
+                let (outcome, value) = output.split();
+                self.report.steps.push(StepReport {
+                    name,
+                    elapsed_ms,
+                    outcome,
+                    is_ok: true,
+                });
+                Some(value)
+            }
+            Err(error) => {
+                tracing::warn!(step = name, %error, "maintenance step failed");
+                self.report.errors.push(format!("{name}: {error}"));
+                self.report.steps.push(StepReport {
+                    name,
+                    elapsed_ms,
+                    outcome: error.to_string(),
+                    is_ok: false,
+                });
+                None
+            }
+        }
+    }
+}
+
+fn millis(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

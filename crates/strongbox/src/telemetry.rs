@@ -1,0 +1,296 @@
+//! Operation counters and latency histograms, and the names of the metrics Strongbox reports.
+//!
+//! Everything is recorded twice, cheaply: into lock-free counters read by `Store::stats`, and
+//! through the `metrics` facade, so that an application can install any exporter (the CLI's
+//! `serve-metrics` installs a Prometheus one). Without an installed recorder the facade costs
+//! one atomic load per call.
+//!
+//! Metric names (all prefixed `strongbox_`):
+//! - `operations_total{op}` and `operation_duration_seconds{op}` (histogram), `op` being
+//!   `store`, `retrieve`, `delete` or `commit`;
+//! - `errors_total{kind}`, `kind` being `Error::kind`;
+//! - `cache_hits_total`, `cache_misses_total`, `cache_evictions_total`, `cache_entries`,
+//!   `cache_bytes`;
+//! - `dedup_writes_total`, `dedup_saved_bytes_total`, `written_raw_bytes_total`,
+//!   `written_stored_bytes_total`;
+//! - `records`, `blobs`, `logical_bytes`, `stored_bytes`, `file_bytes` (gauges, refreshed by the
+//!   statistics task).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// The operations whose count and latency are tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Store,
+    Retrieve,
+    Delete,
+    Commit,
+}
+
+impl Operation {
+    const ALL: [Operation; 4] = [
+        Operation::Store,
+        Operation::Retrieve,
+        Operation::Delete,
+        Operation::Commit,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Store => "store",
+            Operation::Retrieve => "retrieve",
+            Operation::Delete => "delete",
+            Operation::Commit => "commit",
+        }
+    }
+}
+
+/// Every `Error::kind`, for per-kind counters.
+const ERROR_KINDS: [&str; 10] = [
+    "invalid_name",
+    "value_too_large",
+    "conflict",
+    "corrupt",
+    "busy",
+    "serialization",
+    "invalid_config",
+    "backend",
+    "io",
+    "closed",
+];
+
+/// Count and latency percentiles of one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct OpStats {
+    /// Calls completed (successful or not).
+    pub count: u64,
+    /// Median latency, in microseconds (within 12.5%).
+    pub p50_us: u64,
+    /// 99th percentile latency, in microseconds (within 12.5%).
+    pub p99_us: u64,
+}
+
+/// A latency histogram with lock-free recording: exact below 16 µs, then 8 buckets per power of
+/// two (12.5% resolution) up to about 2^44 µs.
+#[derive(Debug)]
+struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+}
+
+const SUB_BUCKETS: u64 = 8;
+const LINEAR_BELOW: u64 = 16;
+const N_BUCKETS: usize = 16 + 40 * 8;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            buckets: (0..N_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket_of(micros: u64) -> usize {
+        if micros < LINEAR_BELOW {
+            return usize::try_from(micros).unwrap_or(0);
+        }
+        let exponent = u64::from(63 - micros.leading_zeros()); // >= 4
+        let sub = (micros >> (exponent - 3)) & (SUB_BUCKETS - 1);
+        let index = LINEAR_BELOW + (exponent - 4) * SUB_BUCKETS + sub;
+        usize::try_from(index)
+            .unwrap_or(N_BUCKETS - 1)
+            .min(N_BUCKETS - 1)
+    }
+
+    /// The smallest value that falls in bucket `index`.
+    fn lower_bound(index: usize) -> u64 {
+        let index = index as u64;
+        if index < LINEAR_BELOW {
+            return index;
+        }
+        let exponent = (index - LINEAR_BELOW) / SUB_BUCKETS + 4;
+        let sub = (index - LINEAR_BELOW) % SUB_BUCKETS;
+        (1u64 << exponent) + (sub << (exponent - 3))
+    }
+
+    fn record(&self, micros: u64) {
+        if let Some(bucket) = self.buckets.get(Self::bucket_of(micros)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn percentile(&self, fraction: f64) -> u64 {
+        let total: u64 = self
+            .buckets
+            .iter()
+            .map(|bucket| bucket.load(Ordering::Relaxed))
+            .sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64 * fraction).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Self::lower_bound(index);
+            }
+        }
+        0
+    }
+
+    fn stats(&self) -> OpStats {
+        OpStats {
+            count: self.count.load(Ordering::Relaxed),
+            p50_us: self.percentile(0.50),
+            p99_us: self.percentile(0.99),
+        }
+    }
+}
+
+/// The counters of one store.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    operations: [Histogram; 4],
+    errors: [AtomicU64; ERROR_KINDS.len()],
+    dedup_writes: AtomicU64,
+    dedup_saved_bytes: AtomicU64,
+    written_raw_bytes: AtomicU64,
+    written_stored_bytes: AtomicU64,
+}
+
+/// Counters of the write path, as reported in `StatsSnapshot`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct WriteStats {
+    /// Writes whose value was already stored, so only a reference was added.
+    pub dedup_writes: u64,
+    /// Serialized bytes those writes did not store again.
+    pub dedup_saved_bytes: u64,
+    /// Serialized bytes of every value written.
+    pub raw_bytes: u64,
+    /// Encoded bytes of every value written (after compression, before deduplication).
+    pub stored_bytes: u64,
+    /// `stored_bytes / raw_bytes`, 1.0 before any write.
+    pub compression_ratio: f64,
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Recorder {
+            operations: Operation::ALL.map(|_| Histogram::new()),
+            errors: ERROR_KINDS.map(|_| AtomicU64::new(0)),
+            dedup_writes: AtomicU64::new(0),
+            dedup_saved_bytes: AtomicU64::new(0),
+            written_raw_bytes: AtomicU64::new(0),
+            written_stored_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a finished operation and, if it failed, its error kind.
+    pub fn finish<T>(&self, operation: Operation, elapsed: Duration, result: &Result<T, Error>) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        if let Some(histogram) = self.operations.get(operation as usize) {
+            histogram.record(micros);
+        }
+        metrics::counter!("strongbox_operations_total", "op" => operation.name()).increment(1);
+        metrics::histogram!("strongbox_operation_duration_seconds", "op" => operation.name())
+            .record(elapsed.as_secs_f64());
+        if let Err(error) = result {
+            let kind = error.kind();
+            if let Some(index) = ERROR_KINDS.iter().position(|known| *known == kind)
+                && let Some(counter) = self.errors.get(index)
+            {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            metrics::counter!("strongbox_errors_total", "kind" => kind).increment(1);
+        }
+    }
+
+    /// Records a value handed to the writer.
+    pub fn written(&self, raw_bytes: u64, stored_bytes: u64) {
+        self.written_raw_bytes
+            .fetch_add(raw_bytes, Ordering::Relaxed);
+        self.written_stored_bytes
+            .fetch_add(stored_bytes, Ordering::Relaxed);
+        metrics::counter!("strongbox_written_raw_bytes_total").increment(raw_bytes);
+        metrics::counter!("strongbox_written_stored_bytes_total").increment(stored_bytes);
+    }
+
+    /// Records a write that found its value already stored.
+    pub fn deduplicated(&self, raw_bytes: u64) {
+        self.dedup_writes.fetch_add(1, Ordering::Relaxed);
+        self.dedup_saved_bytes
+            .fetch_add(raw_bytes, Ordering::Relaxed);
+        metrics::counter!("strongbox_dedup_writes_total").increment(1);
+        metrics::counter!("strongbox_dedup_saved_bytes_total").increment(raw_bytes);
+    }
+
+    pub fn op_stats(&self, operation: Operation) -> OpStats {
+        self.operations
+            .get(operation as usize)
+            .map(Histogram::stats)
+            .unwrap_or_default()
+    }
+
+    pub fn write_stats(&self) -> WriteStats {
+        let raw_bytes = self.written_raw_bytes.load(Ordering::Relaxed);
+        let stored_bytes = self.written_stored_bytes.load(Ordering::Relaxed);
+        WriteStats {
+            dedup_writes: self.dedup_writes.load(Ordering::Relaxed),
+            dedup_saved_bytes: self.dedup_saved_bytes.load(Ordering::Relaxed),
+            raw_bytes,
+            stored_bytes,
+            compression_ratio: if raw_bytes == 0 {
+                1.0
+            } else {
+                stored_bytes as f64 / raw_bytes as f64
+            },
+        }
+    }
+
+    /// Error counts by kind, omitting kinds that never occurred.
+    pub fn errors(&self) -> std::collections::BTreeMap<String, u64> {
+        ERROR_KINDS
+            .iter()
+            .zip(&self.errors)
+            .map(|(kind, count)| ((*kind).to_owned(), count.load(Ordering::Relaxed)))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bounds_round_trip() {
+        let mut previous = 0;
+        for micros in (0..100_000u64).chain([1 << 30, u64::MAX / 2]) {
+            let bucket = Histogram::bucket_of(micros);
+            assert!(bucket >= previous, "{micros}");
+            previous = bucket;
+            let lower = Histogram::lower_bound(bucket);
+            assert!(lower <= micros, "{micros} {lower}");
+            if micros < 1 << 40 {
+                assert!(micros - lower <= micros / 8, "{micros} {lower}");
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_come_from_the_recorded_values() {
+        let histogram = Histogram::new();
+        for micros in 1..=100 {
+            histogram.record(micros * 100);
+        }
+        let stats = histogram.stats();
+        assert_eq!(stats.count, 100);
+        assert!((4_400..=5_000).contains(&stats.p50_us), "{stats:?}");
+        assert!((8_700..=9_900).contains(&stats.p99_us), "{stats:?}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Maintenance, statistics and background tasks.
+
+use std::time::Duration;
+
+use strongbox::{Error, Expect, MaintenanceOptions};
+
+use crate::common::Harness;
+
+/// A value of about 2 KiB that compresses poorly, different for each `i`.
+fn bulky(i: u64) -> String {
+    let mut seed = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..2048)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'!' + (seed % 90) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    for batch in 0..20 {
+        let mut tx = store.transaction();
+        for i in 0..100 {
+            let n = batch * 100 + i;
+            tx.store("bulk", &format!("{n:05}"), &bulky(n)).unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    store.maintenance().await.unwrap();
+    let full_size = store.storage_stats().await.unwrap().file_bytes;
+    for n in (0..2000).step_by(2) {
+        store.delete("bulk", &format!("{n:05}")).await.unwrap();
+    }
+    let report = store.maintenance().await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        report.steps.iter().all(|step| step.is_ok),
+        "{:?}",
+        report.steps
+    );
+    let names: Vec<_> = report.steps.iter().map(|step| step.name).collect();
+    assert_eq!(
+        names,
+        [
+            "flush_read_counts",
+            "collect_orphans",
+            "optimize",
+            "vacuum",
+            "checkpoint",
+            "integrity_check",
+            "cache_cleanup"
+        ]
+    );
+    assert!(report.pages_vacuumed > 0, "{report:?}");
+    assert!(
+        report.file_bytes_after < full_size * 3 / 4,
+        "{full_size} -> {report:?}"
+    );
+    assert_eq!(store.count("bulk").await.unwrap(), 1000);
+    assert_eq!(
+        store.retrieve::<String>("bulk", "00001").await.unwrap(),
+        Some(bulky(1))
+    );
+
+    let full = store
+        .maintenance_with(MaintenanceOptions {
+            is_full: true,
+            reindex: true,
+        })
+        .await
+        .unwrap();
+    assert!(full.errors.is_empty(), "{:?}", full.errors);
+    assert!(
+        full.steps
+            .iter()
+            .any(|step| step.name == "reindex" && step.is_ok)
+    );
+    harness.finish().await;
+}
+
+#[tokio::test]
+async fn orphan_collection_removes_only_unreferenced_blobs() {
+    let mut harness = Harness::sqlite().await;
+    harness
+        .store
+        .store("players", "alice", &"alice")
+        .await
+        .unwrap();
+    harness
+        .store
+        .store("players", "bob", &"shared")
+        .await
+        .unwrap();
+    harness
+        .store
+        .store("players", "carol", &"shared")
+        .await
+        .unwrap();
+    harness.store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(harness.path()).unwrap();
+    conn.execute(
+        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, 3, 1)",
+        (vec![7u8; 32], vec![0u8, b'x', b'y', b'z']),
+    )
+    .unwrap();
+    drop(conn);
+    harness.reopen().await;
+    assert!(!harness.store.verify().await.unwrap().is_clean());
+    let report = harness.store.maintenance().await.unwrap();
+    assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
+    for (key, value) in [("alice", "alice"), ("bob", "shared"), ("carol", "shared")] {
+        assert_eq!(
+            harness
+                .store
+                .retrieve::<String>("players", key)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(value)
+        );
+    }
+    assert_eq!(harness.store.storage_stats().await.unwrap().blobs, 2);
+    harness.finish().await;
+}
+
+#[tokio::test]
+async fn stats_count_operations_dedup_and_errors() {
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    for i in 0..10 {
+        store
+            .store("players", &format!("p{i}"), &"default profile")
+            .await
+            .unwrap();
+        store
+            .retrieve::<String>("players", &format!("p{i}"))
+            .await
+            .unwrap();
+    }
+    let conflict = store
+        .store_if("players", "p0", &"x", Expect::Absent)
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict, Error::Conflict { .. }));
+    store.delete("players", "p9").await.unwrap();
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.store.count, 11);
+    assert_eq!(stats.retrieve.count, 10);
+    assert_eq!(stats.delete.count, 1);
+    assert!(stats.store.p99_us >= stats.store.p50_us);
+    assert!(stats.store.p50_us > 0);
+    assert_eq!(stats.writes.dedup_writes, 9);
+    assert_eq!(
+        stats.writes.dedup_saved_bytes,
+        9 * "\"default profile\"".len() as u64
+    );
+    assert_eq!(stats.errors.get("conflict"), Some(&1));
+    assert_eq!(stats.errors.len(), 1);
+    assert_eq!(stats.cache.hit_ratio, 1.0);
+    assert_eq!(stats.storage.records, 9);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_tasks_run_and_stop_with_the_store() {
+    let mut harness = Harness::sqlite_with(|config| {
+        config.stats_interval_secs = 1;
+        config.maintenance_interval_secs = 1;
+        config.cache_eviction_interval_secs = 1;
+    })
+    .await;
+    harness.store.store("players", "alice", &1).await.unwrap();
+    harness.store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(harness.path()).unwrap();
+    conn.execute(
+        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, 1, 1)",
+        (vec![9u8; 32], vec![0u8, b'1']),
+    )
+    .unwrap();
+    drop(conn);
+    harness.reopen().await;
+    assert_eq!(harness.store.running_tasks(), 3);
+    harness
+        .store
+        .retrieve::<i32>("players", "alice")
+        .await
+        .unwrap();
+    // The maintenance task removes the orphan within a few of its one-second periods.
+    let mut blobs = 2;
+    for _ in 0..100 {
+        blobs = harness.store.storage_stats().await.unwrap().blobs;
+        if blobs == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(blobs, 1);
+    // The statistics task saved the read count while the store is still open.
+    let conn = rusqlite::Connection::open(harness.path()).unwrap();
+    let mut reads = 0i64;
+    for _ in 0..30 {
+        reads = conn
+            .query_row(
+                "SELECT access_count FROM records WHERE key = 'alice'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        if reads == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reads, 1);
+    drop(conn);
+    let store = harness.store.clone();
+    store.close().await.unwrap();
+    assert_eq!(store.running_tasks(), 0);
+}
