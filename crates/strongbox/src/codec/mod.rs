@@ -186,6 +186,48 @@ mod tests {
         );
     }
 
+    fn compression() -> impl proptest::strategy::Strategy<Value = Compression> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![
+                Just(Algorithm::None),
+                Just(Algorithm::Zstd),
+                Just(Algorithm::Gzip)
+            ],
+            prop_oneof![
+                Just(Level::Fast),
+                Just(Level::Balanced),
+                Just(Level::Maximum)
+            ],
+        )
+            .prop_map(|(algorithm, level)| Compression { algorithm, level })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_encoding_round_trips(raw in proptest::collection::vec(0u8..4, 0..4096), compression in compression()) {
+            let stored = encode(&raw, compression);
+            proptest::prop_assert!(stored.len() <= raw.len() + 1);
+            proptest::prop_assert_eq!(decode(&stored, raw.len()), Ok(raw));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_expand_past_the_limit(
+            stored in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            tag in 0u8..4,
+        ) {
+            let mut tagged = stored.clone();
+            if let Some(first) = tagged.first_mut() {
+                *first = tag;
+            }
+            for bytes in [&stored, &tagged] {
+                if let Ok(raw) = decode(bytes, 512) {
+                    proptest::prop_assert!(raw.len() <= 512);
+                }
+            }
+        }
+    }
+
     #[test]
     fn damaged_input_is_an_error_not_a_panic() {
         assert_eq!(decode(&[], MAX), Err(DecodeError::Empty));

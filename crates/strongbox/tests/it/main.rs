@@ -7,3 +7,4 @@ mod concurrency;
 mod corruption;
 mod files;
 mod maintenance;
+mod model;

@@ -1,0 +1,239 @@
+//! Model-based tests: random sequences of writes, transactions, reopenings and maintenance
+//! against a `BTreeMap` of values and versions, checking every read, `list`, `count`, the
+//! deduplication counts and the cache after each step.
+//!
+//! `STRONGBOX_PROPTEST_CASES` sets the number of sequences (default 100).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use strongbox::{CacheMode, Config, Error, Expect, ListOptions, Store, Version};
+
+const KEYS: u8 = 10;
+
+#[derive(Debug, Clone, Copy)]
+enum Condition {
+    Absent,
+    Current,
+    Stale,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Store {
+        key: u8,
+        value: u8,
+    },
+    StoreIf {
+        key: u8,
+        value: u8,
+        condition: Condition,
+    },
+    Delete {
+        key: u8,
+    },
+    DeleteIf {
+        key: u8,
+        condition: Condition,
+    },
+    Transaction(Vec<(u8, Option<u8>)>),
+    Reopen,
+    Maintenance,
+}
+
+fn key_name(key: u8) -> String {
+    format!("k{key:02}")
+}
+
+/// A small pool of values, some large and compressible, so deduplication and compression
+/// both happen.
+fn value_of(value: u8) -> serde_json::Value {
+    match value % 4 {
+        0 => serde_json::json!(value),
+        1 => serde_json::json!({"chips": 1000, "flags": [true, false], "v": value}),
+        2 => serde_json::json!("the house always wins ".repeat(40 + usize::from(value))),
+        _ => serde_json::json!(null),
+    }
+}
+
+fn condition() -> impl Strategy<Value = Condition> {
+    prop_oneof![
+        Just(Condition::Absent),
+        Just(Condition::Current),
+        Just(Condition::Stale)
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..KEYS, 0..8u8).prop_map(|(key, value)| Step::Store { key, value }),
+        3 => (0..KEYS, 0..8u8, condition()).prop_map(|(key, value, condition)| Step::StoreIf { key, value, condition }),
+        3 => (0..KEYS).prop_map(|key| Step::Delete { key }),
+        2 => (0..KEYS, condition()).prop_map(|(key, condition)| Step::DeleteIf { key, condition }),
+        3 => prop::collection::vec((0..KEYS, prop::option::weighted(0.75, 0..8u8)), 1..6).prop_map(Step::Transaction),
+        1 => Just(Step::Reopen),
+        1 => Just(Step::Maintenance),
+    ]
+}
+
+/// The model: key → (value, version).
+type Model = BTreeMap<String, (u8, u64)>;
+
+fn expect_for(model: &Model, key: &str, condition: Condition) -> Expect {
+    match (condition, model.get(key)) {
+        (Condition::Absent, _) => Expect::Absent,
+        (Condition::Current, Some((_, version))) => Expect::Version(Version::new(*version)),
+        (Condition::Current, None) => Expect::Absent,
+        (Condition::Stale, Some((_, version))) => Expect::Version(Version::new(version + 7)),
+        (Condition::Stale, None) => Expect::Version(Version::new(3)),
+    }
+}
+
+fn apply_store(model: &mut Model, key: &str, value: u8) -> u64 {
+    let version = model.get(key).map_or(1, |(_, version)| version + 1);
+    model.insert(key.to_owned(), (value, version));
+    version
+}
+
+async fn run(steps: Vec<Step>, cache_mode: CacheMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("model.db"));
+    config.cache_mode = cache_mode;
+    let mut store = Store::open(config.clone()).await.unwrap();
+    let mut model = Model::new();
+    for step in steps {
+        match step {
+            Step::Store { key, value } => {
+                let key = key_name(key);
+                let version = store.store("m", &key, &value_of(value)).await.unwrap();
+                assert_eq!(version.get(), apply_store(&mut model, &key, value));
+            }
+            Step::StoreIf {
+                key,
+                value,
+                condition,
+            } => {
+                let key = key_name(key);
+                let expect = expect_for(&model, &key, condition);
+                let actual = model.get(&key).map(|(_, version)| Version::new(*version));
+                match store.store_if("m", &key, &value_of(value), expect).await {
+                    Ok(version) => {
+                        assert!(expect.is_met_by(actual));
+                        assert_eq!(version.get(), apply_store(&mut model, &key, value));
+                    }
+                    Err(Error::Conflict { actual: found, .. }) => {
+                        assert!(!expect.is_met_by(actual));
+                        assert_eq!(found, actual);
+                    }
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            Step::Delete { key } => {
+                let key = key_name(key);
+                let existed = store.delete("m", &key).await.unwrap();
+                assert_eq!(existed, model.remove(&key).is_some());
+            }
+            Step::DeleteIf { key, condition } => {
+                let key = key_name(key);
+                let expect = expect_for(&model, &key, condition);
+                let actual = model.get(&key).map(|(_, version)| Version::new(*version));
+                match store.delete_if("m", &key, expect).await {
+                    Ok(existed) => {
+                        assert!(expect.is_met_by(actual));
+                        assert_eq!(existed, model.remove(&key).is_some());
+                    }
+                    Err(Error::Conflict { .. }) => assert!(!expect.is_met_by(actual)),
+                    Err(error) => panic!("{error}"),
+                }
+            }
+            Step::Transaction(writes) => {
+                let mut tx = store.transaction();
+                for (key, value) in &writes {
+                    match value {
+                        Some(value) => tx.store("m", &key_name(*key), &value_of(*value)).unwrap(),
+                        None => tx.delete("m", &key_name(*key)).unwrap(),
+                    };
+                }
+                let versions = tx.commit().await.unwrap();
+                for ((key, value), version) in writes.iter().zip(versions) {
+                    let key = key_name(*key);
+                    match value {
+                        Some(value) => assert_eq!(
+                            version.map(Version::get),
+                            Some(apply_store(&mut model, &key, *value))
+                        ),
+                        None => {
+                            model.remove(&key);
+                            assert_eq!(version, None);
+                        }
+                    }
+                }
+            }
+            Step::Reopen => {
+                store.close().await.unwrap();
+                store = Store::open(config.clone()).await.unwrap();
+            }
+            Step::Maintenance => {
+                let report = store.maintenance().await.unwrap();
+                assert!(report.errors.is_empty(), "{:?}", report.errors);
+                assert_eq!(report.orphan_blobs_removed, 0);
+            }
+        }
+        check(&store, &model).await;
+    }
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    store.close().await.unwrap();
+}
+
+async fn check(store: &Store, model: &Model) {
+    for key in (0..KEYS).map(key_name) {
+        let record = store
+            .retrieve_record::<serde_json::Value>("m", &key)
+            .await
+            .unwrap();
+        match (record, model.get(&key)) {
+            (None, None) => {}
+            (Some(record), Some((value, version))) => {
+                assert_eq!(record.value, value_of(*value), "{key}");
+                assert_eq!(record.meta.version.get(), *version, "{key}");
+            }
+            (found, expected) => panic!("{key}: found {found:?}, expected {expected:?}"),
+        }
+    }
+    let keys: Vec<String> = model.keys().cloned().collect();
+    assert_eq!(store.list("m", ListOptions::all()).await.unwrap(), keys);
+    assert_eq!(store.count("m").await.unwrap(), model.len() as u64);
+    let stats = store.storage_stats().await.unwrap();
+    let distinct: BTreeSet<String> = model
+        .values()
+        .map(|(value, _)| value_of(*value).to_string())
+        .collect();
+    assert_eq!(stats.records, model.len() as u64);
+    assert_eq!(
+        stats.blobs,
+        distinct.len() as u64,
+        "one blob per distinct value"
+    );
+}
+
+fn cases() -> u32 {
+    std::env::var("STRONGBOX_PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(100)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_store_behaves_like_a_map_of_versioned_values(
+        steps in prop::collection::vec(step(), 1..40),
+        write_around in any::<bool>(),
+    ) {
+        let mode = if write_around { CacheMode::WriteAround } else { CacheMode::WriteThrough };
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(run(steps, mode));
+    }
+}
