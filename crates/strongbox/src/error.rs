@@ -107,6 +107,14 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The disk (or the file size limit) is full; nothing of the failed call was written. Free
+    /// space, then retry: what was acknowledged before is intact.
+    #[error("storage is full: cannot {action} (free disk space, then retry)")]
+    StorageFull {
+        /// What was being done, as an action.
+        action: String,
+    },
+
     /// A file operation outside the database engine failed.
     #[error("cannot {action}")]
     Io {
@@ -163,6 +171,9 @@ impl Error {
                 waited_ms: *waited_ms,
             },
             Error::Closed => Error::Closed,
+            Error::StorageFull { action } => Error::StorageFull {
+                action: action.clone(),
+            },
             Error::Backend { action, source } => Error::Backend {
                 action: action.clone(),
                 source: source.to_string().into(),
@@ -205,6 +216,7 @@ impl Error {
             Error::Serialization { .. } => "serialization",
             Error::InvalidConfig(_) => "invalid_config",
             Error::Backend { .. } => "backend",
+            Error::StorageFull { .. } => "storage_full",
             Error::Io { .. } => "io",
             Error::Closed => "closed",
         }

@@ -49,7 +49,7 @@ impl Operation {
 }
 
 /// Every `Error::kind`, for per-kind counters.
-const ERROR_KINDS: [&str; 10] = [
+const ERROR_KINDS: [&str; 11] = [
     "invalid_name",
     "value_too_large",
     "conflict",
@@ -58,6 +58,7 @@ const ERROR_KINDS: [&str; 10] = [
     "serialization",
     "invalid_config",
     "backend",
+    "storage_full",
     "io",
     "closed",
 ];

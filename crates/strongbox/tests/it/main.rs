@@ -5,6 +5,7 @@ mod cache;
 mod common;
 mod concurrency;
 mod corruption;
+mod exhaustion;
 mod files;
 mod maintenance;
 mod model;

@@ -526,6 +526,7 @@ fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
     let action = action.into();
     move |error| match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { waited_ms: 0 },
+        Some(ErrorCode::DiskFull) => Error::StorageFull { action },
         _ => Error::backend(action, error),
     }
 }

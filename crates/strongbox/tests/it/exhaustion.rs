@@ -1,0 +1,181 @@
+//! Exhaustion: a full disk and a flood of tasks give typed errors, lose nothing acknowledged,
+//! and leave a database that opens.
+
+use std::process::Command;
+
+use strongbox::codec::Algorithm;
+use strongbox::{Config, Error, ListOptions, Store};
+use tokio::task::JoinSet;
+
+use crate::common::Harness;
+
+const FILL_DB: &str = "STRONGBOX_TEST_FILL_DB";
+
+/// An incompressible 8 KiB value, different for each `n`.
+fn noise(n: u64) -> String {
+    let mut seed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..8192)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            char::from(b'!' + (seed % 90) as u8)
+        })
+        .collect()
+}
+
+/// Run as a child under a file-size limit by `a_full_disk_is_a_typed_error_and_loses_nothing`:
+/// writes until the disk is "full", acknowledging each commit on stdout.
+#[tokio::test]
+async fn disk_full_child() {
+    let Ok(path) = std::env::var(FILL_DB) else {
+        return;
+    };
+    let mut config = Config::new(path);
+    config.compression.algorithm = Algorithm::None;
+    let store = Store::open(config).await.unwrap();
+    for batch in 0u64.. {
+        let mut tx = store.transaction();
+        for i in 0..10 {
+            let n = batch * 10 + i;
+            tx.store("fill", &format!("{n:08}"), &noise(n)).unwrap();
+        }
+        match tx.commit().await {
+            Ok(_) => println!("ack {batch}"),
+            Err(error) => {
+                println!("error {} {error:#}", error.kind());
+                // The store stays usable for reads after the failure.
+                assert!(store.retrieve::<String>("fill", "00000000").await.is_ok());
+                return;
+            }
+        }
+    }
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a 3 MiB tmpfs (needs root, as CI has); `None` where mounting is not allowed.
+    fn mount(dir: &std::path::Path) -> Option<Self> {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_typed_error_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path());
+    let db = dir.path().join("full.db");
+    // Another file on the same disk, removed afterwards to free space.
+    let ballast = dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 512 << 10]).unwrap();
+    // On a real (small) file system the disk fills up: ENOSPC. Without the right to mount, a
+    // file-size limit stands in (`ulimit -f` counts 512-byte blocks in POSIX sh); ignoring
+    // SIGXFSZ turns it into EFBIG errors, which SQLite reports as an I/O error.
+    let limit = if disk.is_some() {
+        ""
+    } else {
+        "trap '' XFSZ; ulimit -f 8192; "
+    };
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{limit}exec \"$0\" exhaustion::disk_full_child --exact --nocapture --test-threads 1"
+        ))
+        .arg(std::env::current_exe().unwrap())
+        .env(FILL_DB, &db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let acknowledged = stdout
+        .lines()
+        .filter(|line| line.starts_with("ack "))
+        .count() as u64;
+    let Some(error) = stdout.lines().find(|line| line.starts_with("error ")) else {
+        panic!("the child never hit the limit: {stdout}")
+    };
+    if disk.is_some() {
+        assert!(
+            error.starts_with("error storage_full storage is full"),
+            "{error}"
+        );
+    } else {
+        assert!(error.starts_with("error backend"), "{error}");
+    }
+    assert!(acknowledged > 10, "{stdout}");
+
+    let store = Store::open(Config::new(&db)).await.unwrap();
+    let keys = store.list("fill", ListOptions::all()).await.unwrap();
+    assert!(
+        keys.len() as u64 >= acknowledged * 10,
+        "{} keys for {acknowledged} acknowledged batches",
+        keys.len()
+    );
+    for n in 0..acknowledged * 10 {
+        assert_eq!(
+            store
+                .retrieve::<String>("fill", &format!("{n:08}"))
+                .await
+                .unwrap(),
+            Some(noise(n))
+        );
+    }
+    assert!(store.verify().await.unwrap().is_clean());
+    // Freeing space makes the store writable again.
+    std::fs::remove_file(&ballast).unwrap();
+    store.store("fill", "after", &"space again").await.unwrap();
+    assert!(store.delete("fill", "00000000").await.unwrap());
+    store.close().await.unwrap();
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_writers_and_readers_finish_or_fail_typed() {
+    let harness = Harness::sqlite_with(|config| {
+        config.read_connections = 2;
+        config.busy_timeout_ms = 2_000;
+        config.max_batch_requests = 64;
+    })
+    .await;
+    let mut tasks = JoinSet::new();
+    for task in 0..1000u32 {
+        let store = harness.store.clone();
+        tasks.spawn(async move {
+            let key = format!("k{}", task / 2 % 100);
+            if task % 2 == 0 {
+                store.store("flood", &key, &task).await.map(|_| ())
+            } else {
+                store.retrieve::<u32>("flood", &key).await.map(|_| ())
+            }
+        });
+    }
+    let mut busy = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(()) => {}
+            Err(Error::Busy { .. }) => busy += 1,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert!(busy < 1000);
+    assert_eq!(harness.store.count("flood").await.unwrap(), 100);
+    harness.finish().await;
+}
