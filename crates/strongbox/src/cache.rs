@@ -167,6 +167,18 @@ impl Cache {
         }
     }
 
+    /// Drops every entry (writes by other servers may have been missed).
+    pub fn clear(&self) {
+        if let Some(entries) = &self.entries {
+            for shard in self.shards.iter() {
+                if let Ok(mut sequence) = shard.lock() {
+                    *sequence = sequence.wrapping_add(1);
+                }
+            }
+            entries.invalidate_all();
+        }
+    }
+
     /// Removes expired entries now and returns how many entries were evicted by it.
     pub fn sweep(&self) -> u64 {
         let Some(entries) = &self.entries else {

@@ -34,6 +34,58 @@ pub enum CacheMode {
     WriteAround,
 }
 
+/// A `postgres://` connection URL. Its `Debug` form hides the password, so that a logged
+/// configuration never shows it.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct PostgresUrl(String);
+
+impl PostgresUrl {
+    /// Wraps a URL such as `postgres://user:secret@host:5432/db`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresUrl(url.into())
+    }
+
+    /// The URL, with its password.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+            return "***".to_owned();
+        };
+        let rest = url.get(scheme_end..).unwrap_or_default();
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let authority = rest.get(..authority_end).unwrap_or_default();
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => format!(
+                "{}{}:***{}",
+                url.get(..scheme_end).unwrap_or_default(),
+                authority.get(..colon).unwrap_or_default(),
+                rest.get(at..).unwrap_or_default()
+            ),
+            _ if url.contains("password=") => {
+                "postgres://*** (the URL holds a password)".to_owned()
+            }
+            _ => url.clone(),
+        }
+    }
+
+    /// Whether a `--db` argument names a PostgreSQL database rather than a file.
+    pub fn is_postgres(location: &str) -> bool {
+        location.starts_with("postgres://") || location.starts_with("postgresql://")
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// The settings of a store. `Config::default()` opens `./strongbox.db` with full durability.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +95,11 @@ pub struct Config {
     /// It is created, owner-only (mode 0600), if missing; the WAL and shared-memory files that
     /// SQLite places beside it get the same mode.
     pub path: PathBuf,
+    /// A PostgreSQL database to use instead of the file at `path` (the scale-out backend for
+    /// many application servers on one database). Default none.
+    pub postgres_url: Option<PostgresUrl>,
+    /// Connections in the PostgreSQL pool. Default 16; at least 1.
+    pub postgres_pool_size: usize,
     /// Durability of returned writes. Default [`Durability::Full`].
     pub durability: Durability,
     /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
@@ -81,6 +138,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             path: PathBuf::from("strongbox.db"),
+            postgres_url: None,
+            postgres_pool_size: 16,
             durability: Durability::Full,
             compression: Compression::default(),
             max_value_bytes: 16 << 20,
@@ -106,6 +165,31 @@ impl Config {
         }
     }
 
+    /// The default configuration for a PostgreSQL database, given by a `postgres://` URL.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Config {
+            postgres_url: Some(PostgresUrl::new(url)),
+            ..Config::default()
+        }
+    }
+
+    /// A configuration for a `--db` argument: a `postgres://` URL or a file path.
+    pub fn for_location(location: &str) -> Self {
+        if PostgresUrl::is_postgres(location) {
+            Config::postgres(location)
+        } else {
+            Config::new(location)
+        }
+    }
+
+    /// Where the data lives, for messages: the file path or the redacted URL.
+    pub fn location(&self) -> String {
+        match &self.postgres_url {
+            Some(url) => url.redacted(),
+            None => self.path.display().to_string(),
+        }
+    }
+
     /// Checks the settings that have a valid range.
     ///
     /// # Errors
@@ -117,6 +201,11 @@ impl Config {
         if self.read_connections == 0 {
             return Err(Error::InvalidConfig(
                 "read_connections must be at least 1".into(),
+            ));
+        }
+        if self.postgres_pool_size == 0 {
+            return Err(Error::InvalidConfig(
+                "postgres_pool_size must be at least 1".into(),
             ));
         }
         if self.max_batch_requests == 0 {
@@ -135,5 +224,29 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let url = PostgresUrl::new("postgres://app:s3cret@db.example:5432/game");
+        assert_eq!(url.redacted(), "postgres://app:***@db.example:5432/game");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let config = Config::postgres("postgresql://app:s3cret@db/game");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!config.location().contains("s3cret"));
+        assert_eq!(
+            PostgresUrl::new("postgres://app@db/game").redacted(),
+            "postgres://app@db/game"
+        );
+        assert!(
+            !PostgresUrl::new("postgres:///game?password=s3cret")
+                .redacted()
+                .contains("s3cret")
+        );
     }
 }

@@ -192,15 +192,14 @@ impl Error {
         }
     }
 
-    /// Names the database file in an engine error that happened while opening it.
-    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+    /// Names the database (file path or redacted URL) in an engine error that happened while
+    /// opening it.
+    pub(crate) fn in_location(self, location: &str) -> Self {
         match self {
-            Error::Backend { action, source } if !action.contains(&*path.to_string_lossy()) => {
-                Error::Backend {
-                    action: format!("{action} (database {})", path.display()),
-                    source,
-                }
-            }
+            Error::Backend { action, source } if !action.contains(location) => Error::Backend {
+                action: format!("{action} (database {location})"),
+                source,
+            },
             other => other,
         }
     }

@@ -62,7 +62,7 @@ mod transaction;
 mod verify;
 
 pub use cache::CacheStats;
-pub use config::{CacheMode, Config, Durability};
+pub use config::{CacheMode, Config, Durability, PostgresUrl};
 pub use error::{BoxError, Error, Result};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};
 pub use record::{Expect, Record, RecordMeta, Version};

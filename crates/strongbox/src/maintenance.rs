@@ -99,7 +99,7 @@ impl Store {
         let started = Instant::now();
         let backend = self.backend();
         let mut report = MaintenanceReport {
-            file_bytes_before: backend.file_bytes(),
+            file_bytes_before: backend.file_bytes().await.unwrap_or(0),
             ..MaintenanceReport::default()
         };
         let mut run = Steps {
@@ -185,7 +185,7 @@ impl Store {
             report.integrity_problems = problems;
         }
         report.cache_entries_evicted = evicted.unwrap_or(0);
-        report.file_bytes_after = backend.file_bytes();
+        report.file_bytes_after = backend.file_bytes().await.unwrap_or(0);
         report.bytes_reclaimed = report
             .file_bytes_before
             .saturating_sub(report.file_bytes_after);

@@ -71,7 +71,7 @@ impl Store {
     /// Cancel safe.
     pub async fn storage_stats(&self) -> Result<StorageStats> {
         let mut stats = StorageStats::from(self.backend().totals().await?);
-        stats.file_bytes = self.backend().file_bytes();
+        stats.file_bytes = self.backend().file_bytes().await?;
         Ok(stats)
     }
 }

@@ -558,13 +558,23 @@ impl Store {
         }
     }
 
-    /// Queues the read counts gathered so far for the writer.
+    /// Hands the read counts gathered so far to the backend, without waiting for them.
     pub(crate) fn flush_access(&self) {
         let updates = self.take_access();
-        if !updates.is_empty()
-            && let Err(error) = self.inner.backend.queue_access(updates)
-        {
-            tracing::debug!(%error, "read counts dropped");
+        if updates.is_empty() {
+            return;
+        }
+        if self.inner.backend.has_writer_queue() {
+            if let Err(error) = self.inner.backend.queue_access(updates) {
+                tracing::debug!(%error, "read counts dropped");
+            }
+        } else {
+            let store = self.clone();
+            self.inner.tasks.spawn_once(async move {
+                if let Err(error) = store.inner.backend.record_access(updates).await {
+                    tracing::debug!(%error, "read counts dropped");
+                }
+            });
         }
     }
 

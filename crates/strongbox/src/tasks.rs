@@ -9,11 +9,13 @@ use std::future::Future;
 use std::sync::Weak;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::backend::Change;
 use crate::store::{Inner, Store};
 
 /// The background tasks of one store.
@@ -59,6 +61,43 @@ impl Tasks {
                 tracing::debug!(evicted, "cache swept");
             },
         );
+        if let Some(changes) = store.backend().take_changes() {
+            self.follow_changes(changes, store.downgrade());
+        }
+    }
+
+    /// Drops cache entries that other servers' writes made stale, as the backend hears of them.
+    fn follow_changes(&self, mut changes: mpsc::UnboundedReceiver<Change>, store: Weak<Inner>) {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(
+            async move {
+                loop {
+                    let change = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        change = changes.recv() => change,
+                    };
+                    let (Some(change), Some(inner)) = (change, store.upgrade()) else {
+                        break;
+                    };
+                    let store = Store::from_inner(inner);
+                    match change {
+                        Change::Key { collection, key } => {
+                            store.cache().written(&collection, &key, None)
+                        }
+                        Change::All => store.cache().clear(),
+                    }
+                }
+            }
+            .instrument(tracing::info_span!(
+                "strongbox_task",
+                task = "cache coherence"
+            )),
+        );
+    }
+
+    /// Runs a one-off piece of work that `stop` waits for.
+    pub fn spawn_once(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
     }
 
     /// Runs `run` every `interval_secs` (never when 0) until cancelled or the store is gone.

@@ -7,14 +7,18 @@
 //! A backend applies a [`WriteOp`] list atomically, checking each [`Expect`] against the
 //! current version and adjusting blob reference counts by the rules in [`crate::blob`], all in
 //! one transaction. Backends are chosen with a plain enum and a `match` ([`Backend`]).
+//! Both backends are held to the same behaviour by the conformance suite
+//! (`tests/it/behaviour/`), which runs every behaviour against each.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::blob::{BlobId, EncodedBlob};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::{Expect, RecordMeta, Version};
 
+pub use postgres::PostgresBackend;
 pub use sqlite::SqliteBackend;
 
 /// One write inside an atomic batch.
@@ -143,87 +147,117 @@ pub struct RefcountMismatch {
     pub actual: i64,
 }
 
+/// A write committed by another server, heard through the backend's change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This key changed.
+    Key {
+        /// Collection of the key.
+        collection: String,
+        /// The key.
+        key: String,
+    },
+    /// Changes may have been missed (the listener reconnected): forget everything cached.
+    All,
+}
+
 /// The storage engine of a store.
 #[derive(Debug)]
 pub enum Backend {
     /// An embedded SQLite file.
     Sqlite(SqliteBackend),
+    /// A PostgreSQL database shared by many servers.
+    Postgres(PostgresBackend),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match $self {
+            Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
+        }
+    };
 }
 
 impl Backend {
     /// Opens the backend the configuration names.
     pub async fn open(config: &Config) -> Result<Self> {
-        Ok(Backend::Sqlite(SqliteBackend::open(config).await?))
+        Ok(match &config.postgres_url {
+            Some(url) => Backend::Postgres(PostgresBackend::open(url, config).await?),
+            None => Backend::Sqlite(SqliteBackend::open(config).await?),
+        })
     }
 
     /// Applies `ops` atomically and durably, in order; on any error nothing of them is applied.
     pub async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.write(ops).await,
-        }
+        dispatch!(self, backend => backend.write(ops).await)
     }
 
     /// Adds read counts to records' metadata (records deleted meanwhile are skipped).
     pub async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.record_access(updates).await,
-        }
+        dispatch!(self, backend => backend.record_access(updates).await)
     }
 
-    /// Queues read counts for the next commit without waiting for it.
+    /// Queues read counts for the next commit without waiting for it (on PostgreSQL, where no
+    /// writer queue exists, they are written by a short task of their own).
     pub fn queue_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
         match self {
             Backend::Sqlite(sqlite) => sqlite.queue_access(updates),
+            Backend::Postgres(_) => Err(Error::backend(
+                "queue read counts",
+                "the PostgreSQL backend records reads with record_access",
+            )),
+        }
+    }
+
+    /// Whether read counts must be written with `record_access` (no writer queue).
+    pub fn has_writer_queue(&self) -> bool {
+        matches!(self, Backend::Sqlite(_))
+    }
+
+    /// The feed of writes committed by other servers, if the backend has one; `None` after the
+    /// first call.
+    pub fn take_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        match self {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(postgres) => postgres.take_changes(),
         }
     }
 
     /// Fetches one record with its blob.
     pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.get(collection, key).await,
-        }
+        dispatch!(self, backend => backend.get(collection, key).await)
     }
 
     /// The current version of a record, if it exists.
     pub async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.version(collection, key).await,
-        }
+        dispatch!(self, backend => backend.version(collection, key).await)
     }
 
     /// Keys of a collection in byte order.
     pub async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.list(collection, range).await,
-        }
+        dispatch!(self, backend => backend.list(collection, range).await)
     }
 
     /// Number of records in a collection.
     pub async fn count(&self, collection: &str) -> Result<u64> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.count(collection).await,
-        }
+        dispatch!(self, backend => backend.count(collection).await)
     }
 
     /// Names of the collections holding at least one record, in byte order.
     pub async fn collections(&self) -> Result<Vec<String>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.collections().await,
-        }
+        dispatch!(self, backend => backend.collections().await)
     }
 
-    /// Totals over the whole database.
+    /// Totals over the whole database, from one snapshot.
     pub async fn totals(&self) -> Result<StorageTotals> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.totals().await,
-        }
+        dispatch!(self, backend => backend.totals().await)
     }
 
     /// Bytes the database occupies on disk.
-    pub fn file_bytes(&self) -> u64 {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.file_bytes(),
-        }
+    pub async fn file_bytes(&self) -> Result<u64> {
+        dispatch!(self, backend => backend.file_bytes().await)
     }
 
     /// Up to `limit` blobs with ids after `after`, in id order: `(id, stored bytes)`.
@@ -232,9 +266,7 @@ impl Backend {
         after: Option<BlobId>,
         limit: usize,
     ) -> Result<Vec<(BlobId, Vec<u8>)>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.blobs_after(after, limit).await,
-        }
+        dispatch!(self, backend => backend.blobs_after(after, limit).await)
     }
 
     /// The `(collection, key)` of up to `limit` records pointing at a blob.
@@ -243,79 +275,57 @@ impl Backend {
         blob_id: BlobId,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.records_of_blob(blob_id, limit).await,
-        }
+        dispatch!(self, backend => backend.records_of_blob(blob_id, limit).await)
     }
 
     /// Blobs whose stored reference count is wrong.
     pub async fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.refcount_mismatches().await,
-        }
+        dispatch!(self, backend => backend.refcount_mismatches().await)
     }
 
     /// Records pointing at a blob that does not exist.
     pub async fn dangling_records(&self) -> Result<Vec<(String, String)>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.dangling_records().await,
-        }
+        dispatch!(self, backend => backend.dangling_records().await)
     }
 
     /// The engine's own consistency check: the problems it reports (empty when healthy).
     pub async fn integrity_check(&self) -> Result<Vec<String>> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.integrity_check().await,
-        }
+        dispatch!(self, backend => backend.integrity_check().await)
     }
 
     /// Refreshes the query planner's statistics (`full`: analyze everything).
     pub async fn optimize(&self, full: bool) -> Result<()> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.optimize(full).await,
-        }
+        dispatch!(self, backend => backend.optimize(full).await)
     }
 
     /// Deletes blobs no record points at.
     pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.collect_orphan_blobs().await,
-        }
+        dispatch!(self, backend => backend.collect_orphan_blobs().await)
     }
 
-    /// Returns free pages to the file system (`full`: rebuild the whole file); returns the
-    /// number of pages released.
+    /// Returns free space to the file system (`full`: rebuild everything); returns the number of
+    /// pages released where the engine says.
     pub async fn vacuum(&self, full: bool) -> Result<u64> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.vacuum(full).await,
-        }
+        dispatch!(self, backend => backend.vacuum(full).await)
     }
 
-    /// Copies the WAL into the database file and truncates it.
+    /// Copies the write-ahead log into the database (a no-op where the engine does it itself).
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.checkpoint().await,
-        }
+        dispatch!(self, backend => backend.checkpoint().await)
     }
 
     /// Rebuilds every index.
     pub async fn reindex(&self) -> Result<()> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.reindex().await,
-        }
+        dispatch!(self, backend => backend.reindex().await)
     }
 
-    /// Total time reads waited for a free connection, in microseconds.
+    /// Total time callers waited for a free connection, in microseconds.
     pub fn connection_wait_micros(&self) -> u64 {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.connection_wait_micros(),
-        }
+        dispatch!(self, backend => backend.connection_wait_micros())
     }
 
-    /// Commits what is queued and stops the writer; later calls fail with `Error::Closed`.
+    /// Finishes what is queued and stops; later calls fail with `Error::Closed`.
     pub async fn close(&self) -> Result<()> {
-        match self {
-            Backend::Sqlite(sqlite) => sqlite.close().await,
-        }
+        dispatch!(self, backend => backend.close().await)
     }
 }

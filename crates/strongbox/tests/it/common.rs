@@ -1,14 +1,84 @@
-//! Test scaffolding: a store in a temporary directory.
+//! Test scaffolding: a store on a fresh SQLite file in a temporary directory, or on a scratch
+//! PostgreSQL database created for the test and dropped after it.
+//!
+//! The PostgreSQL server is `$STRONGBOX_TEST_POSTGRES` (a server URL without a database
+//! name), by default `postgres://postgres@127.0.0.1:5432`, the one `.ci/run` starts.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use strongbox::{Config, Store};
 use tempfile::TempDir;
 
-/// A store on a fresh SQLite file, removed with the directory at the end of the test.
+/// A store and what it lives in, cleaned up at the end of the test.
 pub struct Harness {
     pub store: Store,
     pub dir: TempDir,
+    /// Kept for its `Drop`, which drops the database.
+    pub _scratch: Option<ScratchDatabase>,
+}
+
+/// The PostgreSQL server the tests use.
+pub fn postgres_server() -> String {
+    std::env::var("STRONGBOX_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database created for one test, dropped (with `FORCE`) when this is dropped.
+pub struct ScratchDatabase {
+    pub name: String,
+}
+
+impl ScratchDatabase {
+    pub async fn create() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "strongbox_test_{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros()
+                % 1_000_000
+        );
+        admin(&format!("CREATE DATABASE {name}")).await;
+        ScratchDatabase { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime: do the async cleanup on a thread of its own.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(admin(&sql));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// Runs one statement on the server's `postgres` database.
+async fn admin(sql: &str) {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("{}/postgres", postgres_server()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL is reachable (run .ci/run, which starts it)");
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = driver.await;
 }
 
 impl Harness {
@@ -23,7 +93,29 @@ impl Harness {
         let mut config = Config::new(dir.path().join("test.db"));
         adjust(&mut config);
         let store = Store::open(config).await.unwrap();
-        Harness { store, dir }
+        Harness {
+            store,
+            dir,
+            _scratch: None,
+        }
+    }
+
+    /// A store on a scratch PostgreSQL database with the default configuration.
+    pub async fn postgres() -> Self {
+        Self::postgres_with(|_| {}).await
+    }
+
+    /// A store on a scratch PostgreSQL database, configured by `adjust`.
+    pub async fn postgres_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let scratch = ScratchDatabase::create().await;
+        let mut config = Config::postgres(scratch.url());
+        adjust(&mut config);
+        let store = Store::open(config).await.unwrap();
+        Harness {
+            store,
+            dir: tempfile::tempdir().unwrap(),
+            _scratch: Some(scratch),
+        }
     }
 
     /// The database file.

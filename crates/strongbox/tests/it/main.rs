@@ -9,3 +9,4 @@ mod exhaustion;
 mod files;
 mod maintenance;
 mod model;
+mod postgres;

@@ -55,7 +55,8 @@ impl SqliteBackend {
     pub async fn open(config: &Config) -> Result<Self> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            Self::open_blocking(&config).map_err(|error| error.in_file(&config.path))
+            Self::open_blocking(&config)
+                .map_err(|error| error.in_location(&config.path.display().to_string()))
         })
         .await
         .map_err(|join_error| Error::backend("open the database", join_error.to_string()))?
@@ -118,7 +119,11 @@ impl SqliteBackend {
     }
 
     /// Bytes on disk: the database file plus its WAL.
-    pub fn file_bytes(&self) -> u64 {
+    pub async fn file_bytes(&self) -> Result<u64> {
+        Ok(self.file_bytes_now())
+    }
+
+    fn file_bytes_now(&self) -> u64 {
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
         [self.path.as_os_str(), wal.as_os_str()]

@@ -10,12 +10,16 @@ mod values;
 /// Generates one test per behaviour per backend.
 macro_rules! behaviours {
     ($($module:ident :: $name:ident),* $(,)?) => {
-        mod sqlite {
+        behaviours!(@backend sqlite, $($module::$name),*);
+        behaviours!(@backend postgres, $($module::$name),*);
+    };
+    (@backend $backend:ident, $($module:ident :: $name:ident),*) => {
+        mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let harness = crate::common::Harness::sqlite().await;
-                    super::$module::$name(&harness.store).await;
+                    let harness = crate::common::Harness::$backend().await;
+                    crate::behaviour::$module::$name(&harness.store).await;
                     harness.finish().await;
                 }
             )*

@@ -1,0 +1,89 @@
+//! The PostgreSQL schema and its versioned migrations.
+//!
+//! Migrations run in one transaction holding a transaction-scoped advisory lock, so several
+//! servers starting at once migrate exactly once; a database of a newer version is refused.
+//! Tables carry a `strongbox_` prefix, so they can live beside an application's own.
+
+use deadpool_postgres::Client;
+
+use super::map_err;
+use crate::error::{Error, Result};
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Arbitrary, fixed key of the advisory lock that serializes migrations ("STRONG" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5354_524F_4E47;
+
+/// Version 1, the same model as SQLite's: `COLLATE "C"` makes key order bytewise, as there.
+const V1: &str = r#"
+CREATE TABLE strongbox_blobs (
+    id BYTEA PRIMARY KEY CHECK (length(id) = 32),
+    data BYTEA NOT NULL,
+    raw_size BIGINT NOT NULL,
+    refcount BIGINT NOT NULL CHECK (refcount >= 0)
+);
+
+CREATE TABLE strongbox_records (
+    collection TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    blob_id BYTEA NOT NULL,
+    format SMALLINT NOT NULL,
+    version BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    access_count BIGINT NOT NULL DEFAULT 0,
+    last_accessed BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (collection, key)
+);
+
+CREATE INDEX strongbox_records_by_blob ON strongbox_records (blob_id);
+"#;
+
+/// Brings the database to [`SCHEMA_VERSION`].
+pub async fn migrate(client: &mut Client) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(map_err("begin the schema migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(map_err("lock the schema for migration"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS strongbox_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(map_err("create the schema table"))?;
+    let version: i64 = tx
+        .query_opt(
+            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(map_err("read the schema version"))?
+        .map_or(0, |row| row.get(0));
+    if version > SCHEMA_VERSION {
+        return Err(Error::InvalidConfig(format!(
+            "the database has schema version {version}, newer than this Strongbox understands \
+             ({SCHEMA_VERSION}); upgrade Strongbox"
+        )));
+    }
+    if version < 1 {
+        tx.batch_execute(V1)
+            .await
+            .map_err(map_err("create the schema"))?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.execute(
+            "INSERT INTO strongbox_meta (name, value) VALUES ('schema_version', $1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(map_err("record the schema version"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(map_err("commit the schema migration"))
+}

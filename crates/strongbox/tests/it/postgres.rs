@@ -1,0 +1,190 @@
+//! PostgreSQL as the scale-out backend: several `Store`s (standing for several application
+//! servers) on one database, racing writes and keeping their caches coherent.
+
+use std::time::{Duration, Instant};
+
+use strongbox::{Config, Error, Expect, Store};
+use tokio::task::JoinSet;
+
+use crate::common::ScratchDatabase;
+
+async fn two_servers() -> (ScratchDatabase, Store, Store) {
+    let scratch = ScratchDatabase::create().await;
+    let first = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    let second = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    (scratch, first, second)
+}
+
+/// Reads `key` on `store` until it returns `expected`; returns how long that took.
+async fn time_until_seen(store: &Store, key: &str, expected: Option<i64>) -> Duration {
+    let started = Instant::now();
+    while store.retrieve::<i64>("scores", key).await.unwrap() != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{key} never became {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_server_invalidates_the_others_cache() {
+    let (_scratch, first, second) = two_servers().await;
+    first.store("scores", "alice", &1i64).await.unwrap();
+    let mut delays = Vec::new();
+    for round in 2..=21i64 {
+        // The second server caches the current value...
+        time_until_seen(&second, "alice", Some(round - 1)).await;
+        assert_eq!(
+            second.retrieve::<i64>("scores", "alice").await.unwrap(),
+            Some(round - 1)
+        );
+        // ...and hears of the first server's write well before the cache's TTL (300 s).
+        if round % 2 == 0 {
+            first.store("scores", "alice", &round).await.unwrap();
+        } else {
+            let mut tx = first.transaction();
+            tx.store("scores", "alice", &round).unwrap();
+            tx.commit().await.unwrap();
+        }
+        delays.push(time_until_seen(&second, "alice", Some(round)).await);
+    }
+    first.delete("scores", "alice").await.unwrap();
+    time_until_seen(&second, "alice", None).await;
+    delays.sort();
+    println!(
+        "invalidation delay between two servers: median {:?}, max {:?} over {} writes",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1],
+        delays.len()
+    );
+    let stats = second.stats().await.unwrap();
+    assert!(
+        stats.cache.hits > 0,
+        "the second server did serve from its cache: {:?}",
+        stats.cache
+    );
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_connection_clears_the_cache() {
+    let (scratch, first, second) = two_servers().await;
+    first.store("scores", "bob", &1i64).await.unwrap();
+    time_until_seen(&second, "bob", Some(1)).await;
+    // Cut the second server's listener; the write below happens while nobody listens.
+    let (client, connection) = tokio_postgres::connect(&scratch.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let killed = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 2, "each server has one listener");
+    first.store("scores", "bob", &2i64).await.unwrap();
+    time_until_seen(&second, "bob", Some(2)).await;
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_servers_keep_versions_and_reference_counts_exact() {
+    let (_scratch, first, second) = two_servers().await;
+    first.store("counters", "pot", &0i64).await.unwrap();
+    let mut tasks = JoinSet::new();
+    for (server, store) in [(0, first.clone()), (1, second.clone())] {
+        for task in 0..4 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0..15 {
+                    // Optimistic increments of one shared counter.
+                    loop {
+                        let record = store
+                            .retrieve_record::<i64>("counters", "pot")
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        match store
+                            .store_if(
+                                "counters",
+                                "pot",
+                                &(record.value + 1),
+                                Expect::Version(record.meta.version),
+                            )
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(Error::Conflict { .. }) => continue,
+                            Err(error) => panic!("{error}"),
+                        }
+                    }
+                    // The same few values under shared keys, from both servers at once.
+                    let key = format!("seat-{}", (task + i) % 5);
+                    let value = format!("default-{}", (server + i) % 3);
+                    let mut tx = store.transaction();
+                    tx.store("seats", &key, &value).unwrap();
+                    tx.store("seats", &format!("own-{server}-{task}-{i}"), &value)
+                        .unwrap();
+                    if i % 4 == 3 {
+                        tx.delete("seats", &format!("seat-{}", (task + i + 1) % 5))
+                            .unwrap();
+                    }
+                    tx.commit().await.unwrap();
+                }
+            });
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+    assert_eq!(
+        first.retrieve::<i64>("counters", "pot").await.unwrap(),
+        Some(2 * 4 * 15)
+    );
+    let report = first.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let stats = first.storage_stats().await.unwrap();
+    // Values in use: the counter's, and at most the three defaults.
+    assert!(stats.blobs <= 4, "{stats:?}");
+    assert_eq!(stats.records, first.count("seats").await.unwrap() + 1);
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_starting_at_once_migrate_once() {
+    let scratch = ScratchDatabase::create().await;
+    let mut opening = JoinSet::new();
+    for _ in 0..4 {
+        let url = scratch.url();
+        opening.spawn(async move { Store::open(Config::postgres(url)).await });
+    }
+    let mut stores = Vec::new();
+    while let Some(result) = opening.join_next().await {
+        stores.push(result.unwrap().unwrap());
+    }
+    stores[0].store("k", "k", &1).await.unwrap();
+    for store in &stores {
+        assert_eq!(store.retrieve::<i32>("k", "k").await.unwrap(), Some(1));
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_clear_error_without_the_password() {
+    let error = Store::open(Config::postgres(
+        "postgres://app:s3cret@127.0.0.1:1/nowhere",
+    ))
+    .await
+    .unwrap_err();
+    let message = format!("{error} {error:?}");
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+}
