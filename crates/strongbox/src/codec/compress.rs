@@ -1,5 +1,6 @@
 //! zstd (the default) and gzip (the seed's format), with bounded decompression.
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use super::{Codec, DecodeError};
@@ -53,9 +54,7 @@ pub(super) fn compress(raw: &[u8], compression: Compression) -> Option<(Codec, V
                 Level::Balanced => 3,
                 Level::Maximum => 19,
             };
-            zstd::bulk::compress(raw, level)
-                .ok()
-                .map(|payload| (Codec::Zstd, payload))
+            zstd_compress(raw, level).map(|payload| (Codec::Zstd, payload))
         }
         Algorithm::Gzip => {
             let level = match compression.level {
@@ -85,11 +84,50 @@ pub(super) fn zstd_decompress(
         if size > max_raw_bytes {
             return Err(DecodeError::TooLarge { max_raw_bytes });
         }
-        return zstd::bulk::decompress(payload, size).map_err(|error| damaged(Codec::Zstd, &error));
+        return zstd_decompress_exact(payload, size).map_err(|error| damaged(Codec::Zstd, &error));
     }
     let decoder =
         zstd::stream::read::Decoder::new(payload).map_err(|error| damaged(Codec::Zstd, &error))?;
     read_bounded(decoder, Codec::Zstd, max_raw_bytes)
+}
+
+thread_local! {
+    /// One zstd compression context per thread and level: creating a context costs more than
+    /// compressing a small value.
+    static ZSTD_COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    /// One zstd decompression context per thread.
+    static ZSTD_DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd at `level`, with this thread's context (or a fresh one if it is busy or missing).
+fn zstd_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    ZSTD_COMPRESSORS
+        .with(|compressors| {
+            let mut compressors = compressors.try_borrow_mut().ok()?;
+            if !compressors.iter().any(|(known, _)| *known == level) {
+                compressors.push((level, zstd::bulk::Compressor::new(level).ok()?));
+            }
+            let (_, compressor) = compressors.iter_mut().find(|(known, _)| *known == level)?;
+            compressor.compress(raw).ok()
+        })
+        .or_else(|| zstd::bulk::compress(raw, level).ok())
+}
+
+/// Decompresses a frame whose content size is `size`, with this thread's context.
+fn zstd_decompress_exact(payload: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    let reused = ZSTD_DECOMPRESSOR.with(|decompressor| {
+        let mut decompressor = decompressor.try_borrow_mut().ok()?;
+        if decompressor.is_none() {
+            *decompressor = zstd::bulk::Decompressor::new().ok();
+        }
+        decompressor
+            .as_mut()
+            .map(|decompressor| decompressor.decompress(payload, size))
+    });
+    match reused {
+        Some(result) => result,
+        None => zstd::bulk::decompress(payload, size),
+    }
 }
 
 /// Decompresses a gzip member of at most `max_raw_bytes`.
