@@ -1,1 +1,108 @@
-fn main() {}
+//! `strongbox`: the command-line tool of Strongbox.
+//!
+//! Parses the command line, builds a multi-thread tokio runtime, runs the subcommand and maps
+//! its error to an exit code ([`exit_code`]; the table is at the end of `strongbox --help`).
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod commands;
+mod config;
+mod output;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::commands::Failure;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(commands::run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = exit_code(&error);
+            if code != 0 {
+                // Nothing sensible is left to do if standard error is gone too.
+                let _ = writeln!(std::io::stderr(), "strongbox: {error:#}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The exit code of a failed command: the first cause in the error chain that has its own code
+/// decides; anything else is 1. (2, usage errors, is left to clap.)
+///
+/// | code | cause |
+/// |------|-------|
+/// | 0 | standard output was closed by the reader (`strongbox export \| head`) |
+/// | 3 | [`Failure::NotFound`] |
+/// | 4 | [`Failure::Problems`] |
+/// | 5 | `strongbox::Error` of kind `conflict` |
+/// | 6 | `strongbox::Error` of kind `busy` |
+/// | 7 | `strongbox::Error` of kind `corrupt` |
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(failure) = cause.downcast_ref::<Failure>() {
+            return match failure {
+                Failure::NotFound { .. } => 3,
+                Failure::Problems { .. } => 4,
+            };
+        }
+        if let Some(error) = cause.downcast_ref::<strongbox::Error>() {
+            return match error.kind() {
+                "conflict" => 5,
+                "busy" => 6,
+                "corrupt" => 7,
+                _ => 1,
+            };
+        }
+        if let Some(error) = cause.downcast_ref::<std::io::Error>()
+            && error.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return 0;
+        }
+    }
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strongbox::{Expect, Version};
+
+    #[test]
+    fn library_errors_keep_their_code_under_context() {
+        let conflict = strongbox::Error::Conflict {
+            collection: "c".into(),
+            key: "k".into(),
+            expected: Expect::Version(Version::new(1)),
+            actual: Some(Version::new(2)),
+        };
+        let error = Err::<(), _>(conflict).context("put c/k").unwrap_err();
+        assert_eq!(exit_code(&error), 5);
+        let busy = anyhow::Error::from(strongbox::Error::Busy { waited_ms: 5 }).context("open");
+        assert_eq!(exit_code(&busy), 6);
+        let other = anyhow::Error::from(strongbox::Error::Closed);
+        assert_eq!(exit_code(&other), 1);
+    }
+
+    #[test]
+    fn cli_failures_have_their_codes() {
+        let missing = anyhow::Error::from(Failure::NotFound {
+            collection: "c".into(),
+            key: "k".into(),
+        });
+        assert_eq!(exit_code(&missing), 3);
+        let problems = anyhow::Error::from(Failure::Problems { count: 2 }).context("demo");
+        assert_eq!(exit_code(&problems), 4);
+        assert_eq!(exit_code(&anyhow::anyhow!("anything else")), 1);
+    }
+}

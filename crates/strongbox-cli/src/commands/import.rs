@@ -1,0 +1,317 @@
+//! `strongbox import FILE`: load JSON lines `{"collection":..., "key":..., "value":...}` in
+//! batched transactions.
+//!
+//! A reading thread parses each line and adds it to the batch's transaction (which validates
+//! and encodes the value at once), while this task commits the previous batch: parsing and
+//! compression overlap with the disk. Batches commit in file order, so a later line for a key
+//! replaces an earlier one, within a batch too.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal as _, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use strongbox::{Store, Transaction};
+use tokio::sync::mpsc;
+
+use crate::cli::{GlobalOptions, ImportArgs};
+use crate::output::{self, Output};
+
+/// Skipped lines described one by one on standard error; further ones are only counted.
+const SHOWN_SKIPS: u64 = 10;
+
+/// One line of the import (and export) format. Other fields are ignored.
+#[derive(Debug, Deserialize)]
+struct Line {
+    collection: String,
+    key: String,
+    value: Value,
+}
+
+/// A transaction ready to commit, with the lines it covers.
+struct Batch {
+    tx: Transaction,
+    first_line: u64,
+    last_line: u64,
+}
+
+/// How reading ended.
+enum ReadEnd {
+    /// Every line was read.
+    Finished { lines: u64, skipped: u64 },
+    /// A bad line stopped the import; its batch was discarded.
+    BadLine {
+        line: u64,
+        why: String,
+        batch_first_line: u64,
+    },
+    /// The committing side stopped listening (its error is the one reported).
+    Abandoned,
+}
+
+/// What an import did, printed at the end.
+#[derive(Debug, Serialize)]
+struct Summary {
+    lines: u64,
+    records: u64,
+    skipped: u64,
+    elapsed_secs: f64,
+    records_per_sec: f64,
+}
+
+/// Imports the file and prints a summary.
+///
+/// # Errors
+/// A bad line without `--skip-invalid` (naming the line, after earlier batches committed), an
+/// unreadable file, a failed commit (busy database...).
+pub async fn run(global: &GlobalOptions, args: ImportArgs) -> anyhow::Result<()> {
+    let (source, total_bytes) = open_source(&args.file)?;
+    let store = crate::commands::open(global).await?;
+    let result = import(&store, &args, source, total_bytes).await;
+    crate::commands::close(store, result).await
+}
+
+/// The input and its size when known.
+fn open_source(file: &Path) -> anyhow::Result<(Box<dyn BufRead + Send>, Option<u64>)> {
+    if file == Path::new("-") {
+        return Ok((Box::new(BufReader::new(io::stdin())), None));
+    }
+    let opened = File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let size = opened.metadata().ok().map(|metadata| metadata.len());
+    Ok((Box::new(BufReader::with_capacity(1 << 20, opened)), size))
+}
+
+async fn import(
+    store: &Store,
+    args: &ImportArgs,
+    source: Box<dyn BufRead + Send>,
+    total_bytes: Option<u64>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let progress = progress_bar(total_bytes);
+    let (sender, mut receiver) = mpsc::channel::<Batch>(1);
+    let reader = {
+        let store = store.clone();
+        let progress = progress.clone();
+        let (batch_size, skip_invalid) = (args.batch_size, args.skip_invalid);
+        tokio::task::spawn_blocking(move || {
+            read(source, &store, batch_size, skip_invalid, &progress, &sender)
+        })
+    };
+
+    let mut records = 0u64;
+    let mut batches = 0u64;
+    let mut commit_error = None;
+    while let Some(batch) = receiver.recv().await {
+        let count = batch.tx.len() as u64;
+        if let Err(error) = batch.tx.commit().await {
+            commit_error = Some(anyhow::Error::from(error).context(format!(
+                "import lines {}-{}: commit the batch ({})",
+                batch.first_line,
+                batch.last_line,
+                earlier(batches, records, batch.first_line)
+            )));
+            break;
+        }
+        records += count;
+        batches += 1;
+    }
+    drop(receiver);
+    let ended = reader.await.context("join the reading thread");
+    progress.finish_and_clear();
+    if let Some(error) = commit_error {
+        return Err(error);
+    }
+    let (lines, skipped) = match ended?? {
+        ReadEnd::Finished { lines, skipped } => (lines, skipped),
+        ReadEnd::BadLine {
+            line,
+            why,
+            batch_first_line,
+        } => {
+            return Err(anyhow!(
+                "import line {line}: {why}\nnothing of its batch (the lines from {batch_first_line} on) \
+                 was stored; {}\nfix the line and import again (records are replaced, not \
+                 duplicated), or pass --skip-invalid",
+                earlier(batches, records, batch_first_line)
+            ));
+        }
+        ReadEnd::Abandoned => return Err(anyhow!("import stopped before the end of the input")),
+    };
+    let elapsed = started.elapsed();
+    print_summary(
+        &Summary {
+            lines,
+            records,
+            skipped,
+            elapsed_secs: elapsed.as_secs_f64(),
+            records_per_sec: per_second(records, elapsed),
+        },
+        args.json,
+    )
+}
+
+/// What stays committed before a failed batch.
+fn earlier(batches: u64, records: u64, first_line: u64) -> String {
+    if batches == 0 {
+        "no earlier batch was committed".to_owned()
+    } else if batches == 1 {
+        format!(
+            "the earlier batch (lines 1-{}, {} records) stays committed",
+            first_line - 1,
+            output::count(records)
+        )
+    } else {
+        format!(
+            "the {} earlier batches (lines 1-{}, {} records) stay committed",
+            output::count(batches),
+            first_line - 1,
+            output::count(records)
+        )
+    }
+}
+
+fn per_second(records: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        records as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    let mut out = Output::stdout();
+    if json {
+        out.json(summary, false)?;
+    } else {
+        out.line(format_args!(
+            "imported {} lines: {} records written, {} skipped, in {:.2} s ({} records/s)",
+            output::count(summary.lines),
+            output::count(summary.records),
+            output::count(summary.skipped),
+            summary.elapsed_secs,
+            output::count(summary.records_per_sec.round() as u64)
+        ))?;
+    }
+    out.finish()
+}
+
+/// A progress bar by bytes on standard error, or a hidden one when that is not a terminal.
+fn progress_bar(total_bytes: Option<u64>) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match total_bytes {
+        Some(total) => (
+            ProgressBar::new(total),
+            "{spinner} importing [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} \
+             ({binary_bytes_per_sec}, eta {eta})",
+        ),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} importing [{elapsed_precise}] {binary_bytes} ({binary_bytes_per_sec})",
+        ),
+    };
+    match ProgressStyle::with_template(template) {
+        Ok(style) => bar.with_style(style),
+        Err(_) => bar,
+    }
+}
+
+/// Reads lines into transactions of `batch_size` lines and hands each to the committing task.
+/// Runs on a blocking thread.
+fn read(
+    mut source: Box<dyn BufRead + Send>,
+    store: &Store,
+    batch_size: u64,
+    skip_invalid: bool,
+    progress: &ProgressBar,
+    sender: &mpsc::Sender<Batch>,
+) -> anyhow::Result<ReadEnd> {
+    let mut buffer = Vec::with_capacity(64 << 10);
+    let mut line = 0u64;
+    let mut skipped = 0u64;
+    let mut batch_first_line = 1u64;
+    let mut tx = store.transaction();
+    loop {
+        buffer.clear();
+        let read = source
+            .read_until(b'\n', &mut buffer)
+            .with_context(|| format!("import line {}: read the input", line + 1))?;
+        if read == 0 {
+            break;
+        }
+        line += 1;
+        progress.inc(read as u64);
+        if let Err(why) = add_line(&mut tx, &buffer) {
+            if !skip_invalid {
+                return Ok(ReadEnd::BadLine {
+                    line,
+                    why,
+                    batch_first_line,
+                });
+            }
+            skipped += 1;
+            if skipped <= SHOWN_SKIPS {
+                progress.suspend(|| {
+                    let mut stderr = io::stderr().lock();
+                    let _ = writeln!(stderr, "line {line}: {why} (skipped)");
+                    if skipped == SHOWN_SKIPS {
+                        let _ = writeln!(stderr, "further skipped lines are only counted");
+                    }
+                });
+            }
+        }
+        if line - batch_first_line + 1 == batch_size {
+            let full = std::mem::replace(&mut tx, store.transaction());
+            if !send(sender, full, batch_first_line, line) {
+                return Ok(ReadEnd::Abandoned);
+            }
+            batch_first_line = line + 1;
+        }
+    }
+    if !send(sender, tx, batch_first_line, line) {
+        return Ok(ReadEnd::Abandoned);
+    }
+    Ok(ReadEnd::Finished {
+        lines: line,
+        skipped,
+    })
+}
+
+/// Hands a non-empty batch over; false when the committing side is gone.
+fn send(sender: &mpsc::Sender<Batch>, tx: Transaction, first_line: u64, last_line: u64) -> bool {
+    tx.is_empty()
+        || sender
+            .blocking_send(Batch {
+                tx,
+                first_line,
+                last_line,
+            })
+            .is_ok()
+}
+
+/// Parses one line and adds its write to the transaction; blank lines add nothing.
+/// The error says why the line is bad.
+fn add_line(tx: &mut Transaction, bytes: &[u8]) -> Result<(), String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let parsed: Line = serde_json::from_slice(bytes).map_err(|error| {
+        // serde_json says "at line 1 column N": within this line, which would mislead here.
+        let message = error.to_string();
+        let position = format!(" at line {} column {}", error.line(), error.column());
+        match message.strip_suffix(&position) {
+            Some(message) => format!("parse JSON: {message} (column {})", error.column()),
+            None => format!("parse JSON: {message}"),
+        }
+    })?;
+    tx.store(&parsed.collection, &parsed.key, &parsed.value)
+        .map_err(|error| error.to_string())?;
+    Ok(())
+}

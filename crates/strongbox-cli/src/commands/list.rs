@@ -1,0 +1,51 @@
+//! `strongbox list COLLECTION`: the keys of a collection in order, page by page.
+
+use anyhow::Context as _;
+use strongbox::{ListOptions, Store};
+
+use crate::cli::{GlobalOptions, ListArgs};
+use crate::commands::PAGE_KEYS;
+use crate::output::Output;
+
+/// Prints the keys, one per line (or a JSON array with `--json`).
+///
+/// # Errors
+/// An invalid collection name, a busy database, a closed standard output.
+pub async fn run(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<()> {
+    let store = crate::commands::open(global).await?;
+    let result = list(&store, &args).await;
+    crate::commands::close(store, result).await
+}
+
+async fn list(store: &Store, args: &ListArgs) -> anyhow::Result<()> {
+    let mut out = Output::stdout();
+    let mut remaining = args.limit.unwrap_or(usize::MAX);
+    let mut after = args.start_after.clone();
+    let mut all = Vec::new();
+    while remaining > 0 {
+        let mut options = ListOptions::all().limit(remaining.min(PAGE_KEYS));
+        options.prefix.clone_from(&args.prefix);
+        options.start_after = after.take();
+        let page = store
+            .list(&args.collection, options)
+            .await
+            .with_context(|| format!("list collection {}", args.collection))?;
+        let full = page.len() == remaining.min(PAGE_KEYS);
+        remaining -= page.len();
+        after = page.last().cloned();
+        if args.json {
+            all.extend(page);
+        } else {
+            for key in &page {
+                out.line(key)?;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    if args.json {
+        out.json(&all, false)?;
+    }
+    out.finish()
+}

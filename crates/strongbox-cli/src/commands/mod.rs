@@ -1,0 +1,166 @@
+//! The subcommands, one module each, and what they share: opening and closing the store,
+//! the failures with their own exit codes, and reading many values in parallel.
+
+pub mod collections;
+pub mod delete;
+pub mod demo;
+pub mod export;
+pub mod get;
+pub mod import;
+pub mod list;
+pub mod put;
+pub mod stats;
+pub mod verify;
+
+use std::fmt;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use strongbox::{Config, Store};
+
+use crate::cli::{Cli, Command, GlobalOptions};
+
+/// Keys asked of `Store::list` at a time when walking a whole collection.
+pub const PAGE_KEYS: usize = 1000;
+
+/// A failure of a command that is not a library error but has its own exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The key does not exist (exit code 3).
+    NotFound {
+        /// Collection asked for.
+        collection: String,
+        /// Key asked for.
+        key: String,
+    },
+    /// Verification found problems (exit code 4).
+    Problems {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::NotFound { collection, key } => write!(f, "not found: {collection}/{key}"),
+            Failure::Problems { count } => write!(
+                f,
+                "verify found {count} problem{}",
+                if *count == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Runs the subcommand the command line names.
+///
+/// # Errors
+/// Whatever the subcommand fails with; `main` maps it to an exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        Command::Put(args) => put::run(&global, args).await,
+        Command::Get(args) => get::run(&global, args).await,
+        Command::Delete(args) => delete::run(&global, args).await,
+        Command::List(args) => list::run(&global, args).await,
+        Command::Collections(args) => collections::run(&global, args).await,
+        Command::Import(args) => import::run(&global, args).await,
+        Command::Export(args) => export::run(&global, args).await,
+        Command::Stats(args) => stats::run(&global, args).await,
+        Command::Verify(args) => verify::run(&global, args).await,
+        Command::Demo(args) => demo::run(&global, args).await,
+    }
+}
+
+/// Opens the store the global options name, for a command that touches each record at most
+/// once (see [`crate::config::load_single_pass`]).
+///
+/// # Errors
+/// When the configuration cannot be loaded or the database cannot be opened.
+pub async fn open(global: &GlobalOptions) -> anyhow::Result<Store> {
+    open_config(crate::config::load_single_pass(global)?).await
+}
+
+/// Opens the store of a configuration.
+///
+/// # Errors
+/// When the database cannot be opened, naming the file.
+pub async fn open_config(config: Config) -> anyhow::Result<Store> {
+    let path = config.path.clone();
+    Store::open(config)
+        .await
+        .with_context(|| format!("open database {}", path.display()))
+}
+
+/// Closes the store after a command, then returns the command's result (or the close error
+/// when the command succeeded).
+///
+/// # Errors
+/// The command's error, else the close error.
+pub async fn close<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = store.close().await.context("close the database");
+    let value = result?;
+    closed?;
+    Ok(value)
+}
+
+/// Reads the values of `keys` in `collection`, in order, with as many parallel tasks as the
+/// store has read connections. Keys deleted meanwhile are left out.
+///
+/// # Errors
+/// The first failed read (a corrupt value, a busy database...), naming the record.
+pub async fn retrieve_values(
+    store: &Store,
+    collection: &str,
+    keys: &[String],
+) -> anyhow::Result<Vec<(String, Value)>> {
+    retrieve_mapped(store, collection, keys, |_, _, value| Ok(value)).await
+}
+
+/// As [`retrieve_values`], turning each `(collection, key, value)` into a `T` on the reading
+/// task, so that this work runs in parallel too. Returns `(key, T)` in key order.
+///
+/// # Errors
+/// The first failed read or `map`, naming the record.
+pub async fn retrieve_mapped<T, F>(
+    store: &Store,
+    collection: &str,
+    keys: &[String],
+    map: F,
+) -> anyhow::Result<Vec<(String, T)>>
+where
+    T: Send + 'static,
+    F: Fn(&str, &str, Value) -> anyhow::Result<T> + Clone + Send + 'static,
+{
+    let tasks = store.config().read_connections.clamp(1, 8);
+    let chunk = keys.len().div_ceil(tasks).max(1);
+    let mut handles = Vec::with_capacity(tasks);
+    for part in keys.chunks(chunk) {
+        let store = store.clone();
+        let collection = collection.to_owned();
+        let part = part.to_vec();
+        let map = map.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mapped = Vec::with_capacity(part.len());
+            for key in part {
+                let value = store
+                    .retrieve::<Value>(&collection, &key)
+                    .await
+                    .with_context(|| format!("read {collection}/{key}"))?;
+                if let Some(value) = value {
+                    let item = map(&collection, &key, value)?;
+                    mapped.push((key, item));
+                }
+            }
+            anyhow::Ok(mapped)
+        }));
+    }
+    let mut mapped = Vec::with_capacity(keys.len());
+    for handle in handles {
+        mapped.extend(handle.await.context("join a read task")??);
+    }
+    Ok(mapped)
+}

@@ -1,0 +1,51 @@
+//! `strongbox put COLLECTION KEY [JSON]`: store a value, optionally on a condition.
+
+use std::io::Read as _;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use strongbox::{Expect, Store, Version};
+
+use crate::cli::{GlobalOptions, PutArgs};
+use crate::output::Output;
+
+/// Stores the value and prints its new version.
+///
+/// # Errors
+/// Invalid JSON, an invalid name, a value over the size limit, a failed condition
+/// (`strongbox::Error::Conflict`, exit code 5), a busy database.
+pub async fn run(global: &GlobalOptions, args: PutArgs) -> anyhow::Result<()> {
+    let value = read_value(args.json.as_deref())?;
+    let expect = match (args.if_version, args.if_absent) {
+        (Some(version), _) => Expect::Version(Version::new(version)),
+        (None, true) => Expect::Absent,
+        (None, false) => Expect::Any,
+    };
+    let store = crate::commands::open(global).await?;
+    let result = put(&store, &args, &value, expect).await;
+    crate::commands::close(store, result).await
+}
+
+async fn put(store: &Store, args: &PutArgs, value: &Value, expect: Expect) -> anyhow::Result<()> {
+    let version = store
+        .store_if(&args.collection, &args.key, value, expect)
+        .await
+        .with_context(|| format!("put {}/{}", args.collection, args.key))?;
+    let mut out = Output::stdout();
+    out.line(version)?;
+    out.finish()
+}
+
+/// The value from the argument, else from standard input.
+fn read_value(json: Option<&str>) -> anyhow::Result<Value> {
+    match json {
+        Some(text) => serde_json::from_str(text).context("parse the JSON value argument"),
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("read the JSON value from standard input")?;
+            serde_json::from_str(&text).context("parse the JSON value from standard input")
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Printing: JSON (compact or pretty), aligned plain tables, and human-readable numbers.
+//!
+//! Everything goes through a locked, buffered standard output and returns errors instead of
+//! panicking, so that `strongbox export | head` ends quietly (see `main`).
+
+use std::io::{self, BufWriter, StdoutLock, Write};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use strongbox::StorageStats;
+
+/// A buffered handle on standard output. Call [`Output::finish`] to flush it.
+pub struct Output {
+    inner: BufWriter<StdoutLock<'static>>,
+}
+
+impl Output {
+    /// Locks standard output.
+    pub fn stdout() -> Self {
+        Output {
+            inner: BufWriter::new(io::stdout().lock()),
+        }
+    }
+
+    /// Writes one line.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn line(&mut self, text: impl std::fmt::Display) -> anyhow::Result<()> {
+        writeln!(self.inner, "{text}").context("write to standard output")
+    }
+
+    /// Writes a value as JSON on one line, or indented when `pretty`.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T, pretty: bool) -> anyhow::Result<()> {
+        // Serialized first, so that a write error stays an `io::Error` (see `main::exit_code`).
+        let text = if pretty {
+            serde_json::to_string_pretty(value)
+        } else {
+            serde_json::to_string(value)
+        };
+        self.line(text.context("serialize JSON")?)
+    }
+
+    /// Writes rows of two columns, the first padded to the widest.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn table(&mut self, rows: &[(String, String)]) -> anyhow::Result<()> {
+        let width = rows
+            .iter()
+            .map(|(left, _)| left.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (left, right) in rows {
+            self.line(format_args!("{left:<width$}  {right}"))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what was written so far, so that it shows before a long step.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.inner.flush().context("write to standard output")
+    }
+
+    /// Flushes what was written.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.inner.flush().context("write to standard output")
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+/// A byte count in binary units: `512 B`, `1.5 KiB`, `38.2 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `part` as a percentage of `whole`, one decimal (`-` when `whole` is 0).
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// The human form of [`StorageStats`]: what is stored, then the savings from deduplication and
+/// from compression apart, then the file size.
+pub fn storage_rows(stats: &StorageStats) -> Vec<(String, String)> {
+    let row = |label: &str, text: String| (label.to_owned(), text);
+    vec![
+        row("records", count(stats.records)),
+        row("collections", count(stats.collections)),
+        row("unique values", count(stats.blobs)),
+        row(
+            "logical size",
+            format!(
+                "{} (values as serialized, each record counted)",
+                bytes(stats.logical_bytes)
+            ),
+        ),
+        row(
+            "deduplication",
+            format!(
+                "saved {} ({} of logical): {} of unique values",
+                bytes(stats.dedup_saved_bytes),
+                percent(stats.dedup_saved_bytes, stats.logical_bytes),
+                bytes(stats.unique_bytes),
+            ),
+        ),
+        row(
+            "compression",
+            format!(
+                "saved {} ({} of unique values): {} stored",
+                bytes(stats.compression_saved_bytes),
+                percent(stats.compression_saved_bytes, stats.unique_bytes),
+                bytes(stats.stored_bytes),
+            ),
+        ),
+        row(
+            "stored size",
+            format!(
+                "{} ({} of logical)",
+                bytes(stats.stored_bytes),
+                percent(stats.stored_bytes, stats.logical_bytes)
+            ),
+        ),
+        row(
+            "file size",
+            format!(
+                "{} (database and WAL, with indexes and free pages)",
+                bytes(stats.file_bytes)
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn percent_of_nothing_is_a_dash() {
+        assert_eq!(percent(1, 0), "-");
+        assert_eq!(percent(1, 4), "25.0%");
+    }
+}

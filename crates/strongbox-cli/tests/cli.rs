@@ -1,0 +1,589 @@
+//! End-to-end tests of the `strongbox` binary: real processes on real database files.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+/// The sample data; `shared/` sits beside the repository root, here and in CI.
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/data/bitcraps-sample.jsonl"
+);
+
+/// A `strongbox` command on `db`, unaffected by the caller's environment.
+fn strongbox(db: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strongbox"));
+    command
+        .env_remove("STRONGBOX_DB")
+        .env_remove("STRONGBOX_CONFIG")
+        .arg("--db")
+        .arg(db);
+    command
+}
+
+/// Runs `strongbox --db DB ARGS...`.
+fn run(db: &Path, args: &[&str]) -> Output {
+    strongbox(db).args(args).output().unwrap()
+}
+
+/// Runs `strongbox --db DB ARGS...` with `input` on standard input.
+fn run_with_stdin(db: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = strongbox(db)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Asserts success, showing the command's standard error otherwise.
+#[track_caller]
+fn assert_ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn stats(db: &Path) -> Value {
+    let output = run(db, &["stats", "--json"]);
+    assert_ok(&output);
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// JSON lines as a map (collection, key) -> value; a later line for a key wins.
+fn lines_to_map(text: &str) -> BTreeMap<(String, String), Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let collection = record["collection"].as_str().unwrap().to_owned();
+            let key = record["key"].as_str().unwrap().to_owned();
+            ((collection, key), record["value"].clone())
+        })
+        .collect()
+}
+
+fn line(collection: &str, key: &str, value: Value) -> String {
+    json!({"collection": collection, "key": key, "value": value}).to_string()
+}
+
+fn write_file(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn import_then_export_of_the_sample_gives_equal_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sample.db");
+    let imported = run(&db, &["import", SAMPLE]);
+    assert_ok(&imported);
+    assert!(
+        stdout(&imported).contains("20,000 lines"),
+        "{}",
+        stdout(&imported)
+    );
+
+    let exported_file = dir.path().join("export.jsonl");
+    let exported = run(&db, &["export", "--out", exported_file.to_str().unwrap()]);
+    assert_ok(&exported);
+
+    let input = lines_to_map(&std::fs::read_to_string(SAMPLE).unwrap());
+    let text = std::fs::read_to_string(&exported_file).unwrap();
+    let output = lines_to_map(&text);
+    assert_eq!(text.lines().count(), input.len(), "one line per record");
+    assert_eq!(output.len(), input.len());
+    for (record, value) in &input {
+        assert_eq!(output.get(record), Some(value), "{record:?}");
+    }
+    let in_file_order: Vec<(String, String)> = text
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            (
+                record["collection"].as_str().unwrap().to_owned(),
+                record["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        in_file_order.windows(2).all(|pair| pair[0] < pair[1]),
+        "collections and keys in order"
+    );
+
+    let stats = stats(&db);
+    assert_eq!(stats["records"], json!(input.len()));
+    assert_ok(&run(&db, &["verify"]));
+
+    // One collection alone, to standard output.
+    let chat = run(&db, &["export", "chat"]);
+    assert_ok(&chat);
+    let chat = lines_to_map(&stdout(&chat));
+    let expected: BTreeMap<_, _> = input
+        .into_iter()
+        .filter(|((collection, _), _)| collection == "chat")
+        .collect();
+    assert_eq!(chat, expected);
+}
+
+#[test]
+fn a_later_line_for_the_same_key_replaces_the_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dup.db");
+    let file = write_file(
+        dir.path(),
+        "dup.jsonl",
+        &[
+            line("c", "k", json!(1)),
+            line("c", "other", json!("x")),
+            line("c", "k", json!(2)),
+            line("c", "k", json!({"final": true})),
+        ],
+    );
+    // In one batch, and across batches.
+    for batch_size in ["1000", "1"] {
+        assert_ok(&run(
+            &db,
+            &["import", "--batch-size", batch_size, file.to_str().unwrap()],
+        ));
+        let got = run(&db, &["get", "c", "k"]);
+        assert_ok(&got);
+        assert_eq!(stdout(&got).trim(), r#"{"final":true}"#);
+    }
+    let exported = run(&db, &["export"]);
+    assert_ok(&exported);
+    assert_eq!(stdout(&exported).lines().count(), 2);
+}
+
+#[test]
+fn get_of_an_absent_key_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("absent.db");
+    let output = run(&db, &["get", "players", "nobody"]);
+    assert_exit(&output, 3);
+    assert!(
+        stderr(&output).contains("players/nobody"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).is_empty());
+    assert_exit(&run(&db, &["delete", "players", "nobody"]), 3);
+}
+
+#[test]
+fn put_then_get_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("roundtrip.db");
+    let value = json!({"name": "alice", "chips": 1000, "tags": ["vip", "🎲"], "ratio": 0.1});
+    let put = run(&db, &["put", "players", "alice", &value.to_string()]);
+    assert_ok(&put);
+    assert_eq!(stdout(&put).trim(), "1");
+
+    let got = run(&db, &["get", "players", "alice"]);
+    assert_ok(&got);
+    assert_eq!(stdout(&got).lines().count(), 1, "compact: one line");
+    let read: Value = serde_json::from_str(&stdout(&got)).unwrap();
+    assert_eq!(read, value);
+
+    // From standard input, replacing: version 2.
+    let put = run_with_stdin(&db, &["put", "players", "alice"], "{\"chips\": 5}\n");
+    assert_ok(&put);
+    assert_eq!(stdout(&put).trim(), "2");
+    let meta = run(&db, &["get", "--meta", "players", "alice"]);
+    assert_ok(&meta);
+    let meta: Value = serde_json::from_str(&stdout(&meta)).unwrap();
+    assert_eq!(meta["value"], json!({"chips": 5}));
+    assert_eq!(meta["version"], json!(2));
+    assert!(meta["created_at_ms"].as_i64().unwrap() > 0);
+
+    let listed = run(&db, &["list", "players", "--json"]);
+    assert_ok(&listed);
+    assert_eq!(stdout(&listed).trim(), r#"["alice"]"#);
+
+    let deleted = run(&db, &["delete", "players", "alice"]);
+    assert_ok(&deleted);
+    assert_exit(&run(&db, &["get", "players", "alice"]), 3);
+}
+
+#[test]
+fn a_conditional_put_with_a_stale_version_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("conflict.db");
+    assert_ok(&run(
+        &db,
+        &["put", "--if-absent", "balances", "alice", "100"],
+    ));
+    assert_ok(&run(
+        &db,
+        &["put", "--if-version", "1", "balances", "alice", "90"],
+    ));
+
+    let stale = run(
+        &db,
+        &["put", "--if-version", "1", "balances", "alice", "80"],
+    );
+    assert_exit(&stale, 5);
+    assert!(stderr(&stale).contains("conflict"), "{}", stderr(&stale));
+    assert_exit(
+        &run(&db, &["put", "--if-absent", "balances", "alice", "0"]),
+        5,
+    );
+
+    let got = run(&db, &["get", "balances", "alice"]);
+    assert_eq!(
+        stdout(&got).trim(),
+        "90",
+        "a failed condition writes nothing"
+    );
+}
+
+#[test]
+fn list_pages_and_collections_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("list.db");
+    let lines: Vec<String> = (0..2500)
+        .map(|i| line("keys", &format!("k{i:05}"), json!(i)))
+        .chain([line("other", "x", json!(null))])
+        .collect();
+    let file = write_file(dir.path(), "list.jsonl", &lines);
+    assert_ok(&run(&db, &["import", file.to_str().unwrap()]));
+
+    let all = run(&db, &["list", "keys"]);
+    assert_ok(&all);
+    let text = stdout(&all);
+    let keys: Vec<&str> = text.lines().collect();
+    assert_eq!(keys.len(), 2500);
+    assert_eq!(keys[0], "k00000");
+    assert_eq!(keys[2499], "k02499");
+
+    let page = run(
+        &db,
+        &[
+            "list",
+            "keys",
+            "--start-after",
+            "k01000",
+            "--limit",
+            "3",
+            "--json",
+        ],
+    );
+    assert_ok(&page);
+    assert_eq!(stdout(&page).trim(), r#"["k01001","k01002","k01003"]"#);
+    let prefixed = run(&db, &["list", "keys", "--prefix", "k0249"]);
+    assert_eq!(stdout(&prefixed).lines().count(), 10);
+
+    let collections = run(&db, &["collections", "--json"]);
+    assert_ok(&collections);
+    let collections: Value = serde_json::from_str(&stdout(&collections)).unwrap();
+    assert_eq!(
+        collections,
+        json!([{"collection": "keys", "records": 2500}, {"collection": "other", "records": 1}])
+    );
+}
+
+/// Five lines, the third bad in the way `bad` says.
+fn lines_with_bad_third(bad: &str) -> Vec<String> {
+    vec![
+        line("items", "one", json!(1)),
+        line("items", "two", json!(2)),
+        bad.to_owned(),
+        line("items", "four", json!(4)),
+        line("items", "five", json!(5)),
+    ]
+}
+
+#[test]
+fn a_bad_line_fails_the_import_and_stores_nothing_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_lines = [
+        r#"{"collection":"items","key":"three","value":3"#, // unparseable JSON
+        r#"{"collection":"items","key":"three"}"#,          // missing field
+        r#"{"collection":"items","key":"","value":3}"#,     // invalid (empty) key
+    ];
+    for (n, bad) in bad_lines.into_iter().enumerate() {
+        let file = write_file(
+            dir.path(),
+            &format!("bad{n}.jsonl"),
+            &lines_with_bad_third(bad),
+        );
+        let db = dir.path().join(format!("bad{n}.db"));
+        let output = run(&db, &["import", file.to_str().unwrap()]);
+        assert!(!output.status.success(), "{bad}: {}", stdout(&output));
+        assert!(
+            stderr(&output).contains("line 3"),
+            "{bad}: {}",
+            stderr(&output)
+        );
+        assert_eq!(
+            stats(&db)["records"],
+            json!(0),
+            "{bad}: nothing of the batch"
+        );
+        assert_exit(&run(&db, &["get", "items", "one"]), 3);
+
+        // Batches before the bad line's stay committed; its own batch does not.
+        let output = run(
+            &db,
+            &["import", "--batch-size", "2", file.to_str().unwrap()],
+        );
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains("line 3"), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("(lines 1-2, 2 records) stays committed"),
+            "{}",
+            stderr(&output)
+        );
+        assert_ok(&run(&db, &["get", "items", "two"]));
+        assert_exit(&run(&db, &["get", "items", "four"]), 3);
+    }
+}
+
+#[test]
+fn a_too_large_value_is_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "max_value_bytes = 100\n").unwrap();
+    let big = line("items", "three", json!("x".repeat(200)));
+    let file = write_file(dir.path(), "big.jsonl", &lines_with_bad_third(&big));
+    let db = dir.path().join("big.db");
+    let config = config.to_str().unwrap();
+    let output = run(&db, &["--config", config, "import", file.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("line 3"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("limit"), "{}", stderr(&output));
+    let output = run(
+        &db,
+        &[
+            "--config",
+            config,
+            "import",
+            "--skip-invalid",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&output);
+    assert_eq!(stats(&db)["records"], json!(4));
+}
+
+#[test]
+fn skip_invalid_stores_the_good_lines_and_reports_the_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = lines_with_bad_third("this is not JSON");
+    lines.push(r#"{"collection":"items","value":6}"#.to_owned());
+    let file = write_file(dir.path(), "skip.jsonl", &lines);
+    let db = dir.path().join("skip.db");
+    let output = run(
+        &db,
+        &[
+            "import",
+            "--skip-invalid",
+            "--batch-size",
+            "2",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&output);
+    assert!(stdout(&output).contains("2 skipped"), "{}", stdout(&output));
+    assert!(stderr(&output).contains("line 3"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("line 6"), "{}", stderr(&output));
+    assert_eq!(stats(&db)["records"], json!(4));
+    for key in ["one", "two", "four", "five"] {
+        assert_ok(&run(&db, &["get", "items", key]));
+    }
+
+    // The same, with the summary as JSON and the lines from standard input.
+    let db = dir.path().join("skip-stdin.db");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let output = run_with_stdin(&db, &["import", "--skip-invalid", "--json", "-"], &text);
+    assert_ok(&output);
+    let summary: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(summary["lines"], json!(6));
+    assert_eq!(summary["records"], json!(4));
+    assert_eq!(summary["skipped"], json!(2));
+}
+
+#[test]
+fn two_processes_import_into_one_database_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let files: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|side| {
+            let lines: Vec<String> = (0..2000)
+                .map(|i| {
+                    line(
+                        "race",
+                        &format!("{side}-{i:05}"),
+                        json!({"side": side, "i": i, "pad": "chips ".repeat(i % 50)}),
+                    )
+                })
+                .collect();
+            write_file(dir.path(), &format!("{side}.jsonl"), &lines)
+        })
+        .collect();
+    let children: Vec<_> = files
+        .iter()
+        .map(|file| {
+            strongbox(&db)
+                .args(["import", "--batch-size", "20"])
+                .arg(file)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert_ok(&output);
+        assert!(
+            stdout(&output).contains("2,000 records written"),
+            "{}",
+            stdout(&output)
+        );
+    }
+    assert_eq!(stats(&db)["records"], json!(4000));
+    let count = run(&db, &["collections", "--json"]);
+    let count: Value = serde_json::from_str(&stdout(&count)).unwrap();
+    assert_eq!(count, json!([{"collection": "race", "records": 4000}]));
+    assert_ok(&run(&db, &["verify"]));
+}
+
+#[test]
+fn verify_of_a_healthy_database_exits_0_and_stats_has_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("healthy.db");
+    let shared = json!({"theme": "felt-green", "sound": true, "padding": "x".repeat(500)});
+    for key in ["a", "b", "c"] {
+        assert_ok(&run(&db, &["put", "settings", key, &shared.to_string()]));
+    }
+
+    let verified = run(&db, &["verify"]);
+    assert_ok(&verified);
+    assert!(
+        stdout(&verified).contains("no problems"),
+        "{}",
+        stdout(&verified)
+    );
+    let verified = run(&db, &["verify", "--json"]);
+    assert_ok(&verified);
+    let report: Value = serde_json::from_str(&stdout(&verified)).unwrap();
+    assert_eq!(report["clean"], json!(true));
+    assert_eq!(report["problems"], json!([]));
+
+    let stats = stats(&db);
+    let fields: Vec<&str> = stats
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut documented = vec![
+        "records",
+        "collections",
+        "blobs",
+        "logical_bytes",
+        "unique_bytes",
+        "stored_bytes",
+        "file_bytes",
+        "dedup_saved_bytes",
+        "compression_saved_bytes",
+    ];
+    documented.sort_unstable();
+    assert_eq!(fields, documented);
+    assert_eq!(stats["records"], json!(3));
+    assert_eq!(stats["blobs"], json!(1), "one shared value, stored once");
+    assert!(stats["dedup_saved_bytes"].as_u64().unwrap() > 1000);
+
+    let human = run(&db, &["stats"]);
+    assert_ok(&human);
+    for label in ["deduplication", "compression", "file size"] {
+        assert!(stdout(&human).contains(label), "{}", stdout(&human));
+    }
+}
+
+#[test]
+fn the_demo_runs_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("demo.db");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // Without --db on the command line (STRONGBOX_DB is ignored by the demo), it runs on a
+    // temporary database and leaves nothing behind.
+    let output = Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .env_remove("STRONGBOX_CONFIG")
+        .env("STRONGBOX_DB", &db)
+        .env("TMPDIR", &tmp)
+        .current_dir(dir.path())
+        .args(["demo", "--players", "24", "--tables", "3", "--rounds", "4"])
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let text = stdout(&output);
+    for expected in [
+        "invariant holds",
+        "Error::Conflict",
+        "no problems",
+        "deduplication",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    assert!(!db.exists());
+    assert!(!dir.path().join("strongbox.db").exists());
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temporary files removed"
+    );
+
+    // On a file named on the command line, which it then keeps; it refuses a non-empty one.
+    let output = strongbox(&db)
+        .args(["demo", "--players", "10", "--tables", "2", "--rounds", "2"])
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    assert!(stats(&db)["records"].as_u64().unwrap() > 50);
+    let again = run(&db, &["demo", "--players", "10", "--rounds", "1"]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("empty database"),
+        "{}",
+        stderr(&again)
+    );
+}
