@@ -128,6 +128,10 @@ pub struct Config {
     /// Seconds between statistics reports (tracing event and metric gauges), which also flush
     /// read counts. Default 60; 0 turns the task off.
     pub stats_interval_secs: u64,
+    /// Maintenance rebuilds the whole file (a full vacuum, which holds writes back while it runs)
+    /// when more than this percentage of it is slack: free pages, and space left in half-empty
+    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does.
+    pub vacuum_slack_percent: u8,
     /// Seconds between background maintenance runs. Default 3,600; 0 turns the task off.
     pub maintenance_interval_secs: u64,
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
@@ -150,6 +154,7 @@ impl Default for Config {
             cache_ttl_secs: 300,
             cache_mode: CacheMode::WriteThrough,
             stats_interval_secs: 60,
+            vacuum_slack_percent: 40,
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,
         }
@@ -211,6 +216,11 @@ impl Config {
         if self.max_batch_requests == 0 {
             return Err(Error::InvalidConfig(
                 "max_batch_requests must be at least 1".into(),
+            ));
+        }
+        if self.vacuum_slack_percent > 100 {
+            return Err(Error::InvalidConfig(
+                "vacuum_slack_percent must be between 0 and 100".into(),
             ));
         }
         if self.cache_ttl_secs == 0 {

@@ -46,6 +46,7 @@
 #![warn(clippy::expect_used)]
 
 mod backend;
+pub mod backup;
 pub mod blob;
 mod cache;
 pub mod codec;

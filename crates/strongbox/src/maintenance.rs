@@ -140,13 +140,22 @@ impl Store {
         }
         let pages = run
             .step("vacuum", async {
-                let pages = backend.vacuum(options.is_full).await?;
-                let kind = if options.is_full {
-                    "full"
-                } else {
-                    "incremental"
-                };
-                Ok((format!("{kind}: released {pages} pages"), pages))
+                let mut pages = backend.vacuum(options.is_full).await?;
+                if options.is_full {
+                    return Ok((format!("full: released {pages} pages"), pages));
+                }
+                // Half-empty pages (deletes spread over the key space) only a rebuild returns.
+                let (slack, total) = backend.slack().await?;
+                let threshold = u64::from(self.config().vacuum_slack_percent);
+                let percent = slack.saturating_mul(100).checked_div(total).unwrap_or(0);
+                if threshold > 0 && percent > threshold {
+                    pages += backend.vacuum(true).await?;
+                    return Ok((
+                        format!("incremental, then full ({percent}% of the file was slack): released {pages} pages"),
+                        pages,
+                    ));
+                }
+                Ok((format!("incremental: released {pages} pages ({percent}% slack left)"), pages))
             })
             .await;
         run.step("checkpoint", async {

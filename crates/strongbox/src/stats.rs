@@ -122,8 +122,13 @@ impl Store {
         })
     }
 
-    /// The statistics task: saves read counts, refreshes the gauges, logs a summary.
-    pub(crate) async fn report_stats(&self) {
+    /// Saves read counts, sets the storage gauges of the `metrics` facade (`strongbox_records`,
+    /// `strongbox_stored_bytes`...) and logs a summary. The statistics task calls it every
+    /// `stats_interval_secs`; call it to refresh an exporter now.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn publish_metrics(&self) {
         self.flush_access();
         match self.stats().await {
             Ok(stats) => {

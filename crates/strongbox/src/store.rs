@@ -503,6 +503,9 @@ impl Store {
                 }
                 WriteOp::Delete {
                     collection, key, ..
+                }
+                | WriteOp::Restore {
+                    collection, key, ..
                 } => (collection.clone(), key.clone(), None),
             })
             .collect();

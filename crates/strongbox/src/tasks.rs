@@ -38,7 +38,7 @@ impl Tasks {
             config.stats_interval_secs,
             store.downgrade(),
             |store, _| async move {
-                store.report_stats().await;
+                store.publish_metrics().await;
             },
         );
         self.spawn("maintenance", config.maintenance_interval_secs, store.downgrade(), |store, cancel| {

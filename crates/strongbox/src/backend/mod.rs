@@ -13,6 +13,11 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
 use crate::blob::{BlobId, EncodedBlob};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -45,6 +50,52 @@ pub enum WriteOp {
         key: String,
         /// The condition on the record removed.
         expect: Expect,
+    },
+    /// Create a record exactly as a backup holds it: like a `Put` with `Expect::Absent` (a
+    /// conflict if the key exists), with the same reference counting, but keeping the
+    /// version and metadata given instead of starting at version 1 now.
+    Restore {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The value, verified against its id.
+        blob: EncodedBlob,
+        /// The serialization format tag.
+        format: u8,
+        /// Version and metadata to keep.
+        meta: RecordMeta,
+    },
+}
+
+/// A record as a snapshot streams it (see [`Backend::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's key.
+    pub key: String,
+    /// The blob it points at.
+    pub blob_id: BlobId,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+}
+
+/// One item of a point-in-time snapshot (see [`Backend::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotItem {
+    /// How many records the snapshot holds; sent first.
+    Records(u64),
+    /// A record; records come in (collection, key) byte order.
+    Record(SnapshotRecord),
+    /// The stored bytes of a blob the caller does not have, sent once.
+    Blob {
+        /// The blob's id.
+        id: BlobId,
+        /// Its stored bytes: codec tag and payload.
+        stored: Vec<u8>,
     },
 }
 
@@ -235,6 +286,20 @@ impl Backend {
         dispatch!(self, backend => backend.version(collection, key).await)
     }
 
+    /// Streams a consistent point-in-time copy of the whole store into `items`: first
+    /// `SnapshotItem::Records`, then every record in (collection, key) order, and the stored
+    /// bytes of each blob not in `known`, once, after the first record pointing at it. Every
+    /// committed transaction is wholly in the copy or wholly out of it.
+    ///
+    /// Fails with `Error::Closed` when the receiver goes away.
+    pub async fn snapshot(
+        &self,
+        known: Arc<HashSet<BlobId>>,
+        items: mpsc::Sender<SnapshotItem>,
+    ) -> Result<()> {
+        dispatch!(self, backend => backend.snapshot(known, items).await)
+    }
+
     /// Keys of a collection in byte order.
     pub async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
         dispatch!(self, backend => backend.list(collection, range).await)
@@ -307,6 +372,12 @@ impl Backend {
     /// pages released where the engine says.
     pub async fn vacuum(&self, full: bool) -> Result<u64> {
         dispatch!(self, backend => backend.vacuum(full).await)
+    }
+
+    /// Bytes of the database that hold no data (unused parts of pages and free pages), and the
+    /// database's size, in bytes.
+    pub async fn slack(&self) -> Result<(u64, u64)> {
+        dispatch!(self, backend => backend.slack().await)
     }
 
     /// Copies the write-ahead log into the database (a no-op where the engine does it itself).

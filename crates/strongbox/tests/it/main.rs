@@ -1,5 +1,6 @@
 //! The library's integration tests: one binary, real SQLite files in temporary directories.
 
+mod backup;
 mod behaviour;
 mod cache;
 mod common;

@@ -64,6 +64,12 @@ impl PostgresBackend {
         Ok(0)
     }
 
+    /// See `Backend::slack`: PostgreSQL's own autovacuum manages free space, so this reports
+    /// none and maintenance never forces `VACUUM FULL`.
+    pub async fn slack(&self) -> Result<(u64, u64)> {
+        Ok((0, 0))
+    }
+
     /// See `Backend::checkpoint`: PostgreSQL checkpoints on its own schedule.
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
         Ok(Checkpoint {

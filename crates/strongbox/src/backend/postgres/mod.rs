@@ -13,6 +13,7 @@
 mod maintenance;
 mod notify;
 mod schema;
+mod snapshot;
 mod write;
 
 use std::sync::Mutex;

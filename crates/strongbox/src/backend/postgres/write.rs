@@ -20,9 +20,9 @@ use tokio_postgres::error::SqlState;
 
 use super::{PostgresBackend, map_err, to_i64, unsigned};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
-use crate::blob::BlobId;
+use crate::blob::{BlobId, EncodedBlob};
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version};
+use crate::record::{Expect, RecordMeta, Version};
 
 /// Attempts of a transaction that keeps losing races before its error is returned.
 const MAX_ATTEMPTS: u32 = 12;
@@ -115,6 +115,9 @@ impl PostgresBackend {
                 }
                 | WriteOp::Delete {
                     collection, key, ..
+                }
+                | WriteOp::Restore {
+                    collection, key, ..
                 } => (collection, key),
             };
             let current = tx
@@ -140,6 +143,7 @@ impl PostgresBackend {
             };
             let expect = match op {
                 WriteOp::Put { expect, .. } | WriteOp::Delete { expect, .. } => *expect,
+                WriteOp::Restore { .. } => Expect::Absent,
             };
             if !expect.is_met_by(actual) {
                 return Err(Failure::Fatal(Error::Conflict {
@@ -155,21 +159,7 @@ impl PostgresBackend {
                     let deduplicated = if old_blob == Some(blob.id) {
                         true
                     } else {
-                        let refcount: i64 = tx
-                            .query_one(
-                                &tx.prepare_cached(
-                                    "INSERT INTO strongbox_blobs (id, data, raw_size, refcount) VALUES ($1, $2, $3, 1)
-                                     ON CONFLICT (id) DO UPDATE SET refcount = strongbox_blobs.refcount + 1
-                                     RETURNING refcount",
-                                )
-                                .await
-                                .map_err(classify("prepare a blob write"))?,
-                                &[&blob.id.as_bytes().as_slice(), &blob.stored, &to_i64(blob.raw_len)],
-                            )
-                            .await
-                            .map_err(classify("add a blob reference"))?
-                            .get(0);
-                        refcount > 1
+                        add_blob_ref(tx, blob).await?
                     };
                     let format = i16::from(*format);
                     let size = to_i64(blob.raw_len);
@@ -233,6 +223,43 @@ impl PostgresBackend {
                             size_bytes: blob.raw_len,
                             access_count: current.as_ref().map_or(0, |row| unsigned(row.get(3))),
                             last_accessed_ms: current.as_ref().map_or(0, |row| row.get(4)),
+                        },
+                        deduplicated,
+                    });
+                }
+                WriteOp::Restore {
+                    blob, format, meta, ..
+                } => {
+                    let deduplicated = add_blob_ref(tx, blob).await?;
+                    let statement = tx
+                        .prepare_cached(
+                            "INSERT INTO strongbox_records (collection, key, blob_id, format, version,
+                                created_at, updated_at, size, access_count, last_accessed)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .await
+                        .map_err(classify("prepare a record restore"))?;
+                    tx.execute(
+                        &statement,
+                        &[
+                            collection,
+                            key,
+                            &blob.id.as_bytes().as_slice(),
+                            &i16::from(*format),
+                            &to_i64(meta.version.get()),
+                            &meta.created_at_ms,
+                            &meta.updated_at_ms,
+                            &to_i64(blob.raw_len),
+                            &to_i64(meta.access_count),
+                            &meta.last_accessed_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(classify("restore a record"))?;
+                    outcomes.push(WriteOutcome::Stored {
+                        meta: RecordMeta {
+                            size_bytes: blob.raw_len,
+                            ..*meta
                         },
                         deduplicated,
                     });
@@ -308,6 +335,32 @@ impl PostgresBackend {
         }
         tx.commit().await.map_err(map_err("commit read counts"))
     }
+}
+
+/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns
+/// whether it already existed (the write was deduplicated).
+async fn add_blob_ref(tx: &Transaction<'_>, blob: &EncodedBlob) -> Result<bool, Failure> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO strongbox_blobs (id, data, raw_size, refcount) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (id) DO UPDATE SET refcount = strongbox_blobs.refcount + 1
+             RETURNING refcount",
+        )
+        .await
+        .map_err(classify("prepare a blob write"))?;
+    let refcount: i64 = tx
+        .query_one(
+            &statement,
+            &[
+                &blob.id.as_bytes().as_slice(),
+                &blob.stored,
+                &to_i64(blob.raw_len),
+            ],
+        )
+        .await
+        .map_err(classify("add a blob reference"))?
+        .get(0);
+    Ok(refcount > 1)
 }
 
 /// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero, under its row lock.

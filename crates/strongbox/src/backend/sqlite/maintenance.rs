@@ -110,6 +110,24 @@ impl SqliteBackend {
         }
     }
 
+    /// See `Backend::slack`.
+    pub async fn slack(&self) -> Result<(u64, u64)> {
+        self.readers
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT coalesce(sum(unused), 0) + (SELECT freelist_count FROM pragma_freelist_count)
+                              * (SELECT page_size FROM pragma_page_size),
+                            (SELECT page_count FROM pragma_page_count) * (SELECT page_size FROM pragma_page_size)
+                     FROM dbstat WHERE aggregate = TRUE",
+                    [],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .map(|(unused, total)| (unused.max(0).unsigned_abs(), total.max(0).unsigned_abs()))
+                .map_err(map_err("measure unused space"))
+            })
+            .await
+    }
+
     /// See `Backend::checkpoint`.
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
         self.exclusive(|conn| {

@@ -12,6 +12,7 @@
 mod maintenance;
 mod reader;
 mod schema;
+mod snapshot;
 mod writer;
 
 use std::path::{Path, PathBuf};

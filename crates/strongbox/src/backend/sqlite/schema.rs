@@ -17,14 +17,18 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// - `blobs`: one row per unique value, keyed by the BLAKE3 of its serialized bytes. `data` is
 ///   the codec tag byte followed by the payload; `raw_size` is the serialized length;
 ///   `refcount` equals the number of `records` rows pointing at it.
-/// - `records`: one row per (collection, key). Keys compare bytewise (BINARY collation).
+///   It is a rowid table (with a unique index on `id`): values of a kilobyte or more fit in a
+///   table page, where a `WITHOUT ROWID` table would spill them to overflow pages and triple
+///   the file.
+/// - `records`: one row per (collection, key), `WITHOUT ROWID` (rows are small). Keys compare
+///   bytewise (BINARY collation).
 const V1: &str = "
 CREATE TABLE blobs (
-    id BLOB PRIMARY KEY NOT NULL CHECK (length(id) = 32),
+    id BLOB NOT NULL UNIQUE CHECK (length(id) = 32),
     data BLOB NOT NULL,
     raw_size INTEGER NOT NULL,
     refcount INTEGER NOT NULL CHECK (refcount > 0)
-) WITHOUT ROWID;
+);
 
 CREATE TABLE records (
     collection TEXT NOT NULL,

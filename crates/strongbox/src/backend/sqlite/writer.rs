@@ -16,7 +16,7 @@ use super::{map_err, now_ms};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version};
+use crate::record::{Expect, RecordMeta, Version};
 
 /// A message to the writer thread.
 pub enum Request {
@@ -243,6 +243,50 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                         size_bytes: blob.raw_len,
                         access_count: current.as_ref().map_or(0, |row| row.access_count),
                         last_accessed_ms: current.as_ref().map_or(0, |row| row.last_accessed_ms),
+                    },
+                    deduplicated,
+                }
+            }
+            WriteOp::Restore {
+                collection,
+                key,
+                blob,
+                format,
+                meta,
+            } => {
+                if let Some(row) = current(conn, &collection, &key)? {
+                    return Err(Error::Conflict {
+                        collection,
+                        key,
+                        expected: Expect::Absent,
+                        actual: Some(row.version),
+                    });
+                }
+                let deduplicated = add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
+                conn.prepare_cached(
+                    "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at,
+                        size, access_count, last_accessed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        collection,
+                        key,
+                        blob.id.as_bytes(),
+                        format,
+                        to_i64(meta.version.get()),
+                        meta.created_at_ms,
+                        meta.updated_at_ms,
+                        to_i64(blob.raw_len),
+                        to_i64(meta.access_count),
+                        meta.last_accessed_ms
+                    ])
+                })
+                .map_err(map_err("restore a record"))?;
+                WriteOutcome::Stored {
+                    meta: RecordMeta {
+                        size_bytes: blob.raw_len,
+                        ..meta
                     },
                     deduplicated,
                 }

@@ -1,0 +1,127 @@
+//! Point-in-time snapshots of a PostgreSQL store for backups.
+//!
+//! **Invariant:** a snapshot is one `REPEATABLE READ READ ONLY` transaction, so every query in
+//! it sees the same committed state, whatever other servers commit meanwhile. Records are read
+//! through a cursor in pages; the blobs the caller lacks are fetched afterwards, in the same
+//! transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{PostgresBackend, map_err, unsigned};
+use crate::backend::{SnapshotItem, SnapshotRecord};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::record::{RecordMeta, Version};
+
+/// Records fetched per round trip.
+const PAGE_RECORDS: usize = 1000;
+
+/// Blobs fetched per round trip.
+const PAGE_BLOBS: usize = 128;
+
+impl PostgresBackend {
+    /// See `Backend::snapshot`.
+    pub async fn snapshot(
+        &self,
+        known: Arc<HashSet<BlobId>>,
+        items: mpsc::Sender<SnapshotItem>,
+    ) -> Result<()> {
+        let send = |item| {
+            let items = items.clone();
+            async move { items.send(item).await.map_err(|_| Error::Closed) }
+        };
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_err("begin a snapshot"))?;
+        let count: i64 = tx
+            .query_one("SELECT count(*) FROM strongbox_records", &[])
+            .await
+            .map_err(map_err("count records for a snapshot"))?
+            .get(0);
+        send(SnapshotItem::Records(unsigned(count))).await?;
+        tx.batch_execute(
+            "DECLARE strongbox_snapshot NO SCROLL CURSOR FOR
+             SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
+                    access_count, last_accessed
+             FROM strongbox_records ORDER BY collection, key",
+        )
+        .await
+        .map_err(map_err("open the snapshot cursor"))?;
+        // Blobs to send, with the first record needing each (to name it if it is missing).
+        let mut needed: Vec<(BlobId, String, String)> = Vec::new();
+        let mut seen: HashSet<BlobId> = HashSet::new();
+        let fetch = format!("FETCH {PAGE_RECORDS} FROM strongbox_snapshot");
+        loop {
+            let rows = tx
+                .query(fetch.as_str(), &[])
+                .await
+                .map_err(map_err("read records"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let collection: String = row.get(0);
+                let key: String = row.get(1);
+                let blob_id = BlobId::from_slice(row.get::<_, &[u8]>(2)).ok_or_else(|| {
+                    Error::corrupt_at(&collection, &key, "the record's blob id is not 32 bytes")
+                })?;
+                if !known.contains(&blob_id) && seen.insert(blob_id) {
+                    needed.push((blob_id, collection.clone(), key.clone()));
+                }
+                let record = SnapshotRecord {
+                    blob_id,
+                    format: u8::try_from(row.get::<_, i16>(3)).unwrap_or(u8::MAX),
+                    meta: RecordMeta {
+                        version: Version::new(unsigned(row.get(4))),
+                        created_at_ms: row.get(5),
+                        updated_at_ms: row.get(6),
+                        size_bytes: unsigned(row.get(7)),
+                        access_count: unsigned(row.get(8)),
+                        last_accessed_ms: row.get(9),
+                    },
+                    collection,
+                    key,
+                };
+                send(SnapshotItem::Record(record)).await?;
+            }
+        }
+        for page in needed.chunks(PAGE_BLOBS) {
+            let ids: Vec<&[u8]> = page
+                .iter()
+                .map(|(blob_id, _, _)| blob_id.as_bytes().as_slice())
+                .collect();
+            let rows = tx
+                .query(
+                    "SELECT id, data FROM strongbox_blobs WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .map_err(map_err("read blobs"))?;
+            let mut found: HashMap<BlobId, Vec<u8>> = rows
+                .into_iter()
+                .filter_map(|row| {
+                    BlobId::from_slice(row.get::<_, &[u8]>(0)).map(|id| (id, row.get(1)))
+                })
+                .collect();
+            for (blob_id, collection, key) in page {
+                let stored = found.remove(blob_id).ok_or_else(|| {
+                    Error::corrupt_at(collection, key, format!("blob {blob_id} is missing"))
+                })?;
+                send(SnapshotItem::Blob {
+                    id: *blob_id,
+                    stored,
+                })
+                .await?;
+            }
+        }
+        tx.commit().await.map_err(map_err("end a snapshot"))
+    }
+}

@@ -1,0 +1,150 @@
+//! Point-in-time snapshots of a SQLite store for backups, and the check that a database file
+//! is not open before a restore replaces it.
+//!
+//! **Invariant:** a snapshot reads inside one read transaction on one connection, so in WAL
+//! mode it sees exactly the commits that preceded its first read, whatever the writer commits
+//! meanwhile. It holds that WAL snapshot until it ends, so a checkpoint cannot reset the WAL
+//! while a backup runs; writers are never blocked.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use tokio::sync::mpsc;
+
+use super::{SqliteBackend, map_err};
+use crate::backend::{SnapshotItem, SnapshotRecord};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::record::{RecordMeta, Version};
+
+impl SqliteBackend {
+    /// See `Backend::snapshot`.
+    pub async fn snapshot(
+        &self,
+        known: Arc<HashSet<BlobId>>,
+        items: mpsc::Sender<SnapshotItem>,
+    ) -> Result<()> {
+        self.readers
+            .read(move |conn| {
+                conn.execute_batch("BEGIN")
+                    .map_err(map_err("begin a snapshot"))?;
+                let streamed = stream(conn, &known, &items);
+                // A read transaction has nothing to commit; ending it releases the WAL snapshot.
+                let ended = conn
+                    .execute_batch("COMMIT")
+                    .map_err(map_err("end a snapshot"));
+                streamed.and(ended)
+            })
+            .await
+    }
+
+    /// Whether some connection, in this process or another, has the database file open, so
+    /// that replacing the file would pull it from under a running store. A file that is not a
+    /// database is not in use.
+    ///
+    /// # Errors
+    /// `Error::Backend` when the file cannot be probed.
+    pub fn is_in_use(path: &Path) -> Result<bool> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(map_err(format!(
+            "open {} to check it is unused",
+            path.display()
+        )))?;
+        // Every connection of a WAL database holds a shared lock on the file for as long as it
+        // is open; an exclusive transaction in exclusive locking mode needs all of them gone.
+        let probe = conn
+            .pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .and_then(|()| {
+                conn.execute_batch("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_master; COMMIT")
+            });
+        match probe {
+            Ok(()) => Ok(false),
+            Err(error) => match error.sqlite_error_code() {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Ok(true),
+                Some(ErrorCode::NotADatabase) => Ok(false),
+                _ => Err(map_err(format!("check that {} is unused", path.display()))(
+                    error,
+                )),
+            },
+        }
+    }
+}
+
+/// Sends the record count, then every record in key order with the blobs the caller lacks.
+fn stream(
+    conn: &Connection,
+    known: &HashSet<BlobId>,
+    items: &mpsc::Sender<SnapshotItem>,
+) -> Result<()> {
+    let send = |item| items.blocking_send(item).map_err(|_| Error::Closed);
+    let count: i64 = conn
+        .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+        .map_err(map_err("count records for a snapshot"))?;
+    send(SnapshotItem::Records(count.max(0).unsigned_abs()))?;
+    let mut records = conn
+        .prepare(
+            "SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
+                    access_count, last_accessed
+             FROM records ORDER BY collection, key",
+        )
+        .map_err(map_err("prepare the snapshot"))?;
+    let mut blob = conn
+        .prepare("SELECT data FROM blobs WHERE id = ?1")
+        .map_err(map_err("prepare the snapshot's blob read"))?;
+    let mut rows = records.query([]).map_err(map_err("read records"))?;
+    let mut sent: HashSet<BlobId> = HashSet::new();
+    while let Some(row) = rows.next().map_err(map_err("read records"))? {
+        let record = record_of(row).map_err(map_err("read a record"))?;
+        let blob_id = record.blob_id;
+        let (collection, key) = (record.collection.clone(), record.key.clone());
+        send(SnapshotItem::Record(record))?;
+        if known.contains(&blob_id) || !sent.insert(blob_id) {
+            continue;
+        }
+        let stored: Option<Vec<u8>> = blob
+            .query_row([blob_id.as_bytes()], |row| row.get(0))
+            .optional()
+            .map_err(map_err("read a blob"))?;
+        let stored = stored.ok_or_else(|| {
+            Error::corrupt_at(&collection, &key, format!("blob {blob_id} is missing"))
+        })?;
+        send(SnapshotItem::Blob {
+            id: blob_id,
+            stored,
+        })?;
+    }
+    Ok(())
+}
+
+fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
+    let collection: String = row.get(0)?;
+    let key: String = row.get(1)?;
+    let blob_id: Vec<u8> = row.get(2)?;
+    let unsigned = |value: i64| value.max(0).unsigned_abs();
+    let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Blob,
+            format!("the blob id of {collection}/{key} is not 32 bytes").into(),
+        )
+    })?;
+    Ok(SnapshotRecord {
+        blob_id,
+        format: row.get(3)?,
+        meta: RecordMeta {
+            version: Version::new(unsigned(row.get(4)?)),
+            created_at_ms: row.get(5)?,
+            updated_at_ms: row.get(6)?,
+            size_bytes: unsigned(row.get(7)?),
+            access_count: unsigned(row.get(8)?),
+            last_accessed_ms: row.get(9)?,
+        },
+        collection,
+        key,
+    })
+}

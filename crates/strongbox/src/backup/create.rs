@@ -1,0 +1,346 @@
+//! [`Repository::backup`]: an online, incremental backup of a store.
+//!
+//! The store streams a point-in-time snapshot (`Backend::snapshot`) to a blocking thread that
+//! writes the manifest and the blobs the repository lacks into `tmp/<id>/`. Only when the
+//! snapshot completed are the blobs made durable (synced in parallel, then renamed into
+//! `blobs/`, then their directories synced), and only then is the manifest renamed into
+//! `manifests/`: that rename is the moment the backup exists.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::id::BackupId;
+use super::manifest::{Header, ManifestWriter, Source};
+use super::repository::{
+    LockMode, Repository, RepositoryLock, blocking, create_dir, io_error, sync_dir, write_new,
+};
+use super::{Progress, ProgressFn, Stage};
+use crate::backend::{Backend, SnapshotItem};
+use crate::blob::{self, BlobId};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Snapshot items in flight between the store and the repository writer.
+const CHANNEL_ITEMS: usize = 64;
+
+/// Records between two progress reports.
+const PROGRESS_EVERY: u64 = 1024;
+
+/// Threads syncing new blob files: syncs of many small files overlap well in the file
+/// system's journal.
+const SYNC_THREADS: usize = 8;
+
+/// What a backup wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupSummary {
+    /// The new backup's id.
+    pub id: BackupId,
+    /// Records in the backup.
+    pub records: u64,
+    /// Unique blobs the backup refers to.
+    pub blobs_total: u64,
+    /// Blobs the repository did not have, now written.
+    pub blobs_written: u64,
+    /// Bytes written: the new blobs plus the manifest.
+    pub bytes_written: u64,
+    /// Of `bytes_written`, the manifest's.
+    pub manifest_bytes: u64,
+    /// Serialized size of every record's value, counting shared values once per record.
+    pub logical_bytes: u64,
+    /// How long the backup took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Repository {
+    /// Backs `store` up while it keeps serving reads and writes: a point-in-time snapshot in
+    /// which every transaction is wholly in or wholly out. Writes only the blobs the
+    /// repository lacks, each checked against its hash first, then the manifest.
+    /// `progress` is called from a blocking thread as records are read and blobs synced.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` when a value in the store fails its hash check (the backup stops and
+    /// nothing of it is published), `Error::Io` or `Error::StorageFull` when the repository
+    /// cannot be written, and the store's errors (`Error::Busy`, `Error::Backend`,
+    /// `Error::Closed`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped backup stops at its next step and, unless it was already
+    /// publishing its manifest (its last step), leaves no backup; blobs it had moved into
+    /// place stay unreferenced until a prune.
+    pub async fn backup(
+        &self,
+        store: &Store,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> Result<BackupSummary> {
+        let started = Instant::now();
+        let repository = self.clone();
+        let (lock, known) = blocking(move || {
+            let lock = repository.lock(LockMode::Shared)?;
+            Ok((lock, repository.blob_ids()?))
+        })
+        .await?;
+        let known = Arc::new(known);
+        let created_at_ms = now_ms();
+        let id = BackupId::generate(created_at_ms);
+        let source = Source {
+            backend: match store.backend() {
+                Backend::Sqlite(_) => "sqlite",
+                Backend::Postgres(_) => "postgres",
+            }
+            .to_owned(),
+            location: store.config().location(),
+        };
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
+        let (items, received) = mpsc::channel(CHANNEL_ITEMS);
+        let (verdict, snapshot_done) = oneshot::channel();
+        let job = Job {
+            tmp: self.tmp_dir().join(id.as_str()),
+            repository: self.clone(),
+            header: Header::new(&id, created_at_ms, source),
+            id,
+            known: Arc::clone(&known),
+            max_value_bytes: store.config().max_value_bytes,
+            progress: Arc::new(progress),
+            cancelled,
+            _lock: lock,
+        };
+        let writer = tokio::task::spawn_blocking(move || job.run(received, snapshot_done));
+        let snapshot = store.backend().snapshot(known, items).await;
+        let _ = verdict.send(snapshot.is_ok());
+        let written = writer
+            .await
+            .map_err(|join_error| Error::backend("write a backup", join_error.to_string()))?;
+        // When the writer fails it drops its end of the channel, and the snapshot then fails
+        // with `Closed`: the writer's error is the cause. When the snapshot fails, the writer
+        // stops with `Closed`: the snapshot's error is the cause.
+        match snapshot {
+            Err(error) if !matches!(error, Error::Closed) => return Err(error),
+            _ => {}
+        }
+        let written = written?;
+        Ok(BackupSummary {
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..written
+        })
+    }
+}
+
+/// Sets the flag when the backup future is dropped (or finishes, when it no longer matters).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The repository side of a backup, run on a blocking thread.
+struct Job {
+    repository: Repository,
+    id: BackupId,
+    tmp: PathBuf,
+    header: Header,
+    known: Arc<HashSet<BlobId>>,
+    max_value_bytes: usize,
+    progress: ProgressFn,
+    cancelled: Arc<AtomicBool>,
+    /// Held until the job ends, even when the backup future was dropped.
+    _lock: RepositoryLock,
+}
+
+impl Job {
+    fn run(
+        self,
+        items: mpsc::Receiver<SnapshotItem>,
+        snapshot_done: oneshot::Receiver<bool>,
+    ) -> Result<BackupSummary> {
+        let result = self.write(items, snapshot_done);
+        // Whatever happened, the temporary directory goes: on success it is empty.
+        if let Err(error) = std::fs::remove_dir_all(&self.tmp)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %self.tmp.display(), "could not remove a backup's temporary files");
+        }
+        result
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::backend(
+                "finish a backup",
+                "the backup was cancelled; nothing was published",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        mut items: mpsc::Receiver<SnapshotItem>,
+        snapshot_done: oneshot::Receiver<bool>,
+    ) -> Result<BackupSummary> {
+        create_dir(&self.tmp)?;
+        let manifest_tmp = self.tmp.join("manifest");
+        let mut manifest = ManifestWriter::create(&manifest_tmp, &self.header)?;
+        let blobs_tmp = self.tmp.join("blobs");
+        create_dir(&blobs_tmp)?;
+
+        let mut total_records = 0;
+        let mut records = 0u64;
+        let mut logical_bytes = 0u64;
+        let mut blobs: HashSet<BlobId> = HashSet::new();
+        // Blobs announced by a record but not received yet, with that record's name.
+        let mut awaited: HashMap<BlobId, (String, String)> = HashMap::new();
+        let mut written: Vec<BlobId> = Vec::new();
+        let mut blob_bytes = 0u64;
+        while let Some(item) = items.blocking_recv() {
+            self.check_cancelled()?;
+            match item {
+                SnapshotItem::Records(count) => {
+                    total_records = count;
+                    (self.progress)(Progress::new(Stage::Snapshot, 0, total_records));
+                }
+                SnapshotItem::Record(record) => {
+                    manifest.append(&record)?;
+                    records += 1;
+                    logical_bytes += record.meta.size_bytes;
+                    if blobs.insert(record.blob_id) && !self.known.contains(&record.blob_id) {
+                        awaited.insert(record.blob_id, (record.collection, record.key));
+                    }
+                    if records.is_multiple_of(PROGRESS_EVERY) {
+                        (self.progress)(Progress::new(
+                            Stage::Snapshot,
+                            records,
+                            total_records.max(records),
+                        ));
+                    }
+                }
+                SnapshotItem::Blob { id, stored } => {
+                    let (collection, key) = awaited.remove(&id).ok_or_else(|| {
+                        Error::backend(
+                            "take a snapshot",
+                            format!("blob {id} was sent without a record pointing at it"),
+                        )
+                    })?;
+                    if let Err(error) = blob::decode_verified(&id, &stored, self.max_value_bytes) {
+                        return Err(Error::corrupt_at(
+                            &collection,
+                            &key,
+                            format!(
+                                "blob {id}: {error}; the backup stopped (see the store's verify \
+                                 report, and restore or rewrite this key first)"
+                            ),
+                        ));
+                    }
+                    write_new(&blobs_tmp.join(id.to_hex()), &stored)?;
+                    blob_bytes += stored.len() as u64;
+                    written.push(id);
+                }
+            }
+        }
+        if !matches!(snapshot_done.blocking_recv(), Ok(true)) {
+            // The snapshot failed (its own error is the one reported) or the store closed.
+            return Err(Error::Closed);
+        }
+        if let Some((blob_id, (collection, key))) = awaited.into_iter().next() {
+            return Err(Error::backend(
+                "take a snapshot",
+                format!("blob {blob_id} of {collection}/{key} was never sent"),
+            ));
+        }
+        (self.progress)(Progress::new(Stage::Snapshot, records, records));
+        let manifest_bytes = manifest.finish(records, blobs.len() as u64, logical_bytes)?;
+        self.check_cancelled()?;
+
+        self.publish_blobs(&blobs_tmp, &written)?;
+        self.check_cancelled()?;
+        // The backup exists from this rename on, and every blob it names is already durable.
+        let manifest_path = self.repository.manifest_path(&self.id);
+        if manifest_path.exists() {
+            return Err(Error::backend(
+                "publish a backup",
+                format!("a backup named {} already exists", self.id),
+            ));
+        }
+        std::fs::rename(&manifest_tmp, &manifest_path)
+            .map_err(io_error(format!("publish {}", manifest_path.display())))?;
+        sync_dir(&self.repository.manifests_dir())?;
+        Ok(BackupSummary {
+            id: self.id.clone(),
+            records,
+            blobs_total: blobs.len() as u64,
+            blobs_written: written.len() as u64,
+            bytes_written: blob_bytes + manifest_bytes,
+            manifest_bytes,
+            logical_bytes,
+            elapsed_ms: 0,
+        })
+    }
+
+    /// Syncs the new blob files, moves them into `blobs/`, and syncs the directories that
+    /// received them, so that no blob is ever visible under its final name half-written.
+    fn publish_blobs(&self, blobs_tmp: &Path, written: &[BlobId]) -> Result<()> {
+        let total = written.len() as u64;
+        (self.progress)(Progress::new(Stage::Flush, 0, total));
+        let synced = std::sync::atomic::AtomicU64::new(0);
+        let chunk = written.len().div_ceil(SYNC_THREADS).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = written
+                .chunks(chunk)
+                .map(|ids| {
+                    let synced = &synced;
+                    scope.spawn(move || -> Result<()> {
+                        for blob_id in ids {
+                            super::repository::sync_file(&blobs_tmp.join(blob_id.to_hex()))?;
+                            let done = synced.fetch_add(1, Ordering::Relaxed) + 1;
+                            if done.is_multiple_of(PROGRESS_EVERY) {
+                                (self.progress)(Progress::new(Stage::Flush, done, total));
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::backend("sync blobs", "a sync thread panicked")))
+            })
+        })?;
+        let blobs_dir = self.repository.blobs_dir();
+        let mut shards: HashSet<PathBuf> = HashSet::new();
+        let mut created_shard = false;
+        for blob_id in written {
+            let path = self.repository.blob_path(blob_id);
+            let Some(shard) = path.parent() else { continue };
+            if shards.insert(shard.to_owned()) && !shard.exists() {
+                create_dir(shard)?;
+                created_shard = true;
+            }
+            std::fs::rename(blobs_tmp.join(blob_id.to_hex()), &path)
+                .map_err(io_error(format!("move a blob into {}", path.display())))?;
+        }
+        if created_shard {
+            sync_dir(&blobs_dir)?;
+        }
+        for shard in &shards {
+            sync_dir(shard)?;
+        }
+        (self.progress)(Progress::new(Stage::Flush, total, total));
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,467 @@
+//! Manifests: the list of a backup's records, written once and checked on every read.
+//!
+//! A manifest is a zstd frame holding JSON Lines: a header line, one line per record in
+//! (collection, key) byte order, and an end line with the totals and the BLAKE3 checksum of
+//! every byte before it (see `docs/backup-format.md`).
+//!
+//! **Invariant:** a reader returns nothing it has not checked: blob ids parse as 64 hex
+//! digits, names pass the store's name rules, records are strictly ordered, and the end line
+//! is present with a matching checksum; otherwise the manifest is `Error::Corrupt`, naming it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::id::BackupId;
+use super::repository::{Repository, io_error};
+use crate::backend::SnapshotRecord;
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::name::{validate_collection, validate_key};
+use crate::record::{RecordMeta, Version};
+
+/// The file name extension of manifests.
+pub const EXTENSION: &str = ".jsonl.zst";
+
+/// The `format` value of a manifest header.
+const MANIFEST_FORMAT: &str = "strongbox-backup-manifest";
+
+/// The manifest version this code writes and reads.
+const MANIFEST_VERSION: u32 = 1;
+
+/// The zstd level of manifests: they are mostly hex digits and repeated field names.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Where a backup came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// The file path or the redacted URL.
+    pub location: String,
+}
+
+/// The first line of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Header {
+    /// Always `strongbox-backup-manifest`.
+    pub format: String,
+    /// The manifest version.
+    pub version: u32,
+    /// The backup id, equal to the file name's.
+    pub id: String,
+    /// When the snapshot was taken, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The store backed up.
+    pub source: Source,
+    /// The version of Strongbox that wrote the backup.
+    pub strongbox_version: String,
+}
+
+impl Header {
+    /// The header of a new backup.
+    pub fn new(id: &BackupId, created_at_ms: i64, source: Source) -> Self {
+        Header {
+            format: MANIFEST_FORMAT.to_owned(),
+            version: MANIFEST_VERSION,
+            id: id.to_string(),
+            created_at_ms,
+            source,
+            strongbox_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// A record line as written.
+#[derive(serde::Serialize)]
+struct EntryOut<'a> {
+    collection: &'a str,
+    key: &'a str,
+    blob: &'a str,
+    format: u8,
+    version: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    size_bytes: u64,
+    access_count: u64,
+    last_accessed_ms: i64,
+}
+
+/// A record line as read, before it is checked.
+#[derive(serde::Deserialize)]
+struct EntryIn {
+    collection: String,
+    key: String,
+    blob: String,
+    format: u8,
+    version: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    size_bytes: u64,
+    access_count: u64,
+    last_accessed_ms: i64,
+}
+
+/// The totals and checksum of the end line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trailer {
+    /// Record lines in the manifest.
+    pub records: u64,
+    /// Unique blobs they point at.
+    pub blobs: u64,
+    /// Sum of the records' `size_bytes`.
+    pub logical_bytes: u64,
+    /// BLAKE3 of every byte before the end line, in hex.
+    pub checksum: String,
+}
+
+/// A line after the header: a record or the end line.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Line {
+    End { end: Trailer },
+    Entry(EntryIn),
+}
+
+/// A checked record of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's key.
+    pub key: String,
+    /// The blob holding its value.
+    pub blob_id: BlobId,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+}
+
+/// Writes a manifest to a temporary file, hashing as it goes.
+pub struct ManifestWriter {
+    path: PathBuf,
+    encoder: zstd::Encoder<'static, BufWriter<File>>,
+    hasher: blake3::Hasher,
+    line: Vec<u8>,
+}
+
+impl ManifestWriter {
+    /// Creates the file at `path` and writes the header.
+    pub fn create(path: &Path, header: &Header) -> Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_error(format!("create {}", path.display())))?;
+        let encoder = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
+            .map_err(io_error(format!("start compressing {}", path.display())))?;
+        let mut writer = ManifestWriter {
+            path: path.to_owned(),
+            encoder,
+            hasher: blake3::Hasher::new(),
+            line: Vec::with_capacity(512),
+        };
+        writer.write_line(header, true)?;
+        Ok(writer)
+    }
+
+    /// Appends a record line.
+    pub fn append(&mut self, record: &SnapshotRecord) -> Result<()> {
+        let blob = record.blob_id.to_hex();
+        let meta = &record.meta;
+        self.write_line(
+            &EntryOut {
+                collection: &record.collection,
+                key: &record.key,
+                blob: &blob,
+                format: record.format,
+                version: meta.version.get(),
+                created_at_ms: meta.created_at_ms,
+                updated_at_ms: meta.updated_at_ms,
+                size_bytes: meta.size_bytes,
+                access_count: meta.access_count,
+                last_accessed_ms: meta.last_accessed_ms,
+            },
+            true,
+        )
+    }
+
+    /// Writes the end line, finishes the frame and syncs the file; returns its size.
+    pub fn finish(mut self, records: u64, blobs: u64, logical_bytes: u64) -> Result<u64> {
+        #[derive(serde::Serialize)]
+        struct End {
+            end: Trailer,
+        }
+        let checksum = self.hasher.finalize().to_hex().to_string();
+        let end = End {
+            end: Trailer {
+                records,
+                blobs,
+                logical_bytes,
+                checksum,
+            },
+        };
+        self.write_line(&end, false)?;
+        let action = || format!("write {}", self.path.display());
+        let file = self
+            .encoder
+            .finish()
+            .and_then(|buffered| buffered.into_inner().map_err(|error| error.into_error()))
+            .map_err(io_error(action()))?;
+        file.sync_all().map_err(io_error(action()))?;
+        let size = file.metadata().map_err(io_error(action()))?.len();
+        Ok(size)
+    }
+
+    fn write_line<T: serde::Serialize>(&mut self, value: &T, is_hashed: bool) -> Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)
+            .map_err(|error| Error::backend("encode a manifest line", error))?;
+        self.line.push(b'\n');
+        if is_hashed {
+            self.hasher.update(&self.line);
+        }
+        self.encoder
+            .write_all(&self.line)
+            .map_err(io_error(format!("write {}", self.path.display())))
+    }
+}
+
+/// Reads a manifest line by line, checking everything it returns.
+pub struct ManifestReader {
+    id: BackupId,
+    lines: BufReader<zstd::Decoder<'static, BufReader<File>>>,
+    hasher: blake3::Hasher,
+    header: Header,
+    trailer: Option<Trailer>,
+    line: Vec<u8>,
+    line_number: u64,
+    records: u64,
+    last: Option<(String, String)>,
+}
+
+impl ManifestReader {
+    /// Opens the manifest of backup `id` and checks its header.
+    ///
+    /// # Errors
+    /// `Error::Io` when there is no such backup, `Error::InvalidConfig` when a newer Strongbox
+    /// wrote it, `Error::Corrupt` when it is damaged.
+    pub fn open(repository: &Repository, id: &BackupId) -> Result<Self> {
+        let path = repository.manifest_path(id);
+        let file = File::open(&path).map_err(|source| {
+            let action = format!(
+                "open backup {id} in {} (see the list of backups)",
+                repository.dir().display()
+            );
+            io_error(action)(source)
+        })?;
+        let decoder = zstd::Decoder::new(file).map_err(|error| damaged(id, error))?;
+        let mut reader = ManifestReader {
+            id: id.clone(),
+            lines: BufReader::with_capacity(64 << 10, decoder),
+            hasher: blake3::Hasher::new(),
+            header: Header::new(
+                id,
+                0,
+                Source {
+                    backend: String::new(),
+                    location: String::new(),
+                },
+            ),
+            trailer: None,
+            line: Vec::with_capacity(512),
+            line_number: 0,
+            records: 0,
+            last: None,
+        };
+        if !reader.read_line()? {
+            return Err(reader.corrupt("it is empty"));
+        }
+        reader.hasher.update(&reader.line);
+        /// What every version's header has in common.
+        #[derive(serde::Deserialize)]
+        struct FormatLine {
+            format: String,
+            version: u32,
+        }
+        let version: FormatLine = serde_json::from_slice(&reader.line)
+            .map_err(|error| reader.corrupt(format!("its header is unreadable ({error})")))?;
+        if version.format != MANIFEST_FORMAT {
+            return Err(reader.corrupt("it is not a Strongbox backup manifest"));
+        }
+        if version.version > MANIFEST_VERSION {
+            return Err(Error::InvalidConfig(format!(
+                "backup {id} has manifest version {}, newer than this Strongbox understands \
+                 ({MANIFEST_VERSION}); upgrade Strongbox",
+                version.version
+            )));
+        }
+        let header: Header = serde_json::from_slice(&reader.line)
+            .map_err(|error| reader.corrupt(format!("its header is unreadable ({error})")))?;
+        if header.id != id.as_str() {
+            // Never used for anything but this message: only the file name identifies a backup.
+            return Err(reader.corrupt(format!(
+                "its header names another backup ({:?})",
+                header.id.chars().take(64).collect::<String>()
+            )));
+        }
+        reader.header = header;
+        Ok(reader)
+    }
+
+    /// The end line, once [`ManifestReader::next_entry`] returned `None`.
+    pub fn trailer(&self) -> Option<&Trailer> {
+        self.trailer.as_ref()
+    }
+
+    /// The next record, or `None` after the last one, once the end line and the checksum
+    /// were checked.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` naming the backup (and the line) when anything does not check out.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        if self.trailer.is_some() {
+            return Ok(None);
+        }
+        if !self.read_line()? {
+            return Err(self.corrupt("it is truncated (it has no end line)"));
+        }
+        let line: Line = serde_json::from_slice(&self.line).map_err(|error| {
+            self.corrupt(format!(
+                "line {} is not a record ({error})",
+                self.line_number
+            ))
+        })?;
+        match line {
+            Line::End { end } => {
+                self.check_end(&end)?;
+                self.trailer = Some(end);
+                Ok(None)
+            }
+            Line::Entry(entry) => {
+                self.hasher.update(&self.line);
+                self.records += 1;
+                self.check_entry(entry).map(Some)
+            }
+        }
+    }
+
+    fn check_entry(&mut self, entry: EntryIn) -> Result<Entry> {
+        let line_number = self.line_number;
+        let blob_id = Some(entry.blob.as_str())
+            .filter(|hex| hex.len() == 64)
+            .and_then(BlobId::from_hex)
+            .ok_or_else(|| self.corrupt(format!("line {line_number} has an invalid blob id")))?;
+        if validate_collection(&entry.collection).is_err() || validate_key(&entry.key).is_err() {
+            return Err(self.corrupt(format!(
+                "line {line_number} has an invalid collection name or key"
+            )));
+        }
+        let name = (entry.collection, entry.key);
+        if self.last.as_ref().is_some_and(|last| {
+            (last.0.as_bytes(), last.1.as_bytes()) >= (name.0.as_bytes(), name.1.as_bytes())
+        }) {
+            return Err(self.corrupt(format!(
+                "line {line_number} is out of order or repeats a key"
+            )));
+        }
+        self.last = Some(name.clone());
+        Ok(Entry {
+            collection: name.0,
+            key: name.1,
+            blob_id,
+            format: entry.format,
+            meta: RecordMeta {
+                version: Version::new(entry.version),
+                created_at_ms: entry.created_at_ms,
+                updated_at_ms: entry.updated_at_ms,
+                size_bytes: entry.size_bytes,
+                access_count: entry.access_count,
+                last_accessed_ms: entry.last_accessed_ms,
+            },
+        })
+    }
+
+    fn check_end(&mut self, end: &Trailer) -> Result<()> {
+        let checksum = self.hasher.finalize().to_hex().to_string();
+        if end.checksum != checksum {
+            return Err(self.corrupt("its checksum does not match: it was damaged or edited"));
+        }
+        if end.records != self.records {
+            return Err(self.corrupt(format!(
+                "its end line counts {} records but it holds {}",
+                end.records, self.records
+            )));
+        }
+        let mut rest = [0u8; 1];
+        match self.lines.read(&mut rest) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(self.corrupt("it has data after its end line")),
+            Err(error) => Err(damaged(&self.id, error)),
+        }
+    }
+
+    /// Reads the next line into `self.line`; `false` at the end of the file. A last line
+    /// without its newline is a truncation.
+    fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        let read = self
+            .lines
+            .read_until(b'\n', &mut self.line)
+            .map_err(|error| damaged(&self.id, error))?;
+        if read == 0 {
+            return Ok(false);
+        }
+        self.line_number += 1;
+        if self.line.last() != Some(&b'\n') {
+            return Err(self.corrupt("it is truncated (its last line is cut short)"));
+        }
+        Ok(true)
+    }
+
+    fn corrupt(&self, what: impl std::fmt::Display) -> Error {
+        manifest_corrupt(&self.id, what)
+    }
+}
+
+/// The header and end line of a checked manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestSummary {
+    /// The header.
+    pub header: Header,
+    /// The end line.
+    pub trailer: Trailer,
+}
+
+/// Reads and checks a whole manifest, keeping only its header and end line.
+///
+/// # Errors
+/// As [`ManifestReader`].
+pub fn read_summary(repository: &Repository, id: &BackupId) -> Result<ManifestSummary> {
+    let mut reader = ManifestReader::open(repository, id)?;
+    while reader.next_entry()?.is_some() {}
+    let trailer = reader
+        .trailer()
+        .cloned()
+        .ok_or_else(|| manifest_corrupt(id, "it has no end line"))?;
+    Ok(ManifestSummary {
+        header: reader.header,
+        trailer,
+    })
+}
+
+/// A damaged manifest.
+pub fn manifest_corrupt(id: &BackupId, what: impl std::fmt::Display) -> Error {
+    Error::Corrupt {
+        collection: None,
+        key: None,
+        detail: format!("the manifest of backup {id} cannot be used: {what}"),
+    }
+}
+
+fn damaged(id: &BackupId, error: io::Error) -> Error {
+    manifest_corrupt(id, format_args!("it cannot be read ({error})"))
+}

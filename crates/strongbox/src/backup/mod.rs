@@ -1,0 +1,135 @@
+//! Backups: online, incremental, verified copies of a store in a repository directory, with
+//! retention, and restore.
+//!
+//! A [`Repository`] is a directory (its format is `docs/backup-format.md`) holding every unique
+//! blob once, byte for byte as the store holds it, and one manifest per backup listing every
+//! record with the blob it points at. Values are content-addressed, so a backup writes only the
+//! blobs the repository lacks, plus its manifest.
+//!
+//! ```no_run
+//! # async fn run(store: &strongbox::Store) -> strongbox::Result<()> {
+//! use strongbox::backup::{BackupRef, Repository, RestoreOptions, Retention};
+//! use strongbox::Config;
+//!
+//! let repository = Repository::open_or_create("/var/backups/game").await?;
+//! let summary = repository.backup(store, |_| {}).await?;
+//! assert!(repository.verify(Some(&summary.id), |_| {}).await?.is_clean());
+//! repository.prune(&Retention::last(10)).await?;
+//! let restored = Config::new("/tmp/game-restored.db");
+//! repository
+//!     .restore(&BackupRef::Latest, &restored, &RestoreOptions::all(), |_| {})
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Invariants:**
+//! - A backup exists once its manifest does, and the manifest is published last, after every
+//!   blob it names is durable; so a killed backup or prune leaves a valid repository (at worst
+//!   with unreferenced blobs and temporary files, which prune removes).
+//! - Prune holds the repository lock exclusively; backup, list, verify and restore hold it
+//!   shared (they only add files or read). So a prune never deletes a blob that a running
+//!   backup counted on.
+//! - Nothing read from a manifest becomes a path: blob ids are parsed as 64 hex digits and
+//!   printed again, and backup ids have a fixed shape ([`BackupId`]).
+//! - Nothing here speaks SQL: a store streams a snapshot through `Backend::snapshot` and
+//!   takes restored records as `WriteOp::Restore`, so every backend reads and writes the same
+//!   repository, and a backup of one backend restores into the other.
+
+mod create;
+mod id;
+mod manifest;
+mod repository;
+mod restore;
+mod retention;
+mod target;
+mod verify;
+
+use std::sync::Arc;
+
+pub use create::BackupSummary;
+pub use id::BackupId;
+pub use repository::{BackupInfo, FORMAT_VERSION, Repository};
+pub use restore::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
+pub use retention::{PruneReport, Retention};
+pub use verify::{Damage, VerifyReport};
+
+use crate::error::Result;
+use crate::store::Store;
+
+/// How far a long backup operation got, given to its progress callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What is being done.
+    pub stage: Stage,
+    /// Units done so far (records or blobs, as the stage says).
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+}
+
+impl Progress {
+    pub(crate) fn new(stage: Stage, done: u64, total: u64) -> Self {
+        Progress { stage, done, total }
+    }
+}
+
+/// The stages of backup operations, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Backup: reading the store's records (units: records).
+    Snapshot,
+    /// Backup: making the new blobs durable in the repository (units: blobs).
+    Flush,
+    /// Verify: reading and re-hashing blobs (units: blobs).
+    Verify,
+    /// Restore: writing records into the target (units: records).
+    Restore,
+    /// Restore: verifying the restored database (units: the whole check).
+    Check,
+}
+
+impl Stage {
+    /// A lowercase name, for progress bars.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Snapshot => "snapshot",
+            Stage::Flush => "flush",
+            Stage::Verify => "verify",
+            Stage::Restore => "restore",
+            Stage::Check => "check",
+        }
+    }
+}
+
+/// A progress callback, shared with blocking threads.
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// What [`scheduled`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScheduledReport {
+    /// The backup taken.
+    pub backup: BackupSummary,
+    /// The prune that followed it.
+    pub prune: PruneReport,
+}
+
+/// A backup followed by a prune: what the background tasks and maintenance run when backups
+/// are configured.
+///
+/// # Errors
+/// The errors of [`Repository::backup`], then of [`Repository::prune`] (the backup is kept
+/// when only the prune fails).
+///
+/// # Cancel safety
+/// As [`Repository::backup`] until the backup is published; the prune then finishes on its
+/// thread.
+pub async fn scheduled(
+    store: &Store,
+    repository: &Repository,
+    retention: &Retention,
+) -> Result<ScheduledReport> {
+    let backup = repository.backup(store, |_| {}).await?;
+    let prune = repository.prune(retention).await?;
+    Ok(ScheduledReport { backup, prune })
+}

@@ -1,0 +1,441 @@
+//! [`Repository`]: the backup directory, its layout, its lock and its file-level primitives.
+//!
+//! **Invariant:** every path is built here, from a parsed [`BlobId`] (re-printed as 64
+//! lowercase hex digits) or a validated [`BackupId`]; no string read from a manifest becomes
+//! a path. Files are created owner-only (0600), directories 0700.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::id::BackupId;
+use super::manifest::{self, ManifestSummary};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+
+/// The file that marks a directory as a repository and gives its format version.
+const FORMAT_FILE: &str = "strongbox-backup.json";
+
+/// The `format` value of [`FORMAT_FILE`].
+const FORMAT_NAME: &str = "strongbox-backup";
+
+/// The repository format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Entries a repository directory may hold besides the format file (before it is written, a
+/// directory holding only these is an unfinished repository, which `open_or_create` finishes).
+const LAYOUT: [&str; 4] = ["blobs", "manifests", "tmp", "lock"];
+
+/// The contents of [`FORMAT_FILE`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FormatFile {
+    format: String,
+    version: u32,
+}
+
+/// A backup repository: a directory holding every unique blob once and one manifest per
+/// backup. See `docs/backup-format.md` for the format, and [`crate::backup`] for what the
+/// operations guarantee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    dir: PathBuf,
+}
+
+/// How a repository lock is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockMode {
+    /// Backup, list, verify, restore: they only add files or read.
+    Shared,
+    /// Prune: it deletes files.
+    Exclusive,
+}
+
+/// A held repository lock, released when dropped (the file is closed).
+#[derive(Debug)]
+pub(crate) struct RepositoryLock {
+    _file: File,
+}
+
+/// One backup as [`Repository::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupInfo {
+    /// The backup's id, which sorts by creation time.
+    pub id: BackupId,
+    /// When the backup was taken, in milliseconds since the Unix epoch (from the id, to the
+    /// second, when the manifest cannot be read).
+    pub created_at_ms: i64,
+    /// The store it was taken from: a file path or a redacted `postgres://` URL (empty when
+    /// the manifest cannot be read).
+    pub source: String,
+    /// Records in the backup.
+    pub records: u64,
+    /// Unique blobs the backup refers to.
+    pub blobs: u64,
+    /// Serialized size of every record's value, counting shared values once per record.
+    pub logical_bytes: u64,
+    /// Size of the manifest file, in bytes.
+    pub manifest_bytes: u64,
+    /// Why the manifest cannot be read, when it cannot; such a backup cannot be restored.
+    pub damage: Option<String>,
+}
+
+impl Repository {
+    /// Opens the repository in `dir`, creating the directory and an empty repository if it
+    /// does not exist or is empty.
+    ///
+    /// # Errors
+    /// `Error::InvalidConfig` when `dir` holds something else or a repository of a newer
+    /// format, `Error::Io` when it cannot be created or read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an interrupted creation is finished by the next call.
+    pub async fn open_or_create(dir: impl Into<PathBuf>) -> Result<Self> {
+        let repository = Repository { dir: dir.into() };
+        let opened = repository.clone();
+        blocking(move || {
+            opened.create_if_new()?;
+            opened.check_format()
+        })
+        .await?;
+        Ok(repository)
+    }
+
+    /// Opens the existing repository in `dir`.
+    ///
+    /// # Errors
+    /// `Error::InvalidConfig` when `dir` is not a repository or has a newer format, `Error::Io`
+    /// when it cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let repository = Repository { dir: dir.into() };
+        let opened = repository.clone();
+        blocking(move || opened.check_format()).await?;
+        Ok(repository)
+    }
+
+    /// The repository's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every backup, oldest first. A backup whose manifest cannot be read is listed with the
+    /// reason in `damage`, so one bad file never hides the others.
+    ///
+    /// # Errors
+    /// `Error::Io` when the directory cannot be read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn list(&self) -> Result<Vec<BackupInfo>> {
+        let repository = self.clone();
+        blocking(move || {
+            let _lock = repository.lock(LockMode::Shared)?;
+            let mut infos: Vec<BackupInfo> = repository
+                .manifest_ids()?
+                .into_iter()
+                .map(|id| repository.info(id))
+                .collect();
+            infos.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+            Ok(infos)
+        })
+        .await
+    }
+
+    /// The [`BackupInfo`] of one backup, with the damage found if its manifest is unreadable.
+    pub(crate) fn info(&self, id: BackupId) -> BackupInfo {
+        let manifest_bytes = fs::metadata(self.manifest_path(&id)).map_or(0, |meta| meta.len());
+        match manifest::read_summary(self, &id) {
+            Ok(ManifestSummary { header, trailer }) => BackupInfo {
+                id,
+                created_at_ms: header.created_at_ms,
+                source: header.source.location,
+                records: trailer.records,
+                blobs: trailer.blobs,
+                logical_bytes: trailer.logical_bytes,
+                manifest_bytes,
+                damage: None,
+            },
+            Err(error) => BackupInfo {
+                created_at_ms: id.time_ms(),
+                id,
+                source: String::new(),
+                records: 0,
+                blobs: 0,
+                logical_bytes: 0,
+                manifest_bytes,
+                damage: Some(error.to_string()),
+            },
+        }
+    }
+
+    fn create_if_new(&self) -> Result<()> {
+        match fs::read_dir(&self.dir) {
+            Ok(entries) => {
+                let mut names = Vec::new();
+                for entry in entries {
+                    let entry = entry.map_err(io_error(format!("list {}", self.dir.display())))?;
+                    names.push(entry.file_name());
+                }
+                if names.iter().any(|name| name == FORMAT_FILE) {
+                    return Ok(());
+                }
+                if names
+                    .iter()
+                    .any(|name| !LAYOUT.iter().any(|known| name == *known))
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "{} holds files but is not a Strongbox backup repository; choose a new or \
+                         empty directory",
+                        self.dir.display()
+                    )));
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)
+                    .map_err(io_error(format!("create {}", self.dir.display())))?;
+            }
+            Err(error) => return Err(io_error(format!("open {}", self.dir.display()))(error)),
+        }
+        for dir in [self.blobs_dir(), self.manifests_dir(), self.tmp_dir()] {
+            create_dir(&dir)?;
+        }
+        self.lock_file()?;
+        let format = serde_json::to_vec_pretty(&FormatFile {
+            format: FORMAT_NAME.to_owned(),
+            version: FORMAT_VERSION,
+        })
+        .map_err(|error| Error::backend("encode the repository format file", error))?;
+        // The format file comes last: a directory is a repository only once it exists.
+        let temporary = self.tmp_dir().join(FORMAT_FILE);
+        write_durably(&temporary, &format)?;
+        let path = self.dir.join(FORMAT_FILE);
+        fs::rename(&temporary, &path).map_err(io_error(format!("create {}", path.display())))?;
+        sync_dir(&self.dir)
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let path = self.dir.join(FORMAT_FILE);
+        let bytes = fs::read(&path).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => Error::InvalidConfig(format!(
+                "{} is not a Strongbox backup repository (it has no {FORMAT_FILE}); create one \
+                 with open_or_create",
+                self.dir.display()
+            )),
+            _ => io_error(format!("read {}", path.display()))(error),
+        })?;
+        let format: FormatFile = serde_json::from_slice(&bytes).map_err(|error| {
+            Error::InvalidConfig(format!(
+                "{} is not a Strongbox backup repository format file ({error})",
+                path.display()
+            ))
+        })?;
+        if format.format != FORMAT_NAME || format.version == 0 {
+            return Err(Error::InvalidConfig(format!(
+                "{} is not a Strongbox backup repository format file",
+                path.display()
+            )));
+        }
+        if format.version > FORMAT_VERSION {
+            return Err(Error::InvalidConfig(format!(
+                "the backup repository {} has format version {}, newer than this Strongbox \
+                 understands ({FORMAT_VERSION}); upgrade Strongbox",
+                self.dir.display(),
+                format.version
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
+        self.dir.join("blobs")
+    }
+
+    pub(crate) fn manifests_dir(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// `blobs/<first two hex digits>/<64 hex digits>`.
+    pub(crate) fn blob_path(&self, blob_id: &BlobId) -> PathBuf {
+        let hex = blob_id.to_hex();
+        self.blobs_dir()
+            .join(hex.get(..2).unwrap_or("00"))
+            .join(hex)
+    }
+
+    /// `manifests/<id>.jsonl.zst`.
+    pub(crate) fn manifest_path(&self, id: &BackupId) -> PathBuf {
+        self.manifests_dir()
+            .join(format!("{id}{}", manifest::EXTENSION))
+    }
+
+    fn lock_file(&self) -> Result<File> {
+        let path = self.dir.join("lock");
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(format!("open {}", path.display())))
+    }
+
+    /// Takes the repository lock, waiting for it (a prune waits for running backups, a
+    /// backup for a running prune).
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<RepositoryLock> {
+        let file = self.lock_file()?;
+        let locked = match mode {
+            LockMode::Shared => file.lock_shared(),
+            LockMode::Exclusive => file.lock(),
+        };
+        locked.map_err(io_error(format!("lock {}", self.dir.display())))?;
+        Ok(RepositoryLock { _file: file })
+    }
+
+    /// The ids of the blobs the repository holds, from the names of its blob files.
+    pub(crate) fn blob_ids(&self) -> Result<HashSet<BlobId>> {
+        let mut ids = HashSet::new();
+        self.for_each_blob(|blob_id, _| {
+            ids.insert(blob_id);
+            Ok(())
+        })?;
+        Ok(ids)
+    }
+
+    /// Calls `visit` with every blob file's id and path; files whose names are not blob ids
+    /// are skipped.
+    pub(crate) fn for_each_blob(
+        &self,
+        mut visit: impl FnMut(BlobId, PathBuf) -> Result<()>,
+    ) -> Result<()> {
+        let blobs = self.blobs_dir();
+        for shard in read_dir(&blobs)? {
+            // Only real directories: a link planted in the repository is never followed.
+            if !fs::symlink_metadata(&shard).is_ok_and(|meta| meta.is_dir()) {
+                continue;
+            }
+            for path in read_dir(&shard)? {
+                let blob_id = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .filter(|name| name.len() == 64)
+                    .and_then(BlobId::from_hex);
+                if let Some(blob_id) = blob_id {
+                    visit(blob_id, path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the manifests in `manifests/`, in id order; other files are skipped.
+    pub(crate) fn manifest_ids(&self) -> Result<Vec<BackupId>> {
+        let mut ids: Vec<BackupId> = read_dir(&self.manifests_dir())?
+            .iter()
+            .filter_map(|path| {
+                path.file_name()?
+                    .to_str()?
+                    .strip_suffix(manifest::EXTENSION)
+            })
+            .filter_map(|name| BackupId::parse(name).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+pub(crate) async fn blocking<T, F>(job: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|join_error| Error::backend("run a backup step", join_error.to_string()))?
+}
+
+/// Turns an I/O error into `Error::Io` (or `Error::StorageFull` for a full disk).
+pub(crate) fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let action = action.into();
+    move |source| match source.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::StorageFull { action },
+        _ => Error::Io { action, source },
+    }
+}
+
+/// Creates a directory, owner-only, if it does not exist.
+pub(crate) fn create_dir(path: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(io_error(format!("create {}", path.display()))(error)),
+    }
+}
+
+/// Creates a new owner-only file holding `bytes`, without syncing it.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(format!("create {}", path.display())))?;
+    file.write_all(bytes)
+        .map_err(io_error(format!("write {}", path.display())))
+}
+
+/// Creates (or replaces) an owner-only file holding `bytes`, and syncs it.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error(format!("create {}", path.display())))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(format!("write {}", path.display())))
+}
+
+/// Syncs a file's contents to disk.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(io_error(format!("sync {}", path.display())))
+}
+
+/// Syncs a directory, so that the names created, renamed or removed in it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(format!("sync the directory {}", path.display())))
+}
+
+/// The paths in a directory (none when it does not exist).
+pub(crate) fn read_dir(path: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(format!("list {}", path.display()))(error)),
+    };
+    entries
+        .map(|entry| {
+            entry
+                .map(|entry| entry.path())
+                .map_err(io_error(format!("list {}", path.display())))
+        })
+        .collect()
+}

@@ -1,0 +1,520 @@
+//! [`Repository::restore`]: a backup, or chosen collections of it, into a new database.
+//!
+//! Into a file, the restore builds a new database beside the target under a temporary name,
+//! verifies it (`Store::verify` and the record count), checkpoints it into one file, and only
+//! then renames it into place: the target is never half-written, and with
+//! [`IfExists::Refuse`] an existing file is never touched. Into PostgreSQL, where there is no
+//! rename, the backup is verified whole first and the database must hold no records.
+//!
+//! **Invariant:** every blob is decoded and re-hashed, and its size and format checked against
+//! the manifest, before it is handed to the target's backend as a `WriteOp::Restore`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::id::BackupId;
+use super::manifest::{Entry, ManifestReader, read_summary};
+use super::repository::{LockMode, Repository, blocking, io_error};
+use super::target::{check_target, put_in_place, temporary_path, with_companions};
+use super::{Progress, ProgressFn, Stage};
+use crate::backend::WriteOp;
+use crate::blob::{self, BlobId, EncodedBlob};
+use crate::codec::Format;
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::name::validate_collection;
+use crate::store::Store;
+
+/// Records per write batch.
+const BATCH_RECORDS: usize = 512;
+
+/// Stored bytes per write batch, at most (a batch always holds at least one record).
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRef {
+    /// The newest backup whose manifest can be read.
+    Latest,
+    /// This backup.
+    Id(BackupId),
+}
+
+impl FromStr for BackupRef {
+    type Err = Error;
+
+    /// `latest` or a backup id.
+    fn from_str(text: &str) -> Result<Self> {
+        if text == "latest" {
+            Ok(BackupRef::Latest)
+        } else {
+            BackupId::parse(text).map(BackupRef::Id)
+        }
+    }
+}
+
+impl fmt::Display for BackupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupRef::Latest => f.write_str("latest"),
+            BackupRef::Id(id) => id.fmt(f),
+        }
+    }
+}
+
+/// What a restore does when the target file exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IfExists {
+    /// Fail, touching nothing (default).
+    #[default]
+    Refuse,
+    /// Replace the file (with its `-wal` and `-shm` files) once the restored copy is complete
+    /// and verified; refused while a store has the file open. Files only.
+    Replace,
+}
+
+/// What [`Repository::restore`] restores, and how.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct RestoreOptions {
+    /// Only these collections (empty: all of them).
+    pub collections: Vec<String>,
+    /// What to do when the target file exists.
+    pub if_exists: IfExists,
+}
+
+impl RestoreOptions {
+    /// Every collection, into a new file.
+    pub fn all() -> Self {
+        RestoreOptions::default()
+    }
+
+    /// Adds a collection to restore (the others are left out).
+    pub fn collection(mut self, collection: impl Into<String>) -> Self {
+        self.collections.push(collection.into());
+        self
+    }
+
+    /// Sets what to do when the target file exists.
+    pub fn if_exists(mut self, if_exists: IfExists) -> Self {
+        self.if_exists = if_exists;
+        self
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreSummary {
+    /// The backup restored.
+    pub backup_id: BackupId,
+    /// Where: the file path or the redacted URL.
+    pub target: String,
+    /// Records restored.
+    pub records: u64,
+    /// Unique blobs among them.
+    pub blobs: u64,
+    /// Serialized size of their values.
+    pub logical_bytes: u64,
+    /// How long it took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// A checked manifest and what of it will be restored.
+#[derive(Debug, Clone)]
+struct Plan {
+    id: BackupId,
+    collections: HashSet<String>,
+    records: u64,
+    blobs: u64,
+    logical_bytes: u64,
+}
+
+impl Plan {
+    fn wants(&self, entry: &Entry) -> bool {
+        self.collections.is_empty() || self.collections.contains(&entry.collection)
+    }
+}
+
+impl Repository {
+    /// Restores a backup (or chosen collections of it) into the database `target` names:
+    /// a file that must not exist (see [`IfExists`]) or an empty PostgreSQL database. Keeps
+    /// every record's version and metadata. `progress` is called as records are written and
+    /// while the result is verified.
+    ///
+    /// # Errors
+    /// `Error::Io` when the backup does not exist or the target file exists (and
+    /// `IfExists::Refuse`) or is open, `Error::InvalidName` for a collection the backup does
+    /// not hold, `Error::Corrupt` for a damaged manifest or blob (naming the record),
+    /// `Error::InvalidConfig` for a non-empty PostgreSQL target, and the target's errors.
+    /// Into a file, nothing is left behind on error; into PostgreSQL, the records written
+    /// before a failure stay.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped restore into a file may leave its hidden temporary file
+    /// (`.<name>.restore-*`) beside the target, never a partial target.
+    pub async fn restore(
+        &self,
+        backup: &BackupRef,
+        target: &Config,
+        options: &RestoreOptions,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> Result<RestoreSummary> {
+        let started = Instant::now();
+        target.validate()?;
+        for collection in &options.collections {
+            validate_collection(collection)?;
+        }
+        let progress: ProgressFn = Arc::new(progress);
+        let repository = self.clone();
+        let backup = backup.clone();
+        let collections = options.collections.clone();
+        let (_lock, plan) = blocking(move || {
+            let lock = repository.lock(LockMode::Shared)?;
+            let id = repository.resolve(&backup)?;
+            let plan = repository.plan(id, collections)?;
+            Ok((lock, plan))
+        })
+        .await?;
+        match &target.postgres_url {
+            None => {
+                self.restore_to_file(&plan, target, options, &progress)
+                    .await?
+            }
+            Some(_) => {
+                self.restore_to_database(&plan, target, options, &progress)
+                    .await?
+            }
+        }
+        Ok(RestoreSummary {
+            backup_id: plan.id,
+            target: target.location(),
+            records: plan.records,
+            blobs: plan.blobs,
+            logical_bytes: plan.logical_bytes,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The id a [`BackupRef`] names.
+    fn resolve(&self, backup: &BackupRef) -> Result<BackupId> {
+        match backup {
+            BackupRef::Id(id) => {
+                std::fs::metadata(self.manifest_path(id)).map_err(io_error(format!(
+                    "find backup {id} in {} (see the list of backups)",
+                    self.dir().display()
+                )))?;
+                Ok(id.clone())
+            }
+            BackupRef::Latest => {
+                let ids = self.manifest_ids()?;
+                if ids.is_empty() {
+                    return Err(Error::Io {
+                        action: format!(
+                            "find a backup to restore in {}: it holds none",
+                            self.dir().display()
+                        ),
+                        source: io::ErrorKind::NotFound.into(),
+                    });
+                }
+                ids.into_iter()
+                    .filter_map(|id| {
+                        let summary = read_summary(self, &id).ok()?;
+                        Some((summary.header.created_at_ms, id))
+                    })
+                    .max()
+                    .map(|(_, id)| id)
+                    .ok_or_else(|| Error::Corrupt {
+                        collection: None,
+                        key: None,
+                        detail: format!(
+                            "no backup in {} has a readable manifest (see the verify report)",
+                            self.dir().display()
+                        ),
+                    })
+            }
+        }
+    }
+
+    /// Reads the whole manifest once, checking it, and counts what will be restored.
+    fn plan(&self, id: BackupId, collections: Vec<String>) -> Result<Plan> {
+        let mut plan = Plan {
+            collections: collections.into_iter().collect(),
+            id,
+            records: 0,
+            blobs: 0,
+            logical_bytes: 0,
+        };
+        let mut present: HashSet<String> = HashSet::new();
+        let mut blobs: HashSet<BlobId> = HashSet::new();
+        let mut reader = ManifestReader::open(self, &plan.id)?;
+        while let Some(entry) = reader.next_entry()? {
+            if !present.contains(&entry.collection) {
+                present.insert(entry.collection.clone());
+            }
+            if plan.wants(&entry) {
+                plan.records += 1;
+                plan.logical_bytes += entry.meta.size_bytes;
+                blobs.insert(entry.blob_id);
+            }
+        }
+        plan.blobs = blobs.len() as u64;
+        if let Some(missing) = plan.collections.iter().find(|c| !present.contains(*c)) {
+            return Err(Error::InvalidName {
+                what: "collection",
+                name: missing.clone(),
+                reason: "is not in this backup",
+            });
+        }
+        Ok(plan)
+    }
+
+    async fn restore_to_file(
+        &self,
+        plan: &Plan,
+        target: &Config,
+        options: &RestoreOptions,
+        progress: &ProgressFn,
+    ) -> Result<()> {
+        let path = target.path.clone();
+        let if_exists = options.if_exists;
+        let checked = path.clone();
+        blocking(move || check_target(&checked, if_exists)).await?;
+        let temporary = temporary_path(&path);
+        let mut config = target.clone();
+        config.path = temporary.clone();
+        quiet(&mut config);
+        // Durability comes from the checkpoint and file sync at the end, not from each batch.
+        config.durability = Durability::Process;
+        let built = self.build(plan, config, progress).await;
+        let placed = match built {
+            Ok(()) => {
+                let (temporary, path) = (temporary.clone(), path.clone());
+                blocking(move || put_in_place(&temporary, &path, if_exists)).await
+            }
+            Err(error) => Err(error),
+        };
+        if placed.is_err() {
+            for file in with_companions(&temporary) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        placed
+    }
+
+    /// Restores into a new store at `config`, verifies it, and leaves it closed as one file.
+    async fn build(&self, plan: &Plan, config: Config, progress: &ProgressFn) -> Result<()> {
+        let store = Store::open(config).await?;
+        let filled = match self.fill(&store, plan, progress).await {
+            Ok(()) => store.backend().checkpoint().await.and_then(|checkpoint| {
+                if checkpoint.is_complete {
+                    Ok(())
+                } else {
+                    Err(Error::backend(
+                        "finish the restored database",
+                        "its write-ahead log could not be checkpointed",
+                    ))
+                }
+            }),
+            Err(error) => Err(error),
+        };
+        let closed = store.close().await;
+        drop(store);
+        filled.and(closed)
+    }
+
+    async fn restore_to_database(
+        &self,
+        plan: &Plan,
+        target: &Config,
+        options: &RestoreOptions,
+        progress: &ProgressFn,
+    ) -> Result<()> {
+        if options.if_exists == IfExists::Replace {
+            return Err(Error::InvalidConfig(
+                "replacing a PostgreSQL database is not supported; restore into an empty database"
+                    .into(),
+            ));
+        }
+        // No rename makes a database appear whole: check every blob before writing any.
+        let repository = self.clone();
+        let (id, verify_progress) = (plan.id.clone(), Arc::clone(progress));
+        let report =
+            blocking(move || Ok(repository.verify_blocking(&[id], &verify_progress))).await?;
+        if let Some(damage) = report.damage.first() {
+            return Err(Error::Corrupt {
+                collection: damage.collection.clone(),
+                key: damage.key.clone(),
+                detail: damage.detail.clone(),
+            });
+        }
+        let mut config = target.clone();
+        quiet(&mut config);
+        let store = Store::open(config).await?;
+        let filled = async {
+            let records = store.backend().totals().await?.records;
+            if records > 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "the target database {} already holds {records} records; restore into an \
+                     empty database",
+                    target.location()
+                )));
+            }
+            self.fill(&store, plan, progress).await
+        }
+        .await;
+        let closed = store.close().await;
+        filled.and(closed)
+    }
+
+    /// Writes the plan's records into `store` in batches, then verifies the store.
+    async fn fill(&self, store: &Store, plan: &Plan, progress: &ProgressFn) -> Result<()> {
+        let (batches, mut received) = mpsc::channel::<Vec<WriteOp>>(2);
+        let repository = self.clone();
+        let reading = plan.clone();
+        let max_value_bytes = store.config().max_value_bytes;
+        let reader = tokio::task::spawn_blocking(move || {
+            repository.read_batches(&reading, max_value_bytes, &batches)
+        });
+        progress(Progress::new(Stage::Restore, 0, plan.records));
+        let mut done = 0u64;
+        let mut written = Ok(());
+        while let Some(batch) = received.recv().await {
+            let count = batch.len() as u64;
+            if let Err(error) = store.backend().write(batch).await {
+                written = Err(error);
+                break;
+            }
+            done += count;
+            progress(Progress::new(Stage::Restore, done, plan.records));
+        }
+        // A failed write stops the reader (its sends fail), and is the error to report.
+        drop(received);
+        let read = reader
+            .await
+            .map_err(|join_error| Error::backend("read a backup", join_error.to_string()))?;
+        written?;
+        read?;
+        progress(Progress::new(Stage::Check, 0, 1));
+        let report = store.verify().await?;
+        if let Some(problem) = report.problems.first() {
+            return Err(Error::Corrupt {
+                collection: problem.collection.clone(),
+                key: problem.key.clone(),
+                detail: format!(
+                    "the restored database failed verification: {}",
+                    problem.detail
+                ),
+            });
+        }
+        let restored = store.backend().totals().await?.records;
+        if restored != plan.records || done != plan.records {
+            return Err(Error::backend(
+                "check the restored database",
+                format!(
+                    "it holds {restored} records where backup {} has {}",
+                    plan.id, plan.records
+                ),
+            ));
+        }
+        progress(Progress::new(Stage::Check, 1, 1));
+        Ok(())
+    }
+
+    /// Reads the plan's records with their verified blobs and sends them in batches.
+    fn read_batches(
+        &self,
+        plan: &Plan,
+        max_value_bytes: usize,
+        batches: &mpsc::Sender<Vec<WriteOp>>,
+    ) -> Result<()> {
+        let send = |batch| batches.blocking_send(batch).map_err(|_| Error::Closed);
+        let mut reader = ManifestReader::open(self, &plan.id)?;
+        let mut batch = Vec::with_capacity(BATCH_RECORDS);
+        let mut batch_bytes = 0;
+        while let Some(entry) = reader.next_entry()? {
+            if !plan.wants(&entry) {
+                continue;
+            }
+            let blob = self.read_blob(&entry, max_value_bytes)?;
+            batch_bytes += blob.stored.len();
+            batch.push(WriteOp::Restore {
+                collection: entry.collection,
+                key: entry.key,
+                blob,
+                format: entry.format,
+                meta: entry.meta,
+            });
+            if batch.len() >= BATCH_RECORDS || batch_bytes >= BATCH_BYTES {
+                send(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            send(batch)?;
+        }
+        Ok(())
+    }
+
+    /// A record's blob from the repository, checked against its id and the manifest.
+    fn read_blob(&self, entry: &Entry, max_value_bytes: usize) -> Result<EncodedBlob> {
+        let (collection, key, blob_id) = (&entry.collection, &entry.key, entry.blob_id);
+        let path = self.blob_path(&blob_id);
+        let stored = std::fs::read(&path).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => Error::corrupt_at(
+                collection,
+                key,
+                format!("blob {blob_id} is missing from the backup repository"),
+            ),
+            _ => io_error(format!("read {}", path.display()))(error),
+        })?;
+        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes).map_err(|error| {
+            Error::corrupt_at(
+                collection,
+                key,
+                format!("blob {blob_id} in the backup: {error}"),
+            )
+        })?;
+        if raw.len() as u64 != entry.meta.size_bytes {
+            return Err(Error::corrupt_at(
+                collection,
+                key,
+                format!(
+                    "blob {blob_id} holds {} bytes where the manifest says {}",
+                    raw.len(),
+                    entry.meta.size_bytes
+                ),
+            ));
+        }
+        if Format::from_tag(entry.format).is_none() {
+            return Err(Error::corrupt_at(
+                collection,
+                key,
+                format!(
+                    "unknown format tag {} (written by a newer Strongbox?)",
+                    entry.format
+                ),
+            ));
+        }
+        Ok(EncodedBlob {
+            id: blob_id,
+            stored,
+            raw_len: raw.len() as u64,
+        })
+    }
+}
+
+/// Turns off what a store does on its own (cache, background tasks): a restore target is
+/// written once and closed.
+fn quiet(config: &mut Config) {
+    config.cache_capacity_bytes = 0;
+    config.stats_interval_secs = 0;
+    config.maintenance_interval_secs = 0;
+    config.cache_eviction_interval_secs = 0;
+}

@@ -1,0 +1,297 @@
+//! [`Retention`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
+//!
+//! **Invariant:** prune never deletes a blob a remaining backup needs. It holds the repository
+//! lock exclusively (no backup runs meanwhile), deletes manifests before blobs (a crash in
+//! between leaves only unreferenced blobs), and deletes no blob at all while any remaining
+//! manifest cannot be read, since what that backup needs is then unknown.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::id::{BackupId, day_of, week_of};
+use super::manifest::{ManifestReader, read_summary};
+use super::repository::{LockMode, Repository, blocking, io_error, read_dir, sync_dir};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+
+/// Which backups [`Repository::prune`] keeps: the union of the three rules. Days and weeks are
+/// UTC; weeks start on Monday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[must_use]
+pub struct Retention {
+    /// Keep the newest this many backups. Default 7.
+    pub keep_last: usize,
+    /// For each of the newest this many days that have backups, keep the newest backup of
+    /// the day. Default 7.
+    pub keep_daily: usize,
+    /// For each of the newest this many weeks that have backups, keep the newest backup of
+    /// the week. Default 4.
+    pub keep_weekly: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+        }
+    }
+}
+
+impl Retention {
+    /// Keep only the newest `count` backups.
+    pub fn last(count: usize) -> Self {
+        Retention {
+            keep_last: count,
+            keep_daily: 0,
+            keep_weekly: 0,
+        }
+    }
+
+    /// The backups to keep among `backups` (id and creation time).
+    pub fn select(&self, backups: &[(BackupId, i64)]) -> BTreeSet<BackupId> {
+        let mut newest_first: Vec<&(BackupId, i64)> = backups.iter().collect();
+        newest_first.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
+        let mut kept: BTreeSet<BackupId> = newest_first
+            .iter()
+            .take(self.keep_last)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (count, period) in [
+            (self.keep_daily, day_of as fn(i64) -> i64),
+            (self.keep_weekly, week_of),
+        ] {
+            let mut periods = HashSet::new();
+            for (id, created_at_ms) in &newest_first {
+                if periods.len() >= count {
+                    break;
+                }
+                // The first backup seen in a period is its newest.
+                if periods.insert(period(*created_at_ms)) {
+                    kept.insert(id.clone());
+                }
+            }
+        }
+        kept
+    }
+}
+
+/// What [`Repository::prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Backups kept, oldest first.
+    pub kept: Vec<BackupId>,
+    /// Backups deleted, oldest first.
+    pub removed: Vec<BackupId>,
+    /// Blobs no remaining backup refers to, deleted.
+    pub blobs_removed: u64,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// Blobs kept (those the remaining backups refer to).
+    pub blobs_kept: u64,
+    /// Temporary files of interrupted backups, deleted.
+    pub temp_files_removed: u64,
+    /// Why no blob was deleted, when a remaining manifest cannot be read (remove or repair
+    /// that backup by hand, then prune again).
+    pub sweep_skipped: Option<String>,
+}
+
+impl Repository {
+    /// Deletes the backups `retention` does not keep, then every blob no remaining backup
+    /// refers to, and the leftovers of interrupted backups. Waits for running backups to end
+    /// and keeps new ones from starting until it is done. A backup whose manifest cannot be
+    /// read is neither kept nor deleted: it is left for a person to look at.
+    ///
+    /// # Errors
+    /// `Error::InvalidConfig` when `retention` would keep nothing, `Error::Io` when files
+    /// cannot be listed or deleted (what was deleted before stays deleted; the repository
+    /// stays valid).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped prune finishes on its thread, and an interrupted one leaves a
+    /// valid repository.
+    pub async fn prune(&self, retention: &Retention) -> Result<PruneReport> {
+        if retention.keep_last == 0 && retention.keep_daily == 0 && retention.keep_weekly == 0 {
+            return Err(Error::InvalidConfig(
+                "the retention keeps no backup; set keep_last, keep_daily or keep_weekly to at \
+                 least 1"
+                    .into(),
+            ));
+        }
+        let repository = self.clone();
+        let retention = *retention;
+        blocking(move || repository.prune_blocking(&retention)).await
+    }
+
+    fn prune_blocking(&self, retention: &Retention) -> Result<PruneReport> {
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let mut report = PruneReport {
+            temp_files_removed: self.remove_temporary_files()?,
+            ..PruneReport::default()
+        };
+        let mut backups = Vec::new();
+        let mut unreadable = Vec::new();
+        for id in self.manifest_ids()? {
+            match read_summary(self, &id) {
+                Ok(summary) => backups.push((id, summary.header.created_at_ms)),
+                Err(error) => unreadable.push((id, error.to_string())),
+            }
+        }
+        let kept = retention.select(&backups);
+        backups.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let manifests = self.manifests_dir();
+        for (id, _) in backups {
+            if kept.contains(&id) {
+                report.kept.push(id);
+            } else {
+                let path = self.manifest_path(&id);
+                std::fs::remove_file(&path)
+                    .map_err(io_error(format!("delete {}", path.display())))?;
+                report.removed.push(id);
+            }
+        }
+        if !report.removed.is_empty() {
+            sync_dir(&manifests)?;
+        }
+        if let Some((id, error)) = unreadable.first() {
+            report.sweep_skipped = Some(format!(
+                "backup {id} is unreadable ({error}), so the blobs it needs are unknown"
+            ));
+            return Ok(report);
+        }
+        let mut needed: HashSet<BlobId> = HashSet::new();
+        for id in &report.kept {
+            let mut reader = ManifestReader::open(self, id)?;
+            while let Some(entry) = reader.next_entry()? {
+                needed.insert(entry.blob_id);
+            }
+        }
+        let mut touched = BTreeSet::new();
+        self.for_each_blob(|blob_id, path| {
+            if needed.contains(&blob_id) {
+                report.blobs_kept += 1;
+                return Ok(());
+            }
+            let bytes = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+            std::fs::remove_file(&path).map_err(io_error(format!("delete {}", path.display())))?;
+            report.blobs_removed += 1;
+            report.bytes_removed += bytes;
+            if let Some(shard) = path.parent() {
+                touched.insert(shard.to_owned());
+            }
+            Ok(())
+        })?;
+        for shard in touched {
+            sync_dir(&shard)?;
+        }
+        Ok(report)
+    }
+
+    /// Deletes what interrupted backups left in `tmp/`; returns the number of files.
+    fn remove_temporary_files(&self) -> Result<u64> {
+        let mut removed = 0;
+        for path in read_dir(&self.tmp_dir())? {
+            removed += count_files(&path)?;
+            let deleted = if is_real_dir(&path) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            deleted.map_err(io_error(format!("delete {}", path.display())))?;
+        }
+        Ok(removed)
+    }
+}
+
+/// The number of files at `path`, counting those in directories below it.
+fn count_files(path: &std::path::Path) -> Result<u64> {
+    if !is_real_dir(path) {
+        return Ok(1);
+    }
+    read_dir(path)?.iter().map(|inner| count_files(inner)).sum()
+}
+
+/// Whether `path` is a directory itself, not a link to one (links are deleted, not followed).
+fn is_real_dir(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+
+    fn backups(times: &[i64]) -> Result<Vec<(BackupId, i64)>> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(n, &ms)| {
+                let id = BackupId::parse(&format!(
+                    "{}-{n:08x}",
+                    BackupId::generate(ms)
+                        .as_str()
+                        .get(..16)
+                        .unwrap_or_default()
+                ))?;
+                Ok((id, ms))
+            })
+            .collect()
+    }
+
+    fn kept_times(retention: Retention, all: &[(BackupId, i64)]) -> Vec<i64> {
+        let kept = retention.select(all);
+        all.iter()
+            .filter(|(id, _)| kept.contains(id))
+            .map(|(_, ms)| *ms)
+            .collect()
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest() -> Result<()> {
+        let all = backups(&[DAY, 2 * DAY, 3 * DAY, 4 * DAY])?;
+        assert_eq!(kept_times(Retention::last(2), &all), [3 * DAY, 4 * DAY]);
+        assert_eq!(kept_times(Retention::last(9), &all).len(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn daily_keeps_the_newest_of_each_day() -> Result<()> {
+        // Three backups a day for four days.
+        let times: Vec<i64> = (0..4)
+            .flat_map(|day| [1, 9, 17].map(|hour| 10 * DAY + day * DAY + hour * HOUR))
+            .collect();
+        let all = backups(&times)?;
+        let daily = Retention {
+            keep_last: 1,
+            keep_daily: 3,
+            keep_weekly: 0,
+        };
+        assert_eq!(
+            kept_times(daily, &all),
+            [
+                11 * DAY + 17 * HOUR,
+                12 * DAY + 17 * HOUR,
+                13 * DAY + 17 * HOUR
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn weekly_keeps_the_newest_of_each_week() -> Result<()> {
+        // One backup a day for 21 days from Monday 1970-01-05.
+        let times: Vec<i64> = (0..21).map(|day| (4 + day) * DAY + HOUR).collect();
+        let all = backups(&times)?;
+        let weekly = Retention {
+            keep_last: 0,
+            keep_daily: 0,
+            keep_weekly: 2,
+        };
+        // The Sundays of the last two weeks.
+        assert_eq!(kept_times(weekly, &all), [17 * DAY + HOUR, 24 * DAY + HOUR]);
+        Ok(())
+    }
+}

@@ -1,0 +1,120 @@
+//! The restore target file: refusing or replacing an existing one, and putting the finished
+//! database in place.
+//!
+//! **Invariant:** the target path only ever receives a complete, verified, checkpointed
+//! database, by one rename (or link); with [`IfExists::Refuse`] an existing file is never
+//! touched, and with [`IfExists::Replace`] a file some store has open is refused.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::id::random_u32;
+use super::repository::{io_error, sync_dir, sync_file};
+use super::restore::IfExists;
+use crate::backend::SqliteBackend;
+use crate::error::{Error, Result};
+
+/// Refuses an existing target unless told to replace it, and a target some store has open.
+pub(crate) fn check_target(path: &Path, if_exists: IfExists) -> Result<()> {
+    let existing: Vec<PathBuf> = with_companions(path)
+        .into_iter()
+        .filter(|file| std::fs::symlink_metadata(file).is_ok())
+        .collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    match if_exists {
+        IfExists::Refuse => Err(target_exists(path)),
+        IfExists::Replace if path.exists() && SqliteBackend::is_in_use(path)? => Err(Error::Io {
+            action: format!(
+                "replace {}: a store has it open (close it first)",
+                path.display()
+            ),
+            source: io::ErrorKind::ResourceBusy.into(),
+        }),
+        IfExists::Replace => Ok(()),
+    }
+}
+
+fn target_exists(path: &Path) -> Error {
+    Error::Io {
+        action: format!(
+            "restore into {}: it exists (restore into a new file, or replace it with \
+             IfExists::Replace, --force in the CLI, once no store has it open)",
+            path.display()
+        ),
+        source: io::ErrorKind::AlreadyExists.into(),
+    }
+}
+
+/// A hidden name beside the target, in the same directory so that the final rename is atomic.
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "strongbox".into(), |name| name.to_string_lossy());
+    path.with_file_name(format!(".{name}.restore-{:08x}", random_u32()))
+}
+
+/// A database file with its `-wal` and `-shm` files.
+pub(crate) fn with_companions(path: &Path) -> [PathBuf; 3] {
+    let companion = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_owned(), companion("-wal"), companion("-shm")]
+}
+
+/// Moves the finished, checkpointed and closed temporary database onto the target.
+pub(crate) fn put_in_place(temporary: &Path, path: &Path, if_exists: IfExists) -> Result<()> {
+    let [temporary, temporary_wal, temporary_shm] = with_companions(temporary);
+    for leftover in [temporary_wal, temporary_shm] {
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(format!("delete {}", leftover.display()))(error)),
+        }
+    }
+    sync_file(&temporary)?;
+    match if_exists {
+        IfExists::Replace => {
+            // An old log left beside the new file would be replayed into it: remove it first.
+            let [_, wal, shm] = with_companions(path);
+            for stale in [wal, shm] {
+                match std::fs::remove_file(&stale) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => {
+                        return Err(io_error(format!("delete {}", stale.display()))(error));
+                    }
+                }
+            }
+            std::fs::rename(&temporary, path).map_err(io_error(format!(
+                "move the restored database to {}",
+                path.display()
+            )))?;
+        }
+        IfExists::Refuse => {
+            // A link fails if the target appeared meanwhile, where a rename would replace it.
+            match std::fs::hard_link(&temporary, path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(target_exists(path));
+                }
+                Err(_) if !path.exists() => std::fs::rename(&temporary, path).map_err(io_error(
+                    format!("move the restored database to {}", path.display()),
+                ))?,
+                Err(_) => return Err(target_exists(path)),
+            }
+            if temporary.exists() {
+                std::fs::remove_file(&temporary)
+                    .map_err(io_error(format!("delete {}", temporary.display())))?;
+            }
+        }
+    }
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    sync_dir(dir)
+}

@@ -1,0 +1,224 @@
+//! [`Repository::verify`]: prove backups restorable by re-reading everything they need.
+//!
+//! Every manifest is read through (its checksum checked), then every blob the backups need is
+//! read, decoded and re-hashed once, however many backups share it. Only when something is
+//! damaged are the manifests read a second time, to name the records that need each bad blob.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use super::id::BackupId;
+use super::manifest::ManifestReader;
+use super::repository::{LockMode, Repository, blocking};
+use super::{Progress, ProgressFn, Stage};
+use crate::blob::{self, BlobId};
+use crate::error::Result;
+
+/// Blobs between two progress reports.
+const PROGRESS_EVERY: u64 = 256;
+
+/// The largest value any store accepts (`Config::max_value_bytes` at most): a blob expanding
+/// beyond it is damaged whatever store it came from.
+const MAX_VALUE_BYTES: usize = 1 << 30;
+
+/// A damaged or missing piece of a repository, named.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Damage {
+    /// The backup that cannot be fully restored.
+    pub backup_id: BackupId,
+    /// The damaged or missing blob, when the damage is a blob (64 hex digits).
+    pub blob_id: Option<String>,
+    /// Collection of the first record of the backup needing that blob.
+    pub collection: Option<String>,
+    /// Key of that record.
+    pub key: Option<String>,
+    /// Records of the backup needing that blob.
+    pub records_affected: u64,
+    /// What is wrong.
+    pub detail: String,
+}
+
+/// What [`Repository::verify`] checked and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// Backups whose manifests were read.
+    pub backups_checked: u64,
+    /// Unique blobs read, decoded and re-hashed.
+    pub blobs_checked: u64,
+    /// Their stored bytes.
+    pub bytes_checked: u64,
+    /// Everything found wrong; empty when every backup checked is restorable.
+    pub damage: Vec<Damage>,
+}
+
+impl VerifyReport {
+    /// Whether every backup checked can be restored.
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty()
+    }
+
+    /// The backups that cannot be fully restored; the others can.
+    pub fn damaged_backups(&self) -> BTreeSet<BackupId> {
+        self.damage
+            .iter()
+            .map(|damage| damage.backup_id.clone())
+            .collect()
+    }
+}
+
+impl Repository {
+    /// Checks one backup (`Some(id)`) or all of them: each manifest's checksum, and every blob
+    /// they need (present, decodable, matching its hash). Each problem is reported by name:
+    /// the backup, the blob, and the first record needing it. `progress` is called from a
+    /// blocking thread as blobs are checked.
+    ///
+    /// # Errors
+    /// `Error::Io` when the repository cannot be listed or `id` names no backup; what the
+    /// checks find is in the report.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads (a dropped verify finishes its current file on its thread).
+    pub async fn verify(
+        &self,
+        id: Option<&BackupId>,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+    ) -> Result<VerifyReport> {
+        let repository = self.clone();
+        let id = id.cloned();
+        let progress: ProgressFn = std::sync::Arc::new(progress);
+        blocking(move || {
+            let _lock = repository.lock(LockMode::Shared)?;
+            let ids = match id {
+                Some(id) => {
+                    // A missing backup is the caller's mistake, not damage.
+                    std::fs::metadata(repository.manifest_path(&id)).map_err(
+                        super::repository::io_error(format!(
+                            "find backup {id} in {} (see the list of backups)",
+                            repository.dir().display()
+                        )),
+                    )?;
+                    vec![id]
+                }
+                None => repository.manifest_ids()?,
+            };
+            Ok(repository.verify_blocking(&ids, &progress))
+        })
+        .await
+    }
+
+    /// Checks the backups `ids`; only listing failures are errors.
+    pub(crate) fn verify_blocking(&self, ids: &[BackupId], progress: &ProgressFn) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let mut needed: BTreeSet<BlobId> = BTreeSet::new();
+        let mut readable = Vec::new();
+        for id in ids {
+            report.backups_checked += 1;
+            match self.blobs_of(id, &mut needed) {
+                Ok(()) => readable.push(id),
+                Err(error) => report.damage.push(Damage {
+                    backup_id: id.clone(),
+                    blob_id: None,
+                    collection: None,
+                    key: None,
+                    records_affected: 0,
+                    detail: error.to_string(),
+                }),
+            }
+        }
+        let total = needed.len() as u64;
+        progress(Progress::new(Stage::Verify, 0, total));
+        // Sorted ids read the blob directories in order.
+        let mut bad: BTreeMap<BlobId, String> = BTreeMap::new();
+        for blob_id in &needed {
+            let path = self.blob_path(blob_id);
+            match std::fs::read(&path) {
+                Ok(stored) => {
+                    report.bytes_checked += stored.len() as u64;
+                    if let Err(error) = blob::decode_verified(blob_id, &stored, MAX_VALUE_BYTES) {
+                        bad.insert(*blob_id, format!("blob {blob_id} is damaged: {error}"));
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                    bad.insert(*blob_id, format!("blob {blob_id} is missing"));
+                }
+                Err(error) => {
+                    bad.insert(*blob_id, format!("blob {blob_id} cannot be read: {error}"));
+                }
+            }
+            report.blobs_checked += 1;
+            if report.blobs_checked.is_multiple_of(PROGRESS_EVERY) {
+                progress(Progress::new(Stage::Verify, report.blobs_checked, total));
+            }
+        }
+        progress(Progress::new(Stage::Verify, total, total));
+        if !bad.is_empty() {
+            for id in readable {
+                self.name_damage(id, &bad, &mut report);
+            }
+        }
+        report
+    }
+
+    /// Adds the blobs backup `id` needs to `needed`.
+    fn blobs_of(&self, id: &BackupId, needed: &mut BTreeSet<BlobId>) -> Result<()> {
+        let mut reader = ManifestReader::open(self, id)?;
+        while let Some(entry) = reader.next_entry()? {
+            needed.insert(entry.blob_id);
+        }
+        Ok(())
+    }
+
+    /// Reports each bad blob backup `id` needs, with the first record needing it.
+    fn name_damage(
+        &self,
+        id: &BackupId,
+        bad: &BTreeMap<BlobId, String>,
+        report: &mut VerifyReport,
+    ) {
+        let mut found: BTreeMap<BlobId, (String, String, u64)> = BTreeMap::new();
+        let mut reader = match ManifestReader::open(self, id) {
+            Ok(reader) => reader,
+            Err(error) => {
+                report.damage.push(manifest_damage(id, error.to_string()));
+                return;
+            }
+        };
+        loop {
+            match reader.next_entry() {
+                Ok(Some(entry)) if bad.contains_key(&entry.blob_id) => {
+                    found
+                        .entry(entry.blob_id)
+                        .or_insert((entry.collection, entry.key, 0))
+                        .2 += 1;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(error) => {
+                    report.damage.push(manifest_damage(id, error.to_string()));
+                    break;
+                }
+            }
+        }
+        for (blob_id, (collection, key, records)) in found {
+            report.damage.push(Damage {
+                backup_id: id.clone(),
+                blob_id: Some(blob_id.to_hex()),
+                detail: bad.get(&blob_id).cloned().unwrap_or_default(),
+                collection: Some(collection),
+                key: Some(key),
+                records_affected: records,
+            });
+        }
+    }
+}
+
+fn manifest_damage(id: &BackupId, detail: String) -> Damage {
+    Damage {
+        backup_id: id.clone(),
+        blob_id: None,
+        collection: None,
+        key: None,
+        records_affected: 0,
+        detail,
+    }
+}
