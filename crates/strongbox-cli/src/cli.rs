@@ -15,7 +15,8 @@ Exit codes:
   4  verify found problems (verify, demo)
   5  conflict: a conditional write found another version (put --if-version/--if-absent)
   6  busy: the database stayed locked by another process for too long
-  7  corrupt data: a stored value failed its integrity check";
+    7  corrupt data: a stored value failed its integrity check
+  8  storage full: the disk (or file size limit) is full; nothing of the failed write was stored";
 
 /// `strongbox`: inspect, import, export, verify and demo a Strongbox database.
 #[derive(Debug, Parser)]
@@ -32,7 +33,8 @@ pub struct Cli {
 /// Options accepted before or after any subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalOptions {
-    /// Database file [default: ./strongbox.db]. Overrides the `path` of --config.
+    /// Database file [default: ./strongbox.db], or a postgres:// URL. Overrides the `path` (or
+    /// `postgres_url`) of --config.
     #[arg(long, global = true, env = "STRONGBOX_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// TOML file with the fields of strongbox::Config (durability, compression, busy_timeout_ms...).
@@ -74,6 +76,12 @@ pub enum Command {
     Exit code 0 only if verify is clean and the total of chips held."
     )]
     Demo(DemoArgs),
+    /// Optimize, vacuum, checkpoint, check integrity and collect orphans, then print the report.
+    Maintenance(crate::commands::maintenance::MaintenanceArgs),
+    /// Serve the database's metrics in Prometheus text format on http://ADDR/metrics.
+    ServeMetrics(crate::commands::serve_metrics::ServeMetricsArgs),
+    /// Benchmark Strongbox against the seed's approach on a dataset (fresh temporary databases).
+    Bench(crate::commands::bench::BenchArgs),
 }
 
 /// `put COLLECTION KEY [JSON]`.

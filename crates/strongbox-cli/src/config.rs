@@ -51,7 +51,16 @@ fn load_with_origin(global: &GlobalOptions) -> anyhow::Result<(Config, bool)> {
         None => (Config::new(DEFAULT_DB), false),
     };
     if let Some(db) = &global.db {
-        config.path.clone_from(db);
+        match db
+            .to_str()
+            .filter(|location| strongbox::PostgresUrl::is_postgres(location))
+        {
+            Some(url) => config.postgres_url = Some(strongbox::PostgresUrl::new(url)),
+            None => {
+                config.path.clone_from(db);
+                config.postgres_url = None;
+            }
+        }
     }
     Ok((config, cache_set))
 }

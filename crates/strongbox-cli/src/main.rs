@@ -48,6 +48,7 @@ fn main() -> ExitCode {
 /// | 5 | `strongbox::Error` of kind `conflict` |
 /// | 6 | `strongbox::Error` of kind `busy` |
 /// | 7 | `strongbox::Error` of kind `corrupt` |
+/// | 8 | `strongbox::Error` of kind `storage_full` |
 fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
         if let Some(failure) = cause.downcast_ref::<Failure>() {
@@ -61,6 +62,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 "conflict" => 5,
                 "busy" => 6,
                 "corrupt" => 7,
+                "storage_full" => 8,
                 _ => 1,
             };
         }

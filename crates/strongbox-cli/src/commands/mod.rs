@@ -1,6 +1,7 @@
 //! The subcommands, one module each, and what they share: opening and closing the store,
 //! the failures with their own exit codes, and reading many values in parallel.
 
+pub mod bench;
 pub mod collections;
 pub mod delete;
 pub mod demo;
@@ -8,7 +9,9 @@ pub mod export;
 pub mod get;
 pub mod import;
 pub mod list;
+pub mod maintenance;
 pub mod put;
+pub mod serve_metrics;
 pub mod stats;
 pub mod verify;
 
@@ -72,6 +75,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::run(&global, args).await,
         Command::Verify(args) => verify::run(&global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
+        Command::Maintenance(args) => maintenance::run(&global, args).await,
+        Command::ServeMetrics(args) => serve_metrics::run(&global, args).await,
+        Command::Bench(args) => bench::run(&args).await,
     }
 }
 
@@ -89,10 +95,10 @@ pub async fn open(global: &GlobalOptions) -> anyhow::Result<Store> {
 /// # Errors
 /// When the database cannot be opened, naming the file.
 pub async fn open_config(config: Config) -> anyhow::Result<Store> {
-    let path = config.path.clone();
+    let location = config.location();
     Store::open(config)
         .await
-        .with_context(|| format!("open database {}", path.display()))
+        .with_context(|| format!("open database {location}"))
 }
 
 /// Closes the store after a command, then returns the command's result (or the close error

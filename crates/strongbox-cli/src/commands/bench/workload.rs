@@ -1,0 +1,194 @@
+//! Measuring: timed runs over many tasks, latency percentiles, Zipfian keys.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Throughput and latency of one workload.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Measured {
+    /// Operations completed.
+    pub ops: u64,
+    /// Operations per second.
+    pub ops_per_s: f64,
+    /// Median latency, in microseconds.
+    pub p50_us: u64,
+    /// 99th percentile latency, in microseconds.
+    pub p99_us: u64,
+}
+
+impl Measured {
+    /// Summarizes latencies (microseconds) over the elapsed wall time.
+    pub fn from_latencies(mut latencies: Vec<u64>, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        let pick = |fraction: f64| {
+            latencies
+                .get(
+                    ((latencies.len() as f64 * fraction) as usize)
+                        .min(latencies.len().saturating_sub(1)),
+                )
+                .copied()
+                .unwrap_or(0)
+        };
+        Measured {
+            ops: latencies.len() as u64,
+            ops_per_s: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50_us: pick(0.50),
+            p99_us: pick(0.99),
+        }
+    }
+}
+
+/// Runs `operation(task, n)` on `tasks` tasks until `duration` has passed; measures each call.
+pub async fn run_for<F, Fut>(
+    tasks: usize,
+    duration: Duration,
+    operation: F,
+) -> anyhow::Result<Measured>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let operation = Arc::new(operation);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut handles = Vec::with_capacity(tasks);
+    for task in 0..tasks {
+        let operation = Arc::clone(&operation);
+        handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                operation(task, n).await?;
+                latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
+                n += 1;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await??);
+    }
+    Ok(Measured::from_latencies(latencies, started.elapsed()))
+}
+
+/// Runs a blocking `operation(n)` on this thread until `duration` has passed.
+pub fn run_blocking_for(
+    duration: Duration,
+    mut operation: impl FnMut(u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut n = 0u64;
+    while started.elapsed() < duration {
+        let begun = Instant::now();
+        operation(n)?;
+        latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
+        n += 1;
+    }
+    Ok(Measured::from_latencies(latencies, started.elapsed()))
+}
+
+/// xorshift64*: a cheap deterministic generator for picking keys.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed (any value).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A uniform number in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// A uniform number in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// YCSB's Zipfian generator (Gray et al., "Quickly generating billion-record synthetic
+/// databases"): item 0 is the most popular; `theta` 0.99 as in YCSB.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    items: u64,
+    theta: f64,
+    alpha: f64,
+    zeta_n: f64,
+    eta: f64,
+}
+
+impl Zipf {
+    /// A generator over `items` items.
+    pub fn new(items: u64, theta: f64) -> Self {
+        let zeta = |n: u64| (1..=n).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zeta_n = zeta(items);
+        let zeta_2 = zeta(2.min(items));
+        Zipf {
+            items,
+            theta,
+            alpha: 1.0 / (1.0 - theta),
+            zeta_n,
+            eta: (1.0 - (2.0 / items as f64).powf(1.0 - theta)) / (1.0 - zeta_2 / zeta_n),
+        }
+    }
+
+    /// The next item, in `0..items`.
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
+        let u = rng.unit();
+        let uz = u * self.zeta_n;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1.min(self.items - 1);
+        }
+        let item = (self.items as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        item.min(self.items - 1)
+    }
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_prefers_the_first_items() {
+        let zipf = Zipf::new(1000, 0.99);
+        let mut rng = Rng::new(7);
+        let mut counts = vec![0u32; 1000];
+        for _ in 0..100_000 {
+            counts[zipf.sample(&mut rng) as usize] += 1;
+        }
+        assert!(counts[0] > counts[10] && counts[10] > counts[500]);
+        // About a tenth of the draws fall on the most popular item at theta 0.99 over 1000 items.
+        assert!((5_000..20_000).contains(&counts[0]), "{}", counts[0]);
+    }
+}
