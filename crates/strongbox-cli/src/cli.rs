@@ -80,6 +80,8 @@ pub enum Command {
     Maintenance(crate::commands::maintenance::MaintenanceArgs),
     /// Serve the database's metrics in Prometheus text format on http://ADDR/metrics.
     ServeMetrics(crate::commands::serve_metrics::ServeMetricsArgs),
+    /// Back up, list, verify, restore and prune backups in a repository directory.
+    Backup(crate::commands::backup::BackupArgs),
     /// Benchmark Strongbox against the seed's approach on a dataset (fresh temporary databases).
     Bench(crate::commands::bench::BenchArgs),
 }

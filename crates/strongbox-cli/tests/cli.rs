@@ -587,3 +587,266 @@ fn the_demo_runs_and_exits_0() {
         stderr(&again)
     );
 }
+
+#[test]
+fn backups_round_trip_and_damage_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let repo = dir.path().join("repo");
+    for i in 0..20 {
+        assert_ok(&run(
+            &db,
+            &[
+                "put",
+                "players",
+                &format!("p{i:02}"),
+                &json!({"chips": i * 10}).to_string(),
+            ],
+        ));
+    }
+    assert_ok(&run(&db, &["put", "chat", "m1", "\"gg\""]));
+    let created = run(
+        &db,
+        &[
+            "backup",
+            "create",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_ok(&created);
+    let summary: Value = serde_json::from_str(&stdout(&created)).unwrap();
+    assert_eq!(summary["records"], 21);
+    let listed = run(
+        &db,
+        &["backup", "list", "--repo", repo.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&listed))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_ok(&run(
+        &db,
+        &["backup", "verify", "--repo", repo.to_str().unwrap()],
+    ));
+
+    let restored = dir.path().join("restored.db");
+    let to = restored.to_str().unwrap();
+    assert_ok(&run(
+        &db,
+        &[
+            "backup",
+            "restore",
+            "latest",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to",
+            to,
+        ],
+    ));
+    let live_export = stdout(&run(&db, &["export"]));
+    assert_eq!(stdout(&run(&restored, &["export"])), live_export);
+    // An existing target is refused and left as it was.
+    let before = std::fs::read(&restored).unwrap();
+    let again = run(
+        &db,
+        &[
+            "backup",
+            "restore",
+            "latest",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to",
+            to,
+        ],
+    );
+    assert_exit(&again, 1);
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(&restored).unwrap(), before);
+    let chat_only = dir.path().join("chat.db");
+    assert_ok(&run(
+        &db,
+        &[
+            "backup",
+            "restore",
+            "latest",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--to",
+            chat_only.to_str().unwrap(),
+            "--collection",
+            "chat",
+        ],
+    ));
+    assert_eq!(stats(&chat_only)["records"], 1);
+
+    // A flipped byte in a stored value is found, naming the backup.
+    let blob = std::fs::read_dir(repo.join("blobs"))
+        .unwrap()
+        .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .next()
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(&blob, bytes).unwrap();
+    let damaged = run(&db, &["backup", "verify", "--repo", repo.to_str().unwrap()]);
+    assert_exit(&damaged, 4);
+    assert!(
+        stdout(&damaged).contains(summary["id"].as_str().unwrap()),
+        "{}",
+        stdout(&damaged)
+    );
+}
+
+#[test]
+fn maintenance_prints_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    assert_ok(&run(&db, &["put", "players", "alice", "1"]));
+    let output = run(&db, &["maintenance", "--json"]);
+    assert_ok(&output);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"vacuum") && steps.contains(&"integrity_check"),
+        "{steps:?}"
+    );
+    assert!(report["errors"].as_array().unwrap().is_empty());
+}
+
+/// GETs `/metrics` and parses the Prometheus text format.
+fn scrape(port: u16) -> Option<prometheus_parse::Scrape> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    prometheus_parse::Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).ok()
+}
+
+fn gauge(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|sample| sample.metric == name)
+        .and_then(|sample| match sample.value {
+            prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
+                Some(value)
+            }
+            _ => None,
+        })
+}
+
+#[test]
+fn the_metrics_endpoint_shows_the_counters_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("metrics.db");
+    assert_ok(&run(&db, &["put", "players", "alice", "1"]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = strongbox(&db)
+        .args([
+            "serve-metrics",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--interval-secs",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_records = |at_least: f64| {
+        for _ in 0..200 {
+            if let Some(records) =
+                scrape(port).and_then(|scrape| gauge(&scrape, "strongbox_records"))
+                && records >= at_least
+            {
+                return records;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("strongbox_records never reached {at_least}");
+    };
+    assert_eq!(read_records(1.0), 1.0);
+    // Another process writes; the served gauges follow.
+    for key in ["bob", "carol", "dave"] {
+        assert_ok(&run(&db, &["put", "players", key, "2"]));
+    }
+    assert_eq!(read_records(4.0), 4.0);
+    let scraped = scrape(port).unwrap();
+    assert!(gauge(&scraped, "strongbox_stored_bytes").unwrap() > 0.0);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+#[test]
+fn the_bench_prints_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            line(
+                if i % 2 == 0 { "players" } else { "chat" },
+                &format!("k{i:04}"),
+                json!({"n": i, "text": "gg ".repeat(i % 40)}),
+            )
+        })
+        .collect();
+    let dataset = write_file(dir.path(), "small.jsonl", &lines);
+    let output = Command::new(env!("CARGO_BIN_EXE_strongbox"))
+        .args([
+            "bench",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--duration",
+            "0.2",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let report: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    for field in [
+        "write_ops_per_s",
+        "seed_write_ops_per_s",
+        "read_cold_ops_per_s",
+        "seed_read_ops_per_s",
+        "read_hit_ops_per_s",
+        "mixed_ops_per_s",
+        "file_bytes",
+        "seed_file_bytes",
+        "raw_bytes",
+        "write_p50_us",
+        "write_p99_us",
+        "read_hit_p99_us",
+    ] {
+        assert!(
+            report[field].as_f64().is_some_and(|value| value > 0.0),
+            "{field}: {}",
+            report[field]
+        );
+    }
+    assert_eq!(report["records"], 300);
+}

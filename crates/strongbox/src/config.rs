@@ -132,6 +132,15 @@ pub struct Config {
     /// when more than this percentage of it is slack: free pages, and space left in half-empty
     /// pages, which an incremental vacuum cannot return. Default 40; 0 never does.
     pub vacuum_slack_percent: u8,
+    /// A backup repository directory. When set, maintenance takes a backup (then prunes with
+    /// `backup_retention`) whenever the newest backup is older than `backup_interval_secs`,
+    /// and the CLI's `backup` commands use it when `--repo` is not given. Default none.
+    pub backup_repository: Option<PathBuf>,
+    /// Seconds between scheduled backups. Default 86,400 (a day); 0 turns scheduling off.
+    pub backup_interval_secs: u64,
+    /// Which backups a scheduled prune keeps. Default: the last 7, plus one a day for 7 days
+    /// and one a week for 4 weeks.
+    pub backup_retention: crate::backup::Retention,
     /// Seconds between background maintenance runs. Default 3,600; 0 turns the task off.
     pub maintenance_interval_secs: u64,
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
@@ -155,6 +164,9 @@ impl Default for Config {
             cache_mode: CacheMode::WriteThrough,
             stats_interval_secs: 60,
             vacuum_slack_percent: 40,
+            backup_repository: None,
+            backup_interval_secs: 86_400,
+            backup_retention: crate::backup::Retention::default(),
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,
         }

@@ -56,6 +56,8 @@ pub struct MaintenanceReport {
     pub integrity_problems: Vec<String>,
     /// Expired cache entries removed.
     pub cache_entries_evicted: u64,
+    /// The backup maintenance took (and the prune after it), if one was due.
+    pub backup: Option<crate::backup::ScheduledReport>,
     /// One line per failed step.
     pub errors: Vec<String>,
     /// Total time, in milliseconds.
@@ -158,6 +160,13 @@ impl Store {
                 Ok((format!("incremental: released {pages} pages ({percent}% slack left)"), pages))
             })
             .await;
+        let backup = match &self.config().backup_repository {
+            Some(dir) if self.config().backup_interval_secs > 0 => run
+                .step("backup", async { self.scheduled_backup(dir).await })
+                .await
+                .flatten(),
+            _ => None,
+        };
         run.step("checkpoint", async {
             let checkpoint = backend.checkpoint().await?;
             Ok(format!(
@@ -194,12 +203,53 @@ impl Store {
             report.integrity_problems = problems;
         }
         report.cache_entries_evicted = evicted.unwrap_or(0);
+        report.backup = backup;
         report.file_bytes_after = backend.file_bytes().await.unwrap_or(0);
         report.bytes_reclaimed = report
             .file_bytes_before
             .saturating_sub(report.file_bytes_after);
         report.elapsed_ms = millis(started);
         Ok(report)
+    }
+}
+
+impl Store {
+    /// Backs up to `dir` (then prunes) if the newest backup there is older than the interval.
+    async fn scheduled_backup(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
+        let repository = crate::backup::Repository::open_or_create(dir).await?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+            });
+        let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let newest = repository
+            .list()
+            .await?
+            .iter()
+            .filter(|backup| backup.damage.is_none())
+            .map(|backup| backup.created_at_ms)
+            .max();
+        if let Some(newest) = newest
+            && now_ms.saturating_sub(newest) < interval_ms
+        {
+            return Ok(("not due yet".to_owned(), None));
+        }
+        let report =
+            crate::backup::scheduled(self, &repository, &self.config().backup_retention).await?;
+        let outcome = format!(
+            "backup {}: {} records, {} new blobs ({} bytes written); pruned {} backups",
+            report.backup.id,
+            report.backup.records,
+            report.backup.blobs_written,
+            report.backup.bytes_written,
+            report.prune.removed.len()
+        );
+        Ok((outcome, Some(report)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The subcommands, one module each, and what they share: opening and closing the store,
 //! the failures with their own exit codes, and reading many values in parallel.
 
+pub mod backup;
 pub mod bench;
 pub mod collections;
 pub mod delete;
@@ -78,6 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintenance(args) => maintenance::run(&global, args).await,
         Command::ServeMetrics(args) => serve_metrics::run(&global, args).await,
         Command::Bench(args) => bench::run(&args).await,
+        Command::Backup(args) => backup::run(&global, args).await,
     }
 }
 

@@ -222,3 +222,32 @@ async fn background_tasks_run_and_stop_with_the_store() {
     store.close().await.unwrap();
     assert_eq!(store.running_tasks(), 0);
 }
+
+#[tokio::test]
+async fn maintenance_takes_a_backup_when_one_is_due() {
+    let backups = tempfile::tempdir().unwrap();
+    let repository = backups.path().join("repo");
+    let harness =
+        Harness::sqlite_with(|config| config.backup_repository = Some(repository.clone())).await;
+    harness.store.store("players", "alice", &1).await.unwrap();
+    let first = harness.store.maintenance().await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    let backup = first.backup.expect("the first maintenance backs up");
+    assert_eq!(backup.backup.records, 1);
+    let second = harness.store.maintenance().await.unwrap();
+    assert!(second.backup.is_none(), "a day has not passed");
+    assert!(
+        second
+            .steps
+            .iter()
+            .any(|step| step.name == "backup" && step.outcome == "not due yet")
+    );
+    let listed = strongbox::backup::Repository::open(&repository)
+        .await
+        .unwrap()
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    harness.finish().await;
+}

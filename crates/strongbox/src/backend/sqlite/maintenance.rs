@@ -10,6 +10,9 @@ use super::{SqliteBackend, map_err};
 use crate::backend::{Checkpoint, OrphanSweep};
 use crate::error::{Error, Result};
 
+/// How long a checkpoint waits for readers before settling for a partial one.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Free pages returned to the file system per incremental-vacuum job.
 const VACUUM_CHUNK_PAGES: i64 = 2048;
 
@@ -130,15 +133,24 @@ impl SqliteBackend {
 
     /// See `Backend::checkpoint`.
     pub async fn checkpoint(&self) -> Result<Checkpoint> {
-        self.exclusive(|conn| {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                Ok(Checkpoint {
-                    is_complete: row.get::<_, i64>(0)? == 0,
-                    wal_frames: row.get::<_, i64>(1)?.max(0).unsigned_abs(),
-                    checkpointed_frames: row.get::<_, i64>(2)?.max(0).unsigned_abs(),
+        let busy_timeout = self.busy_timeout;
+        self.exclusive(move |conn| {
+            // A TRUNCATE checkpoint waits for readers (a long backup holds one); the writer
+            // must not stall that long, so it waits briefly and reports what it could copy.
+            conn.busy_timeout(CHECKPOINT_WAIT)
+                .map_err(map_err("set the busy timeout"))?;
+            let checkpoint = conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok(Checkpoint {
+                        is_complete: row.get::<_, i64>(0)? == 0,
+                        wal_frames: row.get::<_, i64>(1)?.max(0).unsigned_abs(),
+                        checkpointed_frames: row.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                    })
                 })
-            })
-            .map_err(map_err("checkpoint the WAL"))
+                .map_err(map_err("checkpoint the WAL"));
+            conn.busy_timeout(busy_timeout)
+                .map_err(map_err("set the busy timeout"))?;
+            checkpoint
         })
         .await
     }

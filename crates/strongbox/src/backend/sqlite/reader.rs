@@ -89,8 +89,14 @@ impl ReaderPool {
     }
 
     /// Refuses new reads; reads in progress finish.
+    ///
+    /// Idle connections close now, busy ones when their read ends, so that the writer is the
+    /// last connection to close and SQLite can checkpoint and remove the WAL.
     pub fn close(&self) {
         self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     fn take(&self) -> Result<Connection> {
@@ -102,6 +108,9 @@ impl ReaderPool {
     }
 
     fn give_back(&self, conn: Connection) {
+        if self.permits.is_closed() {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
