@@ -82,6 +82,8 @@ pub enum Command {
     ServeMetrics(crate::commands::serve_metrics::ServeMetricsArgs),
     /// Back up, list, verify, restore and prune backups in a repository directory.
     Backup(crate::commands::backup::BackupArgs),
+    /// Copy a store into another (empty) database, SQLite or PostgreSQL, verified.
+    Migrate(crate::commands::migrate::MigrateArgs),
     /// Benchmark Strongbox against the seed's approach on a dataset (fresh temporary databases).
     Bench(crate::commands::bench::BenchArgs),
 }

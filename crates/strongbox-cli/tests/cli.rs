@@ -850,3 +850,59 @@ fn the_bench_prints_the_documented_fields() {
     }
     assert_eq!(report["records"], 300);
 }
+
+#[test]
+fn migrate_copies_a_store_into_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("from.db");
+    let to = dir.path().join("to.db");
+    for i in 0..50 {
+        assert_ok(&run(
+            &from,
+            &[
+                "put",
+                "seats",
+                &format!("s{i:02}"),
+                &json!({"player": i % 7}).to_string(),
+            ],
+        ));
+    }
+    assert_ok(&run(&from, &["put", "seats", "s00", "\"taken\""]));
+    let output = strongbox(&from)
+        .args([
+            "migrate",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&output);
+    let summary: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(summary["records"], 50);
+    assert_eq!(
+        stdout(&run(&to, &["export"])),
+        stdout(&run(&from, &["export"]))
+    );
+    let meta = stdout(&run(&to, &["get", "seats", "s00", "--meta"]));
+    assert!(meta.contains("\"version\":2"), "versions survive: {meta}");
+    // Into a database that holds records: refused.
+    let again = strongbox(&from)
+        .args([
+            "migrate",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&again, 1);
+    assert!(
+        stderr(&again).contains("already holds records"),
+        "{}",
+        stderr(&again)
+    );
+}

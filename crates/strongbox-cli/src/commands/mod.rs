@@ -11,6 +11,7 @@ pub mod get;
 pub mod import;
 pub mod list;
 pub mod maintenance;
+pub mod migrate;
 pub mod put;
 pub mod serve_metrics;
 pub mod stats;
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServeMetrics(args) => serve_metrics::run(&global, args).await,
         Command::Bench(args) => bench::run(&args).await,
         Command::Backup(args) => backup::run(&global, args).await,
+        Command::Migrate(args) => migrate::run(&global, args).await,
     }
 }
 

@@ -188,3 +188,69 @@ async fn a_bad_url_is_a_clear_error_without_the_password() {
     assert!(!message.contains("s3cret"), "{message}");
     assert!(matches!(error, Error::Backend { .. }), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_sqlite_to_postgres_and_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(Config::new(dir.path().join("source.db")))
+        .await
+        .unwrap();
+    for i in 0..300 {
+        let value = serde_json::json!({"player": i % 17, "bets": vec![i; i % 9], "note": "seven out ".repeat(i % 30)});
+        source
+            .store(
+                if i % 3 == 0 { "sessions" } else { "players" },
+                &format!("k{i:04}"),
+                &value,
+            )
+            .await
+            .unwrap();
+    }
+    source
+        .store("players", "k0001", &"overwritten")
+        .await
+        .unwrap();
+    let scratch = ScratchDatabase::create().await;
+    let middle = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    let there = source.copy_into(&middle, |_, _| {}).await.unwrap();
+    assert_eq!(there.records, 300);
+    let back = Store::open(Config::new(dir.path().join("back.db")))
+        .await
+        .unwrap();
+    let again = middle.copy_into(&back, |_, _| {}).await.unwrap();
+    assert_eq!((again.records, again.blobs), (there.records, there.blobs));
+    for collection in ["players", "sessions"] {
+        let keys = source
+            .list(collection, strongbox::ListOptions::all())
+            .await
+            .unwrap();
+        assert_eq!(
+            back.list(collection, strongbox::ListOptions::all())
+                .await
+                .unwrap(),
+            keys
+        );
+        for key in keys {
+            let original = source
+                .retrieve_record::<serde_json::Value>(collection, &key)
+                .await
+                .unwrap()
+                .unwrap();
+            let copied = back
+                .retrieve_record::<serde_json::Value>(collection, &key)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(copied.value, original.value);
+            assert_eq!(copied.meta.version, original.meta.version);
+            assert_eq!(copied.meta.created_at_ms, original.meta.created_at_ms);
+        }
+    }
+    assert_eq!(
+        back.storage_stats().await.unwrap().blobs,
+        source.storage_stats().await.unwrap().blobs
+    );
+    for store in [source, middle, back] {
+        store.close().await.unwrap();
+    }
+}

@@ -1,0 +1,171 @@
+//! `Store::copy_into`: move a whole store to another backend (SQLite ↔ PostgreSQL), verified.
+//!
+//! The source streams one consistent snapshot (`Backend::snapshot`, the same one backups use);
+//! each record is written to the target with its version and metadata (`WriteOp::Restore`) as
+//! soon as its value arrives, in batched transactions. The unique values are held in memory
+//! until the copy ends (the store's stored size: fine for stores that fit in RAM; a bigger one
+//! moves through a backup repository instead). Every value is checked against its hash
+//! on the way, and the target is verified at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::backend::{SnapshotItem, SnapshotRecord, WriteOp};
+use crate::blob::{self, BlobId, EncodedBlob};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Records written to the target per transaction.
+const BATCH_RECORDS: usize = 500;
+
+/// What [`Store::copy_into`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CopySummary {
+    /// Records copied.
+    pub records: u64,
+    /// Unique values copied.
+    pub blobs: u64,
+    /// Serialized bytes of the records' values.
+    pub logical_bytes: u64,
+    /// Time taken, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Store {
+    /// Copies every record of this store, with versions and metadata, into `target`, which
+    /// must hold no records, and verifies the result. This store keeps serving meanwhile; the
+    /// copy is of one instant. `progress(done, total)` is called as records are written.
+    ///
+    /// # Errors
+    /// `Error::InvalidConfig` when the target is not empty; `Error::Corrupt` when a value of
+    /// this store fails its hash check (nothing more is copied); the backends' errors.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a cancelled copy leaves the target partly filled.
+    pub async fn copy_into(
+        &self,
+        target: &Store,
+        progress: impl Fn(u64, u64),
+    ) -> Result<CopySummary> {
+        let started = Instant::now();
+        if target.storage_stats().await?.records > 0 {
+            return Err(Error::InvalidConfig(format!(
+                "the target {} already holds records; copy into an empty database",
+                target.config().location()
+            )));
+        }
+        let (items, mut received) = mpsc::channel(256);
+        let snapshot = self.backend().snapshot(Arc::new(HashSet::new()), items);
+        let copy = async {
+            let max = self.config().max_value_bytes;
+            let mut total = 0;
+            let mut waiting: HashMap<BlobId, Vec<SnapshotRecord>> = HashMap::new();
+            let mut batch = Vec::with_capacity(BATCH_RECORDS);
+            let mut summary = CopySummary {
+                records: 0,
+                blobs: 0,
+                logical_bytes: 0,
+                elapsed_ms: 0,
+            };
+            // Values already received, for the records that point at them later. (SQLite's
+            // snapshot sends a value right after its first record; others may send values last.)
+            let mut values: HashMap<BlobId, (Vec<u8>, u64)> = HashMap::new();
+            while let Some(item) = received.recv().await {
+                let ready = match item {
+                    SnapshotItem::Records(count) => {
+                        total = count;
+                        Vec::new()
+                    }
+                    SnapshotItem::Record(record) => {
+                        if values.contains_key(&record.blob_id) {
+                            vec![record]
+                        } else {
+                            waiting.entry(record.blob_id).or_default().push(record);
+                            Vec::new()
+                        }
+                    }
+                    SnapshotItem::Blob { id, stored } => {
+                        let records = waiting.remove(&id).unwrap_or_default();
+                        let (collection, key) = records.first().map_or((None, None), |record| {
+                            (Some(record.collection.clone()), Some(record.key.clone()))
+                        });
+                        let raw = blob::decode_verified(&id, &stored, max).map_err(|error| {
+                            Error::Corrupt {
+                                collection,
+                                key,
+                                detail: format!("blob {id}: {error}"),
+                            }
+                        })?;
+                        summary.blobs += 1;
+                        values.insert(id, (stored, raw.len() as u64));
+                        records
+                    }
+                };
+                for record in ready {
+                    let Some((stored, raw_len)) = values.get(&record.blob_id) else {
+                        continue;
+                    };
+                    summary.records += 1;
+                    summary.logical_bytes += record.meta.size_bytes;
+                    batch.push(WriteOp::Restore {
+                        collection: record.collection,
+                        key: record.key,
+                        blob: EncodedBlob {
+                            id: record.blob_id,
+                            stored: stored.clone(),
+                            raw_len: *raw_len,
+                        },
+                        format: record.format,
+                        meta: record.meta,
+                    });
+                    if batch.len() >= BATCH_RECORDS {
+                        target.apply(std::mem::take(&mut batch)).await?;
+                        progress(summary.records, total);
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                target.apply(batch).await?;
+            }
+            progress(summary.records, total);
+            if let Some((blob_id, records)) = waiting.into_iter().next() {
+                let first = records.first();
+                return Err(Error::Corrupt {
+                    collection: first.map(|record| record.collection.clone()),
+                    key: first.map(|record| record.key.clone()),
+                    detail: format!(
+                        "the source has no value {blob_id} for {} records",
+                        records.len()
+                    ),
+                });
+            }
+            Ok(summary)
+        };
+        let (snapshot, copied) = tokio::join!(snapshot, copy);
+        let mut summary = copied?;
+        snapshot?;
+        let report = target.verify().await?;
+        if let Some(problem) = report.problems.first() {
+            return Err(Error::Corrupt {
+                collection: problem.collection.clone(),
+                key: problem.key.clone(),
+                detail: format!("the copy failed verification: {}", problem.detail),
+            });
+        }
+        let copied = target.storage_stats().await?;
+        if copied.records != summary.records || copied.blobs != summary.blobs {
+            return Err(Error::backend(
+                "verify the copy",
+                format!(
+                    "the target holds {} records and {} values, the snapshot {} and {}",
+                    copied.records, copied.blobs, summary.records, summary.blobs
+                ),
+            ));
+        }
+        summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(summary)
+    }
+}
