@@ -24,7 +24,7 @@ use crate::telemetry::{Operation, Recorder};
 use crate::transaction::Transaction;
 
 /// Read counts are flushed to the database once this many distinct records were read.
-const ACCESS_FLUSH_RECORDS: usize = 4096;
+const ACCESS_FLUSH_RECORDS: usize = 65_536;
 
 /// A handle to an open store. Cheap to clone; all clones share one database.
 ///

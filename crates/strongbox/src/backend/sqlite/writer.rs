@@ -4,10 +4,12 @@
 //! Each request is applied inside its own `SAVEPOINT`, so a request that fails (a conflict, a
 //! bad row) is rolled back alone and its neighbours still commit. The whole group then commits
 //! once, with one fsync, and only after that does any successful caller get its answer: a
-//! returned write is durable. A waiting request never waits for a batch to fill; the writer
-//! takes whatever is queued when it becomes free.
+//! returned write is durable. A lone writer never waits for a batch to fill; when the last
+//! group held several requests (callers write concurrently), the writer waits up to
+//! [`GATHER`] for as many to arrive before committing, so one fsync serves them all.
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -17,6 +19,9 @@ use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{Expect, RecordMeta, Version};
+
+/// The longest a group waits for more concurrent requests before it commits.
+const GATHER: Duration = Duration::from_micros(500);
 
 /// A message to the writer thread.
 pub enum Request {
@@ -42,6 +47,8 @@ pub enum Request {
 /// Runs the writer until every sender is dropped.
 pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_requests: usize) {
     let mut next = None;
+    // Size of the last group: more than one means callers are writing concurrently.
+    let mut previous_group = 1;
     loop {
         let first = match next.take() {
             Some(request) => request,
@@ -54,18 +61,29 @@ pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_re
             job(&mut conn);
             continue;
         }
-        let mut group = vec![first];
+                let mut group = vec![first];
+        // Under concurrency, callers answered by the last commit are still encoding their next
+        // write: wait a moment (never longer than GATHER, and only until as many requests as
+        // last time are here) so that one fsync serves them all. A lone writer never waits.
+        let deadline = Instant::now() + GATHER;
+        let expected = previous_group.min(max_batch_requests);
         while group.len() < max_batch_requests {
-            match requests.try_recv() {
+            let received = if previous_group > 1 && group.len() < expected {
+                requests.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+            } else {
+                requests.try_recv().ok()
+            };
+            match received {
                 // An exclusive job waits for the group before it to commit.
-                Ok(request @ Request::Exclusive(_)) => {
+                Some(request @ Request::Exclusive(_)) => {
                     next = Some(request);
                     break;
                 }
-                Ok(request) => group.push(request),
-                Err(_) => break,
+                Some(request) => group.push(request),
+                None => break,
             }
         }
+        previous_group = group.len();
         commit_group(&mut conn, group);
     }
 }
