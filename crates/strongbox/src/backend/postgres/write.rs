@@ -3,9 +3,10 @@
 //! - The record is read `FOR UPDATE`, so its version check and increment are exact while
 //!   other servers write the same key; a key that did not exist is created with a plain
 //!   `INSERT`, which fails with a unique violation if another server created it meanwhile.
-//! - A blob reference is added with an `INSERT ... ON CONFLICT DO UPDATE` of the count,
-//!   which locks the blob row; a release decrements under the same lock and deletes the
-//!   row at zero. A writer adding a reference to a blob being freed waits for that commit and
+//! - Reference counts change after the records, as one net delta per blob, in blob-id order
+//!   (so requests sharing popular values queue instead of deadlocking). A reference is added
+//!   with an `INSERT ... ON CONFLICT DO UPDATE` of the count, which locks the blob row; a
+//!   release decrements under the same lock and deletes the row at zero. A writer adding a reference to a blob being freed waits for that commit and
 //!   then inserts the blob afresh (it has the bytes), so a blob is never freed under a
 //!   reference.
 //! - Unique violations, deadlocks and serialization failures roll the transaction back and
@@ -13,6 +14,7 @@
 //! - Every written key is announced with `pg_notify` inside the transaction, so other servers
 //!   hear of it exactly when it commits.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -107,7 +109,8 @@ impl PostgresBackend {
         ops: &[WriteOp],
     ) -> Result<Vec<WriteOutcome>, Failure> {
         let now = super::now_ms();
-        let mut outcomes = Vec::with_capacity(ops.len());
+                let mut outcomes = Vec::with_capacity(ops.len());
+        let mut refs = RefChanges::default();
         for op in ops {
             let (collection, key) = match op {
                 WriteOp::Put {
@@ -156,11 +159,10 @@ impl PostgresBackend {
             match op {
                 WriteOp::Put { blob, format, .. } => {
                     let version = actual.map_or(Version::FIRST, Version::next);
-                    let deduplicated = if old_blob == Some(blob.id) {
-                        true
-                    } else {
-                        add_blob_ref(tx, blob).await?
-                    };
+                                        let deduplicated = old_blob == Some(blob.id);
+                    if !deduplicated {
+                        refs.add(blob, outcomes.len());
+                    }
                     let format = i16::from(*format);
                     let size = to_i64(blob.raw_len);
                     let version_i64 = to_i64(version.get());
@@ -213,7 +215,7 @@ impl PostgresBackend {
                         .map_err(classify("insert a record"))?;
                     }
                     if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
-                        release_blob_ref(tx, &old_blob).await?;
+                        refs.release(old_blob);
                     }
                     outcomes.push(WriteOutcome::Stored {
                         meta: RecordMeta {
@@ -230,7 +232,8 @@ impl PostgresBackend {
                 WriteOp::Restore {
                     blob, format, meta, ..
                 } => {
-                    let deduplicated = add_blob_ref(tx, blob).await?;
+                                        refs.add(blob, outcomes.len());
+                    let deduplicated = false;
                     let statement = tx
                         .prepare_cached(
                             "INSERT INTO strongbox_records (collection, key, blob_id, format, version,
@@ -275,13 +278,20 @@ impl PostgresBackend {
                             tx.execute(&statement, &[collection, key])
                                 .await
                                 .map_err(classify("delete a record"))?;
-                            release_blob_ref(tx, &old_blob).await?;
+                            refs.release(old_blob);
                             outcomes.push(WriteOutcome::Deleted(true));
                         }
                     }
                 }
             }
             self.announce(tx, collection, key).await?;
+        }
+                // Blob rows are locked last and in id order: two requests touching the same values
+        // (popular defaults) queue behind each other instead of deadlocking.
+        for index in refs.apply(tx).await? {
+            if let Some(WriteOutcome::Stored { deduplicated, .. }) = outcomes.get_mut(index) {
+                *deduplicated = true;
+            }
         }
         Ok(outcomes)
     }
@@ -337,53 +347,79 @@ impl PostgresBackend {
     }
 }
 
-/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns
-/// whether it already existed (the write was deduplicated).
-async fn add_blob_ref(tx: &Transaction<'_>, blob: &EncodedBlob) -> Result<bool, Failure> {
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO strongbox_blobs (id, data, raw_size, refcount) VALUES ($1, $2, $3, 1)
-             ON CONFLICT (id) DO UPDATE SET refcount = strongbox_blobs.refcount + 1
-             RETURNING refcount",
-        )
-        .await
-        .map_err(classify("prepare a blob write"))?;
-    let refcount: i64 = tx
-        .query_one(
-            &statement,
-            &[
-                &blob.id.as_bytes().as_slice(),
-                &blob.stored,
-                &to_i64(blob.raw_len),
-            ],
-        )
-        .await
-        .map_err(classify("add a blob reference"))?
-        .get(0);
-    Ok(refcount > 1)
+/// The reference-count changes of one request: net deltas per blob, applied together in
+/// blob-id order by [`RefChanges::apply`] (rules 1 and 2 of `crate::blob`).
+#[derive(Default)]
+struct RefChanges<'a> {
+    /// Per blob: the net change, the bytes to insert it with, and the outcomes that added it.
+    deltas: BTreeMap<BlobId, (i64, Option<&'a EncodedBlob>, Vec<usize>)>,
 }
 
-/// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero, under its row lock.
-async fn release_blob_ref(tx: &Transaction<'_>, blob_id: &BlobId) -> Result<(), Failure> {
-    let statement = tx
-        .prepare_cached(
-            "UPDATE strongbox_blobs SET refcount = refcount - 1 WHERE id = $1 RETURNING refcount",
-        )
-        .await
-        .map_err(classify("prepare a blob release"))?;
-    let remaining = tx
-        .query_opt(&statement, &[&blob_id.as_bytes().as_slice()])
-        .await
-        .map_err(classify("release a blob reference"))?
-        .map(|row| row.get::<_, i64>(0));
-    if remaining == Some(0) {
-        let statement = tx
-            .prepare_cached("DELETE FROM strongbox_blobs WHERE id = $1 AND refcount = 0")
-            .await
-            .map_err(classify("prepare a blob delete"))?;
-        tx.execute(&statement, &[&blob_id.as_bytes().as_slice()])
-            .await
-            .map_err(classify("delete an unreferenced blob"))?;
+impl<'a> RefChanges<'a> {
+    /// One more reference to `blob`, added by the write whose outcome is at `outcome`.
+    fn add(&mut self, blob: &'a EncodedBlob, outcome: usize) {
+        let entry = self.deltas.entry(blob.id).or_insert((0, None, Vec::new()));
+        entry.0 += 1;
+        entry.1 = Some(blob);
+        entry.2.push(outcome);
     }
-    Ok(())
+
+    /// One reference less to `blob_id`.
+    fn release(&mut self, blob_id: BlobId) {
+        self.deltas.entry(blob_id).or_insert((0, None, Vec::new())).0 -= 1;
+    }
+
+    /// Applies the changes; returns the outcomes whose value already existed (deduplicated).
+    async fn apply(self, tx: &Transaction<'_>) -> Result<Vec<usize>, Failure> {
+        let mut deduplicated = Vec::new();
+        for (blob_id, (delta, blob, outcomes)) in self.deltas {
+            let id = blob_id.as_bytes().as_slice();
+            match (delta.cmp(&0), blob) {
+                (std::cmp::Ordering::Greater, Some(blob)) => {
+                    let statement = tx
+                        .prepare_cached(
+                            "INSERT INTO strongbox_blobs (id, data, raw_size, refcount) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (id) DO UPDATE SET refcount = strongbox_blobs.refcount + excluded.refcount
+                             RETURNING refcount",
+                        )
+                        .await
+                        .map_err(classify("prepare a blob write"))?;
+                    let refcount: i64 = tx
+                        .query_one(&statement, &[&id, &blob.stored, &to_i64(blob.raw_len), &delta])
+                        .await
+                        .map_err(classify("add a blob reference"))?
+                        .get(0);
+                    if refcount > delta {
+                        deduplicated.extend(outcomes);
+                    }
+                }
+                (std::cmp::Ordering::Less, _) => {
+                    let statement = tx
+                        .prepare_cached(
+                            "UPDATE strongbox_blobs SET refcount = refcount + $2 WHERE id = $1 RETURNING refcount",
+                        )
+                        .await
+                        .map_err(classify("prepare a blob release"))?;
+                    let remaining = tx
+                        .query_opt(&statement, &[&id, &delta])
+                        .await
+                        .map_err(classify("release a blob reference"))?
+                        .map(|row| row.get::<_, i64>(0));
+                    if remaining.is_some_and(|remaining| remaining <= 0) {
+                        let statement = tx
+                            .prepare_cached("DELETE FROM strongbox_blobs WHERE id = $1 AND refcount <= 0")
+                            .await
+                            .map_err(classify("prepare a blob delete"))?;
+                        tx.execute(&statement, &[&id])
+                            .await
+                            .map_err(classify("delete an unreferenced blob"))?;
+                    }
+                }
+                // No net change (added and released in the same request), or an increase
+                // without bytes, which `add` never records.
+                _ => {}
+            }
+        }
+        Ok(deduplicated)
+    }
 }
