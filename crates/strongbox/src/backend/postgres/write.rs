@@ -109,7 +109,7 @@ impl PostgresBackend {
         ops: &[WriteOp],
     ) -> Result<Vec<WriteOutcome>, Failure> {
         let now = super::now_ms();
-                let mut outcomes = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(ops.len());
         let mut refs = RefChanges::default();
         for op in ops {
             let (collection, key) = match op {
@@ -159,7 +159,7 @@ impl PostgresBackend {
             match op {
                 WriteOp::Put { blob, format, .. } => {
                     let version = actual.map_or(Version::FIRST, Version::next);
-                                        let deduplicated = old_blob == Some(blob.id);
+                    let deduplicated = old_blob == Some(blob.id);
                     if !deduplicated {
                         refs.add(blob, outcomes.len());
                     }
@@ -232,7 +232,7 @@ impl PostgresBackend {
                 WriteOp::Restore {
                     blob, format, meta, ..
                 } => {
-                                        refs.add(blob, outcomes.len());
+                    refs.add(blob, outcomes.len());
                     let deduplicated = false;
                     let statement = tx
                         .prepare_cached(
@@ -286,7 +286,7 @@ impl PostgresBackend {
             }
             self.announce(tx, collection, key).await?;
         }
-                // Blob rows are locked last and in id order: two requests touching the same values
+        // Blob rows are locked last and in id order: two requests touching the same values
         // (popular defaults) queue behind each other instead of deadlocking.
         for index in refs.apply(tx).await? {
             if let Some(WriteOutcome::Stored { deduplicated, .. }) = outcomes.get_mut(index) {
@@ -366,7 +366,10 @@ impl<'a> RefChanges<'a> {
 
     /// One reference less to `blob_id`.
     fn release(&mut self, blob_id: BlobId) {
-        self.deltas.entry(blob_id).or_insert((0, None, Vec::new())).0 -= 1;
+        self.deltas
+            .entry(blob_id)
+            .or_insert((0, None, Vec::new()))
+            .0 -= 1;
     }
 
     /// Applies the changes; returns the outcomes whose value already existed (deduplicated).
@@ -385,7 +388,10 @@ impl<'a> RefChanges<'a> {
                         .await
                         .map_err(classify("prepare a blob write"))?;
                     let refcount: i64 = tx
-                        .query_one(&statement, &[&id, &blob.stored, &to_i64(blob.raw_len), &delta])
+                        .query_one(
+                            &statement,
+                            &[&id, &blob.stored, &to_i64(blob.raw_len), &delta],
+                        )
                         .await
                         .map_err(classify("add a blob reference"))?
                         .get(0);
@@ -407,7 +413,9 @@ impl<'a> RefChanges<'a> {
                         .map(|row| row.get::<_, i64>(0));
                     if remaining.is_some_and(|remaining| remaining <= 0) {
                         let statement = tx
-                            .prepare_cached("DELETE FROM strongbox_blobs WHERE id = $1 AND refcount <= 0")
+                            .prepare_cached(
+                                "DELETE FROM strongbox_blobs WHERE id = $1 AND refcount <= 0",
+                            )
                             .await
                             .map_err(classify("prepare a blob delete"))?;
                         tx.execute(&statement, &[&id])

@@ -61,7 +61,7 @@ pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_re
             job(&mut conn);
             continue;
         }
-                let mut group = vec![first];
+        let mut group = vec![first];
         // Under concurrency, callers answered by the last commit are still encoding their next
         // write: wait a moment (never longer than GATHER, and only until as many requests as
         // last time are here) so that one fsync serves them all. A lone writer never waits.
@@ -69,7 +69,9 @@ pub fn run(mut conn: Connection, requests: mpsc::Receiver<Request>, max_batch_re
         let expected = previous_group.min(max_batch_requests);
         while group.len() < max_batch_requests {
             let received = if previous_group > 1 && group.len() < expected {
-                requests.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+                requests
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
             } else {
                 requests.try_recv().ok()
             };
