@@ -192,6 +192,9 @@ pub struct StatsArgs {
     /// Print the strongbox::StorageStats fields as a JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Print again every SECS seconds until interrupted (a JSON object per line with --json).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
 }
 
 /// `verify`.

@@ -906,3 +906,30 @@ fn migrate_copies_a_store_into_an_empty_one() {
         stderr(&again)
     );
 }
+
+#[test]
+fn stats_watch_refreshes_until_stopped() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("watch.db");
+    assert_ok(&run(&db, &["put", "players", "alice", "1"]));
+    let mut watcher = strongbox(&db)
+        .args(["stats", "--watch", "1", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["records"], 1);
+    assert_ok(&run(&db, &["put", "players", "bob", "2"]));
+    let mut seen = first;
+    for _ in 0..10 {
+        seen = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if seen["records"] == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen["records"], 2);
+    watcher.kill().unwrap();
+    watcher.wait().unwrap();
+}

@@ -2,13 +2,15 @@
 //!
 //! This test binary re-runs itself as child processes that move chips between accounts in
 //! transactions (each transfer also writes a ledger entry, in the same transaction), run
-//! maintenance now and then, and print `ack <ledger key>` only after `commit` returned. The
+//! maintenance and take backups now and then, and print `ack <ledger key>` only after `commit`
+//! returned. The
 //! parent kills them with SIGKILL at random moments — two processes on one database at once —
 //! then reopens the database and checks that:
 //! - every acknowledged ledger entry is present;
 //! - the total of all balances never changed, and each balance equals its opening amount plus
 //!   the ledger entries that moved chips in or out (so every committed transaction is whole);
-//! - `verify` is clean: every blob matches its hash and every reference count is exact.
+//! - `verify` is clean: every blob matches its hash and every reference count is exact;
+//! - the backup repository, killed mid-backup any number of times, still verifies.
 //!
 //! `STRONGBOX_CRASH_KILLS` sets the number of kill rounds (default 100; soak: thousands).
 
@@ -19,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use strongbox::backup::{Repository, Retention};
 use strongbox::{Config, Error, Expect, ListOptions, Store};
 
 const ACCOUNTS: u64 = 16;
@@ -59,7 +62,7 @@ fn main() {
         let db = &args[position + 1];
         let name = &args[position + 2];
         let seed: u64 = args[position + 3].parse().unwrap();
-        child(Path::new(db), name, seed);
+        child(Path::new(db), name, seed, &repository_of(Path::new(db)));
         return;
     }
     // `cargo test -- --list` and filters: this binary has one test.
@@ -211,10 +214,20 @@ async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool) {
     let report = store.verify().await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
     store.close().await.unwrap();
+    if let Ok(repository) = Repository::open(repository_of(db)).await {
+        let report = repository.verify(None, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "{:?}", report.damage);
+        repository.prune(&Retention::last(3)).await.unwrap();
+    }
+}
+
+/// The backup repository beside the database.
+fn repository_of(db: &Path) -> std::path::PathBuf {
+    db.with_extension("backups")
 }
 
 /// The child: transfers until killed.
-fn child(db: &Path, name: &str, seed: u64) {
+fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut config = Config::new(db);
@@ -224,11 +237,16 @@ fn child(db: &Path, name: &str, seed: u64) {
         for task in 0..8u64 {
             let store = store.clone();
             let name = name.to_owned();
+            let repo = repo.to_owned();
             tasks.push(tokio::spawn(async move {
                 let mut rng = Rng::new(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 for n in 0.. {
                     if task == 0 && n % 40 == 39 {
                         store.maintenance().await.unwrap();
+                    }
+                    if task == 1 && n % 25 == 24 {
+                        let repository = Repository::open_or_create(&repo).await.unwrap();
+                        repository.backup(&store, |_| {}).await.unwrap();
                     }
                     transfer(&store, &mut rng, &format!("{name}-t{task}-{n:06}")).await;
                 }

@@ -12,8 +12,29 @@ use crate::output::{self, Output};
 /// A busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<()> {
     let store = crate::commands::open(global).await?;
-    let result = stats(&store, &args).await;
+    let result = match args.watch {
+        None => stats(&store, &args).await,
+        Some(secs) => watch(&store, &args, secs.max(1)).await,
+    };
     crate::commands::close(store, result).await
+}
+
+/// Prints the statistics every `secs` seconds (clearing a terminal first) until Ctrl-C.
+async fn watch(store: &Store, args: &StatsArgs, secs: u64) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let clear = !args.json && std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(secs));
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            stopped = tokio::signal::ctrl_c() => return stopped.context("listen for Ctrl-C"),
+        }
+        if clear {
+            // ANSI: clear the screen and move the cursor home.
+            Output::stdout().line("\x1b[2J\x1b[H")?;
+        }
+        stats(store, args).await?;
+    }
 }
 
 async fn stats(store: &Store, args: &StatsArgs) -> anyhow::Result<()> {
