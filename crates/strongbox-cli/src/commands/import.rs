@@ -315,3 +315,57 @@ fn add_line(tx: &mut Transaction, bytes: &[u8]) -> Result<(), String> {
         .map_err(|error| error.to_string())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::add_line;
+
+    /// Lines shaped like the format, with arbitrary pieces, and arbitrary bytes.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            (any::<String>(), any::<String>(), any::<String>()).prop_map(
+                |(collection, key, value)| {
+                    format!(r#"{{"collection":{collection:?},"key":{key:?},"value":{value}}}"#)
+                        .into_bytes()
+                }
+            ),
+            (".{0,40}", ".{0,40}").prop_map(|(collection, key)| {
+                serde_json::json!({"collection": collection, "key": key, "value": [1, {"a": null}]})
+                    .to_string()
+                    .into_bytes()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("STRONGBOX_PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(500),
+            ..ProptestConfig::default()
+        })]
+
+        /// The import parser never panics: a line is added or refused with a reason.
+        #[test]
+        fn any_line_is_added_or_refused_with_a_reason(bytes in line()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            runtime.block_on(async {
+                let store = strongbox::Store::open(strongbox::Config::new(dir.path().join("f.db"))).await.unwrap();
+                let mut tx = store.transaction();
+                let before = tx.len();
+                match add_line(&mut tx, &bytes) {
+                    Ok(()) => prop_assert!(tx.len() <= before + 1),
+                    Err(reason) => {
+                        prop_assert!(!reason.is_empty());
+                        prop_assert_eq!(tx.len(), before);
+                    }
+                }
+                drop(tx);
+                store.close().await.unwrap();
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -106,14 +106,14 @@ async fn verify_names_a_corrupted_blob_and_the_key_needing_it() {
     harness.finish().await;
 }
 
-fn manifest_path(repository: &Repository, id: &BackupId) -> PathBuf {
+pub(super) fn manifest_path(repository: &Repository, id: &BackupId) -> PathBuf {
     repository
         .dir()
         .join("manifests")
         .join(format!("{id}.jsonl.zst"))
 }
 
-fn read_manifest(path: &Path) -> Vec<String> {
+pub(super) fn read_manifest(path: &Path) -> Vec<String> {
     let text = zstd::decode_all(std::fs::File::open(path).unwrap()).unwrap();
     String::from_utf8(text)
         .unwrap()
@@ -124,7 +124,7 @@ fn read_manifest(path: &Path) -> Vec<String> {
 
 /// Writes a manifest from its header and record lines, with a correct end line: what an
 /// attacker or a buggy tool could produce.
-fn write_manifest(path: &Path, lines: &[String]) {
+pub(super) fn write_manifest(path: &Path, lines: &[String]) {
     let mut body = String::new();
     for line in lines {
         body.push_str(line);
