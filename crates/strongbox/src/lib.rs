@@ -45,6 +45,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(clippy::expect_used)]
 
+mod access;
 mod backend;
 pub mod backup;
 pub mod blob;

@@ -4,14 +4,14 @@
 //! serialization, hashing and compression happen here, on the caller's task, before anything is
 //! handed to the backend; verification and decoding happen here after a read.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{AccessUpdate, Backend, KeyRange, WriteOp, WriteOutcome};
+use crate::access::AccessLog;
+use crate::backend::{Backend, KeyRange, WriteOp, WriteOutcome};
 use crate::blob::{self, BlobId, EncodedBlob};
 use crate::cache::{Cache, CachedValue};
 use crate::codec::Format;
@@ -22,9 +22,6 @@ use crate::record::{Expect, Record, Version};
 use crate::tasks::Tasks;
 use crate::telemetry::{Operation, Recorder};
 use crate::transaction::Transaction;
-
-/// Read counts are flushed to the database once this many distinct records were read.
-const ACCESS_FLUSH_RECORDS: usize = 65_536;
 
 /// A handle to an open store. Cheap to clone; all clones share one database.
 ///
@@ -41,8 +38,7 @@ pub(crate) struct Inner {
     backend: Backend,
     cache: Cache,
     recorder: Recorder,
-    /// Reads since the last flush, by (collection, key): (count, last read time).
-    access: Mutex<HashMap<(String, String), (u64, i64)>>,
+    access: AccessLog,
     /// Held while maintenance runs, so that it never runs twice at once.
     maintenance: tokio::sync::Mutex<()>,
     tasks: Tasks,
@@ -111,7 +107,7 @@ impl Store {
                 recorder: Recorder::new(),
                 config,
                 backend,
-                access: Mutex::new(HashMap::new()),
+                access: AccessLog::default(),
                 maintenance: tokio::sync::Mutex::new(()),
                 tasks: Tasks::new(),
             }),
@@ -404,7 +400,7 @@ impl Store {
     /// Not cancel safe: a cancelled close may leave the store closed.
     pub async fn close(&self) -> Result<()> {
         self.inner.tasks.stop().await;
-        let updates = self.take_access();
+        let updates = self.inner.access.take();
         if !updates.is_empty()
             && let Err(error) = self.inner.backend.record_access(updates).await
         {
@@ -542,28 +538,16 @@ impl Store {
         result
     }
 
-    /// Counts a read in memory; queues the counts for the writer once enough accumulated.
+    /// Counts a read in memory; hands the counts on once enough accumulated.
     fn note_access(&self, collection: &str, key: &str) {
-        let now = now_ms();
-        let full = {
-            let Ok(mut access) = self.inner.access.lock() else {
-                return;
-            };
-            let entry = access
-                .entry((collection.to_owned(), key.to_owned()))
-                .or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 = now;
-            access.len() >= ACCESS_FLUSH_RECORDS
-        };
-        if full {
+        if self.inner.access.note(collection, key) {
             self.flush_access();
         }
     }
 
     /// Hands the read counts gathered so far to the backend, without waiting for them.
     pub(crate) fn flush_access(&self) {
-        let updates = self.take_access();
+        let updates = self.inner.access.take();
         if updates.is_empty() {
             return;
         }
@@ -579,23 +563,6 @@ impl Store {
                 }
             });
         }
-    }
-
-    fn take_access(&self) -> Vec<AccessUpdate> {
-        let Ok(mut access) = self.inner.access.lock() else {
-            return Vec::new();
-        };
-        access
-            .drain()
-            .map(
-                |((collection, key), (reads, last_accessed_ms))| AccessUpdate {
-                    collection,
-                    key,
-                    reads,
-                    last_accessed_ms,
-                },
-            )
-            .collect()
     }
 }
 
@@ -618,12 +585,4 @@ fn unexpected_outcome() -> Error {
         "apply a write",
         "the backend answered with another outcome than the write asked for",
     )
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
