@@ -98,6 +98,10 @@ pub struct Config {
     /// A PostgreSQL database to use instead of the file at `path` (the scale-out backend for
     /// many application servers on one database). Default none.
     pub postgres_url: Option<PostgresUrl>,
+    /// A PEM file of certificate authorities to trust, besides the web's roots, for a
+    /// PostgreSQL URL with `sslmode=require` (for example a company CA, or a self-signed
+    /// server certificate). Default none.
+    pub postgres_tls_ca_file: Option<PathBuf>,
     /// Connections in the PostgreSQL pool. Default 16; at least 1.
     pub postgres_pool_size: usize,
     /// Durability of returned writes. Default [`Durability::Full`].
@@ -152,6 +156,7 @@ impl Default for Config {
         Config {
             path: PathBuf::from("strongbox.db"),
             postgres_url: None,
+            postgres_tls_ca_file: None,
             postgres_pool_size: 16,
             durability: Durability::Full,
             compression: Compression::default(),

@@ -254,3 +254,48 @@ async fn a_store_moves_sqlite_to_postgres_and_back_unchanged() {
         store.close().await.unwrap();
     }
 }
+
+/// The server's certificate (Debian's snakeoil, for `localhost`), which the tests trust.
+const SERVER_CERTIFICATE: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_verify_the_server() {
+    let scratch = ScratchDatabase::create().await;
+    let url = scratch.url().replace("127.0.0.1", "localhost") + "?sslmode=require";
+
+    // Without trusting the server's certificate, a TLS connection is refused.
+    let error = Store::open(Config::postgres(&url)).await.unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+
+    let mut config = Config::postgres(&url);
+    config.postgres_tls_ca_file = Some(SERVER_CERTIFICATE.into());
+    let store = Store::open(config).await.unwrap();
+    store.store("secrets", "k", &"over TLS").await.unwrap();
+    assert_eq!(
+        store
+            .retrieve::<String>("secrets", "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("over TLS")
+    );
+
+    let (client, connection) = tokio_postgres::connect(&scratch.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+             WHERE a.datname = current_database() AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        encrypted >= 2,
+        "the pool and the listener connect over TLS: {encrypted}"
+    );
+    store.close().await.unwrap();
+}

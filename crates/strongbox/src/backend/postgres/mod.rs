@@ -9,6 +9,8 @@
 //! - Waiting: a caller waits up to `busy_timeout_ms` for a pooled connection, and each
 //!   connection's `lock_timeout` is the same bound; past it the call fails with `Error::Busy`.
 //! - Secrets: the URL's password never appears in errors or logs (`PostgresUrl`).
+//! - TLS: with `sslmode=require` in the URL, connections use rustls and verify the server
+//!   against the web's roots plus `postgres_tls_ca_file`.
 
 mod maintenance;
 mod notify;
@@ -16,14 +18,18 @@ mod schema;
 mod snapshot;
 mod write;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Change, KeyRange, RefcountMismatch, StorageTotals, StoredRecord};
@@ -86,13 +92,14 @@ impl PostgresBackend {
         pg_config.options(options.trim());
         pg_config.connect_timeout(Duration::from_secs(10));
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let tls = tls_connector(&pg_config, config)?;
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(pg_config.clone(), tls.clone(), manager_config()),
+            None => Manager::from_config(pg_config.clone(), NoTls, manager_config()),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.postgres_pool_size)
             .wait_timeout(Some(busy_timeout))
@@ -121,12 +128,22 @@ impl PostgresBackend {
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(notify::listen(
-            pg_config,
-            instance_id,
-            sender,
-            cancel.clone(),
-        ));
+        let handle = match tls {
+            Some(tls) => tokio::spawn(notify::listen(
+                pg_config,
+                tls,
+                instance_id,
+                sender,
+                cancel.clone(),
+            )),
+            None => tokio::spawn(notify::listen(
+                pg_config,
+                NoTls,
+                instance_id,
+                sender,
+                cancel.clone(),
+            )),
+        };
         if let Ok(mut listener) = backend.listener.lock() {
             *listener = Some((cancel, handle));
         }
@@ -437,6 +454,50 @@ impl PostgresBackend {
         self.pool.close();
         Ok(())
     }
+}
+
+/// The TLS connector for a URL with `sslmode=require`: rustls, trusting the web's root
+/// certificates plus `postgres_tls_ca_file`. Other modes connect in plain text (`prefer` is
+/// treated as `disable`, so that a server with an unverifiable certificate is not a failure).
+fn tls_connector(
+    pg_config: &tokio_postgres::Config,
+    config: &Config,
+) -> Result<Option<MakeRustlsConnect>> {
+    if pg_config.get_ssl_mode() != SslMode::Require {
+        return Ok(None);
+    }
+    let invalid = |what: String| Error::InvalidConfig(what);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(file) = &config.postgres_tls_ca_file {
+        let certificates = CertificateDer::pem_file_iter(file).map_err(|error| {
+            invalid(format!(
+                "cannot read postgres_tls_ca_file {}: {error}",
+                file.display()
+            ))
+        })?;
+        for certificate in certificates {
+            let certificate = certificate.map_err(|error| {
+                invalid(format!(
+                    "cannot parse postgres_tls_ca_file {}: {error}",
+                    file.display()
+                ))
+            })?;
+            roots.add(certificate).map_err(|error| {
+                invalid(format!(
+                    "cannot trust a certificate of {}: {error}",
+                    file.display()
+                ))
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| invalid(format!("cannot set up TLS: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(MakeRustlsConnect::new(tls_config)))
 }
 
 /// The smallest string greater than every string starting with `prefix`, as valid UTF-8 (which

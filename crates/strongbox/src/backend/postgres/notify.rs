@@ -9,25 +9,32 @@ use std::future::poll_fn;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Socket};
 use tokio_util::sync::CancellationToken;
 
 use super::write::CHANGES_CHANNEL;
 use crate::backend::Change;
 
 /// Runs until cancelled.
-pub async fn listen(
+pub async fn listen<T>(
     config: tokio_postgres::Config,
+    tls: T,
     instance_id: u64,
     changes: mpsc::UnboundedSender<Change>,
     cancel: CancellationToken,
-) {
+) where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let own_id = instance_id.to_string();
     let mut pause = Duration::from_millis(50);
     loop {
         let connected = tokio::select! {
             () = cancel.cancelled() => return,
-            connected = config.connect(NoTls) => connected,
+                        connected = config.connect(tls.clone()) => connected,
         };
         match connected {
             Ok((client, mut connection)) => {
