@@ -102,6 +102,11 @@ pub struct Config {
     /// PostgreSQL URL with `sslmode=require` (for example a company CA, or a self-signed
     /// server certificate). Default none.
     pub postgres_tls_ca_file: Option<PathBuf>,
+    /// Whether PostgreSQL writes are announced with `NOTIFY` and each store listens, so that
+    /// other servers' caches drop a written key within one notification delay. Default true.
+    /// Turn it off on engines without LISTEN/NOTIFY (CockroachDB): caches then rely on
+    /// `cache_ttl_secs` alone, which should be short.
+    pub postgres_notify: bool,
     /// Connections in the PostgreSQL pool. Default 16; at least 1.
     pub postgres_pool_size: usize,
     /// Durability of returned writes. Default [`Durability::Full`].
@@ -157,6 +162,7 @@ impl Default for Config {
             path: PathBuf::from("strongbox.db"),
             postgres_url: None,
             postgres_tls_ca_file: None,
+            postgres_notify: true,
             postgres_pool_size: 16,
             durability: Durability::Full,
             compression: Compression::default(),

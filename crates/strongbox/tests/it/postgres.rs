@@ -299,3 +299,24 @@ async fn tls_connections_verify_the_server() {
     );
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_caches_fall_back_to_their_ttl() {
+    let scratch = ScratchDatabase::create().await;
+    let quiet = |ttl| {
+        let mut config = Config::postgres(scratch.url());
+        config.postgres_notify = false;
+        config.cache_ttl_secs = ttl;
+        config
+    };
+    let first = Store::open(quiet(300)).await.unwrap();
+    let second = Store::open(quiet(1)).await.unwrap();
+    assert_eq!(second.running_tasks(), 3, "no change listener");
+    first.store("scores", "carol", &1i64).await.unwrap();
+    time_until_seen(&second, "carol", Some(1)).await;
+    first.store("scores", "carol", &2i64).await.unwrap();
+    // Seen once the second server's entry expires (1 s), not through a notification.
+    time_until_seen(&second, "carol", Some(2)).await;
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}

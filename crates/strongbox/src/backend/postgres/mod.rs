@@ -44,6 +44,8 @@ pub struct PostgresBackend {
     busy_timeout: Duration,
     /// Tags this server's notifications, so it ignores its own.
     instance_id: u64,
+    /// Whether writes are announced (`pg_notify`) and a listener runs.
+    notifies: bool,
     wait_micros: AtomicU64,
     listener: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
@@ -115,6 +117,7 @@ impl PostgresBackend {
             pool,
             busy_timeout,
             instance_id,
+            notifies: config.postgres_notify,
             wait_micros: AtomicU64::new(0),
             listener: Mutex::new(None),
             changes: Mutex::new(None),
@@ -125,6 +128,9 @@ impl PostgresBackend {
             .map_err(|error| error.in_location(&url.redacted()))?;
         schema::migrate(&mut client).await?;
         drop(client);
+        if !config.postgres_notify {
+            return Ok(backend);
+        }
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();

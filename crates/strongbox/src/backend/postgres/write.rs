@@ -303,6 +303,9 @@ impl PostgresBackend {
         collection: &str,
         key: &str,
     ) -> Result<(), Failure> {
+        if !self.notifies {
+            return Ok(());
+        }
         let payload =
             serde_json::json!([self.instance_id.to_string(), collection, key]).to_string();
         let statement = tx
