@@ -933,3 +933,43 @@ fn stats_watch_refreshes_until_stopped() {
     watcher.kill().unwrap();
     watcher.wait().unwrap();
 }
+
+#[test]
+fn an_import_killed_midway_leaves_whole_batches_and_a_clean_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("killed.db");
+    let lines: Vec<String> = (0..6000)
+        .map(|i| {
+            line(
+                "bets",
+                &format!("b{i:05}"),
+                json!({"amount": i, "note": "pass line ".repeat(i % 20)}),
+            )
+        })
+        .collect();
+    let file = write_file(dir.path(), "bets.jsonl", &lines);
+    for (round, wait_ms) in [150u64, 400, 900].into_iter().enumerate() {
+        let mut import = strongbox(&db)
+            .args(["import", file.to_str().unwrap(), "--batch-size", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        import.kill().unwrap();
+        import.wait().unwrap();
+        assert_ok(&run(&db, &["verify"]));
+        let records = stats(&db)["records"].as_u64().unwrap();
+        assert_eq!(
+            records % 100,
+            0,
+            "round {round}: only whole batches commit ({records})"
+        );
+        // What is there is exactly what the file says.
+        let exported = lines_to_map(&stdout(&run(&db, &["export"])));
+        let expected = lines_to_map(&lines.join("\n"));
+        for (key, value) in &exported {
+            assert_eq!(expected.get(key), Some(value), "{key:?}");
+        }
+    }
+}

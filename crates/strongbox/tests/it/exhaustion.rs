@@ -139,8 +139,37 @@ async fn a_full_disk_is_a_typed_error_and_loses_nothing() {
         );
     }
     assert!(store.verify().await.unwrap().is_clean());
+    // Maintenance and a backup on the full disk fail step by step with typed errors, never a
+    // panic, and leave the store and the repository usable.
+    let report = store.maintenance().await.unwrap();
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|step| step.name == "integrity_check" && step.is_ok),
+        "{report:?}"
+    );
+    let repository_dir = dir.path().join("backups");
+    let backup = match strongbox::backup::Repository::open_or_create(&repository_dir).await {
+        Ok(repository) => repository.backup(&store, |_| {}).await.map(|_| ()),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &backup {
+        assert!(
+            matches!(error, Error::Io { .. } | Error::StorageFull { .. }),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        store.retrieve::<String>("fill", "00000001").await.unwrap(),
+        Some(noise(1))
+    );
+
     // Freeing space makes the store writable again.
     std::fs::remove_file(&ballast).unwrap();
+    if let Ok(repository) = strongbox::backup::Repository::open(&repository_dir).await {
+        assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
+    }
     store.store("fill", "after", &"space again").await.unwrap();
     assert!(store.delete("fill", "00000000").await.unwrap());
     store.close().await.unwrap();
