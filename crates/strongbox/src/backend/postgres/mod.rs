@@ -306,13 +306,7 @@ impl PostgresBackend {
     pub async fn totals(&self) -> Result<StorageTotals> {
         let mut client = self.client().await?;
         // One snapshot for both queries.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(map_err("begin a read"))?;
+        let tx = read_snapshot(&mut client, "begin a read").await?;
         let records = tx
             .query_one(
                 "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT FROM strongbox_records",
@@ -504,6 +498,20 @@ fn tls_connector(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Some(MakeRustlsConnect::new(tls_config)))
+}
+
+/// A read-only REPEATABLE READ transaction: every query in it sees one snapshot.
+async fn read_snapshot<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    action: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(map_err(action))
 }
 
 /// The smallest string greater than every string starting with `prefix`, as valid UTF-8 (which

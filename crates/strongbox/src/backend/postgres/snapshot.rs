@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{PostgresBackend, map_err, unsigned};
+use super::{PostgresBackend, map_err, read_snapshot, unsigned};
 use crate::backend::{SnapshotItem, SnapshotRecord};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -34,13 +34,7 @@ impl PostgresBackend {
             async move { items.send(item).await.map_err(|_| Error::Closed) }
         };
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(map_err("begin a snapshot"))?;
+        let tx = read_snapshot(&mut client, "begin a snapshot").await?;
         let count: i64 = tx
             .query_one("SELECT count(*) FROM strongbox_records", &[])
             .await
