@@ -284,15 +284,23 @@ async fn tls_connections_verify_the_server() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let encrypted: i64 = client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
-             WHERE a.datname = current_database() AND s.ssl",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // The listener connects in the background: wait (bounded) for it.
+    let mut encrypted = 0i64;
+    for _ in 0..200 {
+        encrypted = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+                 WHERE a.datname = current_database() AND s.ssl",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if encrypted >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         encrypted >= 2,
         "the pool and the listener connect over TLS: {encrypted}"
