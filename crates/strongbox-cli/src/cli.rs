@@ -171,6 +171,11 @@ pub struct ImportArgs {
     /// Skip bad lines (unparseable, missing fields, invalid names, too large), report how many.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Do not run maintenance afterwards. By default the import ends with one: collections that
+    /// now hold enough values get a compression dictionary and are recompressed with it, and the
+    /// space that frees goes back to the file system.
+    #[arg(long)]
+    pub no_maintenance: bool,
     /// Print the summary as a JSON object.
     #[arg(long)]
     pub json: bool,

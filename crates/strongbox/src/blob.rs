@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::codec::{self, Compression, DecodeError};
+use crate::codec::{self, Compression, DecodeError, Dictionary, DictionaryLookup};
 
 /// The identity of a unique value: the BLAKE3 hash of its serialized bytes.
 ///
@@ -78,11 +78,11 @@ pub struct EncodedBlob {
 }
 
 impl EncodedBlob {
-    /// Hashes and encodes serialized bytes.
-    pub fn encode(raw: &[u8], compression: Compression) -> Self {
+    /// Hashes and encodes serialized bytes (with `dictionary`, when given and zstd is on).
+    pub fn encode(raw: &[u8], compression: Compression, dictionary: Option<&Dictionary>) -> Self {
         EncodedBlob {
             id: BlobId::of(raw),
-            stored: codec::encode(raw, compression),
+            stored: codec::encode(raw, compression, dictionary),
             raw_len: raw.len() as u64,
         }
     }
@@ -105,7 +105,8 @@ pub enum VerifyError {
     },
 }
 
-/// Decodes stored bytes and checks them against the id they are stored under.
+/// Decodes stored bytes (finding dictionaries in `dictionaries`) and checks them against the
+/// id they are stored under.
 ///
 /// # Errors
 /// [`VerifyError`] when the bytes are undecodable or hash to another id.
@@ -113,8 +114,9 @@ pub fn decode_verified(
     id: &BlobId,
     stored: &[u8],
     max_raw_bytes: usize,
+    dictionaries: &dyn DictionaryLookup,
 ) -> Result<Vec<u8>, VerifyError> {
-    let raw = codec::decode(stored, max_raw_bytes)?;
+    let raw = codec::decode(stored, max_raw_bytes, dictionaries)?;
     let found = BlobId::of(&raw);
     if found != *id {
         return Err(VerifyError::HashMismatch {
@@ -132,13 +134,14 @@ mod tests {
     #[test]
     fn the_id_does_not_depend_on_compression() {
         let raw = br#"{"chips":1000}"#.repeat(20);
-        let zstd = EncodedBlob::encode(&raw, Compression::default());
+        let zstd = EncodedBlob::encode(&raw, Compression::default(), None);
         let gzip = EncodedBlob::encode(
             &raw,
             Compression {
                 algorithm: codec::Algorithm::Gzip,
                 level: codec::Level::Fast,
             },
+            None,
         );
         assert_eq!(zstd.id, gzip.id);
         assert_ne!(zstd.stored, gzip.stored);
@@ -146,9 +149,9 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_fails_verification() -> Result<(), VerifyError> {
-        let blob = EncodedBlob::encode(b"{\"name\":\"alice\"}", Compression::default());
+        let blob = EncodedBlob::encode(b"{\"name\":\"alice\"}", Compression::default(), None);
         assert_eq!(
-            decode_verified(&blob.id, &blob.stored, 1024)?,
+            decode_verified(&blob.id, &blob.stored, 1024, &codec::NoDictionaries)?,
             b"{\"name\":\"alice\"}"
         );
         let mut damaged = blob.stored.clone();
@@ -156,7 +159,7 @@ mod tests {
             *last ^= 1;
         }
         assert!(matches!(
-            decode_verified(&blob.id, &damaged, 1024),
+            decode_verified(&blob.id, &damaged, 1024, &codec::NoDictionaries),
             Err(VerifyError::HashMismatch { .. })
         ));
         Ok(())

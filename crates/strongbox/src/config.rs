@@ -113,6 +113,10 @@ pub struct Config {
     pub durability: Durability,
     /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
     pub compression: Compression,
+    /// A collection gets a zstd dictionary, trained on a sample of its values by maintenance,
+    /// once it holds at least this many records (see `Store::train_dictionaries`). Default
+    /// 1,000; 0 turns dictionaries off. Only with zstd compression.
+    pub dictionary_min_values: u64,
     /// Largest serialized value accepted, in bytes; also the most a stored value may expand to
     /// when decompressed. Default 16 MiB (16,777,216).
     pub max_value_bytes: usize,
@@ -166,6 +170,7 @@ impl Default for Config {
             postgres_pool_size: 16,
             durability: Durability::Full,
             compression: Compression::default(),
+            dictionary_min_values: 1_000,
             max_value_bytes: 16 << 20,
             busy_timeout_ms: 5_000,
             read_connections: 4,

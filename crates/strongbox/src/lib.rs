@@ -52,6 +52,7 @@ pub mod blob;
 mod cache;
 pub mod codec;
 mod config;
+mod dictionaries;
 mod error;
 mod maintenance;
 mod migrate;
@@ -66,6 +67,7 @@ mod verify;
 
 pub use cache::CacheStats;
 pub use config::{CacheMode, Config, Durability, PostgresUrl};
+pub use dictionaries::{CollectionCompression, CompressionReport};
 pub use error::{BoxError, Error, Result};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};
 pub use migrate::CopySummary;

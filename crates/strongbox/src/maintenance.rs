@@ -26,8 +26,8 @@ pub struct MaintenanceOptions {
 /// One step of a maintenance run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepReport {
-    /// The step's name: `flush_read_counts`, `collect_orphans`, `optimize`, `reindex`,
-    /// `vacuum`, `checkpoint`, `integrity_check`, `cache_cleanup`.
+    /// The step's name: `flush_read_counts`, `collect_orphans`, `compress`, `optimize`,
+    /// `reindex`, `vacuum`, `backup`, `checkpoint`, `integrity_check`, `cache_cleanup`.
     pub name: &'static str,
     /// How long it took, in milliseconds.
     pub elapsed_ms: u64,
@@ -50,6 +50,10 @@ pub struct MaintenanceReport {
     pub bytes_reclaimed: u64,
     /// Blobs no record referred to, now removed.
     pub orphan_blobs_removed: u64,
+    /// Compression dictionaries trained (see `Store::train_dictionaries`).
+    pub dictionaries_trained: u64,
+    /// Values rewritten with a new dictionary.
+    pub values_recompressed: u64,
     /// Pages returned to the file system by the vacuum.
     pub pages_vacuumed: u64,
     /// Problems the integrity check reported (empty when healthy).
@@ -65,8 +69,8 @@ pub struct MaintenanceReport {
 }
 
 impl Store {
-    /// Runs the default maintenance: save read counts, collect orphan blobs, refresh planner
-    /// statistics, return free pages to the file system, checkpoint the WAL, check integrity,
+    /// Runs the default maintenance: save read counts, collect orphan blobs, train compression
+    /// dictionaries where they pay (and recompress), refresh planner statistics, return free pages to the file system, checkpoint the WAL, check integrity,
     /// sweep the cache.
     ///
     /// # Errors
@@ -121,6 +125,22 @@ impl Store {
                     format!("removed {} blobs ({} bytes)", sweep.blobs, sweep.bytes),
                     sweep.blobs,
                 ))
+            })
+            .await;
+        let compressed = run
+            .step("compress", async {
+                let compression = self.train_dictionaries().await?;
+                let trained = compression
+                    .collections
+                    .iter()
+                    .filter(|c| c.ratio_after.is_some())
+                    .count() as u64;
+                let values = compression
+                    .collections
+                    .iter()
+                    .map(|c| c.values_recompressed)
+                    .sum::<u64>();
+                Ok((compression.summary(), (trained, values)))
             })
             .await;
         run.step("optimize", async {
@@ -195,6 +215,7 @@ impl Store {
             .await;
 
         report.orphan_blobs_removed = orphans.unwrap_or(0);
+        (report.dictionaries_trained, report.values_recompressed) = compressed.unwrap_or((0, 0));
         report.pages_vacuumed = pages.unwrap_or(0);
         if let Some(problems) = problems {
             for problem in &problems {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use crate::backend::{SnapshotItem, SnapshotRecord, WriteOp};
-use crate::blob::{self, BlobId, EncodedBlob};
+use crate::blob::{BlobId, EncodedBlob};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -57,10 +57,14 @@ impl Store {
                 target.config().location()
             )));
         }
+        // Values keep their encoding, so the target needs every dictionary first.
+        for dictionary in self.backend().dictionaries().await? {
+            target.backend().add_dictionary(dictionary).await?;
+        }
+        target.dictionaries().reload(target.backend()).await?;
         let (items, mut received) = mpsc::channel(256);
         let snapshot = self.backend().snapshot(Arc::new(HashSet::new()), items);
         let copy = async {
-            let max = self.config().max_value_bytes;
             let mut total = 0;
             let mut waiting: HashMap<BlobId, Vec<SnapshotRecord>> = HashMap::new();
             let mut batch = Vec::with_capacity(BATCH_RECORDS);
@@ -92,7 +96,7 @@ impl Store {
                         let (collection, key) = records.first().map_or((None, None), |record| {
                             (Some(record.collection.clone()), Some(record.key.clone()))
                         });
-                        let raw = blob::decode_verified(&id, &stored, max).map_err(|error| {
+                        let raw = self.decode_blob(&id, &stored).await.map_err(|error| {
                             Error::Corrupt {
                                 collection,
                                 key,

@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 
 use crate::access::AccessLog;
 use crate::backend::{Backend, KeyRange, WriteOp, WriteOutcome};
-use crate::blob::{self, BlobId, EncodedBlob};
+use crate::blob::{self, BlobId, EncodedBlob, VerifyError};
 use crate::cache::{Cache, CachedValue};
-use crate::codec::Format;
+use crate::codec::{DecodeError, Format};
+use crate::dictionaries::Dictionaries;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
@@ -37,6 +38,7 @@ pub(crate) struct Inner {
     config: Config,
     backend: Backend,
     cache: Cache,
+    dictionaries: Dictionaries,
     recorder: Recorder,
     access: AccessLog,
     /// Held while maintenance runs, so that it never runs twice at once.
@@ -104,6 +106,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 cache: Cache::new(&config),
+                dictionaries: Dictionaries::new(config.compression),
                 recorder: Recorder::new(),
                 config,
                 backend,
@@ -112,6 +115,11 @@ impl Store {
                 tasks: Tasks::new(),
             }),
         };
+        store
+            .inner
+            .dictionaries
+            .reload(&store.inner.backend)
+            .await?;
         store.inner.tasks.start(&store);
         Ok(store)
     }
@@ -128,6 +136,10 @@ impl Store {
 
     pub(crate) fn cache(&self) -> &Cache {
         &self.inner.cache
+    }
+
+    pub(crate) fn dictionaries(&self) -> &Dictionaries {
+        &self.inner.dictionaries
     }
 
     pub(crate) fn recorder(&self) -> &Recorder {
@@ -244,7 +256,9 @@ impl Store {
         validate_key(key)?;
         let cache = &self.inner.cache;
         if let Some(hit) = cache.get(collection, key) {
-            let value = self.decode(collection, key, &hit.blob_id, &hit.stored, hit.format)?;
+            let value = self
+                .decode(collection, key, &hit.blob_id, &hit.stored, hit.format)
+                .await?;
             self.note_access(collection, key);
             return Ok(Some(Record {
                 value,
@@ -262,7 +276,9 @@ impl Store {
                 format!("blob {} is missing", fetched.blob_id),
             )
         })?;
-        let value = self.decode(collection, key, &fetched.blob_id, &stored, fetched.format)?;
+        let value = self
+            .decode(collection, key, &fetched.blob_id, &stored, fetched.format)
+            .await?;
         if let Some(ticket) = ticket {
             let cached = CachedValue {
                 blob_id: fetched.blob_id,
@@ -440,14 +456,41 @@ impl Store {
         Ok(WriteOp::Put {
             collection: collection.to_owned(),
             key: key.to_owned(),
-            blob: EncodedBlob::encode(&raw, self.inner.config.compression),
+            blob: EncodedBlob::encode(
+                &raw,
+                self.inner.config.compression,
+                self.inner
+                    .dictionaries
+                    .load()
+                    .for_collection(collection),
+            ),
             format: format.tag(),
             expect,
         })
     }
 
+    /// Decodes stored bytes and verifies them against their id. A value compressed with a
+    /// dictionary this store has not loaded yet (another process trained it) loads the
+    /// dictionaries once more before giving up.
+    pub(crate) async fn decode_blob(
+        &self,
+        blob_id: &BlobId,
+        stored: &[u8],
+    ) -> std::result::Result<Vec<u8>, VerifyError> {
+        let max = self.inner.config.max_value_bytes;
+        let decoded = blob::decode_verified(blob_id, stored, max, &*self.inner.dictionaries.load());
+        if let Err(VerifyError::Decode(DecodeError::MissingDictionary(_))) = &decoded {
+            if let Err(error) = self.inner.dictionaries.reload(&self.inner.backend).await {
+                tracing::warn!(%error, "could not reload the compression dictionaries");
+                return decoded;
+            }
+            return blob::decode_verified(blob_id, stored, max, &*self.inner.dictionaries.load());
+        }
+        decoded
+    }
+
     /// Decodes, verifies and deserializes stored bytes.
-    fn decode<T: DeserializeOwned>(
+    async fn decode<T: DeserializeOwned>(
         &self,
         collection: &str,
         key: &str,
@@ -455,7 +498,9 @@ impl Store {
         stored: &[u8],
         format: u8,
     ) -> Result<T> {
-        let raw = blob::decode_verified(blob_id, stored, self.inner.config.max_value_bytes)
+        let raw = self
+            .decode_blob(blob_id, stored)
+            .await
             .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;
         let format = Format::from_tag(format).ok_or_else(|| {
             Error::corrupt_at(collection, key, format!("unknown format tag {format}"))

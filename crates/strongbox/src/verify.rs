@@ -1,6 +1,6 @@
 //! [`Store::verify`]: re-hash every blob, recount every reference, run the engine's check.
 
-use crate::blob::{self, BlobId};
+use crate::blob::BlobId;
 use crate::error::Result;
 use crate::store::Store;
 
@@ -53,8 +53,15 @@ impl Store {
     /// Cancel safe.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let backend = self.backend();
-        let max = self.config().max_value_bytes;
         let mut report = VerifyReport::default();
+        self.dictionaries().reload(backend).await?;
+        for (id, error) in self.dictionaries().load().broken() {
+            report.problems.push(Problem {
+                collection: None,
+                key: None,
+                detail: format!("compression dictionary {id:08x} cannot be loaded: {error}"),
+            });
+        }
         let mut after: Option<BlobId> = None;
         loop {
             let page = backend.blobs_after(after, PAGE_BLOBS).await?;
@@ -62,7 +69,7 @@ impl Store {
             after = Some(*last);
             for (blob_id, stored) in page {
                 report.blobs_checked += 1;
-                if let Err(error) = blob::decode_verified(&blob_id, &stored, max) {
+                if let Err(error) = self.decode_blob(&blob_id, &stored).await {
                     let detail = format!("blob {blob_id}: {error}");
                     self.report_blob(&mut report, blob_id, detail).await?;
                 }

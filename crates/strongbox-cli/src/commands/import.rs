@@ -61,6 +61,12 @@ struct Summary {
     skipped: u64,
     elapsed_secs: f64,
     records_per_sec: f64,
+    /// Compression dictionaries trained after the import.
+    dictionaries_trained: u64,
+    /// Values recompressed with them.
+    values_recompressed: u64,
+    /// Bytes the maintenance after the import returned to the file system.
+    bytes_reclaimed: u64,
 }
 
 /// Imports the file and prints a summary.
@@ -143,16 +149,29 @@ async fn import(
         ReadEnd::Abandoned => return Err(anyhow!("import stopped before the end of the input")),
     };
     let elapsed = started.elapsed();
-    print_summary(
-        &Summary {
-            lines,
-            records,
-            skipped,
-            elapsed_secs: elapsed.as_secs_f64(),
-            records_per_sec: per_second(records, elapsed),
-        },
-        args.json,
-    )
+    let mut summary = Summary {
+        lines,
+        records,
+        skipped,
+        elapsed_secs: elapsed.as_secs_f64(),
+        records_per_sec: per_second(records, elapsed),
+        dictionaries_trained: 0,
+        values_recompressed: 0,
+        bytes_reclaimed: 0,
+    };
+    if !args.no_maintenance {
+        let report = store
+            .maintenance()
+            .await
+            .context("run maintenance after the import (the records are stored)")?;
+        summary.dictionaries_trained = report.dictionaries_trained;
+        summary.values_recompressed = report.values_recompressed;
+        summary.bytes_reclaimed = report.bytes_reclaimed;
+        for error in &report.errors {
+            eprintln!("warning: maintenance after the import: {error}");
+        }
+    }
+    print_summary(&summary, args.json)
 }
 
 /// What stays committed before a failed batch.
@@ -197,6 +216,14 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
             summary.elapsed_secs,
             output::count(summary.records_per_sec.round() as u64)
         ))?;
+        if summary.dictionaries_trained > 0 {
+            out.line(format_args!(
+                "trained {} compression dictionaries: {} values recompressed, {} of file reclaimed",
+                summary.dictionaries_trained,
+                output::count(summary.values_recompressed),
+                output::bytes(summary.bytes_reclaimed)
+            ))?;
+        }
     }
     out.finish()
 }

@@ -99,6 +99,30 @@ pub enum SnapshotItem {
     },
 }
 
+/// A compression dictionary as a store keeps it (see `codec::dictionary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDictionary {
+    /// Its zstd dictionary id, which blobs compressed with it name.
+    pub id: u32,
+    /// The collection it was trained for; its newest dictionary compresses its new values.
+    pub collection: String,
+    /// The dictionary.
+    pub bytes: Vec<u8>,
+    /// When it was trained, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Compressed size over raw size that it reached on held-out values when trained.
+    pub ratio: f64,
+}
+
+/// Two different dictionaries with the same id: zstd derives ids from content, so this is a
+/// collision in 31 bits, vanishingly rare, and refused rather than risked.
+pub(crate) fn dictionary_clash(id: u32) -> Error {
+    Error::backend(
+        "add a dictionary",
+        format!("the store already holds a different dictionary with id {id:08x}"),
+    )
+}
+
 /// What one [`WriteOp`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -388,6 +412,51 @@ impl Backend {
     /// Rebuilds every index.
     pub async fn reindex(&self) -> Result<()> {
         dispatch!(self, backend => backend.reindex().await)
+    }
+
+    /// Every compression dictionary, oldest first.
+    pub async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
+        dispatch!(self, backend => backend.dictionaries().await)
+    }
+
+    /// Adds a dictionary; `false` when the store already has it. A different dictionary with
+    /// the same id is refused.
+    pub async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
+        dispatch!(self, backend => backend.add_dictionary(dictionary).await)
+    }
+
+    /// Every collection with its number of records, in byte order.
+    pub async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
+        dispatch!(self, backend => backend.collection_sizes().await)
+    }
+
+    /// Up to `limit` of a collection's values, `(id, stored bytes)`: the most recently written
+    /// (`newest`) or a random sample.
+    pub async fn sample_values(
+        &self,
+        collection: &str,
+        limit: usize,
+        newest: bool,
+    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        dispatch!(self, backend => backend.sample_values(collection, limit, newest).await)
+    }
+
+    /// Up to `limit` records of a collection with keys after `after`, in key order, with their
+    /// values: `(key, blob id, stored bytes)`.
+    pub async fn values_after(
+        &self,
+        collection: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, BlobId, Vec<u8>)>> {
+        dispatch!(self, backend => backend.values_after(collection, after, limit).await)
+    }
+
+    /// Replaces the stored bytes of existing blobs with another encoding of the same value
+    /// (blobs deleted meanwhile are skipped); returns how many were replaced. The caller
+    /// guarantees that each new encoding decodes to the blob's value.
+    pub async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
+        dispatch!(self, backend => backend.rewrite_blobs(blobs).await)
     }
 
     /// Total time callers waited for a free connection, in microseconds.

@@ -15,12 +15,13 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::id::BackupId;
-use super::manifest::{Header, ManifestWriter, Source};
+use super::manifest::{DictionaryRef, Header, ManifestWriter, Source};
 use super::repository::{
     LockMode, Repository, RepositoryLock, blocking, create_dir, io_error, sync_dir, write_new,
 };
 use super::{Progress, ProgressFn, Stage};
-use crate::backend::{Backend, SnapshotItem};
+use crate::backend::{Backend, SnapshotItem, StoredDictionary};
+use crate::dictionaries::Known;
 use crate::blob::{self, BlobId};
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -85,6 +86,18 @@ impl Repository {
         })
         .await?;
         let known = Arc::new(known);
+        // Every dictionary goes with the backup: values compressed with one need it.
+        store.dictionaries().reload(store.backend()).await?;
+        let dictionaries = store.backend().dictionaries().await?;
+        let refs = dictionaries
+            .iter()
+            .map(|dictionary| DictionaryRef {
+                id: format!("{:08x}", dictionary.id),
+                collection: dictionary.collection.clone(),
+                created_at_ms: dictionary.created_at_ms,
+                ratio: dictionary.ratio,
+            })
+            .collect();
         let created_at_ms = now_ms();
         let id = BackupId::generate(created_at_ms);
         let source = Source {
@@ -102,7 +115,9 @@ impl Repository {
         let job = Job {
             tmp: self.tmp_dir().join(id.as_str()),
             repository: self.clone(),
-            header: Header::new(&id, created_at_ms, source),
+            header: Header::new(&id, created_at_ms, source).with_dictionaries(refs),
+            dictionaries,
+            lookup: store.dictionaries().load(),
             id,
             known: Arc::clone(&known),
             max_value_bytes: store.config().max_value_bytes,
@@ -147,6 +162,10 @@ struct Job {
     tmp: PathBuf,
     header: Header,
     known: Arc<HashSet<BlobId>>,
+    /// The store's dictionaries, written to the repository with the backup.
+    dictionaries: Vec<StoredDictionary>,
+    /// The same, prepared for checking blobs.
+    lookup: Arc<Known>,
     max_value_bytes: usize,
     progress: ProgressFn,
     cancelled: Arc<AtomicBool>,
@@ -228,7 +247,9 @@ impl Job {
                             format!("blob {id} was sent without a record pointing at it"),
                         )
                     })?;
-                    if let Err(error) = blob::decode_verified(&id, &stored, self.max_value_bytes) {
+                    if let Err(error) =
+                        blob::decode_verified(&id, &stored, self.max_value_bytes, &*self.lookup)
+                    {
                         return Err(Error::corrupt_at(
                             &collection,
                             &key,
@@ -259,6 +280,10 @@ impl Job {
         self.check_cancelled()?;
 
         self.publish_blobs(&blobs_tmp, &written)?;
+        for dictionary in &self.dictionaries {
+            self.repository
+                .write_dictionary(dictionary.id, &dictionary.bytes)?;
+        }
         self.check_cancelled()?;
         // The backup exists from this rename on, and every blob it names is already durable.
         let manifest_path = self.repository.manifest_path(&self.id);

@@ -27,8 +27,10 @@ pub const EXTENSION: &str = ".jsonl.zst";
 /// The `format` value of a manifest header.
 const MANIFEST_FORMAT: &str = "strongbox-backup-manifest";
 
-/// The manifest version this code writes and reads.
-const MANIFEST_VERSION: u32 = 1;
+/// The newest manifest version this code writes and reads. Version 2 adds the header's
+/// `dictionaries`; a backup without dictionaries is still written as version 1, which older
+/// readers accept.
+const MANIFEST_VERSION: u32 = 2;
 
 /// The zstd level of manifests: they are mostly hex digits and repeated field names.
 const ZSTD_LEVEL: i32 = 3;
@@ -43,7 +45,7 @@ pub struct Source {
 }
 
 /// The first line of a manifest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     /// Always `strongbox-backup-manifest`.
     pub format: String,
@@ -57,6 +59,32 @@ pub struct Header {
     pub source: Source,
     /// The version of Strongbox that wrote the backup.
     pub strongbox_version: String,
+    /// The compression dictionaries of the store (version 2): blobs compressed with one need
+    /// it to decode. Their bytes are in `dictionaries/<id>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dictionaries: Vec<DictionaryRef>,
+}
+
+/// A compression dictionary a backup needs, as its manifest names it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DictionaryRef {
+    /// The zstd dictionary id, 8 lowercase hex digits.
+    pub id: String,
+    /// The collection it was trained for.
+    pub collection: String,
+    /// When it was trained, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Its compressed/raw ratio when trained.
+    pub ratio: f64,
+}
+
+impl DictionaryRef {
+    /// The id as a number, if it is 8 hex digits.
+    pub fn parse_id(&self) -> Option<u32> {
+        (self.id.len() == 8)
+            .then(|| u32::from_str_radix(&self.id, 16).ok())
+            .flatten()
+    }
 }
 
 impl Header {
@@ -64,12 +92,24 @@ impl Header {
     pub fn new(id: &BackupId, created_at_ms: i64, source: Source) -> Self {
         Header {
             format: MANIFEST_FORMAT.to_owned(),
-            version: MANIFEST_VERSION,
+            version: 1,
             id: id.to_string(),
             created_at_ms,
             source,
             strongbox_version: env!("CARGO_PKG_VERSION").to_owned(),
+            dictionaries: Vec::new(),
         }
+    }
+
+    /// The header naming `dictionaries` (version 2 when there are any).
+    pub fn with_dictionaries(mut self, dictionaries: Vec<DictionaryRef>) -> Self {
+        self.version = if dictionaries.is_empty() {
+            1
+        } else {
+            MANIFEST_VERSION
+        };
+        self.dictionaries = dictionaries;
+        self
     }
 }
 
@@ -310,6 +350,11 @@ impl ManifestReader {
         }
         reader.header = header;
         Ok(reader)
+    }
+
+    /// The header line.
+    pub fn header(&self) -> &Header {
+        &self.header
     }
 
     /// The end line, once [`ManifestReader::next_entry`] returned `None`.

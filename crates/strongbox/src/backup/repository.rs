@@ -4,7 +4,8 @@
 //! lowercase hex digits) or a validated [`BackupId`]; no string read from a manifest becomes
 //! a path. Files are created owner-only (0600), directories 0700.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use super::id::BackupId;
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
+use crate::codec::Dictionary;
 use crate::error::{Error, Result};
 
 /// The file that marks a directory as a repository and gives its format version.
@@ -263,6 +265,64 @@ impl Repository {
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
+    }
+
+    pub(crate) fn dictionaries_dir(&self) -> PathBuf {
+        self.dir.join("dictionaries")
+    }
+
+    /// `dictionaries/<8 hex digits>`.
+    pub(crate) fn dictionary_path(&self, id: u32) -> PathBuf {
+        self.dictionaries_dir().join(format!("{id:08x}"))
+    }
+
+    /// Stores a dictionary unless the repository has it: written under `tmp/`, synced, renamed
+    /// into place, like a blob.
+    pub(crate) fn write_dictionary(&self, id: u32, bytes: &[u8]) -> Result<()> {
+        let path = self.dictionary_path(id);
+        if path.exists() {
+            return Ok(());
+        }
+        create_dir(&self.dictionaries_dir())?;
+        let temporary = self.tmp_dir().join(format!("dictionary-{id:08x}-{}", std::process::id()));
+        write_durably(&temporary, bytes)?;
+        fs::rename(&temporary, &path).map_err(io_error(format!("move {}", path.display())))?;
+        sync_dir(&self.dictionaries_dir())
+    }
+
+    /// Loads the dictionaries a manifest names, each checked against its id.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` when one is missing, unreadable or not the dictionary its name says.
+    pub(crate) fn read_dictionaries(
+        &self,
+        backup: &BackupId,
+        refs: &[manifest::DictionaryRef],
+    ) -> Result<HashMap<u32, Arc<Dictionary>>> {
+        let corrupt = |detail: String| Error::Corrupt {
+            collection: None,
+            key: None,
+            detail: format!("backup {backup}: {detail}"),
+        };
+        let mut dictionaries = HashMap::new();
+        for dictionary in refs {
+            let id = dictionary.parse_id().ok_or_else(|| {
+                corrupt(format!("the manifest names a dictionary {:?}", dictionary.id))
+            })?;
+            let path = self.dictionary_path(id);
+            let bytes = fs::read(&path)
+                .map_err(|error| corrupt(format!("dictionary {id:08x} cannot be read: {error}")))?;
+            let loaded = Dictionary::new(bytes, 3)
+                .map_err(|error| corrupt(format!("dictionary {id:08x} is damaged: {error}")))?;
+            if loaded.id() != id {
+                return Err(corrupt(format!(
+                    "dictionary file {id:08x} holds dictionary {:08x}",
+                    loaded.id()
+                )));
+            }
+            dictionaries.insert(id, Arc::new(loaded));
+        }
+        Ok(dictionaries)
     }
 
     /// `blobs/<first two hex digits>/<64 hex digits>`.

@@ -9,7 +9,7 @@
 //! **Invariant:** every blob is decoded and re-hashed, and its size and format checked against
 //! the manifest, before it is handed to the target's backend as a `WriteOp::Restore`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::str::FromStr;
@@ -23,9 +23,9 @@ use super::manifest::{Entry, ManifestReader, read_summary};
 use super::repository::{LockMode, Repository, blocking, io_error};
 use super::target::{check_target, put_in_place, temporary_path, with_companions};
 use super::{Progress, ProgressFn, Stage};
-use crate::backend::WriteOp;
+use crate::backend::{StoredDictionary, WriteOp};
 use crate::blob::{self, BlobId, EncodedBlob};
-use crate::codec::Format;
+use crate::codec::{Dictionary, Format};
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::name::validate_collection;
@@ -375,12 +375,40 @@ impl Repository {
 
     /// Writes the plan's records into `store` in batches, then verifies the store.
     async fn fill(&self, store: &Store, plan: &Plan, progress: &ProgressFn) -> Result<()> {
+        // Values keep their encoding, so the store gets the backup's dictionaries first.
+        let repository = self.clone();
+        let id = plan.id.clone();
+        let (refs, dictionaries) = blocking(move || {
+            let refs = ManifestReader::open(&repository, &id)?.header().dictionaries.clone();
+            let dictionaries = repository.read_dictionaries(&id, &refs)?;
+            Ok((refs, dictionaries))
+        })
+        .await?;
+        for dictionary_ref in refs {
+            let Some(dictionary) = dictionary_ref
+                .parse_id()
+                .and_then(|id| dictionaries.get(&id))
+            else {
+                continue;
+            };
+            store
+                .backend()
+                .add_dictionary(StoredDictionary {
+                    id: dictionary.id(),
+                    collection: dictionary_ref.collection,
+                    bytes: dictionary.bytes().to_vec(),
+                    created_at_ms: dictionary_ref.created_at_ms,
+                    ratio: dictionary_ref.ratio,
+                })
+                .await?;
+        }
+        store.dictionaries().reload(store.backend()).await?;
         let (batches, mut received) = mpsc::channel::<Vec<WriteOp>>(2);
         let repository = self.clone();
         let reading = plan.clone();
         let max_value_bytes = store.config().max_value_bytes;
         let reader = tokio::task::spawn_blocking(move || {
-            repository.read_batches(&reading, max_value_bytes, &batches)
+            repository.read_batches(&reading, max_value_bytes, &dictionaries, &batches)
         });
         progress(Progress::new(Stage::Restore, 0, plan.records));
         let mut done = 0u64;
@@ -432,6 +460,7 @@ impl Repository {
         &self,
         plan: &Plan,
         max_value_bytes: usize,
+        dictionaries: &HashMap<u32, Arc<Dictionary>>,
         batches: &mpsc::Sender<Vec<WriteOp>>,
     ) -> Result<()> {
         let send = |batch| batches.blocking_send(batch).map_err(|_| Error::Closed);
@@ -442,7 +471,7 @@ impl Repository {
             if !plan.wants(&entry) {
                 continue;
             }
-            let blob = self.read_blob(&entry, max_value_bytes)?;
+            let blob = self.read_blob(&entry, max_value_bytes, dictionaries)?;
             batch_bytes += blob.stored.len();
             batch.push(WriteOp::Restore {
                 collection: entry.collection,
@@ -463,7 +492,12 @@ impl Repository {
     }
 
     /// A record's blob from the repository, checked against its id and the manifest.
-    fn read_blob(&self, entry: &Entry, max_value_bytes: usize) -> Result<EncodedBlob> {
+    fn read_blob(
+        &self,
+        entry: &Entry,
+        max_value_bytes: usize,
+        dictionaries: &HashMap<u32, Arc<Dictionary>>,
+    ) -> Result<EncodedBlob> {
         let (collection, key, blob_id) = (&entry.collection, &entry.key, entry.blob_id);
         let path = self.blob_path(&blob_id);
         let stored = std::fs::read(&path).map_err(|error| match error.kind() {
@@ -474,7 +508,7 @@ impl Repository {
             ),
             _ => io_error(format!("read {}", path.display()))(error),
         })?;
-        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes).map_err(|error| {
+        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes, dictionaries).map_err(|error| {
             Error::corrupt_at(
                 collection,
                 key,

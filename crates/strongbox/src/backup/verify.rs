@@ -4,7 +4,8 @@
 //! read, decoded and re-hashed once, however many backups share it. Only when something is
 //! damaged are the manifests read a second time, to name the records that need each bad blob.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::io;
 
 use super::id::BackupId;
@@ -12,6 +13,7 @@ use super::manifest::ManifestReader;
 use super::repository::{LockMode, Repository, blocking};
 use super::{Progress, ProgressFn, Stage};
 use crate::blob::{self, BlobId};
+use crate::codec::Dictionary;
 use crate::error::Result;
 
 /// Blobs between two progress reports.
@@ -110,10 +112,11 @@ impl Repository {
     pub(crate) fn verify_blocking(&self, ids: &[BackupId], progress: &ProgressFn) -> VerifyReport {
         let mut report = VerifyReport::default();
         let mut needed: BTreeSet<BlobId> = BTreeSet::new();
+        let mut dictionaries = HashMap::new();
         let mut readable = Vec::new();
         for id in ids {
             report.backups_checked += 1;
-            match self.blobs_of(id, &mut needed) {
+            match self.blobs_of(id, &mut needed, &mut dictionaries) {
                 Ok(()) => readable.push(id),
                 Err(error) => report.damage.push(Damage {
                     backup_id: id.clone(),
@@ -134,7 +137,9 @@ impl Repository {
             match std::fs::read(&path) {
                 Ok(stored) => {
                     report.bytes_checked += stored.len() as u64;
-                    if let Err(error) = blob::decode_verified(blob_id, &stored, MAX_VALUE_BYTES) {
+                    if let Err(error) =
+                        blob::decode_verified(blob_id, &stored, MAX_VALUE_BYTES, &dictionaries)
+                    {
                         bad.insert(*blob_id, format!("blob {blob_id} is damaged: {error}"));
                     }
                 }
@@ -159,9 +164,16 @@ impl Repository {
         report
     }
 
-    /// Adds the blobs backup `id` needs to `needed`.
-    fn blobs_of(&self, id: &BackupId, needed: &mut BTreeSet<BlobId>) -> Result<()> {
+    /// Adds the blobs backup `id` needs to `needed`, and its dictionaries to `dictionaries`
+    /// (a missing or damaged dictionary damages the backup).
+    fn blobs_of(
+        &self,
+        id: &BackupId,
+        needed: &mut BTreeSet<BlobId>,
+        dictionaries: &mut HashMap<u32, Arc<Dictionary>>,
+    ) -> Result<()> {
         let mut reader = ManifestReader::open(self, id)?;
+        dictionaries.extend(self.read_dictionaries(id, &reader.header().dictionaries)?);
         while let Some(entry) = reader.next_entry()? {
             needed.insert(entry.blob_id);
         }

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 
-use super::{Codec, DecodeError};
+use super::{Codec, DecodeError, damaged};
 
 /// Which compressor new values are written with. Reading never depends on it: every blob
 /// records its own codec.
@@ -33,6 +33,17 @@ pub enum Level {
     Maximum,
 }
 
+impl Level {
+    /// The zstd level: 1, 3 or 19.
+    pub fn zstd_level(self) -> i32 {
+        match self {
+            Level::Fast => 1,
+            Level::Balanced => 3,
+            Level::Maximum => 19,
+        }
+    }
+}
+
 /// The compression settings for new writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,12 +60,7 @@ pub(super) fn compress(raw: &[u8], compression: Compression) -> Option<(Codec, V
     match compression.algorithm {
         Algorithm::None => None,
         Algorithm::Zstd => {
-            let level = match compression.level {
-                Level::Fast => 1,
-                Level::Balanced => 3,
-                Level::Maximum => 19,
-            };
-            zstd_compress(raw, level).map(|payload| (Codec::Zstd, payload))
+            zstd_compress(raw, compression.level.zstd_level()).map(|payload| (Codec::Zstd, payload))
         }
         Algorithm::Gzip => {
             let level = match compression.level {
@@ -161,9 +167,3 @@ fn read_bounded(
     Ok(raw)
 }
 
-fn damaged(codec: Codec, error: &dyn std::fmt::Display) -> DecodeError {
-    DecodeError::Damaged {
-        codec: codec.name(),
-        detail: error.to_string(),
-    }
-}

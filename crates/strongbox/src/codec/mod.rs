@@ -9,9 +9,11 @@
 #![deny(clippy::indexing_slicing)]
 
 pub mod compress;
+pub mod dictionary;
 pub mod format;
 
 pub use compress::{Algorithm, Compression, Level};
+pub use dictionary::{Dictionary, DictionaryError, DictionaryLookup, NoDictionaries};
 pub use format::Format;
 
 /// The codec of a stored blob, written as its first byte.
@@ -24,6 +26,9 @@ pub enum Codec {
     Zstd = 1,
     /// A gzip member (as the seed wrote).
     Gzip = 2,
+    /// A zstd frame compressed with a dictionary, which the frame header names by id (see
+    /// [`dictionary`]).
+    ZstdDictionary = 3,
 }
 
 impl Codec {
@@ -33,6 +38,7 @@ impl Codec {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),
             2 => Some(Codec::Gzip),
+            3 => Some(Codec::ZstdDictionary),
             _ => None,
         }
     }
@@ -43,6 +49,7 @@ impl Codec {
             Codec::Raw => "raw",
             Codec::Zstd => "zstd",
             Codec::Gzip => "gzip",
+            Codec::ZstdDictionary => "zstd with dictionary",
         }
     }
 }
@@ -63,6 +70,9 @@ pub enum DecodeError {
         /// The limit that was hit.
         max_raw_bytes: usize,
     },
+    /// The blob was compressed with a dictionary the reader does not have.
+    #[error("the value was compressed with zstd dictionary {0:08x}, which is missing")]
+    MissingDictionary(u32),
     /// The compressed payload is damaged.
     #[error("{codec} payload is damaged: {detail}")]
     Damaged {
@@ -74,8 +84,16 @@ pub enum DecodeError {
 }
 
 /// Encodes serialized bytes for storage: compressed when that is smaller, raw otherwise.
-pub fn encode(raw: &[u8], compression: Compression) -> Vec<u8> {
-    if let Some((codec, payload)) = compress::compress(raw, compression)
+///
+/// With zstd and a `dictionary`, the value is compressed with the dictionary.
+pub fn encode(raw: &[u8], compression: Compression, dictionary: Option<&Dictionary>) -> Vec<u8> {
+    let compressed = match dictionary {
+        Some(dictionary) if compression.algorithm == Algorithm::Zstd => dictionary
+            .compress(raw)
+            .map(|payload| (Codec::ZstdDictionary, payload)),
+        _ => compress::compress(raw, compression),
+    };
+    if let Some((codec, payload)) = compressed
         && payload.len() < raw.len()
     {
         return with_tag(codec, &payload);
@@ -85,21 +103,46 @@ pub fn encode(raw: &[u8], compression: Compression) -> Vec<u8> {
 
 /// Decodes stored bytes back to the serialized bytes, refusing to expand past `max_raw_bytes`.
 ///
+/// Blobs compressed with a dictionary find it in `dictionaries`.
+///
 /// # Errors
-/// A [`DecodeError`] for an empty blob, an unknown tag, a damaged payload or a bomb.
-pub fn decode(stored: &[u8], max_raw_bytes: usize) -> Result<Vec<u8>, DecodeError> {
+/// A [`DecodeError`] for an empty blob, an unknown tag, a missing dictionary, a damaged payload
+/// or a bomb.
+pub fn decode(
+    stored: &[u8],
+    max_raw_bytes: usize,
+    dictionaries: &dyn DictionaryLookup,
+) -> Result<Vec<u8>, DecodeError> {
     let (&tag, payload) = stored.split_first().ok_or(DecodeError::Empty)?;
     match Codec::from_tag(tag).ok_or(DecodeError::UnknownCodec(tag))? {
         Codec::Raw if payload.len() > max_raw_bytes => Err(DecodeError::TooLarge { max_raw_bytes }),
         Codec::Raw => Ok(payload.to_vec()),
         Codec::Zstd => compress::zstd_decompress(payload, max_raw_bytes),
         Codec::Gzip => compress::gzip_decompress(payload, max_raw_bytes),
+        Codec::ZstdDictionary => dictionary::decompress(payload, max_raw_bytes, dictionaries),
     }
 }
 
 /// The codec of stored bytes, if their tag is known.
 pub fn codec_of(stored: &[u8]) -> Option<Codec> {
     stored.first().copied().and_then(Codec::from_tag)
+}
+
+/// The id of the dictionary a blob was compressed with, if it was.
+pub fn dictionary_of(stored: &[u8]) -> Option<u32> {
+    match stored.split_first() {
+        Some((&tag, payload)) if tag == Codec::ZstdDictionary as u8 => {
+            zstd::zstd_safe::get_dict_id_from_frame(payload).map(std::num::NonZeroU32::get)
+        }
+        _ => None,
+    }
+}
+
+fn damaged(codec: Codec, error: &dyn std::fmt::Display) -> DecodeError {
+    DecodeError::Damaged {
+        codec: codec.name(),
+        detail: error.to_string(),
+    }
 }
 
 fn with_tag(codec: Codec, payload: &[u8]) -> Vec<u8> {
@@ -120,10 +163,10 @@ mod tests {
         let raw = br#"{"balance":0,"items":[],"flags":{}}"#.repeat(50);
         for algorithm in [Algorithm::Zstd, Algorithm::Gzip] {
             for level in [Level::Fast, Level::Balanced, Level::Maximum] {
-                let stored = encode(&raw, Compression { algorithm, level });
+                let stored = encode(&raw, Compression { algorithm, level }, None);
                 assert!(stored.len() < raw.len() / 5, "{algorithm:?} {level:?}");
                 assert_ne!(codec_of(&stored), Some(Codec::Raw));
-                assert_eq!(decode(&stored, MAX)?, raw);
+                assert_eq!(decode(&stored, MAX, &NoDictionaries)?, raw);
             }
         }
         Ok(())
@@ -132,10 +175,10 @@ mod tests {
     #[test]
     fn incompressible_values_stay_raw() -> Result<(), DecodeError> {
         let raw = b"{\"a\":1}".to_vec();
-        let stored = encode(&raw, Compression::default());
+        let stored = encode(&raw, Compression::default(), None);
         assert_eq!(codec_of(&stored), Some(Codec::Raw));
         assert_eq!(stored.len(), raw.len() + 1);
-        assert_eq!(decode(&stored, MAX)?, raw);
+        assert_eq!(decode(&stored, MAX, &NoDictionaries)?, raw);
         Ok(())
     }
 
@@ -146,9 +189,9 @@ mod tests {
             algorithm: Algorithm::None,
             level: Level::Balanced,
         };
-        let stored = encode(&raw, off);
+        let stored = encode(&raw, off, None);
         assert_eq!(codec_of(&stored), Some(Codec::Raw));
-        assert_eq!(decode(&stored, MAX)?, raw);
+        assert_eq!(decode(&stored, MAX, &NoDictionaries)?, raw);
         Ok(())
     }
 
@@ -162,10 +205,11 @@ mod tests {
                     algorithm,
                     level: Level::Fast,
                 },
+                None,
             );
             assert!(stored.len() < 64 << 10);
             assert_eq!(
-                decode(&stored, 1 << 20),
+                decode(&stored, 1 << 20, &NoDictionaries),
                 Err(DecodeError::TooLarge {
                     max_raw_bytes: 1 << 20
                 })
@@ -177,9 +221,10 @@ mod tests {
                 algorithm: Algorithm::None,
                 level: Level::Fast,
             },
+            None,
         );
         assert_eq!(
-            decode(&raw_stored, 1 << 20),
+            decode(&raw_stored, 1 << 20, &NoDictionaries),
             Err(DecodeError::TooLarge {
                 max_raw_bytes: 1 << 20
             })
@@ -206,22 +251,22 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_encoding_round_trips(raw in proptest::collection::vec(0u8..4, 0..4096), compression in compression()) {
-            let stored = encode(&raw, compression);
+            let stored = encode(&raw, compression, None);
             proptest::prop_assert!(stored.len() <= raw.len() + 1);
-            proptest::prop_assert_eq!(decode(&stored, raw.len()), Ok(raw));
+            proptest::prop_assert_eq!(decode(&stored, raw.len(), &NoDictionaries), Ok(raw));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic_nor_expand_past_the_limit(
             stored in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
-            tag in 0u8..4,
+            tag in 0u8..5,
         ) {
             let mut tagged = stored.clone();
             if let Some(first) = tagged.first_mut() {
                 *first = tag;
             }
             for bytes in [&stored, &tagged] {
-                if let Ok(raw) = decode(bytes, 512) {
+                if let Ok(raw) = decode(bytes, 512, &NoDictionaries) {
                     proptest::prop_assert!(raw.len() <= 512);
                 }
             }
@@ -230,21 +275,21 @@ mod tests {
 
     #[test]
     fn damaged_input_is_an_error_not_a_panic() {
-        assert_eq!(decode(&[], MAX), Err(DecodeError::Empty));
+        assert_eq!(decode(&[], MAX, &NoDictionaries), Err(DecodeError::Empty));
         assert_eq!(
-            decode(&[200, 1, 2], MAX),
+            decode(&[200, 1, 2], MAX, &NoDictionaries),
             Err(DecodeError::UnknownCodec(200))
         );
-        let mut stored = encode(&b"hello world ".repeat(100), Compression::default());
+        let mut stored = encode(&b"hello world ".repeat(100), Compression::default(), None);
         for byte in stored.iter_mut().skip(1) {
             *byte ^= 0x5a;
         }
         assert!(matches!(
-            decode(&stored, MAX),
+            decode(&stored, MAX, &NoDictionaries),
             Err(DecodeError::Damaged { .. })
         ));
         assert!(matches!(
-            decode(&[2, 0x1f, 0x8b, 8], MAX),
+            decode(&[2, 0x1f, 0x8b, 8], MAX, &NoDictionaries),
             Err(DecodeError::Damaged { .. })
         ));
     }

@@ -12,6 +12,7 @@
 //! - TLS: with `sslmode=require` in the URL, connections use rustls and verify the server
 //!   against the web's roots plus `postgres_tls_ca_file`.
 
+mod dictionaries;
 mod maintenance;
 mod notify;
 mod schema;

@@ -10,7 +10,7 @@ use super::map_err;
 use crate::error::{Error, Result};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Arbitrary, fixed key of the advisory lock that serializes migrations ("STRONG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5354_524F_4E47;
@@ -39,6 +39,18 @@ CREATE TABLE strongbox_records (
 );
 
 CREATE INDEX strongbox_records_by_blob ON strongbox_records (blob_id);
+"#;
+
+/// Version 2: compression dictionaries, as on SQLite (see its schema). The `records_by_blob`
+/// index stays: PostgreSQL's orphan sweep runs beside live writers and needs it.
+const V2: &str = r#"
+CREATE TABLE strongbox_dictionaries (
+    id BIGINT PRIMARY KEY,
+    collection TEXT COLLATE "C" NOT NULL,
+    data BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    ratio DOUBLE PRECISION NOT NULL
+);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`].
@@ -73,6 +85,11 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         tx.batch_execute(V1)
             .await
             .map_err(map_err("create the schema"))?;
+    }
+    if version < 2 {
+        tx.batch_execute(V2)
+            .await
+            .map_err(map_err("migrate the schema to version 2"))?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(

@@ -18,7 +18,7 @@ const VACUUM_CHUNK_PAGES: i64 = 2048;
 
 impl SqliteBackend {
     /// Runs `job` alone on the writer connection and returns its result.
-    async fn exclusive<T, F>(&self, job: F) -> Result<T>
+    pub(super) async fn exclusive<T, F>(&self, job: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
@@ -53,14 +53,14 @@ impl SqliteBackend {
             let tx = conn.transaction().map_err(map_err("begin the orphan sweep"))?;
             let (blobs, bytes): (i64, i64) = tx
                 .query_row(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs b
-                     WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = b.id)",
+                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs
+                     WHERE id NOT IN (SELECT blob_id FROM records)",
                     [],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .map_err(map_err("find orphan blobs"))?;
             tx.execute(
-                "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.blob_id = blobs.id)",
+                "DELETE FROM blobs WHERE id NOT IN (SELECT blob_id FROM records)",
                 [],
             )
             .map_err(map_err("delete orphan blobs"))?;

@@ -9,6 +9,7 @@
 //! - Files: the database is created with mode 0600; SQLite gives its `-wal` and `-shm` files the
 //!   database's mode.
 
+mod dictionaries;
 mod maintenance;
 mod reader;
 mod schema;
@@ -404,11 +405,10 @@ impl SqliteBackend {
             .read(|conn| {
                 let rows = conn
                     .prepare_cached(
-                        "SELECT id, refcount, actual FROM (
-                            SELECT b.id, b.refcount,
-                                   (SELECT count(*) FROM records r WHERE r.blob_id = b.id) AS actual
-                            FROM blobs b)
-                         WHERE refcount != actual",
+                        "WITH counted AS (SELECT blob_id, count(*) AS actual FROM records GROUP BY blob_id)
+                         SELECT b.id, b.refcount, coalesce(c.actual, 0)
+                         FROM blobs b LEFT JOIN counted c ON c.blob_id = b.id
+                         WHERE b.refcount != coalesce(c.actual, 0)",
                     )
                     .and_then(|mut statement| {
                         statement

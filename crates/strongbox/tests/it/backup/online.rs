@@ -302,8 +302,11 @@ async fn a_killed_backup_leaves_the_repository_valid_and_prune_cleans_up() {
     let mut orphans = Vec::new();
     for i in 0..3u64 {
         let raw = serde_json::to_vec(&value(90_000 + i)).unwrap();
-        let blob =
-            strongbox::blob::EncodedBlob::encode(&raw, strongbox::codec::Compression::default());
+        let blob = strongbox::blob::EncodedBlob::encode(
+            &raw,
+            strongbox::codec::Compression::default(),
+            None,
+        );
         let hex = blob.id.to_hex();
         let shard = repository.dir().join("blobs").join(&hex[..2]);
         std::fs::create_dir_all(&shard).unwrap();
