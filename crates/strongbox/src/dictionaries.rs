@@ -404,8 +404,11 @@ fn reencode(
     let raw = blob::decode_verified(id, stored, max, known).ok()?;
     let encoded = codec::encode(&raw, compression, Some(dictionary));
     let saved = stored.len().checked_sub(encoded.len())?;
-    (saved > 0 && codec::codec_of(&encoded) == Some(Codec::ZstdDictionary))
-        .then_some((*id, encoded, saved as u64))
+    (saved > 0 && codec::codec_of(&encoded) == Some(Codec::ZstdDictionary)).then_some((
+        *id,
+        encoded,
+        saved as u64,
+    ))
 }
 
 /// Compressed over raw size of `values` with `dictionary` (or plain zstd); 1.0 for none.

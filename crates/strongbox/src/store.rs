@@ -15,8 +15,8 @@ use crate::backend::{Backend, KeyRange, WriteOp, WriteOutcome};
 use crate::blob::{self, BlobId, EncodedBlob, VerifyError};
 use crate::cache::{Cache, CachedValue};
 use crate::codec::{DecodeError, Format};
-use crate::dictionaries::Dictionaries;
 use crate::config::Config;
+use crate::dictionaries::Dictionaries;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{Expect, Record, Version};
@@ -459,10 +459,7 @@ impl Store {
             blob: EncodedBlob::encode(
                 &raw,
                 self.inner.config.compression,
-                self.inner
-                    .dictionaries
-                    .load()
-                    .for_collection(collection),
+                self.inner.dictionaries.load().for_collection(collection),
             ),
             format: format.tag(),
             expect,

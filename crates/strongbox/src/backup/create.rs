@@ -21,8 +21,8 @@ use super::repository::{
 };
 use super::{Progress, ProgressFn, Stage};
 use crate::backend::{Backend, SnapshotItem, StoredDictionary};
-use crate::dictionaries::Known;
 use crate::blob::{self, BlobId};
+use crate::dictionaries::Known;
 use crate::error::{Error, Result};
 use crate::store::Store;
 

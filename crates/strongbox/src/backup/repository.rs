@@ -5,11 +5,11 @@
 //! a path. Files are created owner-only (0600), directories 0700.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::id::BackupId;
 use super::manifest::{self, ManifestSummary};
@@ -284,7 +284,9 @@ impl Repository {
             return Ok(());
         }
         create_dir(&self.dictionaries_dir())?;
-        let temporary = self.tmp_dir().join(format!("dictionary-{id:08x}-{}", std::process::id()));
+        let temporary = self
+            .tmp_dir()
+            .join(format!("dictionary-{id:08x}-{}", std::process::id()));
         write_durably(&temporary, bytes)?;
         fs::rename(&temporary, &path).map_err(io_error(format!("move {}", path.display())))?;
         sync_dir(&self.dictionaries_dir())
@@ -307,7 +309,10 @@ impl Repository {
         let mut dictionaries = HashMap::new();
         for dictionary in refs {
             let id = dictionary.parse_id().ok_or_else(|| {
-                corrupt(format!("the manifest names a dictionary {:?}", dictionary.id))
+                corrupt(format!(
+                    "the manifest names a dictionary {:?}",
+                    dictionary.id
+                ))
             })?;
             let path = self.dictionary_path(id);
             let bytes = fs::read(&path)

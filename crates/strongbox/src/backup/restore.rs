@@ -379,7 +379,10 @@ impl Repository {
         let repository = self.clone();
         let id = plan.id.clone();
         let (refs, dictionaries) = blocking(move || {
-            let refs = ManifestReader::open(&repository, &id)?.header().dictionaries.clone();
+            let refs = ManifestReader::open(&repository, &id)?
+                .header()
+                .dictionaries
+                .clone();
             let dictionaries = repository.read_dictionaries(&id, &refs)?;
             Ok((refs, dictionaries))
         })
@@ -508,13 +511,15 @@ impl Repository {
             ),
             _ => io_error(format!("read {}", path.display()))(error),
         })?;
-        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes, dictionaries).map_err(|error| {
-            Error::corrupt_at(
-                collection,
-                key,
-                format!("blob {blob_id} in the backup: {error}"),
-            )
-        })?;
+        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes, dictionaries).map_err(
+            |error| {
+                Error::corrupt_at(
+                    collection,
+                    key,
+                    format!("blob {blob_id} in the backup: {error}"),
+                )
+            },
+        )?;
         if raw.len() as u64 != entry.meta.size_bytes {
             return Err(Error::corrupt_at(
                 collection,

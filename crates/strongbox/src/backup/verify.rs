@@ -5,8 +5,8 @@
 //! damaged are the manifests read a second time, to name the records that need each bad blob.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 use std::io;
+use std::sync::Arc;
 
 use super::id::BackupId;
 use super::manifest::ManifestReader;

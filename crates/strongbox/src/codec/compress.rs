@@ -166,4 +166,3 @@ fn read_bounded(
     }
     Ok(raw)
 }
-

@@ -58,8 +58,8 @@ impl Dictionary {
     /// [`DictionaryError`] when the bytes are not a zstd dictionary with an id.
     pub fn new(bytes: Vec<u8>, level: i32) -> Result<Self, DictionaryError> {
         let id = zstd::zstd_safe::get_dict_id(&bytes).ok_or(DictionaryError::NotADictionary)?;
-        let compress = zstd::zstd_safe::CDict::try_create(&bytes, level)
-            .ok_or(DictionaryError::Unloadable)?;
+        let compress =
+            zstd::zstd_safe::CDict::try_create(&bytes, level).ok_or(DictionaryError::Unloadable)?;
         let decompress =
             zstd::zstd_safe::DDict::try_create(&bytes).ok_or(DictionaryError::Unloadable)?;
         Ok(Dictionary {
@@ -110,8 +110,9 @@ impl Dictionary {
                 Some(context.decompress_using_ddict(&mut raw, payload, &self.decompress))
             })
             .or_else(|| {
-                zstd::zstd_safe::DCtx::try_create()
-                    .map(|mut context| context.decompress_using_ddict(&mut raw, payload, &self.decompress))
+                zstd::zstd_safe::DCtx::try_create().map(|mut context| {
+                    context.decompress_using_ddict(&mut raw, payload, &self.decompress)
+                })
             })
             .ok_or_else(|| damaged(Codec::ZstdDictionary, &"no zstd context"))?;
         match result {
@@ -165,12 +166,8 @@ pub(super) fn decompress(
     max_raw_bytes: usize,
     dictionaries: &dyn DictionaryLookup,
 ) -> Result<Vec<u8>, DecodeError> {
-    let id = zstd::zstd_safe::get_dict_id_from_frame(payload).ok_or_else(|| {
-        damaged(
-            Codec::ZstdDictionary,
-            &"the frame names no dictionary",
-        )
-    })?;
+    let id = zstd::zstd_safe::get_dict_id_from_frame(payload)
+        .ok_or_else(|| damaged(Codec::ZstdDictionary, &"the frame names no dictionary"))?;
     let dictionary = dictionaries
         .dictionary(id.get())
         .ok_or(DecodeError::MissingDictionary(id.get()))?;
@@ -217,7 +214,8 @@ mod tests {
     }
 
     #[test]
-    fn a_trained_dictionary_compresses_small_values_better() -> Result<(), Box<dyn std::error::Error>> {
+    fn a_trained_dictionary_compresses_small_values_better()
+    -> Result<(), Box<dyn std::error::Error>> {
         let samples = samples();
         let bytes = train(&samples).ok_or("training failed")?;
         let dictionary = Dictionary::new(bytes, 3)?;
@@ -225,13 +223,20 @@ mod tests {
         let plain = encode(value, Compression::default(), None);
         let with = encode(value, Compression::default(), Some(&dictionary));
         assert_eq!(codec_of(&with), Some(Codec::ZstdDictionary));
-        assert!(with.len() < plain.len(), "{} vs {}", with.len(), plain.len());
+        assert!(
+            with.len() < plain.len(),
+            "{} vs {}",
+            with.len(),
+            plain.len()
+        );
         let mut known = std::collections::HashMap::new();
         known.insert(dictionary.id(), std::sync::Arc::new(dictionary));
         assert_eq!(&decode(&with, 1 << 20, &known)?, value);
         assert_eq!(
             decode(&with, 1 << 20, &NoDictionaries),
-            Err(DecodeError::MissingDictionary(*known.keys().next().ok_or("no id")?))
+            Err(DecodeError::MissingDictionary(
+                *known.keys().next().ok_or("no id")?
+            ))
         );
         assert!(matches!(
             decode(&with, 10, &known),

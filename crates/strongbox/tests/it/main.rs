@@ -6,6 +6,7 @@ mod cache;
 mod common;
 mod concurrency;
 mod corruption;
+mod dictionaries;
 mod exhaustion;
 mod files;
 mod maintenance;

@@ -49,6 +49,7 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
         [
             "flush_read_counts",
             "collect_orphans",
+            "compress",
             "optimize",
             "vacuum",
             "checkpoint",

@@ -99,6 +99,8 @@ async fn run(steps: Vec<Step>, cache_mode: CacheMode) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path().join("model.db"));
     config.cache_mode = cache_mode;
+    // Maintenance then trains dictionaries on a handful of values, and recompresses.
+    config.dictionary_min_values = 4;
     let mut store = Store::open(config.clone()).await.unwrap();
     let mut model = Model::new();
     for step in steps {

@@ -104,9 +104,7 @@ impl PostgresBackend {
             .map_err(map_err("sample a collection's values"))?;
         Ok(rows
             .into_iter()
-            .filter_map(|row| {
-                BlobId::from_slice(row.get::<_, &[u8]>(0)).map(|id| (id, row.get(1)))
-            })
+            .filter_map(|row| BlobId::from_slice(row.get::<_, &[u8]>(0)).map(|id| (id, row.get(1))))
             .collect())
     }
 

@@ -50,7 +50,9 @@ impl SqliteBackend {
     /// See `Backend::collect_orphan_blobs`.
     pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         self.exclusive(|conn| {
-            let tx = conn.transaction().map_err(map_err("begin the orphan sweep"))?;
+            let tx = conn
+                .transaction()
+                .map_err(map_err("begin the orphan sweep"))?;
             let (blobs, bytes): (i64, i64) = tx
                 .query_row(
                     "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs
