@@ -126,6 +126,13 @@ pub struct Config {
     /// Number of read-only connections, so that that many reads run in parallel while a write
     /// commits. Default 4; at least 1.
     pub read_connections: usize,
+    /// Whether a SQLite point read (`retrieve`) runs on the calling task when a read connection
+    /// is free, instead of on a blocking thread. The query then blocks the task for its length:
+    /// microseconds when the pages are in memory, longer on a cold disk, and up to
+    /// `busy_timeout_ms` while another process holds the file exclusively (WAL recovery). It
+    /// saves two thread handoffs per read, which on 2 cores doubles the cold-read rate.
+    /// Default true.
+    pub inline_reads: bool,
     /// Largest number of queued write requests the writer commits together in one transaction
     /// (group commit). Default 256; at least 1. A request waits for no one: the writer takes
     /// what is queued when it becomes free.
@@ -174,6 +181,7 @@ impl Default for Config {
             max_value_bytes: 16 << 20,
             busy_timeout_ms: 5_000,
             read_connections: 4,
+            inline_reads: true,
             max_batch_requests: 256,
             cache_capacity_bytes: 64 << 20,
             cache_ttl_secs: 300,

@@ -4,6 +4,11 @@
 //!   `NORMAL` with `Durability::Process`.
 //! - Concurrency: one writer connection on its own thread ([`writer`]) commits queued requests
 //!   together; reads run on [`reader::ReaderPool`] connections in parallel and never block it.
+//!   A point read runs on the caller's task when a connection is free (`Config::inline_reads`).
+//! - Statements: every connection caches its prepared statements and sets SQLite's query
+//!   planner stability guarantee (QPSG). Without it, once `ANALYZE` has run, the bundled
+//!   SQLite (built with STAT4) re-plans a cached statement at every new binding, which cost a
+//!   quarter of a cold read.
 //!   Other processes may open the same file: every connection waits up to `busy_timeout_ms`
 //!   for a lock, then the call fails with `Error::Busy`.
 //! - Files: the database is created with mode 0600; SQLite gives its `-wal` and `-shm` files the
@@ -38,6 +43,7 @@ use crate::record::{RecordMeta, Version};
 pub struct SqliteBackend {
     path: PathBuf,
     busy_timeout: Duration,
+    inline_reads: bool,
     writer: Mutex<Option<WriterHandle>>,
     readers: Arc<ReaderPool>,
 }
@@ -96,6 +102,11 @@ impl SqliteBackend {
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(map_err("set synchronous"))?;
         conn.set_prepared_statement_cache_capacity(64);
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(map_err("enable the query planner stability guarantee"))?;
         schema::migrate(&mut conn)?;
 
         let readers = Arc::new(ReaderPool::open(
@@ -115,6 +126,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             path,
             busy_timeout,
+            inline_reads: config.inline_reads,
             writer: Mutex::new(Some(WriterHandle { requests, thread })),
             readers,
         })
@@ -179,47 +191,16 @@ impl SqliteBackend {
 
     /// See `Backend::get`.
     pub async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        if self.inline_reads
+            && let Some(result) = self
+                .readers
+                .try_read_inline(|conn| get_blocking(conn, collection, key))
+        {
+            return result;
+        }
         let (collection, key) = (collection.to_owned(), key.to_owned());
         self.readers
-            .read(move |conn| {
-                conn.prepare_cached(
-                    "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                            r.access_count, r.last_accessed
-                     FROM records r LEFT JOIN blobs b ON b.id = r.blob_id
-                     WHERE r.collection = ?1 AND r.key = ?2",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![collection, key], |row| {
-                            Ok((
-                                row.get::<_, Vec<u8>>(0)?,
-                                row.get::<_, Option<Vec<u8>>>(1)?,
-                                row.get::<_, u8>(2)?,
-                                RecordMeta {
-                                    version: Version::new(row.get::<_, i64>(3)?.max(0).unsigned_abs()),
-                                    created_at_ms: row.get(4)?,
-                                    updated_at_ms: row.get(5)?,
-                                    size_bytes: row.get::<_, i64>(6)?.max(0).unsigned_abs(),
-                                    access_count: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
-                                    last_accessed_ms: row.get(8)?,
-                                },
-                            ))
-                        })
-                        .optional()
-                })
-                .map_err(map_err("read a record"))?
-                .map(|(blob_id, stored, format, meta)| {
-                    let blob_id = BlobId::from_slice(&blob_id)
-                        .ok_or_else(|| Error::corrupt_at(&collection, &key, "the record's blob id is not 32 bytes"))?;
-                    Ok(StoredRecord {
-                        blob_id,
-                        stored,
-                        format,
-                        meta,
-                    })
-                })
-                .transpose()
-            })
+            .read(move |conn| get_blocking(conn, &collection, &key))
             .await
     }
 
@@ -535,4 +516,46 @@ fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
         Some(ErrorCode::DiskFull) => Error::StorageFull { action },
         _ => Error::backend(action, error),
     }
+}
+
+/// One record and its blob, by key.
+fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+    conn.prepare_cached(
+        "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                r.access_count, r.last_accessed
+         FROM records r LEFT JOIN blobs b ON b.id = r.blob_id
+         WHERE r.collection = ?1 AND r.key = ?2",
+    )
+    .and_then(|mut statement| {
+        statement
+            .query_row(params![collection, key], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, Option<Vec<u8>>>(1)?,
+                    row.get::<_, u8>(2)?,
+                    RecordMeta {
+                        version: Version::new(row.get::<_, i64>(3)?.max(0).unsigned_abs()),
+                        created_at_ms: row.get(4)?,
+                        updated_at_ms: row.get(5)?,
+                        size_bytes: row.get::<_, i64>(6)?.max(0).unsigned_abs(),
+                        access_count: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
+                        last_accessed_ms: row.get(8)?,
+                    },
+                ))
+            })
+            .optional()
+    })
+    .map_err(map_err("read a record"))?
+    .map(|(blob_id, stored, format, meta)| {
+        let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
+            Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+        })?;
+        Ok(StoredRecord {
+            blob_id,
+            stored,
+            format,
+            meta,
+        })
+    })
+    .transpose()
 }
