@@ -219,7 +219,7 @@ mod tests {
         let samples = samples();
         let bytes = train(&samples).ok_or("training failed")?;
         let dictionary = Dictionary::new(bytes, 3)?;
-        let value = &samples[7];
+        let value = samples.get(7).ok_or("no sample")?;
         let plain = encode(value, Compression::default(), None);
         let with = encode(value, Compression::default(), Some(&dictionary));
         assert_eq!(codec_of(&with), Some(Codec::ZstdDictionary));
@@ -243,6 +243,39 @@ mod tests {
             Err(DecodeError::TooLarge { .. })
         ));
         Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn damaged_dictionary_frames_never_panic_nor_expand_past_the_limit(
+            flips in proptest::collection::vec((proptest::num::usize::ANY, 1u8..=255), 1..8),
+            cut in proptest::num::usize::ANY,
+        ) {
+            let samples = samples();
+            let Some(bytes) = train(&samples) else {
+                return Err(proptest::test_runner::TestCaseError::fail("training failed"));
+            };
+            let Ok(dictionary) = Dictionary::new(bytes, 3) else {
+                return Err(proptest::test_runner::TestCaseError::fail("unloadable"));
+            };
+            let mut known = std::collections::HashMap::new();
+            known.insert(dictionary.id(), std::sync::Arc::new(dictionary));
+            let Some(dictionary) = known.values().next() else {
+                return Err(proptest::test_runner::TestCaseError::fail("no dictionary"));
+            };
+            let value = samples.concat();
+            let mut stored = encode(&value, Compression::default(), Some(dictionary));
+            for (at, mask) in flips {
+                let len = stored.len();
+                if let Some(byte) = stored.get_mut(1 + at % (len - 1)) {
+                    *byte ^= mask;
+                }
+            }
+            stored.truncate(1 + cut % stored.len());
+            if let Ok(raw) = decode(&stored, 4096, &known) {
+                proptest::prop_assert!(raw.len() <= 4096);
+            }
+        }
     }
 
     #[test]

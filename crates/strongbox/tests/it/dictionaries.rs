@@ -17,7 +17,7 @@ fn player(i: u64) -> Value {
         "name": format!("shooter_{i}"),
         "chips": i * 37 % 5000,
         "level": i % 40,
-        "settings": {"sound": i % 2 == 0, "theme": theme, "auto_roll": false},
+        "settings": {"sound": i.is_multiple_of(2), "theme": theme, "auto_roll": false},
         "stats": {"games": i % 300, "wins": i % 120, "biggest_pot": i * 13 % 9000},
         "achievements": achievements,
     })
