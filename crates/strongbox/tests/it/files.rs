@@ -120,3 +120,87 @@ async fn invalid_settings_are_refused() {
     ));
     assert!(!dir.path().join("x.db").exists());
 }
+
+/// A database written by schema version 1 (blobs referenced by hash, with `records_by_blob`),
+/// as the first release wrote it, byte for byte in its SQL.
+const SCHEMA_V1: &str = "
+CREATE TABLE blobs (
+    id BLOB NOT NULL UNIQUE CHECK (length(id) = 32),
+    data BLOB NOT NULL,
+    raw_size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL CHECK (refcount > 0)
+);
+CREATE TABLE records (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    blob_id BLOB NOT NULL,
+    format INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    last_accessed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE INDEX records_by_blob ON records (blob_id);
+PRAGMA user_version = 1;
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_with_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(SCHEMA_V1).unwrap();
+    let shared = serde_json::to_vec(&serde_json::json!({"chips": 1000})).unwrap();
+    let alone = serde_json::to_vec(&serde_json::json!("the house always wins".repeat(20))).unwrap();
+    for (raw, refcount) in [(&shared, 2), (&alone, 1)] {
+        let blob = strongbox::blob::EncodedBlob::encode(raw, Compression::default(), None);
+        conn.execute(
+            "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![blob.id.as_bytes(), blob.stored, raw.len() as i64, refcount],
+        )
+        .unwrap();
+    }
+    for (key, raw, version) in [
+        ("alice", &shared, 3),
+        ("bob", &shared, 1),
+        ("carol", &alone, 7),
+    ] {
+        conn.execute(
+            "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at, size)
+             VALUES ('players', ?1, ?2, 1, ?3, 1000, 2000, ?4)",
+            rusqlite::params![key, strongbox::blob::BlobId::of(raw).as_bytes(), version, raw.len() as i64],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let store = Store::open(Config::new(&path)).await.unwrap();
+    let alice = store
+        .retrieve_record::<serde_json::Value>("players", "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.value, serde_json::json!({"chips": 1000}));
+    assert_eq!(alice.meta.version.get(), 3);
+    assert_eq!(alice.meta.created_at_ms, 1000);
+    let carol: Option<serde_json::Value> = store.retrieve("players", "carol").await.unwrap();
+    assert_eq!(
+        carol,
+        Some(serde_json::json!("the house always wins".repeat(20)))
+    );
+    // Reference counting carries on from the migrated counts.
+    store.delete("players", "bob").await.unwrap();
+    store.store("players", "alice", &1).await.unwrap();
+    let stats = store.storage_stats().await.unwrap();
+    assert_eq!((stats.records, stats.blobs), (2, 2));
+    assert!(store.verify().await.unwrap().is_clean());
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}

@@ -104,10 +104,10 @@ impl SqliteBackend {
         self.readers
             .read(move |conn| {
                 let sql = if newest {
-                    "SELECT b.id, b.data FROM records r JOIN blobs b ON b.id = r.blob_id
+                    "SELECT b.id, b.data FROM records r JOIN blobs b ON b.ref = r.blob
                      WHERE r.collection = ?1 ORDER BY r.updated_at DESC LIMIT ?2"
                 } else {
-                    "SELECT b.id, b.data FROM records r JOIN blobs b ON b.id = r.blob_id
+                    "SELECT b.id, b.data FROM records r JOIN blobs b ON b.ref = r.blob
                      WHERE r.collection = ?1 ORDER BY random() LIMIT ?2"
                 };
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -143,7 +143,7 @@ impl SqliteBackend {
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let rows = conn
                     .prepare_cached(
-                        "SELECT r.key, b.id, b.data FROM records r JOIN blobs b ON b.id = r.blob_id
+                        "SELECT r.key, b.id, b.data FROM records r JOIN blobs b ON b.ref = r.blob
                          WHERE r.collection = ?1 AND r.key > ?2 ORDER BY r.key LIMIT ?3",
                     )
                     .and_then(|mut statement| {

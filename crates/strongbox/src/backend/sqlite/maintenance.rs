@@ -56,13 +56,13 @@ impl SqliteBackend {
             let (blobs, bytes): (i64, i64) = tx
                 .query_row(
                     "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs
-                     WHERE id NOT IN (SELECT blob_id FROM records)",
+                     WHERE ref NOT IN (SELECT blob FROM records)",
                     [],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .map_err(map_err("find orphan blobs"))?;
             tx.execute(
-                "DELETE FROM blobs WHERE id NOT IN (SELECT blob_id FROM records)",
+                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)",
                 [],
             )
             .map_err(map_err("delete orphan blobs"))?;

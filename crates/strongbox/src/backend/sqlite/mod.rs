@@ -368,11 +368,15 @@ impl SqliteBackend {
             .read(move |conn| {
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 conn.prepare_cached(
-                    "SELECT collection, key FROM records WHERE blob_id = ?1 ORDER BY collection, key LIMIT ?2",
+                    "SELECT collection, key FROM records
+                     WHERE blob = (SELECT ref FROM blobs WHERE id = ?1)
+                     ORDER BY collection, key LIMIT ?2",
                 )
                 .and_then(|mut statement| {
                     statement
-                        .query_map(params![blob_id.as_bytes(), limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .query_map(params![blob_id.as_bytes(), limit], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })?
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(map_err("find the records of a blob"))
@@ -386,9 +390,9 @@ impl SqliteBackend {
             .read(|conn| {
                 let rows = conn
                     .prepare_cached(
-                        "WITH counted AS (SELECT blob_id, count(*) AS actual FROM records GROUP BY blob_id)
+                        "WITH counted AS (SELECT blob, count(*) AS actual FROM records GROUP BY blob)
                          SELECT b.id, b.refcount, coalesce(c.actual, 0)
-                         FROM blobs b LEFT JOIN counted c ON c.blob_id = b.id
+                         FROM blobs b LEFT JOIN counted c ON c.blob = b.ref
                          WHERE b.refcount != coalesce(c.actual, 0)",
                     )
                     .and_then(|mut statement| {
@@ -423,7 +427,7 @@ impl SqliteBackend {
             .read(|conn| {
                 conn.prepare_cached(
                     "SELECT collection, key FROM records r
-                     WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.id = r.blob_id)
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.ref = r.blob)
                      ORDER BY collection, key",
                 )
                 .and_then(|mut statement| {
@@ -521,16 +525,16 @@ fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
 /// One record and its blob, by key.
 fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
     conn.prepare_cached(
-        "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+        "SELECT b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
                 r.access_count, r.last_accessed
-         FROM records r LEFT JOIN blobs b ON b.id = r.blob_id
+         FROM records r LEFT JOIN blobs b ON b.ref = r.blob
          WHERE r.collection = ?1 AND r.key = ?2",
     )
     .and_then(|mut statement| {
         statement
             .query_row(params![collection, key], |row| {
                 Ok((
-                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, Option<Vec<u8>>>(0)?,
                     row.get::<_, Option<Vec<u8>>>(1)?,
                     row.get::<_, u8>(2)?,
                     RecordMeta {
@@ -547,6 +551,8 @@ fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option
     })
     .map_err(map_err("read a record"))?
     .map(|(blob_id, stored, format, meta)| {
+        let blob_id = blob_id
+            .ok_or_else(|| Error::corrupt_at(collection, key, "the record's value is missing"))?;
         let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
             Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
         })?;

@@ -47,8 +47,12 @@ CREATE TABLE records (
 CREATE INDEX records_by_blob ON records (blob_id);
 ";
 
-/// Version 2: compression dictionaries, and no `records_by_blob` index.
+/// Version 2: records point at blobs by a small integer, compression dictionaries, and no
+/// `records_by_blob` index. Rebuilds both tables from version 1.
 ///
+/// - `blobs.ref`: an `INTEGER PRIMARY KEY` (so `VACUUM` keeps it), which `records.blob` points
+///   at: 1 to 4 bytes per record instead of a 32-byte hash, and a read or a reference change
+///   finds the blob in the table itself, without a lookup in the `id` index.
 /// - `dictionaries`: zstd dictionaries, keyed by their zstd dictionary id (which blobs
 ///   compressed with them name); rows are never deleted, so every blob stays readable. The
 ///   newest row of a collection is the one its new values are written with; `ratio` is the
@@ -56,7 +60,43 @@ CREATE INDEX records_by_blob ON records (blob_id);
 /// - `records_by_blob` cost two random page writes per overwrite and a tenth of the file, to
 ///   serve only the verify and orphan-sweep scans, which do as well with one pass over
 ///   `records`.
+///
+/// A version 1 record whose blob is missing (damage) keeps `blob = 0`, which no blob has, so
+/// `verify` still reports it.
 const V2: &str = "
+CREATE TABLE blobs_v2 (
+    ref INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE CHECK (length(id) = 32),
+    data BLOB NOT NULL,
+    raw_size INTEGER NOT NULL,
+    refcount INTEGER NOT NULL CHECK (refcount > 0)
+);
+INSERT INTO blobs_v2 (id, data, raw_size, refcount)
+    SELECT id, data, raw_size, refcount FROM blobs ORDER BY rowid;
+
+CREATE TABLE records_v2 (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    blob INTEGER NOT NULL,
+    format INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    last_accessed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+INSERT INTO records_v2
+    SELECT r.collection, r.key, coalesce(b.ref, 0), r.format, r.version, r.created_at,
+           r.updated_at, r.size, r.access_count, r.last_accessed
+    FROM records r LEFT JOIN blobs_v2 b ON b.id = r.blob_id;
+
+DROP TABLE records;
+DROP TABLE blobs;
+ALTER TABLE blobs_v2 RENAME TO blobs;
+ALTER TABLE records_v2 RENAME TO records;
+
 CREATE TABLE dictionaries (
     id INTEGER PRIMARY KEY,
     collection TEXT NOT NULL,
@@ -64,8 +104,6 @@ CREATE TABLE dictionaries (
     created_at INTEGER NOT NULL,
     ratio REAL NOT NULL
 );
-
-DROP INDEX records_by_blob;
 ";
 
 /// Brings the database to [`SCHEMA_VERSION`].

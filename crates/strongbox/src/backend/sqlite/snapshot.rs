@@ -88,18 +88,30 @@ fn stream(
     send(SnapshotItem::Records(count.max(0).unsigned_abs()))?;
     let mut records = conn
         .prepare(
-            "SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
-                    access_count, last_accessed
-             FROM records ORDER BY collection, key",
+            "SELECT r.collection, r.key, b.id, r.format, r.version, r.created_at, r.updated_at,
+                    r.size, r.access_count, r.last_accessed, r.blob
+             FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+             ORDER BY r.collection, r.key",
         )
         .map_err(map_err("prepare the snapshot"))?;
     let mut blob = conn
-        .prepare("SELECT data FROM blobs WHERE id = ?1")
+        .prepare("SELECT data FROM blobs WHERE ref = ?1")
         .map_err(map_err("prepare the snapshot's blob read"))?;
     let mut rows = records.query([]).map_err(map_err("read records"))?;
     let mut sent: HashSet<BlobId> = HashSet::new();
     while let Some(row) = rows.next().map_err(map_err("read records"))? {
-        let record = record_of(row).map_err(map_err("read a record"))?;
+        let Some(record) = record_of(row).map_err(map_err("read a record"))? else {
+            let (collection, key): (String, String) = (
+                row.get(0).map_err(map_err("read a record"))?,
+                row.get(1).map_err(map_err("read a record"))?,
+            );
+            return Err(Error::corrupt_at(
+                &collection,
+                &key,
+                "the record's value is missing",
+            ));
+        };
+        let blob_ref: i64 = row.get(10).map_err(map_err("read a record"))?;
         let blob_id = record.blob_id;
         let (collection, key) = (record.collection.clone(), record.key.clone());
         send(SnapshotItem::Record(record))?;
@@ -107,7 +119,7 @@ fn stream(
             continue;
         }
         let stored: Option<Vec<u8>> = blob
-            .query_row([blob_id.as_bytes()], |row| row.get(0))
+            .query_row([blob_ref], |row| row.get(0))
             .optional()
             .map_err(map_err("read a blob"))?;
         let stored = stored.ok_or_else(|| {
@@ -121,10 +133,13 @@ fn stream(
     Ok(())
 }
 
-fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
+/// The record of a snapshot row; `None` when its blob is missing.
+fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SnapshotRecord>> {
     let collection: String = row.get(0)?;
     let key: String = row.get(1)?;
-    let blob_id: Vec<u8> = row.get(2)?;
+    let Some(blob_id): Option<Vec<u8>> = row.get(2)? else {
+        return Ok(None);
+    };
     let unsigned = |value: i64| value.max(0).unsigned_abs();
     let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -133,7 +148,7 @@ fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
             format!("the blob id of {collection}/{key} is not 32 bytes").into(),
         )
     })?;
-    Ok(SnapshotRecord {
+    Ok(Some(SnapshotRecord {
         blob_id,
         format: row.get(3)?,
         meta: RecordMeta {
@@ -146,5 +161,5 @@ fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRecord> {
         },
         collection,
         key,
-    })
+    }))
 }

@@ -227,24 +227,23 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     });
                 }
                 let version = actual.map_or(Version::FIRST, Version::next);
-                let old_blob = current.as_ref().map(|row| row.blob_id);
-                let deduplicated = if old_blob == Some(blob.id) {
-                    true
-                } else {
-                    add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?
+                let old_blob = current.as_ref().map(|row| (row.blob_id, row.blob_ref));
+                let (blob_ref, deduplicated) = match old_blob {
+                    Some((old_id, old_ref)) if old_id == Some(blob.id) => (old_ref, true),
+                    _ => add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?,
                 };
                 conn.prepare_cached(
-                    "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at, size)
+                    "INSERT INTO records (collection, key, blob, format, version, created_at, updated_at, size)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
                      ON CONFLICT (collection, key) DO UPDATE SET
-                        blob_id = excluded.blob_id, format = excluded.format, version = excluded.version,
+                        blob = excluded.blob, format = excluded.format, version = excluded.version,
                         updated_at = excluded.updated_at, size = excluded.size",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
                         collection,
                         key,
-                        blob.id.as_bytes(),
+                        blob_ref,
                         format,
                         to_i64(version.get()),
                         now,
@@ -252,8 +251,8 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     ])
                 })
                 .map_err(map_err("write a record"))?;
-                                if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
-                    release_blob_ref(conn, &old_blob)?;
+                                if let Some((_, old_ref)) = old_blob.filter(|(old_id, _)| *old_id != Some(blob.id)) {
+                    release_blob_ref(conn, old_ref)?;
                 }
                 WriteOutcome::Stored {
                     meta: RecordMeta {
@@ -282,9 +281,9 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                         actual: Some(row.version),
                     });
                 }
-                let deduplicated = add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
+                let (blob_ref, deduplicated) = add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
                 conn.prepare_cached(
-                    "INSERT INTO records (collection, key, blob_id, format, version, created_at, updated_at,
+                    "INSERT INTO records (collection, key, blob, format, version, created_at, updated_at,
                         size, access_count, last_accessed)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
@@ -292,7 +291,7 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     statement.execute(params![
                         collection,
                         key,
-                        blob.id.as_bytes(),
+                        blob_ref,
                         format,
                         to_i64(meta.version.get()),
                         meta.created_at_ms,
@@ -324,11 +323,11 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 }
                 match current {
                     None => WriteOutcome::Deleted(false),
-                    Some(CurrentRow { blob_id, .. }) => {
+                    Some(CurrentRow { blob_ref, .. }) => {
                         conn.prepare_cached("DELETE FROM records WHERE collection = ?1 AND key = ?2")
                             .and_then(|mut statement| statement.execute(params![collection, key]))
                             .map_err(map_err("delete a record"))?;
-                        release_blob_ref(conn, &blob_id)?;
+                        release_blob_ref(conn, blob_ref)?;
                         WriteOutcome::Deleted(true)
                     }
                 }
@@ -341,7 +340,11 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
 /// What a write needs to know of the record it replaces.
 struct CurrentRow {
     version: Version,
-    blob_id: BlobId,
+    /// The id of the blob the record points at; `None` when that blob is missing (damage: the
+    /// write then replaces the record's reference without releasing anything).
+    blob_id: Option<BlobId>,
+    /// `blobs.ref` of that blob.
+    blob_ref: i64,
     created_at_ms: i64,
     access_count: u64,
     last_accessed_ms: i64,
@@ -351,31 +354,38 @@ struct CurrentRow {
 fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<CurrentRow>> {
     let row = conn
         .prepare_cached(
-            "SELECT version, blob_id, created_at, access_count, last_accessed FROM records
-             WHERE collection = ?1 AND key = ?2",
+            "SELECT r.version, b.id, r.created_at, r.access_count, r.last_accessed, r.blob
+             FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+             WHERE r.collection = ?1 AND r.key = ?2",
         )
         .and_then(|mut statement| {
             statement
                 .query_row(params![collection, key], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
-                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, Option<Vec<u8>>>(1)?,
                         row.get::<_, i64>(2)?,
                         row.get::<_, i64>(3)?,
                         row.get::<_, i64>(4)?,
+                        row.get::<_, i64>(5)?,
                     ))
                 })
                 .optional()
         })
         .map_err(map_err("read a record's version"))?;
     row.map(
-        |(version, blob_id, created_at_ms, access_count, last_accessed_ms)| {
-            let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
-                Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
-            })?;
+        |(version, blob_id, created_at_ms, access_count, last_accessed_ms, blob_ref)| {
+            let blob_id = blob_id
+                .map(|id| {
+                    BlobId::from_slice(&id).ok_or_else(|| {
+                        Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+                    })
+                })
+                .transpose()?;
             Ok(CurrentRow {
                 version: Version::new(version.max(0).unsigned_abs()),
                 blob_id,
+                blob_ref,
                 created_at_ms,
                 access_count: access_count.max(0).unsigned_abs(),
                 last_accessed_ms,
@@ -385,34 +395,42 @@ fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<Curr
     .transpose()
 }
 
-/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns
-/// whether the blob already existed (the write was deduplicated).
-fn add_blob_ref(conn: &Connection, blob_id: &BlobId, stored: &[u8], raw_len: u64) -> Result<bool> {
-    let refcount: i64 = conn
+/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns the
+/// blob's `ref` and whether it already existed (the write was deduplicated).
+fn add_blob_ref(
+    conn: &Connection,
+    blob_id: &BlobId,
+    stored: &[u8],
+    raw_len: u64,
+) -> Result<(i64, bool)> {
+    let (blob_ref, refcount): (i64, i64) = conn
         .prepare_cached(
             "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
              ON CONFLICT (id) DO UPDATE SET refcount = refcount + 1
-             RETURNING refcount",
+             RETURNING ref, refcount",
         )
         .and_then(|mut statement| {
             statement.query_row(
                 params![blob_id.as_bytes(), stored, to_i64(raw_len)],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
         })
         .map_err(map_err("add a blob reference"))?;
-    Ok(refcount > 1)
+    Ok((blob_ref, refcount > 1))
 }
 
 /// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero.
-fn release_blob_ref(conn: &Connection, blob_id: &BlobId) -> Result<()> {
+fn release_blob_ref(conn: &Connection, blob_ref: i64) -> Result<()> {
     let remaining: Option<i64> = conn
-        .prepare_cached("UPDATE blobs SET refcount = refcount - 1 WHERE id = ?1 AND refcount > 1 RETURNING refcount")
-        .and_then(|mut statement| statement.query_row([blob_id.as_bytes()], |row| row.get(0)).optional())
+        .prepare_cached(
+            "UPDATE blobs SET refcount = refcount - 1 WHERE ref = ?1 AND refcount > 1
+             RETURNING refcount",
+        )
+        .and_then(|mut statement| statement.query_row([blob_ref], |row| row.get(0)).optional())
         .map_err(map_err("release a blob reference"))?;
     if remaining.is_none() {
-        conn.prepare_cached("DELETE FROM blobs WHERE id = ?1")
-            .and_then(|mut statement| statement.execute([blob_id.as_bytes()]))
+        conn.prepare_cached("DELETE FROM blobs WHERE ref = ?1")
+            .and_then(|mut statement| statement.execute([blob_ref]))
             .map_err(map_err("delete an unreferenced blob"))?;
     }
     Ok(())
