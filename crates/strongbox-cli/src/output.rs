@@ -149,6 +149,14 @@ pub fn storage_rows(stats: &StorageStats) -> Vec<(String, String)> {
             ),
         ),
         row(
+            "dictionaries",
+            format!(
+                "{} of {} collections compress with a trained zstd dictionary",
+                count(stats.dictionary_collections),
+                count(stats.collections)
+            ),
+        ),
+        row(
             "stored size",
             format!(
                 "{} ({} of logical)",

@@ -63,6 +63,11 @@ impl Known {
         &self.broken
     }
 
+    /// How many collections compress new values with a dictionary.
+    pub(crate) fn collections(&self) -> usize {
+        self.current.len()
+    }
+
     /// The dictionary new values of `collection` are compressed with.
     pub(crate) fn for_collection(&self, collection: &str) -> Option<&Dictionary> {
         self.current

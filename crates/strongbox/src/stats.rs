@@ -32,6 +32,9 @@ pub struct StorageStats {
     /// Bytes saved by compression: `unique_bytes - stored_bytes` (negative savings count as 0;
     /// each stored blob carries a one-byte codec tag).
     pub compression_saved_bytes: u64,
+    /// Collections whose new values are compressed with a trained zstd dictionary.
+    #[serde(default)]
+    pub dictionary_collections: u64,
 }
 
 impl From<StorageTotals> for StorageStats {
@@ -46,6 +49,7 @@ impl From<StorageTotals> for StorageStats {
             file_bytes: 0,
             dedup_saved_bytes: totals.logical_bytes.saturating_sub(totals.unique_bytes),
             compression_saved_bytes: totals.unique_bytes.saturating_sub(totals.stored_bytes),
+            dictionary_collections: 0,
         }
     }
 }
@@ -72,6 +76,7 @@ impl Store {
     pub async fn storage_stats(&self) -> Result<StorageStats> {
         let mut stats = StorageStats::from(self.backend().totals().await?);
         stats.file_bytes = self.backend().file_bytes().await?;
+        stats.dictionary_collections = self.dictionaries().load().collections() as u64;
         Ok(stats)
     }
 }
