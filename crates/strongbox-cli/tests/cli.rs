@@ -118,6 +118,20 @@ fn import_then_export_of_the_sample_gives_equal_values() {
         "{}",
         stdout(&imported)
     );
+    // The import ends with maintenance: every collection of the sample has enough values for a
+    // dictionary, and the export below reads every recompressed value back.
+    assert!(
+        stdout(&imported).contains("trained 6 compression dictionaries"),
+        "{}",
+        stdout(&imported)
+    );
+    let after = stats(&db);
+    assert_eq!(after["dictionary_collections"], json!(6));
+    let (stored, logical) = (
+        after["stored_bytes"].as_u64().unwrap(),
+        after["logical_bytes"].as_u64().unwrap(),
+    );
+    assert!(stored * 4 < logical, "stored {stored} of {logical}");
 
     let exported_file = dir.path().join("export.jsonl");
     let exported = run(&db, &["export", "--out", exported_file.to_str().unwrap()]);
@@ -524,6 +538,7 @@ fn verify_of_a_healthy_database_exits_0_and_stats_has_the_documented_fields() {
         "file_bytes",
         "dedup_saved_bytes",
         "compression_saved_bytes",
+        "dictionary_collections",
     ];
     documented.sort_unstable();
     assert_eq!(fields, documented);
