@@ -2,8 +2,8 @@
 //!
 //! This test binary re-runs itself as child processes that move chips between accounts in
 //! transactions (each transfer also writes a ledger entry, in the same transaction), run
-//! maintenance and take backups now and then, and print `ack <ledger key>` only after `commit`
-//! returned. The
+//! maintenance (which trains compression dictionaries from 50 values on, and recompresses) and
+//! take backups now and then, and print `ack <ledger key>` only after `commit` returned. The
 //! parent kills them with SIGKILL at random moments — two processes on one database at once —
 //! then reopens the database and checks that:
 //! - every acknowledged ledger entry is present;
@@ -232,6 +232,8 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
     runtime.block_on(async {
         let mut config = Config::new(db);
         config.busy_timeout_ms = 30_000;
+        // Maintenance then trains dictionaries and recompresses values, and gets killed doing it.
+        config.dictionary_min_values = 50;
         let store = Store::open(config).await.unwrap();
         let mut tasks = Vec::new();
         for task in 0..8u64 {
