@@ -188,11 +188,20 @@ pub(super) fn decompress(
     dictionary.decompress(payload, size)
 }
 
-/// Trains a dictionary of at most [`MAX_DICTIONARY_BYTES`] from sample values, or `None` when
-/// zstd cannot (too few or too uniform samples).
+/// Trains a dictionary from sample values, or `None` when zstd cannot (too few or too uniform
+/// samples). Its size is a tenth of the samples' total (zstd's advice), at most
+/// [`MAX_DICTIONARY_BYTES`], so that collections of small values get a small dictionary.
 pub fn train<S: AsRef<[u8]>>(samples: &[S]) -> Option<Vec<u8>> {
-    zstd::dict::from_samples(samples, MAX_DICTIONARY_BYTES).ok()
+    let total: usize = samples.iter().map(|sample| sample.as_ref().len()).sum();
+    let size = (total / 10).min(MAX_DICTIONARY_BYTES);
+    if size < MIN_DICTIONARY_BYTES {
+        return None;
+    }
+    zstd::dict::from_samples(samples, size).ok()
 }
+
+/// Below this, samples are too few to train from.
+const MIN_DICTIONARY_BYTES: usize = 1 << 10;
 
 #[cfg(test)]
 mod tests {
