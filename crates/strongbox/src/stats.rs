@@ -144,6 +144,10 @@ impl Store {
                     ("strongbox_logical_bytes", storage.logical_bytes),
                     ("strongbox_stored_bytes", storage.stored_bytes),
                     ("strongbox_file_bytes", storage.file_bytes),
+                    (
+                        "strongbox_dictionary_collections",
+                        storage.dictionary_collections,
+                    ),
                     ("strongbox_cache_entries", stats.cache.entries),
                     ("strongbox_cache_bytes", stats.cache.bytes),
                 ] {
