@@ -17,6 +17,11 @@ use anyhow::Context as _;
 
 use crate::commands::Failure;
 
+/// mimalloc instead of the system allocator: a read allocates and frees a decoded value and
+/// the tree it deserializes into, and glibc's allocator spent a quarter of a cache hit's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::parse();
     let result = tokio::runtime::Builder::new_multi_thread()
