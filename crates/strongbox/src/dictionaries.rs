@@ -11,7 +11,8 @@
 //!   it, and no dictionary is ever deleted, so every value stays readable, also from caches
 //!   and backups. Blobs name their dictionary by its content-derived zstd id.
 //! - **Recompression.** After training, the collection's values are rewritten with the new
-//!   dictionary in batches, each a short job between group commits. A blob's id is the hash of
+//!   dictionary in batches, each a short job between group commits, at zstd level
+//!   [`RECOMPRESSION_LEVEL`] (new writes use the configured, faster level). A blob's id is the hash of
 //!   its value, not of its encoding, so ids, references and caches are untouched; each value is
 //!   verified against its id before it is re-encoded, and a damaged one is left for `verify`.
 //! - **Other processes** (PostgreSQL servers) load a dictionary the first time they meet a value
@@ -40,6 +41,11 @@ pub const DRIFT: f64 = 0.20;
 pub const MIN_GAIN: f64 = 0.10;
 /// Values recompressed per batch (one writer job each).
 const RECOMPRESS_BATCH: usize = 256;
+/// The zstd level values are recompressed at (or the configured level, if higher). Rewriting
+/// happens in maintenance, off the write path, so it can afford a slow level: on the sample
+/// data, level 15 stores 7% fewer bytes than level 3 (levels 4 to 12 do no better than 3 with a
+/// dictionary), at about 0.2 ms per value. Decompression is as fast as at level 3.
+pub const RECOMPRESSION_LEVEL: i32 = 15;
 
 /// The dictionaries a store knows: every one by id (for reading), and the newest of each
 /// collection (for writing). Swapped whole when one is added, so readers never lock.
@@ -330,6 +336,12 @@ impl Store {
             return Ok((0, 0));
         };
         let compression = self.config().compression;
+        let level = compression.level.zstd_level().max(RECOMPRESSION_LEVEL);
+        // The same dictionary (same id, so blobs name it alike), prepared at the slow level.
+        let dictionary = Arc::new(
+            Dictionary::new(dictionary.bytes().to_vec(), level)
+                .map_err(|error| Error::backend("prepare a dictionary", error.to_string()))?,
+        );
         let max = self.config().max_value_bytes;
         let (mut values, mut saved) = (0, 0);
         let mut after = None;

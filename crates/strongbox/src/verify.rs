@@ -1,5 +1,6 @@
 //! [`Store::verify`]: re-hash every blob, recount every reference, run the engine's check.
 
+use crate::backend::BlobCursor;
 use crate::blob::BlobId;
 use crate::error::Result;
 use crate::store::Store;
@@ -62,17 +63,20 @@ impl Store {
                 detail: format!("compression dictionary {id:08x} cannot be loaded: {error}"),
             });
         }
-        let mut after: Option<BlobId> = None;
+        let mut after = BlobCursor::Start;
         loop {
-            let page = backend.blobs_after(after, PAGE_BLOBS).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(*last);
+            let (page, next) = backend.blobs_after(after, PAGE_BLOBS).await?;
+            let last_page = page.len() < PAGE_BLOBS;
+            after = next;
             for (blob_id, stored) in page {
                 report.blobs_checked += 1;
                 if let Err(error) = self.decode_blob(&blob_id, &stored).await {
                     let detail = format!("blob {blob_id}: {error}");
                     self.report_blob(&mut report, blob_id, detail).await?;
                 }
+            }
+            if last_page {
+                break;
             }
         }
         for mismatch in backend.refcount_mismatches().await? {

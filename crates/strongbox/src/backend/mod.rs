@@ -174,6 +174,18 @@ pub struct KeyRange {
     pub limit: usize,
 }
 
+/// Where a walk over every blob ([`Backend::blobs_after`]) resumes: each backend's own order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BlobCursor {
+    /// From the first blob.
+    #[default]
+    Start,
+    /// After the SQLite blob with this `ref`.
+    Ref(i64),
+    /// After the PostgreSQL blob with this id.
+    Id(BlobId),
+}
+
 /// Totals over the whole database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageTotals {
@@ -349,12 +361,13 @@ impl Backend {
         dispatch!(self, backend => backend.file_bytes().await)
     }
 
-    /// Up to `limit` blobs with ids after `after`, in id order: `(id, stored bytes)`.
+    /// Up to `limit` blobs after `after`, in the backend's order: `(id, stored bytes)`, and the
+    /// cursor to resume from. Fewer than `limit` blobs means the walk is over.
     pub async fn blobs_after(
         &self,
-        after: Option<BlobId>,
+        after: BlobCursor,
         limit: usize,
-    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+    ) -> Result<(Vec<(BlobId, Vec<u8>)>, BlobCursor)> {
         dispatch!(self, backend => backend.blobs_after(after, limit).await)
     }
 

@@ -196,11 +196,27 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     store.store("players", "alice", &1).await.unwrap();
     let stats = store.storage_stats().await.unwrap();
     assert_eq!((stats.records, stats.blobs), (2, 2));
+    // A migrated blob is found by its id: the same value again is deduplicated.
+    store
+        .store("players", "dave", &"the house always wins".repeat(20))
+        .await
+        .unwrap();
+    let stats = store.storage_stats().await.unwrap();
+    assert_eq!((stats.records, stats.blobs), (3, 2));
     assert!(store.verify().await.unwrap().is_clean());
     store.close().await.unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    // Version 3: the blob ids are indexed by their first 8 bytes only.
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'blobs'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["blobs_by_id"]);
 }

@@ -33,7 +33,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Change, KeyRange, RefcountMismatch, StorageTotals, StoredRecord};
+use crate::backend::{BlobCursor, Change, KeyRange, RefcountMismatch, StorageTotals, StoredRecord};
 use crate::blob::BlobId;
 use crate::config::{Config, Durability, PostgresUrl};
 use crate::error::{Error, Result};
@@ -347,14 +347,24 @@ impl PostgresBackend {
         Ok(unsigned(row.get(0)))
     }
 
-    /// See `Backend::blobs_after`.
+    /// See `Backend::blobs_after`: in id order.
     pub async fn blobs_after(
         &self,
-        after: Option<BlobId>,
+        after: BlobCursor,
         limit: usize,
-    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+    ) -> Result<(Vec<(BlobId, Vec<u8>)>, BlobCursor)> {
+        let cursor = after;
+        let after = match after {
+            BlobCursor::Start => Vec::new(),
+            BlobCursor::Id(id) => id.as_bytes().to_vec(),
+            BlobCursor::Ref(_) => {
+                return Err(Error::backend(
+                    "read blobs",
+                    "a SQLite cursor was given to a PostgreSQL database",
+                ));
+            }
+        };
         let client = self.client().await?;
-        let after = after.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
@@ -363,7 +373,8 @@ impl PostgresBackend {
             )
             .await
             .map_err(map_err("read blobs"))?;
-        rows.into_iter()
+        let blobs = rows
+            .into_iter()
             .map(|row| {
                 let id: &[u8] = row.get(0);
                 let blob_id = BlobId::from_slice(id).ok_or_else(|| Error::Corrupt {
@@ -373,7 +384,9 @@ impl PostgresBackend {
                 })?;
                 Ok((blob_id, row.get(1)))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let next = blobs.last().map_or(cursor, |(id, _)| BlobCursor::Id(*id));
+        Ok((blobs, next))
     }
 
     /// See `Backend::records_of_blob`.

@@ -31,7 +31,8 @@ use tokio::sync::oneshot;
 use self::reader::ReaderPool;
 use self::writer::Request;
 use crate::backend::{
-    AccessUpdate, KeyRange, RefcountMismatch, StorageTotals, StoredRecord, WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, KeyRange, RefcountMismatch, StorageTotals, StoredRecord, WriteOp,
+    WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::config::{Config, Durability};
@@ -324,28 +325,49 @@ impl SqliteBackend {
             .await
     }
 
-    /// See `Backend::blobs_after`.
+    /// See `Backend::blobs_after`: in `ref` order.
     pub async fn blobs_after(
         &self,
-        after: Option<BlobId>,
+        after: BlobCursor,
         limit: usize,
-    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+    ) -> Result<(Vec<(BlobId, Vec<u8>)>, BlobCursor)> {
+        let after = match after {
+            BlobCursor::Start => 0,
+            BlobCursor::Ref(blob_ref) => blob_ref,
+            BlobCursor::Id(_) => {
+                return Err(Error::backend(
+                    "read blobs",
+                    "a PostgreSQL cursor was given to a SQLite database",
+                ));
+            }
+        };
         self.readers
             .read(move |conn| {
-                let after = after.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let rows = conn
-                    .prepare_cached("SELECT id, data FROM blobs WHERE id > ?1 ORDER BY id LIMIT ?2")
+                    .prepare_cached(
+                        "SELECT ref, id, data FROM blobs WHERE ref > ?1 ORDER BY ref LIMIT ?2",
+                    )
                     .and_then(|mut statement| {
                         statement
                             .query_map(params![after, limit], |row| {
-                                Ok((row.get::<_, Vec<u8>>(0)?, row.get(1)?))
+                                Ok((
+                                    row.get::<_, i64>(0)?,
+                                    row.get::<_, Vec<u8>>(1)?,
+                                    row.get(2)?,
+                                ))
                             })?
-                            .collect::<rusqlite::Result<Vec<(Vec<u8>, Vec<u8>)>>>()
+                            .collect::<rusqlite::Result<Vec<(i64, Vec<u8>, Vec<u8>)>>>()
                     })
                     .map_err(map_err("read blobs"))?;
-                rows.into_iter()
-                    .map(|(id, data)| {
+                let next = rows
+                    .last()
+                    .map_or(BlobCursor::Ref(after), |(blob_ref, _, _)| {
+                        BlobCursor::Ref(*blob_ref)
+                    });
+                let blobs = rows
+                    .into_iter()
+                    .map(|(_, id, data)| {
                         let id = BlobId::from_slice(&id).ok_or_else(|| Error::Corrupt {
                             collection: None,
                             key: None,
@@ -353,7 +375,8 @@ impl SqliteBackend {
                         })?;
                         Ok((id, data))
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((blobs, next))
             })
             .await
     }
@@ -369,7 +392,8 @@ impl SqliteBackend {
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 conn.prepare_cached(
                     "SELECT collection, key FROM records
-                     WHERE blob = (SELECT ref FROM blobs WHERE id = ?1)
+                     WHERE blob = (SELECT ref FROM blobs
+                                   WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1)
                      ORDER BY collection, key LIMIT ?2",
                 )
                 .and_then(|mut statement| {

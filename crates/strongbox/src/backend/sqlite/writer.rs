@@ -403,20 +403,35 @@ fn add_blob_ref(
     stored: &[u8],
     raw_len: u64,
 ) -> Result<(i64, bool)> {
-    let (blob_ref, refcount): (i64, i64) = conn
+    // This thread is the only one that adds blobs, so the lookup and the insert cannot race.
+    let existing: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE blobs SET refcount = refcount + 1
+             WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1
+             RETURNING ref",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row([blob_id.as_bytes()], |row| row.get(0))
+                .optional()
+        })
+        .map_err(map_err("add a blob reference"))?;
+    if let Some(blob_ref) = existing {
+        return Ok((blob_ref, true));
+    }
+    let blob_ref = conn
         .prepare_cached(
             "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
-             ON CONFLICT (id) DO UPDATE SET refcount = refcount + 1
-             RETURNING ref, refcount",
+             RETURNING ref",
         )
         .and_then(|mut statement| {
             statement.query_row(
                 params![blob_id.as_bytes(), stored, to_i64(raw_len)],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| row.get(0),
             )
         })
-        .map_err(map_err("add a blob reference"))?;
-    Ok((blob_ref, refcount > 1))
+        .map_err(map_err("add a blob"))?;
+    Ok((blob_ref, false))
 }
 
 /// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero.
