@@ -149,6 +149,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             args.duration
         );
     }
+    // A PostgreSQL database that cannot be reached fails now, not after the other workloads.
+    if let Some(url) = &args.postgres {
+        Store::open(Config::postgres(url.clone()))
+            .await
+            .context("open the PostgreSQL database")?
+            .close()
+            .await?;
+    }
     let ours = run_ours(config, &dataset, args, duration)
         .await
         .context("run the Strongbox workloads")?;

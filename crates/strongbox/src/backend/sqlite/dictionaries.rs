@@ -175,7 +175,10 @@ impl SqliteBackend {
             let mut rewritten = 0;
             {
                 let mut statement = tx
-                    .prepare_cached("UPDATE blobs SET data = ?2 WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1")
+                    .prepare_cached(
+                        "UPDATE blobs SET data = ?2
+                         WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1",
+                    )
                     .map_err(map_err("recompress a value"))?;
                 for (id, stored) in &blobs {
                     rewritten += statement

@@ -251,7 +251,8 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     ])
                 })
                 .map_err(map_err("write a record"))?;
-                                if let Some((_, old_ref)) = old_blob.filter(|(old_id, _)| *old_id != Some(blob.id)) {
+                let replaced = old_blob.filter(|(old_id, _)| *old_id != Some(blob.id));
+                if let Some((_, old_ref)) = replaced {
                     release_blob_ref(conn, old_ref)?;
                 }
                 WriteOutcome::Stored {
