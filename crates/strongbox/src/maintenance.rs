@@ -48,8 +48,12 @@ pub struct MaintenanceReport {
     pub file_bytes_after: u64,
     /// `file_bytes_before - file_bytes_after` (0 if the file grew).
     pub bytes_reclaimed: u64,
-    /// Blobs no record referred to, now removed.
+    /// Orphan blobs removed: no record referred to them although their reference count said
+    /// one did (a leak, repaired). Zero in a healthy store.
     pub orphan_blobs_removed: u64,
+    /// Blobs whose last reference was released since the last sweep, now removed (on SQLite,
+    /// a delete or an overwrite leaves the old value for this sweep).
+    pub released_blobs_removed: u64,
     /// Compression dictionaries trained (see `Store::train_dictionaries`).
     pub dictionaries_trained: u64,
     /// Values rewritten with a new dictionary.
@@ -122,8 +126,11 @@ impl Store {
             .step("collect_orphans", async {
                 let sweep = backend.collect_orphan_blobs().await?;
                 Ok((
-                    format!("removed {} blobs ({} bytes)", sweep.blobs, sweep.bytes),
-                    sweep.blobs,
+                    format!(
+                        "removed {} released blobs ({} bytes) and {} orphans ({} bytes)",
+                        sweep.released, sweep.released_bytes, sweep.blobs, sweep.bytes
+                    ),
+                    (sweep.blobs, sweep.released),
                 ))
             })
             .await;
@@ -214,7 +221,7 @@ impl Store {
             })
             .await;
 
-        report.orphan_blobs_removed = orphans.unwrap_or(0);
+        (report.orphan_blobs_removed, report.released_blobs_removed) = orphans.unwrap_or((0, 0));
         (report.dictionaries_trained, report.values_recompressed) = compressed.unwrap_or((0, 0));
         report.pages_vacuumed = pages.unwrap_or(0);
         if let Some(problems) = problems {

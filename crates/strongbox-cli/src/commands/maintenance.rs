@@ -61,10 +61,11 @@ fn print(report: &MaintenanceReport, json: bool) -> anyhow::Result<()> {
         ))?;
     }
     out.line(format_args!(
-        "file {} -> {} ({} reclaimed); {} orphan blobs removed; {} ms in all",
+        "file {} -> {} ({} reclaimed); {} released and {} orphan blobs removed; {} ms in all",
         output::bytes(report.file_bytes_before),
         output::bytes(report.file_bytes_after),
         output::bytes(report.bytes_reclaimed),
+        output::count(report.released_blobs_removed),
         output::count(report.orphan_blobs_removed),
         report.elapsed_ms
     ))?;

@@ -206,10 +206,14 @@ pub struct StorageTotals {
 /// What an orphan-blob sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanSweep {
-    /// Blobs no record pointed at.
+    /// Orphans: blobs no record pointed at although their count said some did (a leak).
     pub blobs: u64,
     /// Their stored bytes.
     pub bytes: u64,
+    /// Blobs whose last reference was released (on SQLite they wait for the sweep).
+    pub released: u64,
+    /// Their stored bytes.
+    pub released_bytes: u64,
 }
 
 /// What a WAL checkpoint did.

@@ -109,7 +109,7 @@ async fn a_missing_blob_and_a_wrong_count_are_reported() {
     let mut harness = seeded().await;
     tamper(
         &harness,
-        "DELETE FROM blobs WHERE length(data) > 20; UPDATE blobs SET refcount = 5;",
+        "DELETE FROM blobs WHERE length(data) > 20; UPDATE blob_refs SET refcount = 5;",
     );
     harness.reopen().await;
     let error = harness

@@ -102,11 +102,25 @@ async fn orphan_collection_removes_only_unreferenced_blobs() {
         .store("players", "carol", &"shared")
         .await
         .unwrap();
+    // Released: its last reference is gone, the blob waits for the sweep.
+    harness
+        .store
+        .store("players", "dave", &"gone")
+        .await
+        .unwrap();
+    harness.store.delete("players", "dave").await.unwrap();
+    assert!(harness.store.verify().await.unwrap().is_clean());
     harness.store.close().await.unwrap();
+    // An orphan: a blob whose count says it is referenced, with no record (a leak).
     let conn = rusqlite::Connection::open(harness.path()).unwrap();
     conn.execute(
-        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, 3, 1)",
+        "INSERT INTO blobs (id, data, raw_size) VALUES (?1, ?2, 3)",
         (vec![7u8; 32], vec![0u8, b'x', b'y', b'z']),
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO blob_refs (ref, refcount) VALUES (last_insert_rowid(), 1)",
+        [],
     )
     .unwrap();
     drop(conn);
@@ -114,6 +128,8 @@ async fn orphan_collection_removes_only_unreferenced_blobs() {
     assert!(!harness.store.verify().await.unwrap().is_clean());
     let report = harness.store.maintenance().await.unwrap();
     assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
+    assert_eq!(report.released_blobs_removed, 1, "{report:?}");
+    assert!(harness.store.verify().await.unwrap().is_clean());
     for (key, value) in [("alice", "alice"), ("bob", "shared"), ("carol", "shared")] {
         assert_eq!(
             harness
@@ -179,8 +195,13 @@ async fn background_tasks_run_and_stop_with_the_store() {
     harness.store.close().await.unwrap();
     let conn = rusqlite::Connection::open(harness.path()).unwrap();
     conn.execute(
-        "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, 1, 1)",
+        "INSERT INTO blobs (id, data, raw_size) VALUES (?1, ?2, 1)",
         (vec![9u8; 32], vec![0u8, b'1']),
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO blob_refs (ref, refcount) VALUES (last_insert_rowid(), 1)",
+        [],
     )
     .unwrap();
     drop(conn);

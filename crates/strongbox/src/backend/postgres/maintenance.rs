@@ -42,9 +42,12 @@ impl PostgresBackend {
         tx.commit()
             .await
             .map_err(map_err("commit the orphan sweep"))?;
+        // Writers delete a blob with its last reference: whatever is left is an orphan.
         Ok(OrphanSweep {
             blobs: unsigned(row.get(0)),
             bytes: unsigned(row.get(1)),
+            released: 0,
+            released_bytes: 0,
         })
     }
 

@@ -53,23 +53,32 @@ impl SqliteBackend {
             let tx = conn
                 .transaction()
                 .map_err(map_err("begin the orphan sweep"))?;
-            let (blobs, bytes): (i64, i64) = tx
+            // Unreferenced blobs (count zero: expected) apart from orphans (a positive count
+            // but no record: a leak, which the sweep repairs and reports).
+            let (released, released_bytes, blobs, bytes): (i64, i64, i64, i64) = tx
                 .query_row(
-                    "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs
-                     WHERE ref NOT IN (SELECT blob FROM records)",
+                    "SELECT count(*) FILTER (WHERE coalesce(c.refcount, 0) = 0),
+                            coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0),
+                            count(*) FILTER (WHERE c.refcount > 0),
+                            coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0)
+                     FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
+                     WHERE b.ref NOT IN (SELECT blob FROM records)",
                     [],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
-                .map_err(map_err("find orphan blobs"))?;
-            tx.execute(
-                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)",
-                [],
+                .map_err(map_err("find unreferenced blobs"))?;
+            tx.execute_batch(
+                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records);
+                 DELETE FROM blob_refs WHERE ref NOT IN (SELECT ref FROM blobs);",
             )
-            .map_err(map_err("delete orphan blobs"))?;
+            .map_err(map_err("delete unreferenced blobs"))?;
             tx.commit().map_err(map_err("commit the orphan sweep"))?;
+            let unsigned = |value: i64| value.max(0).unsigned_abs();
             Ok(OrphanSweep {
-                blobs: blobs.max(0).unsigned_abs(),
-                bytes: bytes.max(0).unsigned_abs(),
+                blobs: unsigned(blobs),
+                bytes: unsigned(bytes),
+                released: unsigned(released),
+                released_bytes: unsigned(released_bytes),
             })
         })
         .await

@@ -39,6 +39,9 @@ use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version};
 
+/// WAL pages after which a commit checkpoints them into the database file.
+const WAL_CHECKPOINT_PAGES: i64 = 8_000;
+
 /// A store's SQLite database file.
 #[derive(Debug)]
 pub struct SqliteBackend {
@@ -102,6 +105,8 @@ impl SqliteBackend {
         };
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(map_err("set synchronous"))?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(map_err("set the WAL checkpoint size"))?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
@@ -304,7 +309,8 @@ impl SqliteBackend {
                         |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
                     )?;
                     let (blobs, unique_bytes, stored_bytes) = conn.query_row(
-                        "SELECT count(*), coalesce(sum(raw_size), 0), coalesce(sum(length(data)), 0) FROM blobs",
+                        "SELECT count(*), coalesce(sum(b.raw_size), 0), coalesce(sum(length(b.data)), 0)
+                         FROM blobs b JOIN blob_refs c ON c.ref = b.ref WHERE c.refcount > 0",
                         [],
                         |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
                     )?;
@@ -415,9 +421,10 @@ impl SqliteBackend {
                 let rows = conn
                     .prepare_cached(
                         "WITH counted AS (SELECT blob, count(*) AS actual FROM records GROUP BY blob)
-                         SELECT b.id, b.refcount, coalesce(c.actual, 0)
-                         FROM blobs b LEFT JOIN counted c ON c.blob = b.ref
-                         WHERE b.refcount != coalesce(c.actual, 0)",
+                         SELECT b.id, coalesce(r.refcount, 0), coalesce(c.actual, 0)
+                         FROM blobs b LEFT JOIN blob_refs r ON r.ref = b.ref
+                              LEFT JOIN counted c ON c.blob = b.ref
+                         WHERE coalesce(r.refcount, 0) != coalesce(c.actual, 0)",
                     )
                     .and_then(|mut statement| {
                         statement

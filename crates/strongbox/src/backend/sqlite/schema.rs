@@ -106,25 +106,37 @@ CREATE TABLE dictionaries (
 );
 ";
 
-/// Version 3: the blob id index keeps only the first 8 bytes of each id. Rebuilds `blobs`
-/// (keeping every `ref`) without its `UNIQUE` constraint on `id`.
+/// Version 3: reference counts apart from the values, and a smaller blob id index. Rebuilds
+/// `blobs` (keeping every `ref`).
 ///
-/// The unique index held a copy of every 32-byte id: a twelfth of the file on the sample data.
-/// An index on the first 8 bytes finds a blob as fast (the query also compares the whole id)
-/// at 40% of the size. Ids stay unique because the writer thread, the only one that adds
-/// blobs, looks a blob up before it inserts it, in the same transaction. A query finds a blob
-/// by id with `substr(id, 1, 8) = substr(?, 1, 8) AND id = ?` (SQLite uses an index on an
-/// expression only where the query repeats the expression).
+/// - `blob_refs`: each blob's reference count, in a table of its own. A write changes two
+///   counts (the new value's and the old one's): in a table of a few bytes per row they share
+///   pages, where in `blobs` each count sat on a page of values, and a group commit writes every
+///   page it touches whole to the WAL. A count may reach zero: the blob stays, unreferenced,
+///   until maintenance's orphan sweep removes it (or a write of the same value takes it back),
+///   so that a delete or an overwrite touches no page of values either. Both halve the bytes a
+///   group commit of 64 overwrites writes (on the sample data, from 194 pages to 94).
+/// - `blobs_by_id` on the first 8 bytes of each id replaces the `UNIQUE` index, which held a
+///   copy of every 32-byte id (a twelfth of the file on the sample data). It finds a blob as
+///   fast (the query also compares the whole id) at 40% of the size. Ids stay unique because the
+///   writer thread, the only one that adds blobs, looks a blob up before it inserts it, in the
+///   same transaction. A query finds a blob by id with
+///   `substr(id, 1, 8) = substr(?, 1, 8) AND id = ?` (SQLite uses an index on an expression
+///   only where the query repeats the expression).
 const V3: &str = "
 CREATE TABLE blobs_v3 (
     ref INTEGER PRIMARY KEY,
     id BLOB NOT NULL CHECK (length(id) = 32),
     data BLOB NOT NULL,
-    raw_size INTEGER NOT NULL,
-    refcount INTEGER NOT NULL CHECK (refcount > 0)
+    raw_size INTEGER NOT NULL
 );
-INSERT INTO blobs_v3 (ref, id, data, raw_size, refcount)
-    SELECT ref, id, data, raw_size, refcount FROM blobs ORDER BY ref;
+INSERT INTO blobs_v3 (ref, id, data, raw_size)
+    SELECT ref, id, data, raw_size FROM blobs ORDER BY ref;
+CREATE TABLE blob_refs (
+    ref INTEGER PRIMARY KEY,
+    refcount INTEGER NOT NULL CHECK (refcount >= 0)
+);
+INSERT INTO blob_refs (ref, refcount) SELECT ref, refcount FROM blobs ORDER BY ref;
 DROP TABLE blobs;
 ALTER TABLE blobs_v3 RENAME TO blobs;
 CREATE INDEX blobs_by_id ON blobs (substr(id, 1, 8));

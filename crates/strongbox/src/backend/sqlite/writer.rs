@@ -396,8 +396,9 @@ fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<Curr
     .transpose()
 }
 
-/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new. Returns the
-/// blob's `ref` and whether it already existed (the write was deduplicated).
+/// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new (or taking
+/// back an unreferenced one). Returns the blob's `ref` and whether it was already stored (the
+/// write was deduplicated).
 fn add_blob_ref(
     conn: &Connection,
     blob_id: &BlobId,
@@ -407,22 +408,26 @@ fn add_blob_ref(
     // This thread is the only one that adds blobs, so the lookup and the insert cannot race.
     let existing: Option<i64> = conn
         .prepare_cached(
-            "UPDATE blobs SET refcount = refcount + 1
-             WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1
-             RETURNING ref",
+            "SELECT ref FROM blobs WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1",
         )
         .and_then(|mut statement| {
             statement
                 .query_row([blob_id.as_bytes()], |row| row.get(0))
                 .optional()
         })
-        .map_err(map_err("add a blob reference"))?;
+        .map_err(map_err("look up a blob"))?;
     if let Some(blob_ref) = existing {
+        conn.prepare_cached(
+            "INSERT INTO blob_refs (ref, refcount) VALUES (?1, 1)
+             ON CONFLICT (ref) DO UPDATE SET refcount = refcount + 1",
+        )
+        .and_then(|mut statement| statement.execute([blob_ref]))
+        .map_err(map_err("add a blob reference"))?;
         return Ok((blob_ref, true));
     }
-    let blob_ref = conn
+    let blob_ref: i64 = conn
         .prepare_cached(
-            "INSERT INTO blobs (id, data, raw_size, refcount) VALUES (?1, ?2, ?3, 1)
+            "INSERT INTO blobs (id, data, raw_size) VALUES (?1, ?2, ?3)
              RETURNING ref",
         )
         .and_then(|mut statement| {
@@ -432,23 +437,20 @@ fn add_blob_ref(
             )
         })
         .map_err(map_err("add a blob"))?;
+    conn.prepare_cached("INSERT OR REPLACE INTO blob_refs (ref, refcount) VALUES (?1, 1)")
+        .and_then(|mut statement| statement.execute([blob_ref]))
+        .map_err(map_err("count a new blob's reference"))?;
     Ok((blob_ref, false))
 }
 
-/// Rule 2 of `crate::blob`: one reference less, deleting the blob at zero.
+/// Rule 2 of `crate::blob`: one reference less. A blob left with none stays, unreferenced,
+/// until the orphan sweep (schema version 3 says why).
 fn release_blob_ref(conn: &Connection, blob_ref: i64) -> Result<()> {
-    let remaining: Option<i64> = conn
-        .prepare_cached(
-            "UPDATE blobs SET refcount = refcount - 1 WHERE ref = ?1 AND refcount > 1
-             RETURNING refcount",
-        )
-        .and_then(|mut statement| statement.query_row([blob_ref], |row| row.get(0)).optional())
-        .map_err(map_err("release a blob reference"))?;
-    if remaining.is_none() {
-        conn.prepare_cached("DELETE FROM blobs WHERE ref = ?1")
-            .and_then(|mut statement| statement.execute([blob_ref]))
-            .map_err(map_err("delete an unreferenced blob"))?;
-    }
+    conn.prepare_cached(
+        "UPDATE blob_refs SET refcount = refcount - 1 WHERE ref = ?1 AND refcount > 0",
+    )
+    .and_then(|mut statement| statement.execute([blob_ref]))
+    .map_err(map_err("release a blob reference"))?;
     Ok(())
 }
 
