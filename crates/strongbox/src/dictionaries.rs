@@ -12,9 +12,10 @@
 //!   and backups. Blobs name their dictionary by its content-derived zstd id.
 //! - **Recompression.** After training, the collection's values are rewritten with the new
 //!   dictionary in batches, each a short job between group commits, at zstd level
-//!   [`RECOMPRESSION_LEVEL`] (new writes use the configured, faster level). A blob's id is the hash of
-//!   its value, not of its encoding, so ids, references and caches are untouched; each value is
-//!   verified against its id before it is re-encoded, and a damaged one is left for `verify`.
+//!   [`RECOMPRESSION_LEVEL`] (new writes use the configured, faster level). A blob's id is the
+//!   hash of its value, not of its encoding, so ids, references and caches are untouched; each
+//!   value is verified against its id before it is re-encoded, and a damaged one is left for
+//!   `verify`.
 //! - **Other processes** (PostgreSQL servers) load a dictionary the first time they meet a value
 //!   compressed with it, and compress with it after their next `train_dictionaries`.
 

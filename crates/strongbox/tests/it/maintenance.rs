@@ -84,6 +84,35 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
     harness.finish().await;
 }
 
+/// A released blob waits for the sweep; a write of the same value before it takes the blob
+/// back, and the sweep then leaves it alone.
+#[tokio::test]
+async fn a_released_value_written_again_survives_the_sweep() {
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    store.store("players", "alice", &bulky(1)).await.unwrap();
+    store.delete("players", "alice").await.unwrap();
+    assert_eq!(store.storage_stats().await.unwrap().blobs, 0);
+    store.store("players", "bob", &bulky(1)).await.unwrap();
+    assert_eq!(store.storage_stats().await.unwrap().blobs, 1);
+    let report = store.maintenance().await.unwrap();
+    assert_eq!(
+        (report.released_blobs_removed, report.orphan_blobs_removed),
+        (0, 0),
+        "{report:?}"
+    );
+    store.store("players", "carol", &bulky(2)).await.unwrap();
+    store.delete("players", "carol").await.unwrap();
+    let report = store.maintenance().await.unwrap();
+    assert_eq!(report.released_blobs_removed, 1, "{report:?}");
+    assert_eq!(
+        store.retrieve::<String>("players", "bob").await.unwrap(),
+        Some(bulky(1))
+    );
+    assert!(store.verify().await.unwrap().is_clean());
+    harness.finish().await;
+}
+
 #[tokio::test]
 async fn orphan_collection_removes_only_unreferenced_blobs() {
     let mut harness = Harness::sqlite().await;
