@@ -165,6 +165,13 @@ pub fn storage_rows(stats: &StorageStats) -> Vec<(String, String)> {
             ),
         ),
         row(
+            "released",
+            format!(
+                "{} of values no record refers to, removed by the next maintenance run",
+                bytes(stats.released_bytes)
+            ),
+        ),
+        row(
             "file size",
             format!(
                 "{} (database and WAL, with indexes and free pages)",

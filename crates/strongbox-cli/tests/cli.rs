@@ -539,6 +539,7 @@ fn verify_of_a_healthy_database_exits_0_and_stats_has_the_documented_fields() {
         "dedup_saved_bytes",
         "compression_saved_bytes",
         "dictionary_collections",
+        "released_bytes",
     ];
     documented.sort_unstable();
     assert_eq!(fields, documented);

@@ -35,6 +35,11 @@ pub struct StorageStats {
     /// Collections whose new values are compressed with a trained zstd dictionary.
     #[serde(default)]
     pub dictionary_collections: u64,
+    /// Stored bytes of values no record refers to any more, which the next maintenance run's
+    /// orphan sweep removes (SQLite leaves them there so that a write touches no page of values;
+    /// always 0 on PostgreSQL). Not part of `stored_bytes`.
+    #[serde(default)]
+    pub released_bytes: u64,
 }
 
 impl From<StorageTotals> for StorageStats {
@@ -50,6 +55,7 @@ impl From<StorageTotals> for StorageStats {
             dedup_saved_bytes: totals.logical_bytes.saturating_sub(totals.unique_bytes),
             compression_saved_bytes: totals.unique_bytes.saturating_sub(totals.stored_bytes),
             dictionary_collections: 0,
+            released_bytes: totals.released_bytes,
         }
     }
 }
@@ -144,6 +150,7 @@ impl Store {
                     ("strongbox_logical_bytes", storage.logical_bytes),
                     ("strongbox_stored_bytes", storage.stored_bytes),
                     ("strongbox_file_bytes", storage.file_bytes),
+                    ("strongbox_released_bytes", storage.released_bytes),
                     (
                         "strongbox_dictionary_collections",
                         storage.dictionary_collections,

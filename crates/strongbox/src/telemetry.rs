@@ -14,7 +14,7 @@
 //! - `dedup_writes_total`, `dedup_saved_bytes_total`, `written_raw_bytes_total`,
 //!   `written_stored_bytes_total`;
 //! - `records`, `blobs`, `logical_bytes`, `stored_bytes`, `file_bytes`,
-//!   `dictionary_collections` (gauges, refreshed by the statistics task).
+//!   `dictionary_collections`, `released_bytes` (gauges, refreshed by the statistics task).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -201,6 +201,9 @@ pub struct StorageTotals {
     pub unique_bytes: u64,
     /// Stored size of every unique value (after deduplication and compression).
     pub stored_bytes: u64,
+    /// Stored size of the values no record refers to any more, waiting for the orphan sweep
+    /// (SQLite; always 0 on PostgreSQL, which deletes them at once). Not in `stored_bytes`.
+    pub released_bytes: u64,
 }
 
 /// What an orphan-blob sweep removed.

@@ -103,8 +103,11 @@ async fn a_released_value_written_again_survives_the_sweep() {
     );
     store.store("players", "carol", &bulky(2)).await.unwrap();
     store.delete("players", "carol").await.unwrap();
+    let stats = store.storage_stats().await.unwrap();
+    assert!(stats.released_bytes > 1000, "{stats:?}");
     let report = store.maintenance().await.unwrap();
     assert_eq!(report.released_blobs_removed, 1, "{report:?}");
+    assert_eq!(store.storage_stats().await.unwrap().released_bytes, 0);
     assert_eq!(
         store.retrieve::<String>("players", "bob").await.unwrap(),
         Some(bulky(1))

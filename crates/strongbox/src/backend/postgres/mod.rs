@@ -331,6 +331,7 @@ impl PostgresBackend {
             blobs: unsigned(blobs.get(0)),
             unique_bytes: unsigned(blobs.get(1)),
             stored_bytes: unsigned(blobs.get(2)),
+            released_bytes: 0,
         })
     }
 

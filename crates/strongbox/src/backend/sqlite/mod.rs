@@ -308,11 +308,22 @@ impl SqliteBackend {
                         [],
                         |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
                     )?;
-                    let (blobs, unique_bytes, stored_bytes) = conn.query_row(
-                        "SELECT count(*), coalesce(sum(b.raw_size), 0), coalesce(sum(length(b.data)), 0)
-                         FROM blobs b JOIN blob_refs c ON c.ref = b.ref WHERE c.refcount > 0",
+                    // Blobs left at zero references wait for the sweep: counted apart.
+                    let (blobs, unique_bytes, stored_bytes, released_bytes) = conn.query_row(
+                        "SELECT count(*) FILTER (WHERE c.refcount > 0),
+                                coalesce(sum(b.raw_size) FILTER (WHERE c.refcount > 0), 0),
+                                coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0),
+                                coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0)
+                         FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref",
                         [],
-                        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
+                        |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, i64>(1)?,
+                                row.get::<_, i64>(2)?,
+                                row.get::<_, i64>(3)?,
+                            ))
+                        },
                     )?;
                     let unsigned = |value: i64| value.max(0).unsigned_abs();
                     Ok(StorageTotals {
@@ -322,6 +333,7 @@ impl SqliteBackend {
                         logical_bytes: unsigned(logical_bytes),
                         unique_bytes: unsigned(unique_bytes),
                         stored_bytes: unsigned(stored_bytes),
+                        released_bytes: unsigned(released_bytes),
                     })
                 })()
                 .map_err(map_err("sum up the database"));
