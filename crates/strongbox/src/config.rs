@@ -95,6 +95,17 @@ pub struct Config {
     /// It is created, owner-only (mode 0600), if missing; the WAL and shared-memory files that
     /// SQLite places beside it get the same mode.
     pub path: PathBuf,
+    /// Whether a new database is created when nothing exists at `path`. Default true. Either
+    /// way, an existing file must be a Strongbox database: an empty file (a truncated store),
+    /// another format or another program's SQLite database is refused, never taken for a new,
+    /// empty store. A new database is built under a temporary name and moved into place
+    /// complete, so a file at `path` is never half-created.
+    pub create_if_missing: bool,
+    /// The SQLite VFS (the layer through which SQLite reads, writes and syncs files) to open
+    /// the database with; `None` (the default) is the operating system's. A VFS must have been
+    /// registered with SQLite under this name first (the power-loss tests register one that
+    /// drops unsynced writes).
+    pub sqlite_vfs: Option<String>,
     /// A PostgreSQL database to use instead of the file at `path` (the scale-out backend for
     /// many application servers on one database). Default none.
     pub postgres_url: Option<PostgresUrl>,
@@ -171,6 +182,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             path: PathBuf::from("strongbox.db"),
+            create_if_missing: true,
+            sqlite_vfs: None,
             postgres_url: None,
             postgres_tls_ca_file: None,
             postgres_notify: true,

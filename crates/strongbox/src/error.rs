@@ -200,6 +200,15 @@ impl Error {
                 action: format!("{action} (database {location})"),
                 source,
             },
+            Error::Corrupt {
+                collection: None,
+                key: None,
+                detail,
+            } if !detail.contains(location) => Error::Corrupt {
+                collection: None,
+                key: None,
+                detail: format!("{detail} (database {location})"),
+            },
             other => other,
         }
     }

@@ -48,8 +48,10 @@ pub struct MaintenanceReport {
     pub file_bytes_after: u64,
     /// `file_bytes_before - file_bytes_after` (0 if the file grew).
     pub bytes_reclaimed: u64,
-    /// Orphan blobs removed: no record referred to them although their reference count said
-    /// one did (a leak, repaired). Zero in a healthy store.
+    /// Orphan blobs removed: always 0. An orphan (a blob no record refers to although its count
+    /// says one does) is what a damaged record reference looks like, and the blob may hold the
+    /// only copy of that record's value: the sweep then deletes nothing and its step fails,
+    /// naming the problem (see `Store::verify`).
     pub orphan_blobs_removed: u64,
     /// Blobs whose last reference was released since the last sweep, now removed (on SQLite,
     /// a delete or an overwrite leaves the old value for this sweep).
@@ -127,8 +129,8 @@ impl Store {
                 let sweep = backend.collect_orphan_blobs().await?;
                 Ok((
                     format!(
-                        "removed {} released blobs ({} bytes) and {} orphans ({} bytes)",
-                        sweep.released, sweep.released_bytes, sweep.blobs, sweep.bytes
+                        "removed {} released blobs ({} bytes)",
+                        sweep.released, sweep.released_bytes
                     ),
                     (sweep.blobs, sweep.released),
                 ))

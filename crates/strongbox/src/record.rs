@@ -97,3 +97,90 @@ pub struct Record<T> {
     /// Version and metadata.
     pub meta: RecordMeta,
 }
+
+/// A record's seal: 8 bytes of a keyed BLAKE3 over everything that identifies the record and
+/// its value — collection, key, format, version, creation and update times, serialized size and
+/// the value's [`BlobId`](crate::blob::BlobId) — stored in the record and compared on every
+/// read and by `verify`.
+///
+/// It is what binds a row to its own key and to its own value: a flipped bit in a key (which
+/// would rename the record), in a version, or in the reference to the blob (which would point
+/// the record at another record's value) makes the seal disagree, and the read fails with
+/// `Error::Corrupt` instead of returning another value. Read statistics (`access_count`,
+/// `last_accessed_ms`) are left out: they change on every flush of read counts, and a fault
+/// there changes a statistic, never a value. A chance fault passes with probability 2⁻⁶⁴.
+///
+/// Names are taken as bytes, so that a damaged, non-UTF-8 key still gets a seal to compare.
+///
+/// **Never changes:** what it covers and how (the on-disk format stores it).
+pub(crate) fn seal(
+    collection: &[u8],
+    key: &[u8],
+    blob_id: &crate::blob::BlobId,
+    format: u8,
+    meta: &RecordMeta,
+) -> i64 {
+    let mut hasher = blake3::Hasher::new_derive_key("strongbox 2026 record seal v1");
+    // Lengths first, so that no two (collection, key) pairs hash the same bytes.
+    hasher.update(&(collection.len() as u64).to_le_bytes());
+    hasher.update(collection);
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key);
+    hasher.update(blob_id.as_bytes());
+    hasher.update(&[format]);
+    hasher.update(&meta.version.get().to_le_bytes());
+    hasher.update(&meta.created_at_ms.to_le_bytes());
+    hasher.update(&meta.updated_at_ms.to_le_bytes());
+    hasher.update(&meta.size_bytes.to_le_bytes());
+    let hash = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    i64::from_le_bytes(first)
+}
+
+#[cfg(test)]
+mod seal_tests {
+    use super::*;
+    use crate::blob::BlobId;
+
+    fn meta() -> RecordMeta {
+        RecordMeta {
+            version: Version::new(3),
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_500,
+            size_bytes: 120,
+            access_count: 0,
+            last_accessed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn every_sealed_field_changes_the_seal_and_read_counts_do_not() {
+        let id = BlobId::of(b"value");
+        let base = seal(b"players", b"alice", &id, 1, &meta());
+        assert_ne!(base, seal(b"players", b"alicf", &id, 1, &meta()));
+        assert_ne!(base, seal(b"playerz", b"alice", &id, 1, &meta()));
+        // The same bytes split differently between collection and key.
+        assert_ne!(base, seal(b"playersa", b"lice", &id, 1, &meta()));
+        assert_ne!(
+            base,
+            seal(b"players", b"alice", &BlobId::of(b"other"), 1, &meta())
+        );
+        assert_ne!(base, seal(b"players", b"alice", &id, 2, &meta()));
+        let changes: [fn(&mut RecordMeta); 4] = [
+            |m| m.version = Version::new(4),
+            |m| m.created_at_ms += 1,
+            |m| m.updated_at_ms += 1,
+            |m| m.size_bytes += 1,
+        ];
+        for change in changes {
+            let mut changed = meta();
+            change(&mut changed);
+            assert_ne!(base, seal(b"players", b"alice", &id, 1, &changed));
+        }
+        let mut read = meta();
+        read.access_count = 99;
+        read.last_accessed_ms = 5;
+        assert_eq!(base, seal(b"players", b"alice", &id, 1, &read));
+    }
+}

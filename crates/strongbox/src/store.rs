@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::access::AccessLog;
-use crate::backend::{Backend, KeyRange, WriteOp, WriteOutcome};
+use crate::backend::{Backend, KeyRange, StoredRecord, WriteOp, WriteOutcome};
 use crate::blob::{self, BlobId, EncodedBlob, VerifyError};
 use crate::cache::{Cache, CachedValue};
 use crate::codec::{DecodeError, Format};
@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::dictionaries::Dictionaries;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
-use crate::record::{Expect, Record, Version};
+use crate::record::{self, Expect, Record, RecordMeta, Version};
 use crate::tasks::Tasks;
 use crate::telemetry::{Operation, Recorder};
 use crate::transaction::Transaction;
@@ -257,7 +257,14 @@ impl Store {
         let cache = &self.inner.cache;
         if let Some(hit) = cache.get(collection, key) {
             let value = self
-                .decode(collection, key, &hit.blob_id, &hit.stored, hit.format)
+                .decode(
+                    collection,
+                    key,
+                    &hit.blob_id,
+                    &hit.stored,
+                    hit.format,
+                    &hit.meta,
+                )
                 .await?;
             self.note_access(collection, key);
             return Ok(Some(Record {
@@ -269,6 +276,7 @@ impl Store {
         let Some(fetched) = self.inner.backend.get(collection, key).await? else {
             return Ok(None);
         };
+        check_seal(collection, key, &fetched)?;
         let stored = fetched.stored.ok_or_else(|| {
             Error::corrupt_at(
                 collection,
@@ -277,7 +285,14 @@ impl Store {
             )
         })?;
         let value = self
-            .decode(collection, key, &fetched.blob_id, &stored, fetched.format)
+            .decode(
+                collection,
+                key,
+                &fetched.blob_id,
+                &stored,
+                fetched.format,
+                &fetched.meta,
+            )
             .await?;
         if let Some(ticket) = ticket {
             let cached = CachedValue {
@@ -486,7 +501,8 @@ impl Store {
         decoded
     }
 
-    /// Decodes, verifies and deserializes stored bytes.
+    /// Decodes, verifies and deserializes stored bytes; the decoded value must also have the
+    /// size the record says.
     async fn decode<T: DeserializeOwned>(
         &self,
         collection: &str,
@@ -494,11 +510,23 @@ impl Store {
         blob_id: &BlobId,
         stored: &[u8],
         format: u8,
+        meta: &RecordMeta,
     ) -> Result<T> {
         let raw = self
             .decode_blob(blob_id, stored)
             .await
             .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;
+        if raw.len() as u64 != meta.size_bytes {
+            return Err(Error::corrupt_at(
+                collection,
+                key,
+                format!(
+                    "the value is {} bytes long but the record says {}",
+                    raw.len(),
+                    meta.size_bytes
+                ),
+            ));
+        }
         let format = Format::from_tag(format).ok_or_else(|| {
             Error::corrupt_at(collection, key, format!("unknown format tag {format}"))
         })?;
@@ -610,6 +638,27 @@ impl Store {
 
 /// A written value as the cache keeps it: blob id, stored bytes, format tag.
 type NewValue = (BlobId, Vec<u8>, u8);
+
+/// Compares a fetched record with its seal (see `record::seal`): a damaged key, version or
+/// value reference is an error, never another record's value.
+pub(crate) fn check_seal(collection: &str, key: &str, fetched: &StoredRecord) -> Result<()> {
+    let expected = record::seal(
+        collection.as_bytes(),
+        key.as_bytes(),
+        &fetched.blob_id,
+        fetched.format,
+        &fetched.meta,
+    );
+    if expected == fetched.seal {
+        return Ok(());
+    }
+    Err(Error::corrupt_at(
+        collection,
+        key,
+        "the record does not match its seal: its key, version, metadata or value reference \
+         was altered on disk",
+    ))
+}
 
 /// Validates and builds a delete.
 pub(crate) fn delete_op(collection: &str, key: &str, expect: Expect) -> Result<WriteOp> {

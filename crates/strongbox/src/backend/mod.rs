@@ -161,6 +161,26 @@ pub struct StoredRecord {
     pub format: u8,
     /// Version and metadata.
     pub meta: RecordMeta,
+    /// The seal stored with the record (see `record::seal`), for the reader to compare.
+    pub seal: i64,
+}
+
+/// A record as `verify` walks it: everything its seal covers, and the seal. Names are bytes, so
+/// that a damaged, non-UTF-8 name is reported instead of stopping the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCheck {
+    /// The collection's name as stored.
+    pub collection: Vec<u8>,
+    /// The key as stored.
+    pub key: Vec<u8>,
+    /// The id of the blob the record points at; `None` when that blob is missing.
+    pub blob_id: Option<BlobId>,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+    /// The seal stored with the record.
+    pub seal: i64,
 }
 
 /// Which keys of a collection to list, in byte order.
@@ -175,6 +195,7 @@ pub struct KeyRange {
 }
 
 /// Where a walk over every blob ([`Backend::blobs_after`]) resumes: each backend's own order.
+/// [`BlobCursor::skip`] steps over a stretch that cannot be read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum BlobCursor {
     /// From the first blob.
@@ -184,6 +205,20 @@ pub enum BlobCursor {
     Ref(i64),
     /// After the PostgreSQL blob with this id.
     Id(BlobId),
+}
+
+impl BlobCursor {
+    /// A cursor `count` blobs further, where the backend's order allows it (SQLite's numbered
+    /// blobs); `None` where it does not.
+    pub fn skip(self, count: usize) -> Option<BlobCursor> {
+        match self {
+            BlobCursor::Start => Some(BlobCursor::Ref(i64::try_from(count).unwrap_or(i64::MAX))),
+            BlobCursor::Ref(blob_ref) => Some(BlobCursor::Ref(
+                blob_ref.saturating_add(i64::try_from(count).unwrap_or(i64::MAX)),
+            )),
+            BlobCursor::Id(_) => None,
+        }
+    }
 }
 
 /// Totals over the whole database.
@@ -206,10 +241,26 @@ pub struct StorageTotals {
     pub released_bytes: u64,
 }
 
+/// The error of a sweep that found orphans: blobs that no record points at although their
+/// count says some do. That is what a damaged record reference looks like (the record now
+/// points elsewhere, and the orphan may hold the only copy of its value), so nothing is deleted.
+pub(crate) fn inconsistent_store(orphans: i64, bytes: i64) -> Error {
+    Error::Corrupt {
+        collection: None,
+        key: None,
+        detail: format!(
+            "{orphans} stored values ({bytes} bytes) are counted as in use but no record points \
+             at them, which is what a damaged record reference looks like; nothing was deleted \
+             (run `strongbox verify` to find the damaged records, and restore them from a backup)"
+        ),
+    }
+}
+
 /// What an orphan-blob sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanSweep {
-    /// Orphans: blobs no record pointed at although their count said some did (a leak).
+    /// Orphans removed: always 0, since a sweep that finds orphans (blobs no record points at
+    /// although their count says some do) removes nothing and fails instead.
     pub blobs: u64,
     /// Their stored bytes.
     pub bytes: u64,
@@ -385,6 +436,17 @@ impl Backend {
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
         dispatch!(self, backend => backend.records_of_blob(blob_id, limit).await)
+    }
+
+    /// Up to `limit` records after `after` (a `(collection, key)` as bytes; `None`: from the
+    /// first), in (collection, key) byte order, for `verify`. Fewer than `limit` means the
+    /// walk is over.
+    pub async fn records_after(
+        &self,
+        after: Option<(Vec<u8>, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<Vec<RecordCheck>> {
+        dispatch!(self, backend => backend.records_after(after, limit).await)
     }
 
     /// Blobs whose stored reference count is wrong.

@@ -170,7 +170,7 @@ async fn a_truncated_or_foreign_file_is_an_error_not_a_panic() {
     )
     .unwrap();
     let error = Store::open(Config::new(&foreign)).await.unwrap_err();
-    assert!(matches!(error, Error::Backend { .. }), "{error}");
+    assert!(matches!(error, Error::Corrupt { .. }), "{error}");
     assert!(error.to_string().contains("notes.txt"), "{error}");
 }
 

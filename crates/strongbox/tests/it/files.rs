@@ -209,7 +209,7 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     // Version 3: the blob ids are indexed by their first 8 bytes only.
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'blobs'")

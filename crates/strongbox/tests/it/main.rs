@@ -9,6 +9,7 @@ mod corruption;
 mod dictionaries;
 mod exhaustion;
 mod files;
+mod integrity;
 mod maintenance;
 mod model;
 mod postgres;

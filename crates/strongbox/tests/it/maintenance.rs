@@ -117,7 +117,7 @@ async fn a_released_value_written_again_survives_the_sweep() {
 }
 
 #[tokio::test]
-async fn orphan_collection_removes_only_unreferenced_blobs() {
+async fn orphan_collection_removes_released_blobs_and_never_a_possibly_needed_orphan() {
     let mut harness = Harness::sqlite().await;
     harness
         .store
@@ -143,7 +143,8 @@ async fn orphan_collection_removes_only_unreferenced_blobs() {
     harness.store.delete("players", "dave").await.unwrap();
     assert!(harness.store.verify().await.unwrap().is_clean());
     harness.store.close().await.unwrap();
-    // An orphan: a blob whose count says it is referenced, with no record (a leak).
+    // An orphan: a blob whose count says it is referenced, with no record. That is what a
+    // damaged record reference looks like, so the sweep deletes nothing until it is resolved.
     let conn = rusqlite::Connection::open(harness.path()).unwrap();
     conn.execute(
         "INSERT INTO blobs (id, data, raw_size) VALUES (?1, ?2, 3)",
@@ -159,8 +160,25 @@ async fn orphan_collection_removes_only_unreferenced_blobs() {
     harness.reopen().await;
     assert!(!harness.store.verify().await.unwrap().is_clean());
     let report = harness.store.maintenance().await.unwrap();
-    assert_eq!(report.orphan_blobs_removed, 1, "{report:?}");
-    assert_eq!(report.released_blobs_removed, 1, "{report:?}");
+    assert_eq!(report.orphan_blobs_removed, 0, "{report:?}");
+    assert_eq!(report.released_blobs_removed, 0, "{report:?}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|error| error.contains("nothing was deleted")),
+        "{report:?}"
+    );
+    assert_eq!(harness.store.storage_stats().await.unwrap().blobs, 3);
+    // Once the count is put right (here by hand), the sweep removes both.
+    harness.store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(harness.path()).unwrap();
+    conn.execute("UPDATE blob_refs SET refcount = 0 WHERE refcount = 1 AND ref = (SELECT ref FROM blobs WHERE id = ?1)", [vec![7u8; 32]])
+        .unwrap();
+    drop(conn);
+    harness.reopen().await;
+    let report = harness.store.maintenance().await.unwrap();
+    assert_eq!(report.released_blobs_removed, 2, "{report:?}");
     assert!(harness.store.verify().await.unwrap().is_clean());
     for (key, value) in [("alice", "alice"), ("bob", "shared"), ("carol", "shared")] {
         assert_eq!(
@@ -232,7 +250,7 @@ async fn background_tasks_run_and_stop_with_the_store() {
     )
     .unwrap();
     conn.execute(
-        "INSERT INTO blob_refs (ref, refcount) VALUES (last_insert_rowid(), 1)",
+        "INSERT INTO blob_refs (ref, refcount) VALUES (last_insert_rowid(), 0)",
         [],
     )
     .unwrap();
@@ -244,7 +262,7 @@ async fn background_tasks_run_and_stop_with_the_store() {
         .retrieve::<i32>("players", "alice")
         .await
         .unwrap();
-    // The maintenance task removes the orphan within a few of its one-second periods.
+    // The maintenance task removes the released blob within a few of its one-second periods.
     let mut blobs = 2;
     for _ in 0..100 {
         blobs = harness.store.storage_stats().await.unwrap().blobs;

@@ -2,7 +2,7 @@
 //! checkpoints and checks its pages itself, so those steps do nothing here.
 
 use super::{PostgresBackend, map_err, unsigned};
-use crate::backend::{Checkpoint, OrphanSweep};
+use crate::backend::{Checkpoint, OrphanSweep, inconsistent_store};
 use crate::error::Result;
 
 const TABLES: &str = "strongbox_records, strongbox_blobs";
@@ -19,7 +19,8 @@ impl PostgresBackend {
 
     /// See `Backend::collect_orphan_blobs`. Runs at REPEATABLE READ: if a concurrent writer
     /// references a blob the sweep would delete, the sweep fails with a serialization error
-    /// (and is retried at the next maintenance) instead of freeing a blob in use.
+    /// (and is retried at the next maintenance) instead of freeing a blob in use. A blob with a
+    /// positive count and no record (a damaged reference) stops the sweep: nothing is deleted.
     pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         let mut client = self.client().await?;
         let tx = client
@@ -30,24 +31,41 @@ impl PostgresBackend {
             .map_err(map_err("begin the orphan sweep"))?;
         let row = tx
             .query_one(
+                "SELECT count(*), coalesce(sum(length(b.data)), 0)::BIGINT FROM strongbox_blobs b
+                 WHERE b.refcount > 0
+                   AND NOT EXISTS (SELECT 1 FROM strongbox_records r WHERE r.blob_id = b.id)",
+                &[],
+            )
+            .await
+            .map_err(map_err("find orphan blobs"))?;
+        let (orphans, orphan_bytes): (i64, i64) = (
+            row.try_get(0).map_err(map_err("count orphan blobs"))?,
+            row.try_get(1).map_err(map_err("count orphan blobs"))?,
+        );
+        if orphans > 0 {
+            return Err(inconsistent_store(orphans, orphan_bytes));
+        }
+        let row = tx
+            .query_one(
                 "WITH gone AS (
                     DELETE FROM strongbox_blobs b
-                    WHERE NOT EXISTS (SELECT 1 FROM strongbox_records r WHERE r.blob_id = b.id)
+                    WHERE b.refcount = 0
+                      AND NOT EXISTS (SELECT 1 FROM strongbox_records r WHERE r.blob_id = b.id)
                     RETURNING length(b.data) AS bytes)
                  SELECT count(*), coalesce(sum(bytes), 0)::BIGINT FROM gone",
                 &[],
             )
             .await
-            .map_err(map_err("delete orphan blobs"))?;
+            .map_err(map_err("delete released blobs"))?;
         tx.commit()
             .await
             .map_err(map_err("commit the orphan sweep"))?;
-        // Writers delete a blob with its last reference: whatever is left is an orphan.
+        // Writers delete a blob with its last reference; a count left at zero is released.
         Ok(OrphanSweep {
-            blobs: unsigned(row.get(0)),
-            bytes: unsigned(row.get(1)),
-            released: 0,
-            released_bytes: 0,
+            blobs: 0,
+            bytes: 0,
+            released: unsigned(row.try_get(0).map_err(map_err("count released blobs"))?),
+            released_bytes: unsigned(row.try_get(1).map_err(map_err("count released blobs"))?),
         })
     }
 

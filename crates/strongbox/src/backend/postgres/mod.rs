@@ -17,6 +17,7 @@ mod maintenance;
 mod notify;
 mod schema;
 mod snapshot;
+mod verify;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,7 +196,7 @@ impl PostgresBackend {
         let statement = client
             .prepare_cached(
                 "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                        r.access_count, r.last_accessed
+                        r.access_count, r.last_accessed, r.seal
                  FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
                  WHERE r.collection = $1 AND r.key = $2",
             )
@@ -223,6 +224,7 @@ impl PostgresBackend {
                 access_count: unsigned(row.get(7)),
                 last_accessed_ms: row.get(8),
             },
+            seal: row.get(9),
         }))
     }
 

@@ -6,11 +6,13 @@
 
 use deadpool_postgres::Client;
 
-use super::map_err;
+use super::{map_err, unsigned};
+use crate::blob::BlobId;
 use crate::error::{Error, Result};
+use crate::record::{RecordMeta, Version, seal};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Arbitrary, fixed key of the advisory lock that serializes migrations ("STRONG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5354_524F_4E47;
@@ -53,6 +55,10 @@ CREATE TABLE strongbox_dictionaries (
 );
 "#;
 
+/// Version 3: every record carries its seal, as on SQLite (schema version 4 there; see
+/// `record::seal`). Existing records are sealed as they are by [`seal_every_record`].
+const V3: &str = "ALTER TABLE strongbox_records ADD COLUMN seal BIGINT NOT NULL DEFAULT 0;";
+
 /// Brings the database to [`SCHEMA_VERSION`].
 pub async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client
@@ -91,6 +97,12 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             .await
             .map_err(map_err("migrate the schema to version 2"))?;
     }
+    if version < 3 {
+        tx.batch_execute(V3)
+            .await
+            .map_err(map_err("migrate the schema to version 3"))?;
+        seal_every_record(&tx).await?;
+    }
     if version < SCHEMA_VERSION {
         tx.execute(
             "INSERT INTO strongbox_meta (name, value) VALUES ('schema_version', $1)
@@ -103,4 +115,53 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
     tx.commit()
         .await
         .map_err(map_err("commit the schema migration"))
+}
+
+/// Seals every record as it stands (schema version 3).
+async fn seal_every_record(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT collection, key, blob_id, format, version, created_at, updated_at, size
+             FROM strongbox_records",
+            &[],
+        )
+        .await
+        .map_err(map_err("read the records to seal"))?;
+    let update = tx
+        .prepare("UPDATE strongbox_records SET seal = $3 WHERE collection = $1 AND key = $2")
+        .await
+        .map_err(map_err("prepare sealing the records"))?;
+    for row in rows {
+        let (collection, key): (String, String) = (
+            row.try_get(0).map_err(map_err("read a record to seal"))?,
+            row.try_get(1).map_err(map_err("read a record to seal"))?,
+        );
+        let blob_id: Vec<u8> = row.try_get(2).map_err(map_err("read a record to seal"))?;
+        let Some(blob_id) = BlobId::from_slice(&blob_id) else {
+            continue;
+        };
+        let format: i16 = row.try_get(3).map_err(map_err("read a record to seal"))?;
+        let meta = RecordMeta {
+            version: Version::new(unsigned(
+                row.try_get(4).map_err(map_err("read a record to seal"))?,
+            )),
+            created_at_ms: row.try_get(5).map_err(map_err("read a record to seal"))?,
+            updated_at_ms: row.try_get(6).map_err(map_err("read a record to seal"))?,
+            size_bytes: unsigned(row.try_get(7).map_err(map_err("read a record to seal"))?),
+            access_count: 0,
+            last_accessed_ms: 0,
+        };
+        let format = u8::try_from(format).unwrap_or(u8::MAX);
+        let seal = seal(
+            collection.as_bytes(),
+            key.as_bytes(),
+            &blob_id,
+            format,
+            &meta,
+        );
+        tx.execute(&update, &[&collection, &key, &seal])
+            .await
+            .map_err(map_err("seal a record"))?;
+    }
+    Ok(())
 }

@@ -24,10 +24,13 @@ use super::{PostgresBackend, map_err, to_i64, unsigned};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::error::{Error, Result};
-use crate::record::{Expect, RecordMeta, Version};
+use crate::record::{Expect, RecordMeta, Version, seal};
 
 /// Attempts of a transaction that keeps losing races before its error is returned.
 const MAX_ATTEMPTS: u32 = 12;
+
+/// Removes one record.
+const DELETE_RECORD: &str = "DELETE FROM strongbox_records WHERE collection = $1 AND key = $2";
 
 /// The channel on which committed writes are announced.
 pub const CHANGES_CHANNEL: &str = "strongbox_changes";
@@ -126,7 +129,8 @@ impl PostgresBackend {
             let current = tx
                 .query_opt(
                     &tx.prepare_cached(
-                        "SELECT version, blob_id, created_at, access_count, last_accessed
+                        "SELECT version, blob_id, created_at, access_count, last_accessed, format,
+                                updated_at, size, seal
                          FROM strongbox_records WHERE collection = $1 AND key = $2 FOR UPDATE",
                     )
                     .await
@@ -144,10 +148,43 @@ impl PostgresBackend {
                 })?),
                 None => None,
             };
+            // Only an intact record (one that matches its seal) has its reference released and
+            // its version trusted by a conditional write.
+            let is_intact = match (&current, old_blob) {
+                (Some(row), Some(old_blob)) => {
+                    let meta = RecordMeta {
+                        version: Version::new(unsigned(row.get(0))),
+                        created_at_ms: row.get(2),
+                        updated_at_ms: row.get(6),
+                        size_bytes: unsigned(row.get(7)),
+                        access_count: 0,
+                        last_accessed_ms: 0,
+                    };
+                    let format = u8::try_from(row.get::<_, i16>(5)).unwrap_or(u8::MAX);
+                    seal(
+                        collection.as_bytes(),
+                        key.as_bytes(),
+                        &old_blob,
+                        format,
+                        &meta,
+                    ) == row.get::<_, i64>(8)
+                }
+                _ => true,
+            };
+            let old_blob = old_blob.filter(|_| is_intact);
             let expect = match op {
                 WriteOp::Put { expect, .. } | WriteOp::Delete { expect, .. } => *expect,
                 WriteOp::Restore { .. } => Expect::Absent,
             };
+            if !is_intact && expect != Expect::Any {
+                return Err(Failure::Fatal(Error::corrupt_at(
+                    collection,
+                    key,
+                    "the record is damaged (it does not match its seal), so a conditional \
+                     write cannot trust its version: overwrite or delete it unconditionally, \
+                     or restore it from a backup",
+                )));
+            }
             if !expect.is_met_by(actual) {
                 return Err(Failure::Fatal(Error::Conflict {
                     collection: collection.clone(),
@@ -163,6 +200,30 @@ impl PostgresBackend {
                     if !deduplicated {
                         refs.add(blob, outcomes.len());
                     }
+                    let meta = RecordMeta {
+                        version,
+                        created_at_ms: current
+                            .as_ref()
+                            .filter(|_| is_intact)
+                            .map_or(now, |row| row.get(2)),
+                        updated_at_ms: now,
+                        size_bytes: blob.raw_len,
+                        access_count: current
+                            .as_ref()
+                            .filter(|_| is_intact)
+                            .map_or(0, |row| unsigned(row.get(3))),
+                        last_accessed_ms: current
+                            .as_ref()
+                            .filter(|_| is_intact)
+                            .map_or(0, |row| row.get(4)),
+                    };
+                    let seal = seal(
+                        collection.as_bytes(),
+                        key.as_bytes(),
+                        &blob.id,
+                        *format,
+                        &meta,
+                    );
                     let format = i16::from(*format);
                     let size = to_i64(blob.raw_len);
                     let version_i64 = to_i64(version.get());
@@ -171,7 +232,7 @@ impl PostgresBackend {
                         let statement = tx
                             .prepare_cached(
                                 "UPDATE strongbox_records SET blob_id = $3, format = $4, version = $5,
-                                    updated_at = $6, size = $7
+                                    created_at = $6, updated_at = $7, size = $8, seal = $9
                                  WHERE collection = $1 AND key = $2",
                             )
                             .await
@@ -184,8 +245,10 @@ impl PostgresBackend {
                                 &blob_id,
                                 &format,
                                 &version_i64,
+                                &meta.created_at_ms,
                                 &now,
                                 &size,
+                                &seal,
                             ],
                         )
                         .await
@@ -194,8 +257,8 @@ impl PostgresBackend {
                         let statement = tx
                             .prepare_cached(
                                 "INSERT INTO strongbox_records
-                                    (collection, key, blob_id, format, version, created_at, updated_at, size)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+                                    (collection, key, blob_id, format, version, created_at, updated_at, size, seal)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
                             )
                             .await
                             .map_err(classify("prepare a record insert"))?;
@@ -209,6 +272,7 @@ impl PostgresBackend {
                                 &version_i64,
                                 &now,
                                 &size,
+                                &seal,
                             ],
                         )
                         .await
@@ -217,28 +281,29 @@ impl PostgresBackend {
                     if let Some(old_blob) = old_blob.filter(|old| *old != blob.id) {
                         refs.release(old_blob);
                     }
-                    outcomes.push(WriteOutcome::Stored {
-                        meta: RecordMeta {
-                            version,
-                            created_at_ms: current.as_ref().map_or(now, |row| row.get(2)),
-                            updated_at_ms: now,
-                            size_bytes: blob.raw_len,
-                            access_count: current.as_ref().map_or(0, |row| unsigned(row.get(3))),
-                            last_accessed_ms: current.as_ref().map_or(0, |row| row.get(4)),
-                        },
-                        deduplicated,
-                    });
+                    outcomes.push(WriteOutcome::Stored { meta, deduplicated });
                 }
                 WriteOp::Restore {
                     blob, format, meta, ..
                 } => {
                     refs.add(blob, outcomes.len());
                     let deduplicated = false;
+                    let meta = RecordMeta {
+                        size_bytes: blob.raw_len,
+                        ..*meta
+                    };
+                    let seal = seal(
+                        collection.as_bytes(),
+                        key.as_bytes(),
+                        &blob.id,
+                        *format,
+                        &meta,
+                    );
                     let statement = tx
                         .prepare_cached(
                             "INSERT INTO strongbox_records (collection, key, blob_id, format, version,
-                                created_at, updated_at, size, access_count, last_accessed)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                created_at, updated_at, size, access_count, last_accessed, seal)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                         )
                         .await
                         .map_err(classify("prepare a record restore"))?;
@@ -255,32 +320,28 @@ impl PostgresBackend {
                             &to_i64(blob.raw_len),
                             &to_i64(meta.access_count),
                             &meta.last_accessed_ms,
+                            &seal,
                         ],
                     )
                     .await
                     .map_err(classify("restore a record"))?;
-                    outcomes.push(WriteOutcome::Stored {
-                        meta: RecordMeta {
-                            size_bytes: blob.raw_len,
-                            ..*meta
-                        },
-                        deduplicated,
-                    });
+                    outcomes.push(WriteOutcome::Stored { meta, deduplicated });
                 }
                 WriteOp::Delete { .. } => {
-                    match old_blob {
-                        None => outcomes.push(WriteOutcome::Deleted(false)),
-                        Some(old_blob) => {
-                            let statement = tx
-                            .prepare_cached("DELETE FROM strongbox_records WHERE collection = $1 AND key = $2")
+                    if current.is_none() {
+                        outcomes.push(WriteOutcome::Deleted(false));
+                    } else {
+                        let statement = tx
+                            .prepare_cached(DELETE_RECORD)
                             .await
                             .map_err(classify("prepare a record delete"))?;
-                            tx.execute(&statement, &[collection, key])
-                                .await
-                                .map_err(classify("delete a record"))?;
+                        tx.execute(&statement, &[collection, key])
+                            .await
+                            .map_err(classify("delete a record"))?;
+                        if let Some(old_blob) = old_blob {
                             refs.release(old_blob);
-                            outcomes.push(WriteOutcome::Deleted(true));
                         }
+                        outcomes.push(WriteOutcome::Deleted(true));
                     }
                 }
             }

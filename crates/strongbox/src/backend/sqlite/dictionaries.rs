@@ -39,7 +39,7 @@ impl SqliteBackend {
     pub async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
         self.exclusive(move |conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err("begin adding a dictionary"))?;
             let existing: Option<Vec<u8>> = tx
                 .query_row(
@@ -170,7 +170,7 @@ impl SqliteBackend {
     pub async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
         self.exclusive(move |conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err("begin recompressing values"))?;
             let mut rewritten = 0;
             {

@@ -2,12 +2,12 @@
 //! group commits, so writes wait at most one step (one chunk, for the incremental vacuum) and
 //! reads, in WAL mode, never wait.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::writer::Request;
 use super::{SqliteBackend, map_err};
-use crate::backend::{Checkpoint, OrphanSweep};
+use crate::backend::{Checkpoint, OrphanSweep, inconsistent_store};
 use crate::error::{Error, Result};
 
 /// How long a checkpoint waits for readers before settling for a partial one.
@@ -48,14 +48,19 @@ impl SqliteBackend {
     }
 
     /// See `Backend::collect_orphan_blobs`.
+    ///
+    /// Only a blob whose count is zero *and* that no record points at is deleted. A blob with a
+    /// positive count and no record (an orphan) means that a record's reference was damaged
+    /// (it then points elsewhere, and this blob may be the only copy of its value): the sweep
+    /// then deletes nothing and fails with `Error::Corrupt`. It runs in an immediate
+    /// transaction (the write lock is taken at the start, waiting up to the busy timeout), so
+    /// writers in other processes delay it but cannot make it fail half-way.
     pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         self.exclusive(|conn| {
             let tx = conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err("begin the orphan sweep"))?;
-            // Unreferenced blobs (count zero: expected) apart from orphans (a positive count
-            // but no record: a leak, which the sweep repairs and reports).
-            let (released, released_bytes, blobs, bytes): (i64, i64, i64, i64) = tx
+            let (released, released_bytes, orphans, orphan_bytes): (i64, i64, i64, i64) = tx
                 .query_row(
                     "SELECT count(*) FILTER (WHERE coalesce(c.refcount, 0) = 0),
                             coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0),
@@ -67,16 +72,20 @@ impl SqliteBackend {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                 )
                 .map_err(map_err("find unreferenced blobs"))?;
+            if orphans > 0 {
+                return Err(inconsistent_store(orphans, orphan_bytes));
+            }
             tx.execute_batch(
-                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records);
+                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)
+                   AND coalesce((SELECT refcount FROM blob_refs c WHERE c.ref = blobs.ref), 0) = 0;
                  DELETE FROM blob_refs WHERE ref NOT IN (SELECT ref FROM blobs);",
             )
             .map_err(map_err("delete unreferenced blobs"))?;
             tx.commit().map_err(map_err("commit the orphan sweep"))?;
             let unsigned = |value: i64| value.max(0).unsigned_abs();
             Ok(OrphanSweep {
-                blobs: unsigned(blobs),
-                bytes: unsigned(bytes),
+                blobs: 0,
+                bytes: 0,
                 released: unsigned(released),
                 released_bytes: unsigned(released_bytes),
             })

@@ -19,6 +19,7 @@ mod maintenance;
 mod reader;
 mod schema;
 mod snapshot;
+mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -80,20 +81,44 @@ impl SqliteBackend {
 
     fn open_blocking(config: &Config) -> Result<Self> {
         let path = config.path.clone();
-        create_private_file(&path)?;
+        let vfs = config.sqlite_vfs.clone();
+        // Through the operating system's files, a new database is built aside and moved into
+        // place whole, so whatever is found at `path` must already be a Strongbox store. A
+        // custom VFS owns its files: there, a new database is created in place.
+        let is_new = match vfs {
+            None => {
+                create_database(config)?;
+                false
+            }
+            Some(_) => {
+                let is_missing = !path.exists();
+                if is_missing && !config.create_if_missing {
+                    return Err(no_database(&path));
+                }
+                is_missing
+            }
+        };
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
-        let mut conn = Connection::open_with_flags(
+        let mut conn = open_connection(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
+                | OpenFlags::SQLITE_OPEN_URI
+                | if is_new {
+                    OpenFlags::SQLITE_OPEN_CREATE
+                } else {
+                    OpenFlags::empty()
+                },
+            vfs.as_deref(),
         )
         .map_err(map_err(format!("open {}", path.display())))?;
         conn.busy_timeout(busy_timeout)
             .map_err(map_err("set the busy timeout"))?;
-        // Only takes effect on a file without tables: lets maintenance reclaim space incrementally.
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
-            .map_err(map_err("set auto_vacuum"))?;
+        if is_new {
+            set_new_file_layout(&conn)?;
+        } else {
+            schema::check_is_store(&conn)?;
+        }
         let journal_mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(map_err(format!("switch {} to WAL mode", path.display())))?;
@@ -117,10 +142,11 @@ impl SqliteBackend {
             true,
         )
         .map_err(map_err("enable the query planner stability guarantee"))?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, is_new)?;
 
         let readers = Arc::new(ReaderPool::open(
             path.clone(),
+            vfs,
             config.read_connections,
             busy_timeout,
         )?);
@@ -520,21 +546,128 @@ impl SqliteBackend {
     }
 }
 
-/// Creates the database file owner-only if it does not exist yet.
-fn create_private_file(path: &Path) -> Result<()> {
+/// Creates a new, empty store at `config.path` if nothing is there (and creation is allowed).
+///
+/// The database is built under a temporary name beside it (owner-only, mode 0600), with its
+/// schema, closed, synced, and then hard-linked into place, which fails if another process got
+/// there first (its store is then used). So a file at the path is never a half-created store,
+/// and an empty or foreign file found there can be refused as what it is.
+fn create_database(config: &Config) -> Result<()> {
+    let path = &config.path;
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => return Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                action: format!("look for the database {}", path.display()),
+                source,
+            });
+        }
+    }
+    if !config.create_if_missing {
+        return Err(no_database(path));
+    }
+    let name = path.file_name().ok_or_else(|| {
+        Error::InvalidConfig(format!("path {} does not name a file", path.display()))
+    })?;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".new-{}-{nanos}", std::process::id()));
+    let temporary = directory.join(temporary_name);
+    let built = build_new_database(&temporary).and_then(|()| {
+        match std::fs::hard_link(&temporary, path) {
+            Ok(()) => sync_directory(&directory),
+            // Another process created the store meanwhile: use theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(Error::Io {
+                action: format!("create the database file {}", path.display()),
+                source,
+            }),
+        }
+    });
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = temporary.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    built
+}
+
+/// Writes a new store's schema into a new file at `path` and syncs it.
+fn build_new_database(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Io {
+        .map_err(|source| Error::Io {
             action: format!("create the database file {}", path.display()),
             source,
-        }),
+        })?;
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(map_err(format!("open {}", path.display())))?;
+    set_new_file_layout(&conn)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(map_err("switch the new database to WAL mode"))?;
+    schema::migrate(&mut conn, true)?;
+    conn.close()
+        .map_err(|(_, error)| map_err("close the new database")(error))?;
+    std::fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| Error::Io {
+            action: format!("sync the new database {}", path.display()),
+            source,
+        })
+}
+
+/// Settings that only take effect in a file without tables.
+fn set_new_file_layout(conn: &Connection) -> Result<()> {
+    // Lets maintenance reclaim space incrementally.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(map_err("set auto_vacuum"))
+}
+
+/// Makes a new directory entry durable.
+fn sync_directory(directory: &Path) -> Result<()> {
+    std::fs::File::open(directory)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| Error::Io {
+            action: format!("sync the directory {}", directory.display()),
+            source,
+        })
+}
+
+fn no_database(path: &Path) -> Error {
+    Error::Io {
+        action: format!(
+            "open the database {}: there is none (create it by writing to it, for example with \
+             `strongbox put` or `strongbox import`)",
+            path.display()
+        ),
+        source: std::io::ErrorKind::NotFound.into(),
+    }
+}
+
+/// Opens a connection through `vfs` (SQLite's default when `None`).
+fn open_connection(
+    path: &Path,
+    flags: OpenFlags,
+    vfs: Option<&str>,
+) -> rusqlite::Result<Connection> {
+    match vfs {
+        Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+        None => Connection::open_with_flags(path, flags),
     }
 }
 
@@ -565,6 +698,12 @@ fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
     move |error| match error.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy { waited_ms: 0 },
         Some(ErrorCode::DiskFull) => Error::StorageFull { action },
+        // A damaged page, or a file that is not a database: the store's data is damaged.
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => Error::Corrupt {
+            collection: None,
+            key: None,
+            detail: format!("cannot {action}: {error}"),
+        },
         _ => Error::backend(action, error),
     }
 }
@@ -573,7 +712,7 @@ fn map_err(action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
 fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
     conn.prepare_cached(
         "SELECT b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                r.access_count, r.last_accessed
+                r.access_count, r.last_accessed, r.seal
          FROM records r LEFT JOIN blobs b ON b.ref = r.blob
          WHERE r.collection = ?1 AND r.key = ?2",
     )
@@ -592,12 +731,13 @@ fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option
                         access_count: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
                         last_accessed_ms: row.get(8)?,
                     },
+                    row.get::<_, i64>(9)?,
                 ))
             })
             .optional()
     })
     .map_err(map_err("read a record"))?
-    .map(|(blob_id, stored, format, meta)| {
+    .map(|(blob_id, stored, format, meta, seal)| {
         let blob_id = blob_id
             .ok_or_else(|| Error::corrupt_at(collection, key, "the record's value is missing"))?;
         let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
@@ -608,6 +748,7 @@ fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option
             stored,
             format,
             meta,
+            seal,
         })
     })
     .transpose()

@@ -4,7 +4,7 @@
 //! waits for a free connection at most `busy_timeout_ms`, then gets `Error::Busy`; the pool never
 //! panics when empty. A connection lost (its thread panicked) is replaced by a new one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,13 +13,14 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
-use super::map_err;
+use super::{map_err, open_connection};
 use crate::error::{Error, Result};
 
 /// Read-only connections to one database file.
 #[derive(Debug)]
 pub struct ReaderPool {
     path: PathBuf,
+    vfs: Option<String>,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
@@ -28,12 +29,18 @@ pub struct ReaderPool {
 
 impl ReaderPool {
     /// Opens `size` read-only connections.
-    pub fn open(path: PathBuf, size: usize, busy_timeout: Duration) -> Result<Self> {
+    pub fn open(
+        path: PathBuf,
+        vfs: Option<String>,
+        size: usize,
+        busy_timeout: Duration,
+    ) -> Result<Self> {
         let idle = (0..size)
-            .map(|_| open_reader(&path, busy_timeout))
+            .map(|_| open_reader(&path, vfs.as_deref(), busy_timeout))
             .collect::<Result<Vec<_>>>()?;
         Ok(ReaderPool {
             path,
+            vfs,
             busy_timeout,
             idle: Mutex::new(idle),
             permits: Semaphore::new(size),
@@ -123,7 +130,7 @@ impl ReaderPool {
         let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match conn {
             Some(conn) => Ok(conn),
-            None => open_reader(&self.path, self.busy_timeout),
+            None => open_reader(&self.path, self.vfs.as_deref(), self.busy_timeout),
         }
     }
 
@@ -137,12 +144,13 @@ impl ReaderPool {
     }
 }
 
-fn open_reader(path: &PathBuf, busy_timeout: Duration) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
+fn open_reader(path: &Path, vfs: Option<&str>, busy_timeout: Duration) -> Result<Connection> {
+    let conn = open_connection(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_URI,
+        vfs,
     )
     .map_err(map_err(format!("open {} for reading", path.display())))?;
     conn.busy_timeout(busy_timeout)

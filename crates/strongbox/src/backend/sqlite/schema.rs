@@ -7,10 +7,12 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::map_err;
+use crate::blob::BlobId;
 use crate::error::{Error, Result};
+use crate::record::{RecordMeta, Version, seal};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1. Never edit it: add a migration instead.
 ///
@@ -142,8 +144,16 @@ ALTER TABLE blobs_v3 RENAME TO blobs;
 CREATE INDEX blobs_by_id ON blobs (substr(id, 1, 8));
 ";
 
-/// Brings the database to [`SCHEMA_VERSION`].
-pub fn migrate(conn: &mut Connection) -> Result<()> {
+/// Version 4: every record carries its seal (`record::seal`: 8 bytes of a keyed BLAKE3 over
+/// its collection, key, format, version, times, size and its value's id), which every read and
+/// `verify` compare, so that a damaged key, version or blob reference is an error instead of
+/// another record's value. Existing records are sealed as they are by [`seal_every_record`].
+const V4: &str = "ALTER TABLE records ADD COLUMN seal INTEGER NOT NULL DEFAULT 0;";
+
+/// Brings the database to [`SCHEMA_VERSION`]. A database without any schema (version 0) is a
+/// new store only when `is_new` (this process just created it); otherwise it is an empty or
+/// foreign file, refused rather than taken for an empty store.
+pub fn migrate(conn: &mut Connection, is_new: bool) -> Result<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(map_err("begin the schema migration"))?;
@@ -156,6 +166,9 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
              ({SCHEMA_VERSION}); upgrade Strongbox"
         )));
     }
+    if version < 1 && !is_new {
+        return Err(not_a_store(&tx)?);
+    }
     if version < 1 {
         tx.execute_batch(V1).map_err(map_err("create the schema"))?;
     }
@@ -167,9 +180,94 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(V3)
             .map_err(map_err("migrate the schema to version 3"))?;
     }
+    if version < 4 {
+        tx.execute_batch(V4)
+            .map_err(map_err("migrate the schema to version 4"))?;
+        seal_every_record(&tx)?;
+    }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(map_err("record the schema version"))?;
     }
     tx.commit().map_err(map_err("commit the schema migration"))
+}
+
+/// Checks, before anything is written, that an existing file is a Strongbox store (or one of an
+/// older schema); an empty file or another program's database is refused with `Error::Corrupt`.
+pub fn check_is_store(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(map_err("read the schema version"))?;
+    if version < 1 {
+        return Err(not_a_store(conn)?);
+    }
+    Ok(())
+}
+
+/// The error for a database without Strongbox's schema.
+fn not_a_store(conn: &Connection) -> Result<Error> {
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+        .map_err(map_err("read the schema"))?;
+    let what = if tables == 0 {
+        "is empty (a truncated store, or a file that was never one)"
+    } else {
+        "is a SQLite database of another program"
+    };
+    Ok(Error::Corrupt {
+        collection: None,
+        key: None,
+        detail: format!(
+            "the file {what}, not a Strongbox store: restore the store from a backup, or \
+             remove the file to start a new one"
+        ),
+    })
+}
+
+/// Seals every record as it stands (schema version 4). A record whose blob is missing keeps
+/// seal 0, which no intact record has in practice, so reads and `verify` still report it.
+fn seal_every_record(conn: &Connection) -> Result<()> {
+    let rows = conn
+        .prepare(
+            "SELECT CAST(r.collection AS BLOB), CAST(r.key AS BLOB), b.id, r.format, r.version,
+                    r.created_at, r.updated_at, r.size
+             FROM records r JOIN blobs b ON b.ref = r.blob",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, Vec<u8>>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                        row.get::<_, u8>(3)?,
+                        RecordMeta {
+                            version: Version::new(row.get::<_, i64>(4)?.max(0).unsigned_abs()),
+                            created_at_ms: row.get(5)?,
+                            updated_at_ms: row.get(6)?,
+                            size_bytes: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
+                            access_count: 0,
+                            last_accessed_ms: 0,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_err("read the records to seal"))?;
+    let mut update = conn
+        .prepare(
+            "UPDATE records SET seal = ?3
+             WHERE collection = CAST(?1 AS TEXT) AND key = CAST(?2 AS TEXT)",
+        )
+        .map_err(map_err("prepare sealing the records"))?;
+    for (collection, key, blob_id, format, meta) in rows {
+        let Some(blob_id) = BlobId::from_slice(&blob_id) else {
+            continue;
+        };
+        let seal = seal(&collection, &key, &blob_id, format, &meta);
+        update
+            .execute(rusqlite::params![collection, key, seal])
+            .map_err(map_err("seal a record"))?;
+    }
+    Ok(())
 }

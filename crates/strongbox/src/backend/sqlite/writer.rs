@@ -18,7 +18,7 @@ use super::{map_err, now_ms};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{Expect, RecordMeta, Version};
+use crate::record::{Expect, RecordMeta, Version, seal};
 
 /// The longest a group waits for more concurrent requests before it commits.
 const GATHER: Duration = Duration::from_micros(500);
@@ -216,28 +216,34 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 format,
                 expect,
             } => {
-                                let current = current(conn, &collection, &key)?;
+                let current = current(conn, &collection, &key)?;
                 let actual = current.as_ref().map(|row| row.version);
-                if !expect.is_met_by(actual) {
-                    return Err(Error::Conflict {
-                        collection,
-                        key,
-                        expected: expect,
-                        actual,
-                    });
-                }
+                check_expect(&collection, &key, expect, current.as_ref())?;
                 let version = actual.map_or(Version::FIRST, Version::next);
-                let old_blob = current.as_ref().map(|row| (row.blob_id, row.blob_ref));
+                // Only an intact record's reference is trusted: a damaged one's is neither
+                // reused nor released (its count stays, for `verify` to report).
+                let intact = current.as_ref().filter(|row| row.is_intact);
+                let old_blob = intact.map(|row| (row.blob_id, row.blob_ref));
                 let (blob_ref, deduplicated) = match old_blob {
                     Some((old_id, old_ref)) if old_id == Some(blob.id) => (old_ref, true),
                     _ => add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?,
                 };
+                let meta = RecordMeta {
+                    version,
+                    created_at_ms: intact.map_or(now, |row| row.created_at_ms),
+                    updated_at_ms: now,
+                    size_bytes: blob.raw_len,
+                    access_count: intact.map_or(0, |row| row.access_count),
+                    last_accessed_ms: intact.map_or(0, |row| row.last_accessed_ms),
+                };
+                let seal = seal(collection.as_bytes(), key.as_bytes(), &blob.id, format, &meta);
                 conn.prepare_cached(
-                    "INSERT INTO records (collection, key, blob, format, version, created_at, updated_at, size)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)
+                    "INSERT INTO records (collection, key, blob, format, version, created_at, updated_at, size, seal)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (collection, key) DO UPDATE SET
                         blob = excluded.blob, format = excluded.format, version = excluded.version,
-                        updated_at = excluded.updated_at, size = excluded.size",
+                        created_at = excluded.created_at, updated_at = excluded.updated_at,
+                        size = excluded.size, seal = excluded.seal",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -246,8 +252,10 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                         blob_ref,
                         format,
                         to_i64(version.get()),
+                        meta.created_at_ms,
                         now,
-                        to_i64(blob.raw_len)
+                        to_i64(blob.raw_len),
+                        seal
                     ])
                 })
                 .map_err(map_err("write a record"))?;
@@ -255,17 +263,7 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 if let Some((_, old_ref)) = replaced {
                     release_blob_ref(conn, old_ref)?;
                 }
-                WriteOutcome::Stored {
-                    meta: RecordMeta {
-                        version,
-                        created_at_ms: current.as_ref().map_or(now, |row| row.created_at_ms),
-                        updated_at_ms: now,
-                        size_bytes: blob.raw_len,
-                        access_count: current.as_ref().map_or(0, |row| row.access_count),
-                        last_accessed_ms: current.as_ref().map_or(0, |row| row.last_accessed_ms),
-                    },
-                    deduplicated,
-                }
+                WriteOutcome::Stored { meta, deduplicated }
             }
             WriteOp::Restore {
                 collection,
@@ -283,10 +281,15 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                     });
                 }
                 let (blob_ref, deduplicated) = add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
+                let meta = RecordMeta {
+                    size_bytes: blob.raw_len,
+                    ..meta
+                };
+                let seal = seal(collection.as_bytes(), key.as_bytes(), &blob.id, format, &meta);
                 conn.prepare_cached(
                     "INSERT INTO records (collection, key, blob, format, version, created_at, updated_at,
-                        size, access_count, last_accessed)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        size, access_count, last_accessed, seal)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![
@@ -299,36 +302,29 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                         meta.updated_at_ms,
                         to_i64(blob.raw_len),
                         to_i64(meta.access_count),
-                        meta.last_accessed_ms
+                        meta.last_accessed_ms,
+                        seal
                     ])
                 })
                 .map_err(map_err("restore a record"))?;
-                WriteOutcome::Stored {
-                    meta: RecordMeta {
-                        size_bytes: blob.raw_len,
-                        ..meta
-                    },
-                    deduplicated,
-                }
+                WriteOutcome::Stored { meta, deduplicated }
             }
-            WriteOp::Delete { collection, key, expect } => {
-                                let current = current(conn, &collection, &key)?;
-                let actual = current.as_ref().map(|row| row.version);
-                if !expect.is_met_by(actual) {
-                    return Err(Error::Conflict {
-                        collection,
-                        key,
-                        expected: expect,
-                        actual,
-                    });
-                }
+            WriteOp::Delete {
+                collection,
+                key,
+                expect,
+            } => {
+                let current = current(conn, &collection, &key)?;
+                check_expect(&collection, &key, expect, current.as_ref())?;
                 match current {
                     None => WriteOutcome::Deleted(false),
-                    Some(CurrentRow { blob_ref, .. }) => {
+                    Some(row) => {
                         conn.prepare_cached("DELETE FROM records WHERE collection = ?1 AND key = ?2")
                             .and_then(|mut statement| statement.execute(params![collection, key]))
                             .map_err(map_err("delete a record"))?;
-                        release_blob_ref(conn, blob_ref)?;
+                        if row.is_intact {
+                            release_blob_ref(conn, row.blob_ref)?;
+                        }
                         WriteOutcome::Deleted(true)
                     }
                 }
@@ -338,24 +334,60 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
     Ok(outcomes)
 }
 
+/// Checks a write's condition against the record it replaces. A damaged record (one that does
+/// not match its seal) satisfies only `Expect::Any`: its version cannot be trusted.
+fn check_expect(
+    collection: &str,
+    key: &str,
+    expect: Expect,
+    current: Option<&CurrentRow>,
+) -> Result<()> {
+    if let Some(row) = current
+        && !row.is_intact
+        && expect != Expect::Any
+    {
+        return Err(Error::corrupt_at(
+            collection,
+            key,
+            "the record is damaged (it does not match its seal), so a conditional write \
+             cannot trust its version: overwrite or delete it unconditionally, or restore it \
+             from a backup",
+        ));
+    }
+    let actual = current.map(|row| row.version);
+    if expect.is_met_by(actual) {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            expected: expect,
+            actual,
+        })
+    }
+}
+
 /// What a write needs to know of the record it replaces.
 struct CurrentRow {
     version: Version,
-    /// The id of the blob the record points at; `None` when that blob is missing (damage: the
-    /// write then replaces the record's reference without releasing anything).
+    /// The id of the blob the record points at; `None` when that blob is missing.
     blob_id: Option<BlobId>,
     /// `blobs.ref` of that blob.
     blob_ref: i64,
     created_at_ms: i64,
     access_count: u64,
     last_accessed_ms: i64,
+    /// Whether the record matches its seal (and its blob exists): only then are its reference
+    /// and metadata trusted.
+    is_intact: bool,
 }
 
 /// The current state of a record, if it exists.
 fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<CurrentRow>> {
     let row = conn
         .prepare_cached(
-            "SELECT r.version, b.id, r.created_at, r.access_count, r.last_accessed, r.blob
+            "SELECT r.version, b.id, r.created_at, r.access_count, r.last_accessed, r.blob,
+                    r.format, r.updated_at, r.size, r.seal
              FROM records r LEFT JOIN blobs b ON b.ref = r.blob
              WHERE r.collection = ?1 AND r.key = ?2",
         )
@@ -363,37 +395,53 @@ fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<Curr
             statement
                 .query_row(params![collection, key], |row| {
                     Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, Option<Vec<u8>>>(1)?,
-                        row.get::<_, i64>(2)?,
-                        row.get::<_, i64>(3)?,
-                        row.get::<_, i64>(4)?,
-                        row.get::<_, i64>(5)?,
+                        (
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, Option<Vec<u8>>>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ),
+                        (
+                            row.get::<_, i64>(5)?,
+                            row.get::<_, u8>(6)?,
+                            row.get::<_, i64>(7)?,
+                            row.get::<_, i64>(8)?,
+                            row.get::<_, i64>(9)?,
+                        ),
                     ))
                 })
                 .optional()
         })
         .map_err(map_err("read a record's version"))?;
-    row.map(
-        |(version, blob_id, created_at_ms, access_count, last_accessed_ms, blob_ref)| {
-            let blob_id = blob_id
-                .map(|id| {
-                    BlobId::from_slice(&id).ok_or_else(|| {
-                        Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
-                    })
-                })
-                .transpose()?;
-            Ok(CurrentRow {
+    Ok(row.map(
+        |(
+            (version, blob_id, created_at_ms, access_count, last_accessed_ms),
+            (blob_ref, format, updated_at_ms, size, stored_seal),
+        )| {
+            let blob_id = blob_id.and_then(|id| BlobId::from_slice(&id));
+            let meta = RecordMeta {
                 version: Version::new(version.max(0).unsigned_abs()),
+                created_at_ms,
+                updated_at_ms,
+                size_bytes: size.max(0).unsigned_abs(),
+                access_count: access_count.max(0).unsigned_abs(),
+                last_accessed_ms,
+            };
+            let is_intact = blob_id.is_some_and(|id| {
+                seal(collection.as_bytes(), key.as_bytes(), &id, format, &meta) == stored_seal
+            });
+            CurrentRow {
+                version: meta.version,
                 blob_id,
                 blob_ref,
                 created_at_ms,
-                access_count: access_count.max(0).unsigned_abs(),
+                access_count: meta.access_count,
                 last_accessed_ms,
-            })
+                is_intact,
+            }
         },
-    )
-    .transpose()
+    ))
 }
 
 /// Rule 1 of `crate::blob`: one more reference, inserting the blob if it is new (or taking
