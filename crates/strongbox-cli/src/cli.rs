@@ -9,13 +9,14 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  any other error (I/O, invalid input, invalid configuration...)
+  1  any other error (I/O, invalid input such as a number that would not be stored exactly,
+     invalid configuration, too few open files allowed...)
   2  usage error (unknown option, missing argument)
   3  key not found (get, delete)
   4  verify found problems (verify, demo)
   5  conflict: a conditional write found another version (put --if-version/--if-absent)
   6  busy: the database stayed locked by another process for too long
-    7  corrupt data: a stored value failed its integrity check
+  7  corrupt data: a stored value failed its integrity check, or the database file is damaged
   8  storage full: the disk (or file size limit) is full; nothing of the failed write was stored";
 
 /// `strongbox`: inspect, import, export, verify and demo a Strongbox database.
@@ -95,7 +96,10 @@ pub struct PutArgs {
     pub collection: String,
     /// Key.
     pub key: String,
-    /// The value, as JSON; read from standard input when omitted.
+    /// The value, as JSON; read from standard input when omitted. Refused when it would not be
+    /// stored exactly as written: a number beyond 64-bit integers and doubles
+    /// (123456789012345678901234567890, 1e-400; write such numbers as strings) or an object
+    /// with a duplicate key.
     pub json: Option<String>,
     /// Store only if the record is currently at this version (else exit code 5).
     #[arg(long, value_name = "N", conflicts_with = "if_absent")]
@@ -162,7 +166,9 @@ pub struct CollectionsArgs {
 /// `import FILE`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// JSON lines file; `-` reads standard input.
+    /// JSON lines file; `-` reads standard input. A value is refused, like `put` refuses it, when
+    /// it would not be stored exactly as written; a line longer than max_value_bytes plus
+    /// 64 KiB is refused without being read whole.
     pub file: PathBuf,
     /// Lines per transaction: a bad line discards its whole batch, earlier batches stay.
     #[arg(long, value_name = "N", default_value_t = 1000,
@@ -186,7 +192,8 @@ pub struct ImportArgs {
 pub struct ExportArgs {
     /// Export only this collection (default: all of them).
     pub collection: Option<String>,
-    /// Output file; `-` or nothing writes to standard output.
+    /// Output file, created owner-only (mode 0600) and moved into place when complete; a device
+    /// or FIFO (/dev/null) is written directly; `-` or nothing writes to standard output.
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }

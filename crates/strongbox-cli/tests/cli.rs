@@ -7,6 +7,11 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
+#[path = "cli/exact.rs"]
+mod exact;
+#[path = "cli/robustness.rs"]
+mod robustness;
+
 /// The sample data; `shared/` sits beside the repository root, here and in CI.
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -208,6 +213,16 @@ fn a_later_line_for_the_same_key_replaces_the_earlier_one() {
 fn get_of_an_absent_key_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("absent.db");
+    // A read of a database that is not there is an error, and creates nothing.
+    let output = run(&db, &["get", "players", "nobody"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("there is none"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!db.exists());
+    assert_ok(&run(&db, &["put", "players", "somebody", "1"]));
     let output = run(&db, &["get", "players", "nobody"]);
     assert_exit(&output, 3);
     assert!(

@@ -92,6 +92,8 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
     match args.action {
         BackupAction::Create { repo } => {
             let repository = open_repository(&repo, &config, true).await?;
+            let mut config = config;
+            config.create_if_missing = false;
             let store = crate::commands::open_config(config).await?;
             let bar = progress_bar("backing up");
             let progress = bar.clone();

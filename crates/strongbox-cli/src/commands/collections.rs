@@ -19,7 +19,7 @@ struct Entry {
 /// # Errors
 /// A busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: CollectionsArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = collections(&store, &args).await;
     crate::commands::close(store, result).await
 }

@@ -13,7 +13,7 @@ use crate::output::Output;
 /// [`Failure::NotFound`] (exit code 3) when the key does not exist; a failed `--if-version`
 /// (exit code 5); an invalid name; a busy database.
 pub async fn run(global: &GlobalOptions, args: DeleteArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = delete(&store, &args).await;
     crate::commands::close(store, result).await
 }

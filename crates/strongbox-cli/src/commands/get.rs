@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use strongbox::Store;
 
 use crate::cli::{GetArgs, GlobalOptions};
@@ -13,7 +13,7 @@ use crate::output::Output;
 /// epoch; read counts lag by the reads not yet flushed).
 #[derive(Serialize)]
 struct WithMeta<'a> {
-    value: &'a Value,
+    value: &'a RawValue,
     version: u64,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -22,28 +22,28 @@ struct WithMeta<'a> {
     last_accessed_ms: i64,
 }
 
-/// Prints the value as JSON (one line unless `--pretty`).
+/// Prints the value as JSON (one line unless `--pretty`), exactly as stored: the stored text is
+/// printed, never parsed into numbers (a `u128` stored by a program prints in full).
 ///
 /// # Errors
 /// [`Failure::NotFound`] (exit code 3) when the key does not exist; a corrupt value (exit
 /// code 7), an invalid name, a busy database.
 pub async fn run(global: &GlobalOptions, args: GetArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = get(&store, &args).await;
     crate::commands::close(store, result).await
 }
 
 async fn get(store: &Store, args: &GetArgs) -> anyhow::Result<()> {
     let record = store
-        .retrieve_record::<Value>(&args.collection, &args.key)
+        .retrieve_record::<Box<RawValue>>(&args.collection, &args.key)
         .await
         .with_context(|| format!("get {}/{}", args.collection, args.key))?
         .ok_or_else(|| Failure::NotFound {
             collection: args.collection.clone(),
             key: args.key.clone(),
         })?;
-    let mut out = Output::stdout();
-    if args.meta {
+    let text = if args.meta {
         let meta = record.meta;
         let with_meta = WithMeta {
             value: &record.value,
@@ -54,9 +54,15 @@ async fn get(store: &Store, args: &GetArgs) -> anyhow::Result<()> {
             access_count: meta.access_count,
             last_accessed_ms: meta.last_accessed_ms,
         };
-        out.json(&with_meta, args.pretty)?;
+        serde_json::to_string(&with_meta).context("serialize JSON")?
     } else {
-        out.json(&record.value, args.pretty)?;
+        record.value.get().to_owned()
+    };
+    let mut out = Output::stdout();
+    if args.pretty {
+        out.line(crate::json::pretty(&text))?;
+    } else {
+        out.line(text)?;
     }
     out.finish()
 }

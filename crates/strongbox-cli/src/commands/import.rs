@@ -15,21 +15,29 @@ use anyhow::{Context as _, anyhow};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use strongbox::{Store, Transaction};
 use tokio::sync::mpsc;
 
 use crate::cli::{GlobalOptions, ImportArgs};
+use crate::lines::{LineRead, read_line, skip_line};
 use crate::output::{self, Output};
 
 /// Skipped lines described one by one on standard error; further ones are only counted.
 const SHOWN_SKIPS: u64 = 10;
+
+/// Room on a line for what surrounds the value: the field names, the collection and key
+/// (at most 255 and 1,024 bytes, up to six times longer when written with `\u` escapes) and
+/// spacing. A line longer than `max_value_bytes` plus this is refused as soon as it is.
+const ENVELOPE_BYTES: usize = 64 << 10;
 
 /// One line of the import (and export) format. Other fields are ignored.
 #[derive(Debug, Deserialize)]
 struct Line {
     collection: String,
     key: String,
-    value: Value,
+    /// The value's text as written, checked (see [`crate::json::check_exact`]) before parsing.
+    value: Box<RawValue>,
 }
 
 /// A transaction ready to commit, with the lines it covers.
@@ -260,22 +268,43 @@ fn read(
     progress: &ProgressBar,
     sender: &mpsc::Sender<Batch>,
 ) -> anyhow::Result<ReadEnd> {
+    let max_value_bytes = store.config().max_value_bytes;
+    let max_line = max_value_bytes.saturating_add(ENVELOPE_BYTES);
     let mut buffer = Vec::with_capacity(64 << 10);
     let mut line = 0u64;
     let mut skipped = 0u64;
     let mut batch_first_line = 1u64;
     let mut tx = store.transaction();
     loop {
-        buffer.clear();
-        let read = source
-            .read_until(b'\n', &mut buffer)
+        let read = read_line(&mut source, &mut buffer, max_line)
             .with_context(|| format!("import line {}: read the input", line + 1))?;
-        if read == 0 {
-            break;
-        }
-        line += 1;
-        progress.inc(read as u64);
-        if let Err(why) = add_line(&mut tx, &buffer) {
+        let added = match read {
+            LineRead::End => break,
+            LineRead::Line(bytes) => {
+                line += 1;
+                progress.inc(bytes as u64);
+                add_line(&mut tx, &buffer)
+            }
+            LineRead::TooLong(bytes) => {
+                line += 1;
+                progress.inc(bytes as u64);
+                let why = format!(
+                    "the line is longer than {} bytes, the most a line may hold \
+                     (max_value_bytes = {} plus {} for the collection, key and field names); \
+                     raise max_value_bytes in the --config file to import it",
+                    output::count(max_line as u64),
+                    output::count(max_value_bytes as u64),
+                    output::count(ENVELOPE_BYTES as u64),
+                );
+                if skip_invalid {
+                    let rest = skip_line(&mut source)
+                        .with_context(|| format!("import line {line}: read the input"))?;
+                    progress.inc(rest);
+                }
+                Err(why)
+            }
+        };
+        if let Err(why) = added {
             if !skip_invalid {
                 return Ok(ReadEnd::BadLine {
                     line,
@@ -329,18 +358,27 @@ fn add_line(tx: &mut Transaction, bytes: &[u8]) -> Result<(), String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let parsed: Line = serde_json::from_slice(bytes).map_err(|error| {
-        // serde_json says "at line 1 column N": within this line, which would mislead here.
-        let message = error.to_string();
-        let position = format!(" at line {} column {}", error.line(), error.column());
-        match message.strip_suffix(&position) {
-            Some(message) => format!("parse JSON: {message} (column {})", error.column()),
-            None => format!("parse JSON: {message}"),
-        }
-    })?;
-    tx.store(&parsed.collection, &parsed.key, &parsed.value)
+    let parsed: Line = serde_json::from_slice(bytes)
+        .map_err(|error| format!("parse JSON: {}", describe(&error)))?;
+    // Parsed as a whole first: serde_json bounds the nesting, which RawValue alone does not.
+    let value: Value = serde_json::from_str(parsed.value.get())
+        .map_err(|error| format!("parse the value: {}", describe(&error)))?;
+    crate::json::check_exact(parsed.value.get())
+        .map_err(|inexact| format!("value of {}/{}: {inexact}", parsed.collection, parsed.key))?;
+    tx.store(&parsed.collection, &parsed.key, &value)
         .map_err(|error| error.to_string())?;
     Ok(())
+}
+
+/// serde_json's message, with the column but without "at line 1": within this line, which would
+/// mislead here.
+fn describe(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    match message.strip_suffix(&position) {
+        Some(message) => format!("{message} (column {})", error.column()),
+        None => message,
+    }
 }
 
 #[cfg(test)]

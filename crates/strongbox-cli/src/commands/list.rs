@@ -12,7 +12,7 @@ use crate::output::Output;
 /// # Errors
 /// An invalid collection name, a busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = list(&store, &args).await;
     crate::commands::close(store, result).await
 }

@@ -25,7 +25,7 @@ pub struct MaintenanceArgs {
 /// # Errors
 /// When the database cannot be opened, or a step failed (after printing the report).
 pub async fn run(global: &GlobalOptions, args: MaintenanceArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let options = MaintenanceOptions {
         is_full: args.full,
         reindex: args.reindex,

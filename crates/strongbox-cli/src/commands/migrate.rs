@@ -38,7 +38,9 @@ pub async fn run(global: &GlobalOptions, args: MigrateArgs) -> anyhow::Result<()
         config.backup_repository = None;
         config
     };
-    let source = crate::commands::open_config(located(&args.from)).await?;
+    let mut source = located(&args.from);
+    source.create_if_missing = false;
+    let source = crate::commands::open_config(source).await?;
     let target = match crate::commands::open_config(located(&args.to)).await {
         Ok(target) => target,
         Err(error) => return crate::commands::close(source, Err(error)).await,

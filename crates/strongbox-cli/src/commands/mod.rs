@@ -20,6 +20,7 @@ pub mod verify;
 use std::fmt;
 
 use anyhow::Context as _;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strongbox::{Config, Store};
 
@@ -94,6 +95,17 @@ pub async fn open(global: &GlobalOptions) -> anyhow::Result<Store> {
     open_config(crate::config::load_single_pass(global)?).await
 }
 
+/// Opens the store the global options name, which must exist: for commands that only read or
+/// change what is there, so that a mistyped path is an error instead of a new, empty store.
+///
+/// # Errors
+/// As [`open`], and when there is no database at the path.
+pub async fn open_existing(global: &GlobalOptions) -> anyhow::Result<Store> {
+    let mut config = crate::config::load_single_pass(global)?;
+    config.create_if_missing = false;
+    open_config(config).await
+}
+
 /// Opens the store of a configuration.
 ///
 /// # Errors
@@ -127,23 +139,25 @@ pub async fn retrieve_values(
     collection: &str,
     keys: &[String],
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    retrieve_mapped(store, collection, keys, |_, _, value| Ok(value)).await
+    retrieve_mapped(store, collection, keys, |_, _, value: Value| Ok(value)).await
 }
 
-/// As [`retrieve_values`], turning each `(collection, key, value)` into a `T` on the reading
-/// task, so that this work runs in parallel too. Returns `(key, T)` in key order.
+/// As [`retrieve_values`], reading each value as a `V` (`Box<RawValue>` for the stored text as
+/// it is) and turning each `(collection, key, value)` into a `T` on the reading task, so that
+/// this work runs in parallel too. Returns `(key, T)` in key order.
 ///
 /// # Errors
 /// The first failed read or `map`, naming the record.
-pub async fn retrieve_mapped<T, F>(
+pub async fn retrieve_mapped<V, T, F>(
     store: &Store,
     collection: &str,
     keys: &[String],
     map: F,
 ) -> anyhow::Result<Vec<(String, T)>>
 where
+    V: DeserializeOwned + Send + 'static,
     T: Send + 'static,
-    F: Fn(&str, &str, Value) -> anyhow::Result<T> + Clone + Send + 'static,
+    F: Fn(&str, &str, V) -> anyhow::Result<T> + Clone + Send + 'static,
 {
     let tasks = store.config().read_connections.clamp(1, 8);
     let chunk = keys.len().div_ceil(tasks).max(1);
@@ -157,7 +171,7 @@ where
             let mut mapped = Vec::with_capacity(part.len());
             for key in part {
                 let value = store
-                    .retrieve::<Value>(&collection, &key)
+                    .retrieve::<V>(&collection, &key)
                     .await
                     .with_context(|| format!("read {collection}/{key}"))?;
                 if let Some(value) = value {

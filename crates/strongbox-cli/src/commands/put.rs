@@ -36,16 +36,20 @@ async fn put(store: &Store, args: &PutArgs, value: &Value, expect: Expect) -> an
     out.finish()
 }
 
-/// The value from the argument, else from standard input.
+/// The value from the argument, else from standard input; refused when it would not be stored
+/// exactly as written (see [`crate::json::check_exact`]).
 fn read_value(json: Option<&str>) -> anyhow::Result<Value> {
-    match json {
-        Some(text) => serde_json::from_str(text).context("parse the JSON value argument"),
+    let (text, source) = match json {
+        Some(text) => (text.to_owned(), "the JSON value argument"),
         None => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .context("read the JSON value from standard input")?;
-            serde_json::from_str(&text).context("parse the JSON value from standard input")
+            (text, "the JSON value from standard input")
         }
-    }
+    };
+    let value = serde_json::from_str(&text).with_context(|| format!("parse {source}"))?;
+    crate::json::check_exact(&text).with_context(|| format!("check {source}"))?;
+    Ok(value)
 }

@@ -25,6 +25,7 @@ pub struct ServeMetricsArgs {
 pub async fn run(global: &GlobalOptions, args: ServeMetricsArgs) -> anyhow::Result<()> {
     let mut config = crate::config::load(global)?;
     config.stats_interval_secs = args.interval_secs.max(1);
+    config.create_if_missing = false;
     PrometheusBuilder::new()
         .with_http_listener(args.addr)
         .install()

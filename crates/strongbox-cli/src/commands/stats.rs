@@ -11,7 +11,7 @@ use crate::output::{self, Output};
 /// # Errors
 /// A busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = match args.watch {
         None => stats(&store, &args).await,
         Some(secs) => watch(&store, &args, secs.max(1)).await,

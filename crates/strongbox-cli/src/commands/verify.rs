@@ -14,7 +14,7 @@ use crate::output::{self, Output};
 /// [`Failure::Problems`] (exit code 4) when anything is wrong; a busy database when the checks
 /// cannot run.
 pub async fn run(global: &GlobalOptions, args: VerifyArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open(global).await?;
+    let store = crate::commands::open_existing(global).await?;
     let result = verify(&store, &args).await;
     crate::commands::close(store, result).await
 }

@@ -14,11 +14,10 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::files::{blocking, create_dir, io_error, sync_dir, sync_file, write_new};
 use super::id::BackupId;
 use super::manifest::{DictionaryRef, Header, ManifestWriter, Source};
-use super::repository::{
-    LockMode, Repository, RepositoryLock, blocking, create_dir, io_error, sync_dir, write_new,
-};
+use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, ProgressFn, Stage};
 use crate::backend::{Backend, SnapshotItem, StoredDictionary};
 use crate::blob::{self, BlobId};
@@ -322,7 +321,7 @@ impl Job {
                     let synced = &synced;
                     scope.spawn(move || -> Result<()> {
                         for blob_id in ids {
-                            super::repository::sync_file(&blobs_tmp.join(blob_id.to_hex()))?;
+                            sync_file(&blobs_tmp.join(blob_id.to_hex()))?;
                             let done = synced.fetch_add(1, Ordering::Relaxed) + 1;
                             if done.is_multiple_of(PROGRESS_EVERY) {
                                 (self.progress)(Progress::new(Stage::Flush, done, total));
@@ -344,7 +343,8 @@ impl Job {
         for blob_id in written {
             let path = self.repository.blob_path(blob_id);
             let Some(shard) = path.parent() else { continue };
-            if shards.insert(shard.to_owned()) && !shard.exists() {
+            // A shard must be a real directory: a link there is refused, never written through.
+            if shards.insert(shard.to_owned()) && !super::files::require_dir(shard)? {
                 create_dir(shard)?;
                 created_shard = true;
             }

@@ -4,22 +4,28 @@
 //! (collection, key) byte order, and an end line with the totals and the BLAKE3 checksum of
 //! every byte before it (see `docs/backup-format.md`).
 //!
-//! **Invariant:** a reader returns nothing it has not checked: blob ids parse as 64 hex
-//! digits, names pass the store's name rules, records are strictly ordered, and the end line
-//! is present with a matching checksum; otherwise the manifest is `Error::Corrupt`, naming it.
+//! **Invariants:** a reader returns nothing it has not checked: blob ids parse as 64 hex
+//! digits, names pass the store's name rules, every record is one a restore can write
+//! (`check_record`), records are strictly ordered, and the end line is present with a
+//! matching checksum and totals; otherwise the manifest is `Error::Corrupt`, naming it. Every
+//! reader (list, verify, restore, prune) goes through these checks, so they agree on what is
+//! damaged. A reader's memory is bounded whatever the file holds: only a regular file is
+//! opened, it is decompressed as a stream with a bounded zstd window, and each line is read
+//! with a length limit ([`MAX_HEADER_BYTES`], [`MAX_LINE_BYTES`]).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 
+use super::check::{check_dictionary_ref, check_record};
+use super::files::{io_error, open_regular};
 use super::id::BackupId;
-use super::repository::{Repository, io_error};
-use crate::backend::SnapshotRecord;
+use super::repository::Repository;
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{RecordMeta, Version};
+
+pub use super::writer::ManifestWriter;
 
 /// The file name extension of manifests.
 pub const EXTENSION: &str = ".jsonl.zst";
@@ -32,8 +38,17 @@ const MANIFEST_FORMAT: &str = "strongbox-backup-manifest";
 /// readers accept.
 const MANIFEST_VERSION: u32 = 2;
 
-/// The zstd level of manifests: they are mostly hex digits and repeated field names.
-const ZSTD_LEVEL: i32 = 3;
+/// The longest header line read, newline included: the header names the source and every
+/// dictionary (about 150 bytes each).
+pub const MAX_HEADER_BYTES: usize = 16 << 20;
+
+/// The longest record or end line read, newline included. A record holds at most a 255-byte
+/// collection and a 1024-byte key, each byte escaped to at most 6 in JSON, and a few numbers.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The zstd window a reader accepts, as a power of two (128 MiB, zstd's own default limit):
+/// the most memory a hostile frame header can make the decoder reserve.
+const MAX_WINDOW_LOG: u32 = 27;
 
 /// Where a backup came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,21 +128,6 @@ impl Header {
     }
 }
 
-/// A record line as written.
-#[derive(serde::Serialize)]
-struct EntryOut<'a> {
-    collection: &'a str,
-    key: &'a str,
-    blob: &'a str,
-    format: u8,
-    version: u64,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    size_bytes: u64,
-    access_count: u64,
-    last_accessed_ms: i64,
-}
-
 /// A record line as read, before it is checked.
 #[derive(serde::Deserialize)]
 struct EntryIn {
@@ -179,97 +179,6 @@ pub struct Entry {
     pub meta: RecordMeta,
 }
 
-/// Writes a manifest to a temporary file, hashing as it goes.
-pub struct ManifestWriter {
-    path: PathBuf,
-    encoder: zstd::Encoder<'static, BufWriter<File>>,
-    hasher: blake3::Hasher,
-    line: Vec<u8>,
-}
-
-impl ManifestWriter {
-    /// Creates the file at `path` and writes the header.
-    pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_error(format!("create {}", path.display())))?;
-        let encoder = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
-            .map_err(io_error(format!("start compressing {}", path.display())))?;
-        let mut writer = ManifestWriter {
-            path: path.to_owned(),
-            encoder,
-            hasher: blake3::Hasher::new(),
-            line: Vec::with_capacity(512),
-        };
-        writer.write_line(header, true)?;
-        Ok(writer)
-    }
-
-    /// Appends a record line.
-    pub fn append(&mut self, record: &SnapshotRecord) -> Result<()> {
-        let blob = record.blob_id.to_hex();
-        let meta = &record.meta;
-        self.write_line(
-            &EntryOut {
-                collection: &record.collection,
-                key: &record.key,
-                blob: &blob,
-                format: record.format,
-                version: meta.version.get(),
-                created_at_ms: meta.created_at_ms,
-                updated_at_ms: meta.updated_at_ms,
-                size_bytes: meta.size_bytes,
-                access_count: meta.access_count,
-                last_accessed_ms: meta.last_accessed_ms,
-            },
-            true,
-        )
-    }
-
-    /// Writes the end line, finishes the frame and syncs the file; returns its size.
-    pub fn finish(mut self, records: u64, blobs: u64, logical_bytes: u64) -> Result<u64> {
-        #[derive(serde::Serialize)]
-        struct End {
-            end: Trailer,
-        }
-        let checksum = self.hasher.finalize().to_hex().to_string();
-        let end = End {
-            end: Trailer {
-                records,
-                blobs,
-                logical_bytes,
-                checksum,
-            },
-        };
-        self.write_line(&end, false)?;
-        let action = || format!("write {}", self.path.display());
-        let file = self
-            .encoder
-            .finish()
-            .and_then(|buffered| buffered.into_inner().map_err(|error| error.into_error()))
-            .map_err(io_error(action()))?;
-        file.sync_all().map_err(io_error(action()))?;
-        let size = file.metadata().map_err(io_error(action()))?.len();
-        Ok(size)
-    }
-
-    fn write_line<T: serde::Serialize>(&mut self, value: &T, is_hashed: bool) -> Result<()> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, value)
-            .map_err(|error| Error::backend("encode a manifest line", error))?;
-        self.line.push(b'\n');
-        if is_hashed {
-            self.hasher.update(&self.line);
-        }
-        self.encoder
-            .write_all(&self.line)
-            .map_err(io_error(format!("write {}", self.path.display())))
-    }
-}
-
 /// Reads a manifest line by line, checking everything it returns.
 pub struct ManifestReader {
     id: BackupId,
@@ -280,6 +189,7 @@ pub struct ManifestReader {
     line: Vec<u8>,
     line_number: u64,
     records: u64,
+    logical_bytes: u64,
     last: Option<(String, String)>,
 }
 
@@ -291,14 +201,21 @@ impl ManifestReader {
     /// wrote it, `Error::Corrupt` when it is damaged.
     pub fn open(repository: &Repository, id: &BackupId) -> Result<Self> {
         let path = repository.manifest_path(id);
-        let file = File::open(&path).map_err(|source| {
-            let action = format!(
-                "open backup {id} in {} (see the list of backups)",
-                repository.dir().display()
-            );
-            io_error(action)(source)
+        let file = open_regular(&path).map_err(|source| match source.kind() {
+            // A FIFO, device or link under a manifest's name is damage, not a missing backup.
+            io::ErrorKind::InvalidData => damaged(id, source),
+            _ => {
+                let action = format!(
+                    "open backup {id} in {} (see the list of backups)",
+                    repository.dir().display()
+                );
+                io_error(action)(source)
+            }
         })?;
-        let decoder = zstd::Decoder::new(file).map_err(|error| damaged(id, error))?;
+        let mut decoder = zstd::Decoder::new(file).map_err(|error| damaged(id, error))?;
+        decoder
+            .window_log_max(MAX_WINDOW_LOG)
+            .map_err(|error| damaged(id, error))?;
         let mut reader = ManifestReader {
             id: id.clone(),
             lines: BufReader::with_capacity(64 << 10, decoder),
@@ -315,9 +232,10 @@ impl ManifestReader {
             line: Vec::with_capacity(512),
             line_number: 0,
             records: 0,
+            logical_bytes: 0,
             last: None,
         };
-        if !reader.read_line()? {
+        if !reader.read_line(MAX_HEADER_BYTES)? {
             return Err(reader.corrupt("it is empty"));
         }
         reader.hasher.update(&reader.line);
@@ -348,7 +266,12 @@ impl ManifestReader {
                 header.id.chars().take(64).collect::<String>()
             )));
         }
+        for dictionary in &header.dictionaries {
+            check_dictionary_ref(dictionary).map_err(|what| reader.corrupt(what))?;
+        }
         reader.header = header;
+        // A long header does not keep its buffer for every record line.
+        reader.line = Vec::with_capacity(512);
         Ok(reader)
     }
 
@@ -371,7 +294,7 @@ impl ManifestReader {
         if self.trailer.is_some() {
             return Ok(None);
         }
-        if !self.read_line()? {
+        if !self.read_line(MAX_LINE_BYTES)? {
             return Err(self.corrupt("it is truncated (it has no end line)"));
         }
         let line: Line = serde_json::from_slice(&self.line).map_err(|error| {
@@ -405,6 +328,20 @@ impl ManifestReader {
                 "line {line_number} has an invalid collection name or key"
             )));
         }
+        let meta = RecordMeta {
+            version: Version::new(entry.version),
+            created_at_ms: entry.created_at_ms,
+            updated_at_ms: entry.updated_at_ms,
+            size_bytes: entry.size_bytes,
+            access_count: entry.access_count,
+            last_accessed_ms: entry.last_accessed_ms,
+        };
+        check_record(entry.format, &meta)
+            .map_err(|what| self.corrupt(format!("line {line_number} {what}")))?;
+        self.logical_bytes = self
+            .logical_bytes
+            .checked_add(meta.size_bytes)
+            .ok_or_else(|| self.corrupt("its records' sizes add up past 2^64 bytes"))?;
         let name = (entry.collection, entry.key);
         if self.last.as_ref().is_some_and(|last| {
             (last.0.as_bytes(), last.1.as_bytes()) >= (name.0.as_bytes(), name.1.as_bytes())
@@ -419,14 +356,7 @@ impl ManifestReader {
             key: name.1,
             blob_id,
             format: entry.format,
-            meta: RecordMeta {
-                version: Version::new(entry.version),
-                created_at_ms: entry.created_at_ms,
-                updated_at_ms: entry.updated_at_ms,
-                size_bytes: entry.size_bytes,
-                access_count: entry.access_count,
-                last_accessed_ms: entry.last_accessed_ms,
-            },
+            meta,
         })
     }
 
@@ -441,6 +371,20 @@ impl ManifestReader {
                 end.records, self.records
             )));
         }
+        if end.logical_bytes != self.logical_bytes {
+            return Err(self.corrupt(format!(
+                "its end line counts {} logical bytes but its records add up to {}",
+                end.logical_bytes, self.logical_bytes
+            )));
+        }
+        // Counting distinct blobs exactly would take memory per blob: a count that cannot be
+        // right is enough to catch a forged end line.
+        if end.blobs > end.records || (end.blobs == 0) != (end.records == 0) {
+            return Err(self.corrupt(format!(
+                "its end line counts {} blobs for {} records",
+                end.blobs, end.records
+            )));
+        }
         let mut rest = [0u8; 1];
         match self.lines.read(&mut rest) {
             Ok(0) => Ok(()),
@@ -449,12 +393,14 @@ impl ManifestReader {
         }
     }
 
-    /// Reads the next line into `self.line`; `false` at the end of the file. A last line
-    /// without its newline is a truncation.
-    fn read_line(&mut self) -> Result<bool> {
+    /// Reads the next line, of at most `limit` bytes with its newline, into `self.line`;
+    /// `false` at the end of the file. A last line without its newline is a truncation; a
+    /// longer line is damage, found after reading `limit + 1` bytes of it, never more.
+    fn read_line(&mut self, limit: usize) -> Result<bool> {
         self.line.clear();
-        let read = self
-            .lines
+        let bound = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+        let read = (&mut self.lines)
+            .take(bound)
             .read_until(b'\n', &mut self.line)
             .map_err(|error| damaged(&self.id, error))?;
         if read == 0 {
@@ -462,6 +408,12 @@ impl ManifestReader {
         }
         self.line_number += 1;
         if self.line.last() != Some(&b'\n') {
+            if self.line.len() > limit {
+                return Err(self.corrupt(format!(
+                    "line {} is longer than {limit} bytes, more than any manifest line can be",
+                    self.line_number
+                )));
+            }
             return Err(self.corrupt("it is truncated (its last line is cut short)"));
         }
         Ok(true)

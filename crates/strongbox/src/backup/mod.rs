@@ -31,25 +31,37 @@
 //!   backup counted on.
 //! - Nothing read from a manifest becomes a path: blob ids are parsed as 64 hex digits and
 //!   printed again, and backup ids have a fixed shape ([`BackupId`]).
+//! - Nothing found in the directory is trusted: no link is followed for reads or deletes
+//!   (a repository whose `blobs/`, `manifests/`, `tmp/` or `dictionaries/` is a link is
+//!   refused), only regular files are opened (a FIFO is damage, not a hang), every read is
+//!   bounded, and one bad file only damages the backups that need it.
+//! - `verify` runs every check `restore` runs (the same code), so it reports whatever restore
+//!   would refuse; a restore into a file removes the temporaries of killed restores into the
+//!   same file once it can prove them abandoned.
 //! - Nothing here speaks SQL: a store streams a snapshot through `Backend::snapshot` and
 //!   takes restored records as `WriteOp::Restore`, so every backend reads and writes the same
 //!   repository, and a backup of one backend restores into the other.
 
+mod check;
 mod create;
+mod files;
 mod id;
 mod manifest;
+mod options;
 mod repository;
 mod restore;
 mod retention;
 mod target;
+mod temporary;
 mod verify;
+mod writer;
 
 use std::sync::Arc;
 
 pub use create::BackupSummary;
 pub use id::BackupId;
+pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};
-pub use restore::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use retention::{PruneReport, Retention};
 pub use verify::{Damage, VerifyReport};
 

@@ -1,16 +1,23 @@
 //! [`Repository`]: the backup directory, its layout, its lock and its file-level primitives.
 //!
-//! **Invariant:** every path is built here, from a parsed [`BlobId`] (re-printed as 64
+//! **Invariants:** every path is built here, from a parsed [`BlobId`] (re-printed as 64
 //! lowercase hex digits) or a validated [`BackupId`]; no string read from a manifest becomes
-//! a path. Files are created owner-only (0600), directories 0700.
+//! a path. Files are created owner-only (0600), directories 0700. Nothing found in the
+//! directory is trusted: every operation checks, once it holds the lock, that `blobs/`,
+//! `manifests/`, `tmp/` and `dictionaries/` are real directories (not links), and reads go
+//! through [`super::files`] (regular files only, bounded).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::files::{
+    blocking, create_dir, io_error, kind_name, read_dir, read_regular, require_dir, sync_dir,
+    write_durably,
+};
 use super::id::BackupId;
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
@@ -22,6 +29,13 @@ const FORMAT_FILE: &str = "strongbox-backup.json";
 
 /// The `format` value of [`FORMAT_FILE`].
 const FORMAT_NAME: &str = "strongbox-backup";
+
+/// The largest [`FORMAT_FILE`] read (it holds a few dozen bytes).
+const MAX_FORMAT_FILE_BYTES: u64 = 64 << 10;
+
+/// The largest dictionary file read: zstd's trainer writes at most 110 KiB by default, and
+/// Strongbox trains at most 32 KiB.
+const MAX_DICTIONARY_FILE_BYTES: u64 = 1 << 20;
 
 /// The repository format version this code writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -149,7 +163,8 @@ impl Repository {
 
     /// The [`BackupInfo`] of one backup, with the damage found if its manifest is unreadable.
     pub(crate) fn info(&self, id: BackupId) -> BackupInfo {
-        let manifest_bytes = fs::metadata(self.manifest_path(&id)).map_or(0, |meta| meta.len());
+        let manifest_bytes =
+            fs::symlink_metadata(self.manifest_path(&id)).map_or(0, |meta| meta.len());
         match manifest::read_summary(self, &id) {
             Ok(ManifestSummary { header, trailer }) => BackupInfo {
                 id,
@@ -224,7 +239,8 @@ impl Repository {
 
     fn check_format(&self) -> Result<()> {
         let path = self.dir.join(FORMAT_FILE);
-        let bytes = fs::read(&path).map_err(|error| match error.kind() {
+        let read = read_regular(&path, MAX_FORMAT_FILE_BYTES);
+        let bytes = read.map_err(|error| match error.kind() {
             io::ErrorKind::NotFound => Error::InvalidConfig(format!(
                 "{} is not a Strongbox backup repository (it has no {FORMAT_FILE}); create one \
                  with open_or_create",
@@ -280,7 +296,8 @@ impl Repository {
     /// into place, like a blob.
     pub(crate) fn write_dictionary(&self, id: u32, bytes: &[u8]) -> Result<()> {
         let path = self.dictionary_path(id);
-        if path.exists() {
+        // Only a regular file counts; anything else there is replaced (a link, not its target).
+        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_file()) {
             return Ok(());
         }
         create_dir(&self.dictionaries_dir())?;
@@ -315,7 +332,7 @@ impl Repository {
                 ))
             })?;
             let path = self.dictionary_path(id);
-            let bytes = fs::read(&path)
+            let bytes = read_regular(&path, MAX_DICTIONARY_FILE_BYTES)
                 .map_err(|error| corrupt(format!("dictionary {id:08x} cannot be read: {error}")))?;
             let loaded = Dictionary::new(bytes, 3)
                 .map_err(|error| corrupt(format!("dictionary {id:08x} is damaged: {error}")))?;
@@ -346,18 +363,43 @@ impl Repository {
 
     fn lock_file(&self) -> Result<File> {
         let path = self.dir.join("lock");
-        OpenOptions::new()
+        let not_a_file = |kind: &str| Error::Corrupt {
+            collection: None,
+            key: None,
+            detail: format!(
+                "{} is a {kind}, not a regular file: a backup repository never follows links \
+                 nor uses special files (delete it; the next command recreates it)",
+                path.display()
+            ),
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_file() => return Err(not_a_file(kind_name(meta.file_type()))),
+            _ => {}
+        }
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(io_error(format!("open {}", path.display())))
+            .map_err(io_error(format!("open {}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(io_error(format!("inspect {}", path.display())))?;
+        if !meta.is_file() {
+            return Err(not_a_file(kind_name(meta.file_type())));
+        }
+        Ok(file)
     }
 
     /// Takes the repository lock, waiting for it (a prune waits for running backups, a
-    /// backup for a running prune).
+    /// backup for a running prune), then checks the layout.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` naming the path when `blobs/`, `manifests/`, `tmp/` or
+    /// `dictionaries/` is a link or not a directory: no operation reads, writes or deletes
+    /// through it.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<RepositoryLock> {
         let file = self.lock_file()?;
         let locked = match mode {
@@ -365,7 +407,16 @@ impl Repository {
             LockMode::Exclusive => file.lock(),
         };
         locked.map_err(io_error(format!("lock {}", self.dir.display())))?;
-        Ok(RepositoryLock { _file: file })
+        let lock = RepositoryLock { _file: file };
+        for dir in [
+            self.blobs_dir(),
+            self.manifests_dir(),
+            self.tmp_dir(),
+            self.dictionaries_dir(),
+        ] {
+            require_dir(&dir)?;
+        }
+        Ok(lock)
     }
 
     /// The ids of the blobs the repository holds, from the names of its blob files.
@@ -378,19 +429,22 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Calls `visit` with every blob file's id and path; files whose names are not blob ids
-    /// are skipped.
+    /// Calls `visit` with every blob file's id and path; entries whose names are not blob ids,
+    /// or that are not regular files (links, FIFOs...), are skipped, as are shards that are
+    /// not real directories: a link planted in the repository is never followed.
     pub(crate) fn for_each_blob(
         &self,
         mut visit: impl FnMut(BlobId, PathBuf) -> Result<()>,
     ) -> Result<()> {
         let blobs = self.blobs_dir();
-        for shard in read_dir(&blobs)? {
-            // Only real directories: a link planted in the repository is never followed.
-            if !fs::symlink_metadata(&shard).is_ok_and(|meta| meta.is_dir()) {
+        for (shard, file_type) in read_dir(&blobs)? {
+            if !file_type.is_dir() {
                 continue;
             }
-            for path in read_dir(&shard)? {
+            for (path, file_type) in read_dir(&shard)? {
+                if !file_type.is_file() {
+                    continue;
+                }
                 let blob_id = path
                     .file_name()
                     .and_then(|name| name.to_str())
@@ -408,7 +462,7 @@ impl Repository {
     pub(crate) fn manifest_ids(&self) -> Result<Vec<BackupId>> {
         let mut ids: Vec<BackupId> = read_dir(&self.manifests_dir())?
             .iter()
-            .filter_map(|path| {
+            .filter_map(|(path, _)| {
                 path.file_name()?
                     .to_str()?
                     .strip_suffix(manifest::EXTENSION)
@@ -418,89 +472,4 @@ impl Repository {
         ids.sort();
         Ok(ids)
     }
-}
-
-/// Runs blocking file work off the async runtime.
-pub(crate) async fn blocking<T, F>(job: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
-{
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|join_error| Error::backend("run a backup step", join_error.to_string()))?
-}
-
-/// Turns an I/O error into `Error::Io` (or `Error::StorageFull` for a full disk).
-pub(crate) fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    let action = action.into();
-    move |source| match source.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::StorageFull { action },
-        _ => Error::Io { action, source },
-    }
-}
-
-/// Creates a directory, owner-only, if it does not exist.
-pub(crate) fn create_dir(path: &Path) -> Result<()> {
-    match fs::DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => Err(io_error(format!("create {}", path.display()))(error)),
-    }
-}
-
-/// Creates a new owner-only file holding `bytes`, without syncing it.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(format!("create {}", path.display())))?;
-    file.write_all(bytes)
-        .map_err(io_error(format!("write {}", path.display())))
-}
-
-/// Creates (or replaces) an owner-only file holding `bytes`, and syncs it.
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(format!("create {}", path.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(format!("write {}", path.display())))
-}
-
-/// Syncs a file's contents to disk.
-pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(io_error(format!("sync {}", path.display())))
-}
-
-/// Syncs a directory, so that the names created, renamed or removed in it are durable.
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io_error(format!("sync the directory {}", path.display())))
-}
-
-/// The paths in a directory (none when it does not exist).
-pub(crate) fn read_dir(path: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match fs::read_dir(path) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(io_error(format!("list {}", path.display()))(error)),
-    };
-    entries
-        .map(|entry| {
-            entry
-                .map(|entry| entry.path())
-                .map_err(io_error(format!("list {}", path.display())))
-        })
-        .collect()
 }

@@ -6,26 +6,33 @@
 //! [`IfExists::Refuse`] an existing file is never touched. Into PostgreSQL, where there is no
 //! rename, the backup is verified whole first and the database must hold no records.
 //!
-//! **Invariant:** every blob is decoded and re-hashed, and its size and format checked against
-//! the manifest, before it is handed to the target's backend as a `WriteOp::Restore`.
+//! A restore into a file first removes the temporaries of earlier restores into the same file
+//! that were killed, when it can prove them abandoned ([`super::temporary`]).
+//!
+//! **Invariant:** every record passed the manifest reader's checks (`check_record`), and every
+//! blob is read within bounds, decoded, re-hashed and its size checked against the manifest
+//! ([`super::check`], shared with verify), before it is handed to the target's backend as a
+//! `WriteOp::Restore`.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::io;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::check::{BlobError, check_size, load_blob};
+use super::files::{blocking, io_error};
 use super::id::BackupId;
 use super::manifest::{Entry, ManifestReader, read_summary};
-use super::repository::{LockMode, Repository, blocking, io_error};
-use super::target::{check_target, put_in_place, temporary_path, with_companions};
+use super::options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
+use super::repository::{LockMode, Repository};
+use super::target::{check_target, put_in_place};
+use super::temporary::{Temporary, remove_abandoned};
 use super::{Progress, ProgressFn, Stage};
 use crate::backend::{StoredDictionary, WriteOp};
-use crate::blob::{self, BlobId, EncodedBlob};
-use crate::codec::{Dictionary, Format};
+use crate::blob::{BlobId, EncodedBlob};
+use crate::codec::Dictionary;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 use crate::name::validate_collection;
@@ -36,95 +43,6 @@ const BATCH_RECORDS: usize = 512;
 
 /// Stored bytes per write batch, at most (a batch always holds at least one record).
 const BATCH_BYTES: usize = 8 << 20;
-
-/// Which backup to restore.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackupRef {
-    /// The newest backup whose manifest can be read.
-    Latest,
-    /// This backup.
-    Id(BackupId),
-}
-
-impl FromStr for BackupRef {
-    type Err = Error;
-
-    /// `latest` or a backup id.
-    fn from_str(text: &str) -> Result<Self> {
-        if text == "latest" {
-            Ok(BackupRef::Latest)
-        } else {
-            BackupId::parse(text).map(BackupRef::Id)
-        }
-    }
-}
-
-impl fmt::Display for BackupRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackupRef::Latest => f.write_str("latest"),
-            BackupRef::Id(id) => id.fmt(f),
-        }
-    }
-}
-
-/// What a restore does when the target file exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum IfExists {
-    /// Fail, touching nothing (default).
-    #[default]
-    Refuse,
-    /// Replace the file (with its `-wal` and `-shm` files) once the restored copy is complete
-    /// and verified; refused while a store has the file open. Files only.
-    Replace,
-}
-
-/// What [`Repository::restore`] restores, and how.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[must_use]
-pub struct RestoreOptions {
-    /// Only these collections (empty: all of them).
-    pub collections: Vec<String>,
-    /// What to do when the target file exists.
-    pub if_exists: IfExists,
-}
-
-impl RestoreOptions {
-    /// Every collection, into a new file.
-    pub fn all() -> Self {
-        RestoreOptions::default()
-    }
-
-    /// Adds a collection to restore (the others are left out).
-    pub fn collection(mut self, collection: impl Into<String>) -> Self {
-        self.collections.push(collection.into());
-        self
-    }
-
-    /// Sets what to do when the target file exists.
-    pub fn if_exists(mut self, if_exists: IfExists) -> Self {
-        self.if_exists = if_exists;
-        self
-    }
-}
-
-/// What a restore did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RestoreSummary {
-    /// The backup restored.
-    pub backup_id: BackupId,
-    /// Where: the file path or the redacted URL.
-    pub target: String,
-    /// Records restored.
-    pub records: u64,
-    /// Unique blobs among them.
-    pub blobs: u64,
-    /// Serialized size of their values.
-    pub logical_bytes: u64,
-    /// How long it took, in milliseconds.
-    pub elapsed_ms: u64,
-}
 
 /// A checked manifest and what of it will be restored.
 #[derive(Debug, Clone)]
@@ -152,13 +70,20 @@ impl Repository {
     /// `Error::Io` when the backup does not exist or the target file exists (and
     /// `IfExists::Refuse`) or is open, `Error::InvalidName` for a collection the backup does
     /// not hold, `Error::Corrupt` for a damaged manifest or blob (naming the record),
+    /// `Error::ValueTooLarge` for a value over the target's `max_value_bytes`,
     /// `Error::InvalidConfig` for a non-empty PostgreSQL target, and the target's errors.
     /// Into a file, nothing is left behind on error; into PostgreSQL, the records written
     /// before a failure stay.
     ///
+    /// Into a file, the database is built beside the target as `.<name>.restore-<8 hex>`,
+    /// reserved by a locked `.<name>.restore-<8 hex>.lock`. Each restore into a file first
+    /// deletes such files that killed restores into the same target left, once it has
+    /// locked their lock file (or, with none, checked that no process has the database open).
+    ///
     /// # Cancel safety
-    /// Not cancel safe: a dropped restore into a file may leave its hidden temporary file
-    /// (`.<name>.restore-*`) beside the target, never a partial target.
+    /// Not cancel safe: a dropped restore into a file deletes its temporary files as it is
+    /// dropped, and never leaves a partial target; a killed one leaves them for the next
+    /// restore into the same file to delete.
     pub async fn restore(
         &self,
         backup: &BackupRef,
@@ -206,7 +131,7 @@ impl Repository {
     fn resolve(&self, backup: &BackupRef) -> Result<BackupId> {
         match backup {
             BackupRef::Id(id) => {
-                std::fs::metadata(self.manifest_path(id)).map_err(io_error(format!(
+                std::fs::symlink_metadata(self.manifest_path(id)).map_err(io_error(format!(
                     "find backup {id} in {} (see the list of backups)",
                     self.dir().display()
                 )))?;
@@ -285,26 +210,31 @@ impl Repository {
         let path = target.path.clone();
         let if_exists = options.if_exists;
         let checked = path.clone();
-        blocking(move || check_target(&checked, if_exists)).await?;
-        let temporary = temporary_path(&path);
+        let temporary = blocking(move || {
+            remove_abandoned(&checked);
+            check_target(&checked, if_exists)?;
+            Temporary::create(&checked)
+        })
+        .await?;
         let mut config = target.clone();
-        config.path = temporary.clone();
+        config.path = temporary.path().to_owned();
         quiet(&mut config);
         // Durability comes from the checkpoint and file sync at the end, not from each batch.
         config.durability = Durability::Process;
         let built = self.build(plan, config, progress).await;
         let placed = match built {
             Ok(()) => {
-                let (temporary, path) = (temporary.clone(), path.clone());
-                blocking(move || put_in_place(&temporary, &path, if_exists)).await
+                let (built, path) = (temporary.path().to_owned(), path.clone());
+                blocking(move || put_in_place(&built, &path, if_exists)).await
             }
             Err(error) => Err(error),
         };
-        if placed.is_err() {
-            for file in with_companions(&temporary) {
-                let _ = std::fs::remove_file(file);
-            }
-        }
+        // Whatever is left of the temporary database goes, then its lock file.
+        blocking(move || {
+            drop(temporary);
+            Ok(())
+        })
+        .await?;
         placed
     }
 
@@ -494,7 +424,8 @@ impl Repository {
         Ok(())
     }
 
-    /// A record's blob from the repository, checked against its id and the manifest.
+    /// A record's blob from the repository, checked against its id and the manifest (the
+    /// checks verify makes too), reading no more than its value can be stored in.
     fn read_blob(
         &self,
         entry: &Entry,
@@ -502,49 +433,33 @@ impl Repository {
         dictionaries: &HashMap<u32, Arc<Dictionary>>,
     ) -> Result<EncodedBlob> {
         let (collection, key, blob_id) = (&entry.collection, &entry.key, entry.blob_id);
-        let path = self.blob_path(&blob_id);
-        let stored = std::fs::read(&path).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => Error::corrupt_at(
-                collection,
-                key,
-                format!("blob {blob_id} is missing from the backup repository"),
-            ),
-            _ => io_error(format!("read {}", path.display()))(error),
-        })?;
-        let raw = blob::decode_verified(&blob_id, &stored, max_value_bytes, dictionaries).map_err(
-            |error| {
-                Error::corrupt_at(
+        let size_bytes = entry.meta.size_bytes;
+        if size_bytes > max_value_bytes as u64 {
+            return Err(Error::ValueTooLarge {
+                collection: collection.clone(),
+                key: key.clone(),
+                size: usize::try_from(size_bytes).unwrap_or(usize::MAX),
+                max: max_value_bytes,
+            });
+        }
+        let (stored, raw_len) =
+            load_blob(self, &blob_id, size_bytes, dictionaries).map_err(|error| match error {
+                BlobError::Missing => Error::corrupt_at(
                     collection,
                     key,
-                    format!("blob {blob_id} in the backup: {error}"),
-                )
-            },
-        )?;
-        if raw.len() as u64 != entry.meta.size_bytes {
-            return Err(Error::corrupt_at(
-                collection,
-                key,
-                format!(
-                    "blob {blob_id} holds {} bytes where the manifest says {}",
-                    raw.len(),
-                    entry.meta.size_bytes
+                    format!("blob {blob_id} is missing from the backup repository"),
                 ),
-            ));
-        }
-        if Format::from_tag(entry.format).is_none() {
-            return Err(Error::corrupt_at(
-                collection,
-                key,
-                format!(
-                    "unknown format tag {} (written by a newer Strongbox?)",
-                    entry.format
-                ),
-            ));
-        }
+                BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
+                BlobError::Unreadable(error) => {
+                    io_error(format!("read blob {blob_id} in {}", self.dir().display()))(error)
+                }
+            })?;
+        check_size(&blob_id, raw_len, size_bytes)
+            .map_err(|detail| Error::corrupt_at(collection, key, detail))?;
         Ok(EncodedBlob {
             id: blob_id,
             stored,
-            raw_len: raw.len() as u64,
+            raw_len,
         })
     }
 }

@@ -1,15 +1,20 @@
 //! [`Retention`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
 //!
-//! **Invariant:** prune never deletes a blob a remaining backup needs. It holds the repository
+//! **Invariants:** prune never deletes a blob a remaining backup needs. It holds the repository
 //! lock exclusively (no backup runs meanwhile), deletes manifests before blobs (a crash in
 //! between leaves only unreferenced blobs), and deletes no blob at all while any remaining
-//! manifest cannot be read, since what that backup needs is then unknown.
+//! manifest cannot be read, since what that backup needs is then unknown. Prune never deletes
+//! outside the repository: it refuses to run when `blobs/`, `manifests/` or `tmp/` is a link
+//! (the lock checks the layout), skips blob shards that are not real directories and blob
+//! entries that are not regular files, and deletes links in `tmp/` themselves, never what they
+//! point at.
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::files::{blocking, io_error, read_dir, sync_dir};
 use super::id::{BackupId, day_of, week_of};
 use super::manifest::{ManifestReader, read_summary};
-use super::repository::{LockMode, Repository, blocking, io_error, read_dir, sync_dir};
+use super::repository::{LockMode, Repository};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 
@@ -173,7 +178,7 @@ impl Repository {
                 report.blobs_kept += 1;
                 return Ok(());
             }
-            let bytes = std::fs::metadata(&path).map_or(0, |meta| meta.len());
+            let bytes = std::fs::symlink_metadata(&path).map_or(0, |meta| meta.len());
             std::fs::remove_file(&path).map_err(io_error(format!("delete {}", path.display())))?;
             report.blobs_removed += 1;
             report.bytes_removed += bytes;
@@ -188,12 +193,14 @@ impl Repository {
         Ok(report)
     }
 
-    /// Deletes what interrupted backups left in `tmp/`; returns the number of files.
+    /// Deletes what interrupted backups left in `tmp/` (a real directory: the lock checked);
+    /// returns the number of files. Links are deleted themselves, never followed.
     fn remove_temporary_files(&self) -> Result<u64> {
         let mut removed = 0;
-        for path in read_dir(&self.tmp_dir())? {
-            removed += count_files(&path)?;
-            let deleted = if is_real_dir(&path) {
+        for (path, file_type) in read_dir(&self.tmp_dir())? {
+            removed += count_files(&path, file_type)?;
+            // `remove_dir_all` deletes links inside the directory, not what they point at.
+            let deleted = if file_type.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
                 std::fs::remove_file(&path)
@@ -204,17 +211,16 @@ impl Repository {
     }
 }
 
-/// The number of files at `path`, counting those in directories below it.
-fn count_files(path: &std::path::Path) -> Result<u64> {
-    if !is_real_dir(path) {
+/// The number of files at `path` (of type `file_type`, not following links), counting those
+/// in directories below it.
+fn count_files(path: &std::path::Path, file_type: std::fs::FileType) -> Result<u64> {
+    if !file_type.is_dir() {
         return Ok(1);
     }
-    read_dir(path)?.iter().map(|inner| count_files(inner)).sum()
-}
-
-/// Whether `path` is a directory itself, not a link to one (links are deleted, not followed).
-fn is_real_dir(path: &std::path::Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
+    read_dir(path)?
+        .iter()
+        .map(|(inner, file_type)| count_files(inner, *file_type))
+        .sum()
 }
 
 #[cfg(test)]

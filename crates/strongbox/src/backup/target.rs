@@ -8,9 +8,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::id::random_u32;
-use super::repository::{io_error, sync_dir, sync_file};
-use super::restore::IfExists;
+use super::files::{io_error, sync_dir, sync_file};
+use super::options::IfExists;
 use crate::backend::SqliteBackend;
 use crate::error::{Error, Result};
 
@@ -45,14 +44,6 @@ fn target_exists(path: &Path) -> Error {
         ),
         source: io::ErrorKind::AlreadyExists.into(),
     }
-}
-
-/// A hidden name beside the target, in the same directory so that the final rename is atomic.
-pub(crate) fn temporary_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map_or_else(|| "strongbox".into(), |name| name.to_string_lossy());
-    path.with_file_name(format!(".{name}.restore-{:08x}", random_u32()))
 }
 
 /// A database file with its `-wal` and `-shm` files.

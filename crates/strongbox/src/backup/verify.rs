@@ -1,27 +1,37 @@
 //! [`Repository::verify`]: prove backups restorable by re-reading everything they need.
 //!
-//! Every manifest is read through (its checksum checked), then every blob the backups need is
-//! read, decoded and re-hashed once, however many backups share it. Only when something is
-//! damaged are the manifests read a second time, to name the records that need each bad blob.
+//! Every manifest is read through (its checksum and every record checked as a restore checks
+//! them), then every blob the backups need is read, decoded and re-hashed once, however many
+//! backups share it, with the checks a restore makes ([`super::check`]). Only when something
+//! is damaged are the manifests read a second time, to name the records that need each bad
+//! blob.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
 use std::sync::Arc;
 
+use super::check::{BlobError, check_size, load_blob};
+use super::files::blocking;
 use super::id::BackupId;
 use super::manifest::ManifestReader;
-use super::repository::{LockMode, Repository, blocking};
+use super::repository::{LockMode, Repository};
 use super::{Progress, ProgressFn, Stage};
-use crate::blob::{self, BlobId};
+use crate::blob::BlobId;
 use crate::codec::Dictionary;
 use crate::error::Result;
 
 /// Blobs between two progress reports.
 const PROGRESS_EVERY: u64 = 256;
 
-/// The largest value any store accepts (`Config::max_value_bytes` at most): a blob expanding
-/// beyond it is damaged whatever store it came from.
-const MAX_VALUE_BYTES: usize = 1 << 30;
+/// What is wrong with a blob some backup needs.
+enum Bad {
+    /// Missing, unreadable or damaged, whatever record needs it.
+    Unusable(String),
+    /// Sound, but its value is this many bytes, which some records do not claim.
+    Size(u64),
+}
+
+/// The smallest and largest value size the records needing a blob claim.
+type Claims = (u64, u64);
 
 /// A damaged or missing piece of a repository, named.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -69,8 +79,9 @@ impl VerifyReport {
 }
 
 impl Repository {
-    /// Checks one backup (`Some(id)`) or all of them: each manifest's checksum, and every blob
-    /// they need (present, decodable, matching its hash). Each problem is reported by name:
+    /// Checks one backup (`Some(id)`) or all of them: each manifest's checksum and records, and
+    /// every blob they need (a regular file, decodable, matching its hash and the size the
+    /// records give), which is everything a restore checks. Each problem is reported by name:
     /// the backup, the blob, and the first record needing it. `progress` is called from a
     /// blocking thread as blobs are checked.
     ///
@@ -93,8 +104,8 @@ impl Repository {
             let ids = match id {
                 Some(id) => {
                     // A missing backup is the caller's mistake, not damage.
-                    std::fs::metadata(repository.manifest_path(&id)).map_err(
-                        super::repository::io_error(format!(
+                    std::fs::symlink_metadata(repository.manifest_path(&id)).map_err(
+                        super::files::io_error(format!(
                             "find backup {id} in {} (see the list of backups)",
                             repository.dir().display()
                         )),
@@ -111,7 +122,7 @@ impl Repository {
     /// Checks the backups `ids`; only listing failures are errors.
     pub(crate) fn verify_blocking(&self, ids: &[BackupId], progress: &ProgressFn) -> VerifyReport {
         let mut report = VerifyReport::default();
-        let mut needed: BTreeSet<BlobId> = BTreeSet::new();
+        let mut needed: BTreeMap<BlobId, Claims> = BTreeMap::new();
         let mut dictionaries = HashMap::new();
         let mut readable = Vec::new();
         for id in ids {
@@ -131,23 +142,28 @@ impl Repository {
         let total = needed.len() as u64;
         progress(Progress::new(Stage::Verify, 0, total));
         // Sorted ids read the blob directories in order.
-        let mut bad: BTreeMap<BlobId, String> = BTreeMap::new();
-        for blob_id in &needed {
-            let path = self.blob_path(blob_id);
-            match std::fs::read(&path) {
-                Ok(stored) => {
+        let mut bad: BTreeMap<BlobId, Bad> = BTreeMap::new();
+        for (blob_id, &(smallest, largest)) in &needed {
+            // Read no more than the largest value a record claims can be stored in.
+            match load_blob(self, blob_id, largest, &dictionaries) {
+                Ok((stored, raw_len)) => {
                     report.bytes_checked += stored.len() as u64;
-                    if let Err(error) =
-                        blob::decode_verified(blob_id, &stored, MAX_VALUE_BYTES, &dictionaries)
-                    {
-                        bad.insert(*blob_id, format!("blob {blob_id} is damaged: {error}"));
+                    if raw_len != smallest || raw_len != largest {
+                        bad.insert(*blob_id, Bad::Size(raw_len));
                     }
                 }
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                    bad.insert(*blob_id, format!("blob {blob_id} is missing"));
+                Err(BlobError::Missing) => {
+                    bad.insert(
+                        *blob_id,
+                        Bad::Unusable(format!("blob {blob_id} is missing")),
+                    );
                 }
-                Err(error) => {
-                    bad.insert(*blob_id, format!("blob {blob_id} cannot be read: {error}"));
+                Err(BlobError::Damaged(detail)) => {
+                    bad.insert(*blob_id, Bad::Unusable(detail));
+                }
+                Err(BlobError::Unreadable(error)) => {
+                    let detail = format!("blob {blob_id} cannot be read: {error}");
+                    bad.insert(*blob_id, Bad::Unusable(detail));
                 }
             }
             report.blobs_checked += 1;
@@ -164,30 +180,33 @@ impl Repository {
         report
     }
 
-    /// Adds the blobs backup `id` needs to `needed`, and its dictionaries to `dictionaries`
-    /// (a missing or damaged dictionary damages the backup).
+    /// Adds the blobs backup `id` needs to `needed` with the sizes its records claim, and its
+    /// dictionaries to `dictionaries` (a missing or damaged dictionary damages the backup).
     fn blobs_of(
         &self,
         id: &BackupId,
-        needed: &mut BTreeSet<BlobId>,
+        needed: &mut BTreeMap<BlobId, Claims>,
         dictionaries: &mut HashMap<u32, Arc<Dictionary>>,
     ) -> Result<()> {
         let mut reader = ManifestReader::open(self, id)?;
         dictionaries.extend(self.read_dictionaries(id, &reader.header().dictionaries)?);
+        // Counted in only once the whole manifest checked out.
+        let mut claims: Vec<(BlobId, u64)> = Vec::new();
         while let Some(entry) = reader.next_entry()? {
-            needed.insert(entry.blob_id);
+            claims.push((entry.blob_id, entry.meta.size_bytes));
+        }
+        for (blob_id, size) in claims {
+            let claimed = needed.entry(blob_id).or_insert((size, size));
+            claimed.0 = claimed.0.min(size);
+            claimed.1 = claimed.1.max(size);
         }
         Ok(())
     }
 
     /// Reports each bad blob backup `id` needs, with the first record needing it.
-    fn name_damage(
-        &self,
-        id: &BackupId,
-        bad: &BTreeMap<BlobId, String>,
-        report: &mut VerifyReport,
-    ) {
-        let mut found: BTreeMap<BlobId, (String, String, u64)> = BTreeMap::new();
+    fn name_damage(&self, id: &BackupId, bad: &BTreeMap<BlobId, Bad>, report: &mut VerifyReport) {
+        // For each bad blob: the first record needing it, the records, and what is wrong.
+        let mut found: BTreeMap<BlobId, (String, String, u64, String)> = BTreeMap::new();
         let mut reader = match ManifestReader::open(self, id) {
             Ok(reader) => reader,
             Err(error) => {
@@ -197,13 +216,22 @@ impl Repository {
         };
         loop {
             match reader.next_entry() {
-                Ok(Some(entry)) if bad.contains_key(&entry.blob_id) => {
+                Ok(Some(entry)) => {
+                    let detail = match bad.get(&entry.blob_id) {
+                        None => continue,
+                        Some(Bad::Unusable(detail)) => detail.clone(),
+                        Some(Bad::Size(raw_len)) => {
+                            match check_size(&entry.blob_id, *raw_len, entry.meta.size_bytes) {
+                                Ok(()) => continue,
+                                Err(detail) => detail,
+                            }
+                        }
+                    };
                     found
                         .entry(entry.blob_id)
-                        .or_insert((entry.collection, entry.key, 0))
+                        .or_insert((entry.collection, entry.key, 0, detail))
                         .2 += 1;
                 }
-                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(error) => {
                     report.damage.push(manifest_damage(id, error.to_string()));
@@ -211,11 +239,11 @@ impl Repository {
                 }
             }
         }
-        for (blob_id, (collection, key, records)) in found {
+        for (blob_id, (collection, key, records, detail)) in found {
             report.damage.push(Damage {
                 backup_id: id.clone(),
                 blob_id: Some(blob_id.to_hex()),
-                detail: bad.get(&blob_id).cloned().unwrap_or_default(),
+                detail,
                 collection: Some(collection),
                 key: Some(key),
                 records_affected: records,

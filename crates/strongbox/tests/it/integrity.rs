@@ -403,3 +403,69 @@ async fn a_campaign_of_random_single_bit_flips_never_yields_a_wrong_value() {
          {by_verify} detected by verify, {wrong} wrong values"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_renamed_or_redirected_record_is_corrupt_and_found_by_verify() {
+    let harness = crate::common::Harness::postgres().await;
+    for key in ["alice", "bob", "carol"] {
+        harness
+            .store
+            .store("players", key, &format!("{key}'s profile"))
+            .await
+            .unwrap();
+    }
+    let url = harness.store.config().postgres_url.clone().unwrap();
+    let (client, connection) = tokio_postgres::connect(url.expose(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    // A changed key, and a record pointed at another record's value.
+    client
+        .batch_execute(
+            "UPDATE strongbox_records SET key = 'alicf' WHERE key = 'alice';
+             UPDATE strongbox_records SET blob_id = (SELECT blob_id FROM strongbox_records
+                                                     WHERE key = 'carol')
+             WHERE key = 'bob';",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    let mut config = harness.store.config().clone();
+    config.cache_capacity_bytes = 0;
+    let store = Store::open(config).await.unwrap();
+    for key in ["alicf", "bob"] {
+        let error = store.retrieve::<String>("players", key).await.unwrap_err();
+        assert!(matches!(error, Error::Corrupt { .. }), "{key}: {error}");
+    }
+    assert_eq!(
+        store
+            .retrieve::<String>("players", "carol")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("carol's profile")
+    );
+    let report = store.verify().await.unwrap();
+    for key in ["alicf", "bob"] {
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.key.as_deref() == Some(key)),
+            "{key}: {:?}",
+            report.problems
+        );
+    }
+    // Bob's own value lost its record: the sweep keeps it and says why.
+    let maintenance = store.maintenance().await.unwrap();
+    assert!(
+        maintenance
+            .errors
+            .iter()
+            .any(|e| e.contains("nothing was deleted")),
+        "{maintenance:?}"
+    );
+    store.close().await.unwrap();
+    harness.store.close().await.unwrap();
+}

@@ -122,18 +122,30 @@ pub(super) fn read_manifest(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Writes a manifest from its header and record lines, with a correct end line: what an
-/// attacker or a buggy tool could produce.
+/// Writes a manifest from its header and record lines, with a correct end line (checksum and
+/// totals): what an attacker or a buggy tool could produce.
 pub(super) fn write_manifest(path: &Path, lines: &[String]) {
     let mut body = String::new();
     for line in lines {
         body.push_str(line);
         body.push('\n');
     }
+    let records: Vec<Value> = lines[1..]
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let blobs: BTreeSet<String> = records
+        .iter()
+        .filter_map(|record| Some(record.get("blob")?.as_str()?.to_owned()))
+        .collect();
+    let logical_bytes = records
+        .iter()
+        .filter_map(|record| record.get("size_bytes")?.as_u64())
+        .fold(0u64, u64::wrapping_add);
     let end = json!({ "end": {
         "records": lines.len() - 1,
-        "blobs": lines.len() - 1,
-        "logical_bytes": 0,
+        "blobs": blobs.len(),
+        "logical_bytes": logical_bytes,
         "checksum": blake3::hash(body.as_bytes()).to_hex().to_string(),
     }});
     body.push_str(&format!("{end}\n"));

@@ -3,6 +3,8 @@
 
 mod damage;
 mod fuzz;
+mod hostile;
+mod leftovers;
 mod online;
 mod restore;
 
