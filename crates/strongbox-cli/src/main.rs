@@ -61,13 +61,9 @@ fn main() -> ExitCode {
 /// | 4 | [`Failure::Problems`] |
 /// | 5 | `strongbox::Error` of kind `conflict` |
 /// | 6 | `strongbox::Error` of kind `busy` |
-/// | 7 | `strongbox::Error` of kind `corrupt`, or SQLite's "malformed" or "not a database" |
+/// | 7 | `strongbox::Error` of kind `corrupt` (SQLite's "malformed" and "not a database" too) |
 /// | 8 | `strongbox::Error` of kind `storage_full` |
-///
-/// A `strongbox::Error` of kind `backend` does not decide: the engine's error below it may be
-/// SQLite reporting a damaged file.
 fn exit_code(error: &anyhow::Error) -> u8 {
-    let mut below_backend = false;
     for cause in error.chain() {
         if let Some(failure) = cause.downcast_ref::<Failure>() {
             return match failure {
@@ -76,45 +72,21 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             };
         }
         if let Some(error) = cause.downcast_ref::<strongbox::Error>() {
-            match error.kind() {
-                "conflict" => return 5,
-                "busy" => return 6,
-                "corrupt" => return 7,
-                "storage_full" => return 8,
-                "backend" => below_backend = true,
-                _ => return 1,
-            }
-        } else if is_sqlite_corruption(cause, below_backend) {
-            return 7;
+            return match error.kind() {
+                "conflict" => 5,
+                "busy" => 6,
+                "corrupt" => 7,
+                "storage_full" => 8,
+                _ => 1,
+            };
         }
         if let Some(error) = cause.downcast_ref::<std::io::Error>()
             && error.kind() == std::io::ErrorKind::BrokenPipe
-            && !below_backend
         {
             return 0;
         }
     }
     1
-}
-
-/// SQLite's `SQLITE_CORRUPT` or `SQLITE_NOTADB`, as a driver error or, below a `backend`
-/// error (where a failure shared by several callers keeps only the engine's message), as
-/// SQLite's fixed text for them. Elsewhere the text is not trusted: it may be user input.
-fn is_sqlite_corruption(cause: &(dyn std::error::Error + 'static), below_backend: bool) -> bool {
-    if let Some(rusqlite::Error::SqliteFailure(failure, _)) =
-        cause.downcast_ref::<rusqlite::Error>()
-    {
-        return matches!(
-            failure.code,
-            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-        );
-    }
-    if !below_backend {
-        return false;
-    }
-    let message = cause.to_string();
-    message.contains("database disk image is malformed")
-        || message.contains("file is not a database")
 }
 
 #[cfg(test)]
@@ -144,39 +116,6 @@ mod tests {
         .context("read c/k")
         .context("export");
         assert_eq!(exit_code(&corrupt), 7);
-    }
-
-    /// SQLite's own corruption codes under the library's `Backend` error, whether the engine's
-    /// error is kept or only its message.
-    #[test]
-    fn sqlite_corruption_under_a_backend_error_exits_7() {
-        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
-            let engine = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
-            let message = engine.to_string();
-            let backend = strongbox::Error::Backend {
-                action: "read".into(),
-                source: Box::new(engine),
-            };
-            let error = anyhow::Error::from(backend).context("list collection c");
-            assert_eq!(exit_code(&error), 7, "{error:#}");
-            let flattened = strongbox::Error::Backend {
-                action: "commit".into(),
-                source: message.into(),
-            };
-            assert_eq!(exit_code(&anyhow::Error::from(flattened)), 7);
-        }
-        let other = strongbox::Error::Backend {
-            action: "read".into(),
-            source: "disk I/O error".into(),
-        };
-        assert_eq!(exit_code(&anyhow::Error::from(other)), 1);
-        // A name that happens to read like SQLite's message is no corruption.
-        let missing = anyhow::Error::from(Failure::NotFound {
-            collection: "file is not a database".into(),
-            key: "k".into(),
-        })
-        .context("get file is not a database/k");
-        assert_eq!(exit_code(&missing), 3);
     }
 
     #[test]

@@ -174,6 +174,16 @@ impl Error {
             Error::StorageFull { action } => Error::StorageFull {
                 action: action.clone(),
             },
+            // A damaged file stays a damaged file for every caller that shared the failure.
+            Error::Corrupt {
+                collection,
+                key,
+                detail,
+            } => Error::Corrupt {
+                collection: collection.clone(),
+                key: key.clone(),
+                detail: detail.clone(),
+            },
             Error::Backend { action, source } => Error::Backend {
                 action: action.clone(),
                 source: source.to_string().into(),
@@ -228,5 +238,21 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Closed => "closed",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_failure_keeps_its_kind_for_every_caller() {
+        let corrupt = Error::Corrupt {
+            collection: None,
+            key: None,
+            detail: "database disk image is malformed".into(),
+        };
+        assert_eq!(corrupt.duplicate().kind(), "corrupt");
+        assert_eq!(Error::Busy { waited_ms: 5 }.duplicate().kind(), "busy");
     }
 }

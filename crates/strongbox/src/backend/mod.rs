@@ -241,6 +241,40 @@ pub struct StorageTotals {
     pub released_bytes: u64,
 }
 
+/// The condition rule both engines apply to the record a write replaces. `current` is its
+/// version and whether it matches its seal (`None`: there is no record). A damaged record
+/// satisfies only `Expect::Any`: its version cannot be trusted.
+///
+/// # Errors
+/// `Error::Corrupt` for a condition on a damaged record, `Error::Conflict` for one not met.
+pub(crate) fn check_expect(
+    collection: &str,
+    key: &str,
+    expect: Expect,
+    current: Option<(Version, bool)>,
+) -> Result<()> {
+    if current.is_some_and(|(_, is_intact)| !is_intact) && expect != Expect::Any {
+        return Err(Error::corrupt_at(
+            collection,
+            key,
+            "the record is damaged (it does not match its seal), so a conditional write \
+             cannot trust its version: overwrite or delete it unconditionally, or restore it \
+             from a backup",
+        ));
+    }
+    let actual = current.map(|(version, _)| version);
+    if expect.is_met_by(actual) {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            expected: expect,
+            actual,
+        })
+    }
+}
+
 /// The error of a sweep that found orphans: blobs that no record points at although their
 /// count says some do. That is what a damaged record reference looks like (the record now
 /// points elsewhere, and the orphan may hold the only copy of its value), so nothing is deleted.
@@ -549,5 +583,40 @@ impl Backend {
     /// Finishes what is queued and stops; later calls fail with `Error::Closed`.
     pub async fn close(&self) -> Result<()> {
         dispatch!(self, backend => backend.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_condition_rule_over_every_expectation_and_state() {
+        let v1 = Version::FIRST;
+        let v2 = Version::new(2);
+        let states = [None, Some((v1, true)), Some((v2, true)), Some((v1, false))];
+        let expectations = [Expect::Any, Expect::Absent, Expect::Version(v1)];
+        for expect in expectations {
+            for current in states {
+                let result = check_expect("c", "k", expect, current);
+                let damaged = current.is_some_and(|(_, intact)| !intact);
+                match (expect, current) {
+                    (Expect::Any, _) | (Expect::Absent, None) => {
+                        assert!(result.is_ok(), "{expect:?} {current:?}");
+                    }
+                    (Expect::Version(expected), Some((version, true))) if expected == version => {
+                        assert!(result.is_ok(), "{expect:?} {current:?}");
+                    }
+                    _ if damaged => assert!(
+                        matches!(result, Err(Error::Corrupt { .. })),
+                        "{expect:?} {current:?}"
+                    ),
+                    _ => assert!(
+                        matches!(result, Err(Error::Conflict { .. })),
+                        "{expect:?} {current:?}"
+                    ),
+                }
+            }
+        }
     }
 }

@@ -149,15 +149,20 @@ pub(crate) fn create_dir(path: &Path) -> Result<()> {
     }
 }
 
-/// Creates a new owner-only file holding `bytes`, without syncing it.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
+/// Creates a new owner-only file (failing if anything is at `path`).
+fn create_new_private(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(io_error(format!("create {}", path.display())))?;
-    file.write_all(bytes)
+        .map_err(io_error(format!("create {}", path.display())))
+}
+
+/// Creates a new owner-only file holding `bytes`, without syncing it.
+pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    create_new_private(path)?
+        .write_all(bytes)
         .map_err(io_error(format!("write {}", path.display())))
 }
 
@@ -168,12 +173,7 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|meta| !meta.is_dir()) {
         fs::remove_file(path).map_err(io_error(format!("replace {}", path.display())))?;
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(format!("create {}", path.display())))?;
+    let mut file = create_new_private(path)?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io_error(format!("write {}", path.display())))

@@ -21,7 +21,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use super::{PostgresBackend, map_err, to_i64, unsigned};
-use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
+use crate::backend::{AccessUpdate, WriteOp, WriteOutcome, check_expect};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::error::{Error, Result};
 use crate::record::{Expect, RecordMeta, Version, seal};
@@ -176,23 +176,13 @@ impl PostgresBackend {
                 WriteOp::Put { expect, .. } | WriteOp::Delete { expect, .. } => *expect,
                 WriteOp::Restore { .. } => Expect::Absent,
             };
-            if !is_intact && expect != Expect::Any {
-                return Err(Failure::Fatal(Error::corrupt_at(
-                    collection,
-                    key,
-                    "the record is damaged (it does not match its seal), so a conditional \
-                     write cannot trust its version: overwrite or delete it unconditionally, \
-                     or restore it from a backup",
-                )));
-            }
-            if !expect.is_met_by(actual) {
-                return Err(Failure::Fatal(Error::Conflict {
-                    collection: collection.clone(),
-                    key: key.clone(),
-                    expected: expect,
-                    actual,
-                }));
-            }
+            check_expect(
+                collection,
+                key,
+                expect,
+                actual.map(|version| (version, is_intact)),
+            )
+            .map_err(Failure::Fatal)?;
             match op {
                 WriteOp::Put { blob, format, .. } => {
                     let version = actual.map_or(Version::FIRST, Version::next);

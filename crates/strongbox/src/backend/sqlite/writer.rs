@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{map_err, now_ms};
-use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
+use crate::backend::{AccessUpdate, WriteOp, WriteOutcome, check_expect};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{Expect, RecordMeta, Version, seal};
@@ -218,7 +218,7 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
             } => {
                 let current = current(conn, &collection, &key)?;
                 let actual = current.as_ref().map(|row| row.version);
-                check_expect(&collection, &key, expect, current.as_ref())?;
+                check_expect(&collection, &key, expect, current.as_ref().map(CurrentRow::state))?;
                 let version = actual.map_or(Version::FIRST, Version::next);
                 // Only an intact record's reference is trusted: a damaged one's is neither
                 // reused nor released (its count stays, for `verify` to report).
@@ -272,14 +272,8 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 format,
                 meta,
             } => {
-                if let Some(row) = current(conn, &collection, &key)? {
-                    return Err(Error::Conflict {
-                        collection,
-                        key,
-                        expected: Expect::Absent,
-                        actual: Some(row.version),
-                    });
-                }
+                let current = current(conn, &collection, &key)?;
+                check_expect(&collection, &key, Expect::Absent, current.as_ref().map(CurrentRow::state))?;
                 let (blob_ref, deduplicated) = add_blob_ref(conn, &blob.id, &blob.stored, blob.raw_len)?;
                 let meta = RecordMeta {
                     size_bytes: blob.raw_len,
@@ -315,7 +309,7 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
                 expect,
             } => {
                 let current = current(conn, &collection, &key)?;
-                check_expect(&collection, &key, expect, current.as_ref())?;
+                check_expect(&collection, &key, expect, current.as_ref().map(CurrentRow::state))?;
                 match current {
                     None => WriteOutcome::Deleted(false),
                     Some(row) => {
@@ -334,39 +328,6 @@ fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> 
     Ok(outcomes)
 }
 
-/// Checks a write's condition against the record it replaces. A damaged record (one that does
-/// not match its seal) satisfies only `Expect::Any`: its version cannot be trusted.
-fn check_expect(
-    collection: &str,
-    key: &str,
-    expect: Expect,
-    current: Option<&CurrentRow>,
-) -> Result<()> {
-    if let Some(row) = current
-        && !row.is_intact
-        && expect != Expect::Any
-    {
-        return Err(Error::corrupt_at(
-            collection,
-            key,
-            "the record is damaged (it does not match its seal), so a conditional write \
-             cannot trust its version: overwrite or delete it unconditionally, or restore it \
-             from a backup",
-        ));
-    }
-    let actual = current.map(|row| row.version);
-    if expect.is_met_by(actual) {
-        Ok(())
-    } else {
-        Err(Error::Conflict {
-            collection: collection.to_owned(),
-            key: key.to_owned(),
-            expected: expect,
-            actual,
-        })
-    }
-}
-
 /// What a write needs to know of the record it replaces.
 struct CurrentRow {
     version: Version,
@@ -380,6 +341,13 @@ struct CurrentRow {
     /// Whether the record matches its seal (and its blob exists): only then are its reference
     /// and metadata trusted.
     is_intact: bool,
+}
+
+impl CurrentRow {
+    /// What `check_expect` needs: the version, and whether it can be trusted.
+    fn state(&self) -> (Version, bool) {
+        (self.version, self.is_intact)
+    }
 }
 
 /// The current state of a record, if it exists.

@@ -14,7 +14,9 @@ use strongbox::Error;
 use strongbox::backup::{BackupId, BackupRef, Repository, RestoreOptions, Retention};
 
 use super::damage::{manifest_path, read_manifest};
-use super::{blob_of, files_under, new_repository, restore, restored_contents, value};
+use super::{
+    blob_of, files_under, new_repository, restore, restored_contents, store_players, value,
+};
 use crate::common::Harness;
 
 /// Awaits `future`, failing the test if it takes longer than a healthy command ever does.
@@ -169,12 +171,7 @@ async fn a_fifo_named_like_a_manifest_hangs_no_command() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..5u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 5).await;
     let good = repository.backup(store, |_| {}).await.unwrap();
     // Newer than the good backup, so that `latest` has to skip it.
     let fifo_id = BackupId::parse("29991231T235959Z-0000f1f0").unwrap();
@@ -243,12 +240,7 @@ async fn a_fifo_in_place_of_a_blob_hangs_neither_verify_nor_restore() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..3u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 3).await;
     let backup = repository.backup(store, |_| {}).await.unwrap();
     let fifo = blob_path(&repository, &value(1));
     std::fs::remove_file(&fifo).unwrap();
@@ -309,12 +301,7 @@ async fn manifest_bombs_are_refused_within_bounded_memory() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..5u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 5).await;
     let good = repository.backup(store, |_| {}).await.unwrap();
     // One whose header is a 2 GiB line, one whose first record is.
     let header_bomb = BackupId::parse("29990101T000000Z-000b0b01").unwrap();
@@ -372,12 +359,7 @@ async fn blob_reads_are_bounded_by_what_the_manifest_says() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..4u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 4).await;
     let backup = repository.backup(store, |_| {}).await.unwrap();
     // p1's blob is a link to an endless device; p2's a sparse 4 GiB file of zeros (a raw
     // blob far larger than its 1.5 KB value).

@@ -12,7 +12,7 @@ use strongbox::{Config, Error, Store};
 
 use super::damage::{manifest_path, read_manifest, write_manifest};
 use super::hostile::deadline;
-use super::{new_repository, restore, restored_contents, value};
+use super::{new_repository, restore, restored_contents, store_players};
 use crate::common::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,12 +20,7 @@ async fn a_later_restore_removes_what_killed_restores_left() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..10u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 10).await;
     let backup = repository.backup(store, |_| {}).await.unwrap();
     let which = BackupRef::Id(backup.id.clone());
     let database = harness.dir.path().join("first.db");
@@ -116,12 +111,7 @@ async fn verify_reports_every_manifest_restore_rejects() {
     let harness = Harness::sqlite().await;
     let store = &harness.store;
     let repository = new_repository(&harness).await;
-    for i in 0..4u64 {
-        store
-            .store("players", &format!("p{i}"), &value(i))
-            .await
-            .unwrap();
-    }
+    store_players(store, 4).await;
     let good = repository.backup(store, |_| {}).await.unwrap();
     let lines = read_manifest(&manifest_path(&repository, &good.id));
     let records = &lines[1..lines.len() - 1];

@@ -53,6 +53,16 @@ pub fn value(seed: u64) -> Value {
     json!({ "seed": seed, "notes": words.join(" ") })
 }
 
+/// Stores `players/p0` .. `players/p{count - 1}`, each with [`value`] of its number.
+pub async fn store_players(store: &Store, count: u64) {
+    for i in 0..count {
+        store
+            .store("players", &format!("p{i}"), &value(i))
+            .await
+            .unwrap();
+    }
+}
+
 pub fn blob_of(value: &Value) -> BlobId {
     BlobId::of(&serde_json::to_vec(value).unwrap())
 }
