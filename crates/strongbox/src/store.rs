@@ -641,7 +641,7 @@ type NewValue = (BlobId, Vec<u8>, u8);
 
 /// Compares a fetched record with its seal (see `record::seal`): a damaged key, version or
 /// value reference is an error, never another record's value.
-pub(crate) fn check_seal(collection: &str, key: &str, fetched: &StoredRecord) -> Result<()> {
+fn check_seal(collection: &str, key: &str, fetched: &StoredRecord) -> Result<()> {
     let expected = record::seal(
         collection.as_bytes(),
         key.as_bytes(),
