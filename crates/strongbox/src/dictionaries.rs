@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::backend::{Backend, StoredDictionary};
+use crate::backend::{Backend, DictionaryStorage, StoredDictionary};
 use crate::blob::{self, BlobId};
 use crate::codec::{self, Algorithm, Codec, Compression, Dictionary, DictionaryLookup};
 use crate::error::{Error, Result};

@@ -50,6 +50,7 @@ mod backend;
 pub mod backup;
 pub mod blob;
 mod cache;
+mod clock;
 pub mod codec;
 mod config;
 mod dictionaries;

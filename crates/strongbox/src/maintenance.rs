@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Checks, Engine, Upkeep};
 use crate::error::Result;
 use crate::store::Store;
 

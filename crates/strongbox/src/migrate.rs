@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::backend::{SnapshotItem, SnapshotRecord, WriteOp};
+use crate::backend::{DictionaryStorage, SnapshotItem, SnapshotRecord, Snapshots, WriteOp};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::error::{Error, Result};
 use crate::store::Store;

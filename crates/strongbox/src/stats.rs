@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::StorageTotals;
+use crate::backend::{Engine, Reads, StorageTotals};
 use crate::cache::CacheStats;
 use crate::error::Result;
 use crate::store::Store;

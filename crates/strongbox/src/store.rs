@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::access::AccessLog;
-use crate::backend::{Backend, KeyRange, StoredRecord, WriteOp, WriteOutcome};
+use crate::backend::{
+    Backend, Engine, KeyRange, Reads, StoredRecord, WriteOp, WriteOutcome, Writes,
+};
 use crate::blob::{self, BlobId, EncodedBlob, VerifyError};
 use crate::cache::{Cache, CachedValue};
 use crate::codec::{DecodeError, Format};
@@ -621,18 +623,12 @@ impl Store {
         if updates.is_empty() {
             return;
         }
-        if self.inner.backend.has_writer_queue() {
-            if let Err(error) = self.inner.backend.queue_access(updates) {
+        let store = self.clone();
+        self.inner.tasks.spawn_once(async move {
+            if let Err(error) = store.inner.backend.record_access(updates).await {
                 tracing::debug!(%error, "read counts dropped");
             }
-        } else {
-            let store = self.clone();
-            self.inner.tasks.spawn_once(async move {
-                if let Err(error) = store.inner.backend.record_access(updates).await {
-                    tracing::debug!(%error, "read counts dropped");
-                }
-            });
-        }
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::backend::Change;
+use crate::backend::{Change, Engine};
 use crate::store::{Inner, Store};
 
 /// The background tasks of one store.

@@ -1,6 +1,6 @@
 //! [`Store::verify`]: re-hash every blob, recount every reference, run the engine's check.
 
-use crate::backend::BlobCursor;
+use crate::backend::{BlobCursor, Checks};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::seal;
@@ -135,7 +135,7 @@ impl Store {
     /// Decodes and re-hashes every blob. A page that cannot be read is reported and stepped
     /// over where the engine's order allows it.
     async fn verify_blobs(&self, report: &mut VerifyReport) -> Result<()> {
-        let mut after = BlobCursor::Start;
+        let mut after = BlobCursor::default();
         let mut unreadable_in_a_row = 0;
         loop {
             let (page, next) = match self.backend().blobs_after(after, PAGE_BLOBS).await {

@@ -19,7 +19,7 @@ use super::id::BackupId;
 use super::manifest::{DictionaryRef, Header, ManifestWriter, Source};
 use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, ProgressFn, Stage};
-use crate::backend::{Backend, SnapshotItem, StoredDictionary};
+use crate::backend::{DictionaryStorage, Engine, SnapshotItem, Snapshots, StoredDictionary};
 use crate::blob::{self, BlobId};
 use crate::dictionaries::Known;
 use crate::error::{Error, Result};
@@ -100,11 +100,7 @@ impl Repository {
         let created_at_ms = now_ms();
         let id = BackupId::generate(created_at_ms);
         let source = Source {
-            backend: match store.backend() {
-                Backend::Sqlite(_) => "sqlite",
-                Backend::Postgres(_) => "postgres",
-            }
-            .to_owned(),
+            backend: store.backend().name().to_owned(),
             location: store.config().location(),
         };
         let cancelled = Arc::new(AtomicBool::new(false));

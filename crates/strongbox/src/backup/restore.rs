@@ -30,7 +30,7 @@ use super::repository::{LockMode, Repository};
 use super::target::{check_target, put_in_place};
 use super::temporary::{Temporary, remove_abandoned};
 use super::{Progress, ProgressFn, Stage};
-use crate::backend::{StoredDictionary, WriteOp};
+use crate::backend::{DictionaryStorage, Reads, StoredDictionary, Upkeep, WriteOp, Writes};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::codec::Dictionary;
 use crate::config::{Config, Durability};

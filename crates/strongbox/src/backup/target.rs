@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use super::files::{io_error, sync_dir, sync_file};
 use super::options::IfExists;
-use crate::backend::SqliteBackend;
+use crate::backend::{database_files, is_in_use};
 use crate::error::{Error, Result};
 
 /// Refuses an existing target unless told to replace it, and a target some store has open.
 pub(crate) fn check_target(path: &Path, if_exists: IfExists) -> Result<()> {
-    let existing: Vec<PathBuf> = with_companions(path)
+    let existing: Vec<PathBuf> = database_files(path)
         .into_iter()
         .filter(|file| std::fs::symlink_metadata(file).is_ok())
         .collect();
@@ -24,7 +24,7 @@ pub(crate) fn check_target(path: &Path, if_exists: IfExists) -> Result<()> {
     }
     match if_exists {
         IfExists::Refuse => Err(target_exists(path)),
-        IfExists::Replace if path.exists() && SqliteBackend::is_in_use(path)? => Err(Error::Io {
+        IfExists::Replace if path.exists() && is_in_use(path)? => Err(Error::Io {
             action: format!(
                 "replace {}: a store has it open (close it first)",
                 path.display()
@@ -46,20 +46,10 @@ fn target_exists(path: &Path) -> Error {
     }
 }
 
-/// A database file with its `-wal` and `-shm` files.
-pub(crate) fn with_companions(path: &Path) -> [PathBuf; 3] {
-    let companion = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    [path.to_owned(), companion("-wal"), companion("-shm")]
-}
-
 /// Moves the finished, checkpointed and closed temporary database onto the target.
 pub(crate) fn put_in_place(temporary: &Path, path: &Path, if_exists: IfExists) -> Result<()> {
-    let [temporary, temporary_wal, temporary_shm] = with_companions(temporary);
-    for leftover in [temporary_wal, temporary_shm] {
+    let [temporary, leftovers @ ..] = database_files(temporary);
+    for leftover in leftovers {
         match std::fs::remove_file(&leftover) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -69,9 +59,10 @@ pub(crate) fn put_in_place(temporary: &Path, path: &Path, if_exists: IfExists) -
     sync_file(&temporary)?;
     match if_exists {
         IfExists::Replace => {
-            // An old log left beside the new file would be replayed into it: remove it first.
-            let [_, wal, shm] = with_companions(path);
-            for stale in [wal, shm] {
+            // An old log or journal left beside the new file would be replayed into it: remove
+            // them first.
+            let [_, stale_files @ ..] = database_files(path);
+            for stale in stale_files {
                 match std::fs::remove_file(&stale) {
                     Ok(()) => {}
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {}

@@ -11,7 +11,7 @@
 //! only what it can prove is a restore's and abandoned: regular files (never a link, nor what
 //! it points at) named exactly as above for the same target, whose lock file it could lock
 //! itself; or, with no lock file (left by an older Strongbox), a database that no process has
-//! open (`SqliteBackend::is_in_use`). Anything else is left alone.
+//! open (`backend::is_in_use`). Anything else is left alone.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -23,12 +23,14 @@ use std::path::{Path, PathBuf};
 
 use super::files::io_error;
 use super::id::random_u32;
-use crate::backend::SqliteBackend;
+use crate::backend::{COMPANION_SUFFIXES, is_in_use};
 use crate::error::Result;
 
-/// What follows `.restore-<digits>` in the names of a restore's files: the database, SQLite's
-/// companions, and the lock file.
-const SUFFIXES: [&str; 5] = ["", "-wal", "-shm", "-journal", ".lock"];
+/// What follows `.restore-<digits>` in the names of a restore's database files: nothing for
+/// the database, then its engine's companions. The lock file adds `.lock`.
+fn database_suffixes() -> impl Iterator<Item = &'static str> {
+    std::iter::once("").chain(COMPANION_SUFFIXES)
+}
 
 /// A restore's temporary database, reserved by its held lock file. Dropping it deletes the
 /// database's files (whatever of them is still there), then the lock file.
@@ -97,7 +99,7 @@ impl Temporary {
 
 impl Drop for Temporary {
     fn drop(&mut self) {
-        for suffix in SUFFIXES.iter().filter(|suffix| **suffix != ".lock") {
+        for suffix in database_suffixes() {
             let file = with_suffix(&self.path, suffix);
             if let Err(error) = fs::remove_file(&file)
                 && error.kind() != io::ErrorKind::NotFound
@@ -160,7 +162,9 @@ pub(crate) fn remove_abandoned(target: &Path) -> u64 {
             && digits
                 .iter()
                 .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte));
-        let is_known = SUFFIXES.iter().any(|known| known.as_bytes() == suffix);
+        let is_known = database_suffixes()
+            .chain([".lock"])
+            .any(|known| known.as_bytes() == suffix);
         // `DirEntry::file_type` does not follow links: a link is never ours.
         let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
         if is_digits && is_known && is_file {
@@ -197,7 +201,7 @@ fn remove_if_abandoned(path: &Path) -> Option<u64> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => {
             // Left by a Strongbox without lock files: abandoned only if no process has it open.
             match fs::symlink_metadata(path) {
-                Ok(meta) if meta.is_file() => match SqliteBackend::is_in_use(path) {
+                Ok(meta) if meta.is_file() => match is_in_use(path) {
                     Ok(false) => {}
                     Ok(true) | Err(_) => return None,
                 },
@@ -210,7 +214,7 @@ fn remove_if_abandoned(path: &Path) -> Option<u64> {
         Err(_) => return None,
     };
     let mut removed = 0;
-    for suffix in SUFFIXES.iter().filter(|suffix| **suffix != ".lock") {
+    for suffix in database_suffixes() {
         let file = with_suffix(path, suffix);
         // Only regular files, looked at again just before.
         if !fs::symlink_metadata(&file).is_ok_and(|meta| meta.is_file()) {

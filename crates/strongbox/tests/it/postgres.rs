@@ -79,6 +79,15 @@ async fn a_lost_listener_connection_clears_the_cache() {
         .await
         .unwrap();
     tokio::spawn(connection);
+    // Under load a listener may still be connecting: wait (bounded) until both listen.
+    let listening = "SELECT pid FROM pg_stat_activity
+                     WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    for _ in 0..100 {
+        if client.query(listening, &[]).await.unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let killed = client
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -1,14 +1,14 @@
 //! Compression dictionaries on PostgreSQL: the `strongbox_dictionaries` table, and the reads
 //! and rewrites that recompress a collection's values with a new dictionary.
 
-use super::{PostgresBackend, map_err, unsigned};
-use crate::backend::{StoredDictionary, dictionary_clash};
+use super::PostgresBackend;
+use super::convert::{map_err, unsigned};
+use crate::backend::{DictionaryStorage, StoredDictionary, dictionary_clash};
 use crate::blob::BlobId;
 use crate::error::Result;
 
-impl PostgresBackend {
-    /// See `Backend::dictionaries`.
-    pub async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
+impl DictionaryStorage for PostgresBackend {
+    async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -30,8 +30,7 @@ impl PostgresBackend {
             .collect())
     }
 
-    /// See `Backend::add_dictionary`.
-    pub async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
+    async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
         let client = self.client().await?;
         let id = i64::from(dictionary.id);
         let inserted = client
@@ -65,8 +64,7 @@ impl PostgresBackend {
         }
     }
 
-    /// See `Backend::collection_sizes`.
-    pub async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
+    async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -82,8 +80,7 @@ impl PostgresBackend {
             .collect())
     }
 
-    /// See `Backend::sample_values`.
-    pub async fn sample_values(
+    async fn sample_values(
         &self,
         collection: &str,
         limit: usize,
@@ -108,8 +105,7 @@ impl PostgresBackend {
             .collect())
     }
 
-    /// See `Backend::values_after`.
-    pub async fn values_after(
+    async fn values_after(
         &self,
         collection: &str,
         after: Option<String>,
@@ -135,9 +131,9 @@ impl PostgresBackend {
             .collect())
     }
 
-    /// See `Backend::rewrite_blobs`. Each row is updated on its own: replacing one encoding of
+    /// . Each row is updated on its own: replacing one encoding of
     /// a value with another needs no atomicity across blobs.
-    pub async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
+    async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("UPDATE strongbox_blobs SET data = $2 WHERE id = $1")

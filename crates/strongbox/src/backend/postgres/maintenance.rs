@@ -1,15 +1,15 @@
 //! Maintenance on PostgreSQL: `ANALYZE`, `VACUUM`, `REINDEX` and the orphan sweep. PostgreSQL
 //! checkpoints and checks its pages itself, so those steps do nothing here.
 
-use super::{PostgresBackend, map_err, unsigned};
-use crate::backend::{Checkpoint, OrphanSweep, inconsistent_store};
+use super::PostgresBackend;
+use super::convert::{map_err, unsigned};
+use crate::backend::{Checkpoint, OrphanSweep, Upkeep, inconsistent_store};
 use crate::error::Result;
 
 const TABLES: &str = "strongbox_records, strongbox_blobs";
 
-impl PostgresBackend {
-    /// See `Backend::optimize`.
-    pub async fn optimize(&self, _full: bool) -> Result<()> {
+impl Upkeep for PostgresBackend {
+    async fn optimize(&self, _full: bool) -> Result<()> {
         let client = self.client().await?;
         client
             .batch_execute(&format!("ANALYZE {TABLES}"))
@@ -17,11 +17,11 @@ impl PostgresBackend {
             .map_err(map_err("analyze the tables"))
     }
 
-    /// See `Backend::collect_orphan_blobs`. Runs at REPEATABLE READ: if a concurrent writer
+    /// . Runs at REPEATABLE READ: if a concurrent writer
     /// references a blob the sweep would delete, the sweep fails with a serialization error
     /// (and is retried at the next maintenance) instead of freeing a blob in use. A blob with a
     /// positive count and no record (a damaged reference) stops the sweep: nothing is deleted.
-    pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
+    async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()
@@ -69,9 +69,9 @@ impl PostgresBackend {
         })
     }
 
-    /// See `Backend::vacuum`. PostgreSQL does not report pages, so this returns 0; the report's
+    /// . PostgreSQL does not report pages, so this returns 0; the report's
     /// byte counts show the effect.
-    pub async fn vacuum(&self, full: bool) -> Result<u64> {
+    async fn vacuum(&self, full: bool) -> Result<u64> {
         let client = self.client().await?;
         let sql = if full {
             format!("VACUUM (FULL, ANALYZE) {TABLES}")
@@ -85,14 +85,14 @@ impl PostgresBackend {
         Ok(0)
     }
 
-    /// See `Backend::slack`: PostgreSQL's own autovacuum manages free space, so this reports
+    /// PostgreSQL's own autovacuum manages free space, so this reports
     /// none and maintenance never forces `VACUUM FULL`.
-    pub async fn slack(&self) -> Result<(u64, u64)> {
+    async fn slack(&self) -> Result<(u64, u64)> {
         Ok((0, 0))
     }
 
-    /// See `Backend::checkpoint`: PostgreSQL checkpoints on its own schedule.
-    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+    /// PostgreSQL checkpoints on its own schedule.
+    async fn checkpoint(&self) -> Result<Checkpoint> {
         Ok(Checkpoint {
             is_complete: true,
             wal_frames: 0,
@@ -100,23 +100,11 @@ impl PostgresBackend {
         })
     }
 
-    /// See `Backend::reindex`.
-    pub async fn reindex(&self) -> Result<()> {
+    async fn reindex(&self) -> Result<()> {
         let client = self.client().await?;
         client
             .batch_execute("REINDEX TABLE strongbox_records; REINDEX TABLE strongbox_blobs")
             .await
             .map_err(map_err("rebuild the indexes"))
-    }
-
-    /// See `Backend::integrity_check`: without the `amcheck` extension PostgreSQL has no
-    /// page check to run; `Store::verify`'s hash and reference checks still cover the data.
-    pub async fn integrity_check(&self) -> Result<Vec<String>> {
-        let client = self.client().await?;
-        client
-            .batch_execute("SELECT 1")
-            .await
-            .map_err(map_err("reach the database"))?;
-        Ok(Vec::new())
     }
 }

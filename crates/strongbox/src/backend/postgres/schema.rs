@@ -6,7 +6,7 @@
 
 use deadpool_postgres::Client;
 
-use super::{map_err, unsigned};
+use super::convert::{map_err, unsigned};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version, seal};

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{PostgresBackend, map_err, read_snapshot, unsigned};
-use crate::backend::{SnapshotItem, SnapshotRecord};
+use super::PostgresBackend;
+use super::convert::{map_err, meta, unsigned};
+use super::read::read_snapshot;
+use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version};
 
 /// Records fetched per round trip.
 const PAGE_RECORDS: usize = 1000;
@@ -22,9 +23,8 @@ const PAGE_RECORDS: usize = 1000;
 /// Blobs fetched per round trip.
 const PAGE_BLOBS: usize = 128;
 
-impl PostgresBackend {
-    /// See `Backend::snapshot`.
-    pub async fn snapshot(
+impl Snapshots for PostgresBackend {
+    async fn snapshot(
         &self,
         known: Arc<HashSet<BlobId>>,
         items: mpsc::Sender<SnapshotItem>,
@@ -73,14 +73,7 @@ impl PostgresBackend {
                 let record = SnapshotRecord {
                     blob_id,
                     format: u8::try_from(row.get::<_, i16>(3)).unwrap_or(u8::MAX),
-                    meta: RecordMeta {
-                        version: Version::new(unsigned(row.get(4))),
-                        created_at_ms: row.get(5),
-                        updated_at_ms: row.get(6),
-                        size_bytes: unsigned(row.get(7)),
-                        access_count: unsigned(row.get(8)),
-                        last_accessed_ms: row.get(9),
-                    },
+                    meta: meta(&row, 4),
                     collection,
                     key,
                 };

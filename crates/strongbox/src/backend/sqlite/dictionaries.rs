@@ -3,14 +3,14 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteBackend, map_err};
-use crate::backend::{StoredDictionary, dictionary_clash};
+use super::SqliteBackend;
+use super::convert::{map_err, unsigned};
+use crate::backend::{DictionaryStorage, StoredDictionary, dictionary_clash};
 use crate::blob::BlobId;
 use crate::error::Result;
 
-impl SqliteBackend {
-    /// See `Backend::dictionaries`.
-    pub async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
+impl DictionaryStorage for SqliteBackend {
+    async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
         self.readers
             .read(|conn| {
                 conn.prepare_cached(
@@ -35,8 +35,7 @@ impl SqliteBackend {
             .await
     }
 
-    /// See `Backend::add_dictionary`.
-    pub async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
+    async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
         self.exclusive(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -74,8 +73,7 @@ impl SqliteBackend {
         .await
     }
 
-    /// See `Backend::collection_sizes`.
-    pub async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
+    async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
         self.readers
             .read(|conn| {
                 conn.prepare_cached(
@@ -84,7 +82,7 @@ impl SqliteBackend {
                 .and_then(|mut statement| {
                     statement
                         .query_map([], |row| {
-                            Ok((row.get(0)?, row.get::<_, i64>(1)?.max(0).unsigned_abs()))
+                            Ok((row.get(0)?, unsigned(row.get(1)?)))
                         })?
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
@@ -93,8 +91,7 @@ impl SqliteBackend {
             .await
     }
 
-    /// See `Backend::sample_values`.
-    pub async fn sample_values(
+    async fn sample_values(
         &self,
         collection: &str,
         limit: usize,
@@ -129,8 +126,7 @@ impl SqliteBackend {
             .await
     }
 
-    /// See `Backend::values_after`.
-    pub async fn values_after(
+    async fn values_after(
         &self,
         collection: &str,
         after: Option<String>,
@@ -166,8 +162,7 @@ impl SqliteBackend {
             .await
     }
 
-    /// See `Backend::rewrite_blobs`.
-    pub async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
+    async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
         self.exclusive(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)

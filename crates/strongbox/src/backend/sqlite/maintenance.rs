@@ -5,9 +5,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::SqliteBackend;
+use super::convert::{map_err, unsigned};
 use super::writer::Request;
-use super::{SqliteBackend, map_err};
-use crate::backend::{Checkpoint, OrphanSweep, inconsistent_store};
+use crate::backend::{Checkpoint, OrphanSweep, Upkeep, inconsistent_store};
 use crate::error::{Error, Result};
 
 /// How long a checkpoint waits for readers before settling for a partial one.
@@ -32,9 +33,10 @@ impl SqliteBackend {
             .map_err(|_| Error::Closed)?
             .map_err(|error| error.busy_after(self.busy_timeout))
     }
+}
 
-    /// See `Backend::optimize`.
-    pub async fn optimize(&self, full: bool) -> Result<()> {
+impl Upkeep for SqliteBackend {
+    async fn optimize(&self, full: bool) -> Result<()> {
         self.exclusive(move |conn| {
             let sql = if full {
                 "ANALYZE"
@@ -47,15 +49,13 @@ impl SqliteBackend {
         .await
     }
 
-    /// See `Backend::collect_orphan_blobs`.
-    ///
     /// Only a blob whose count is zero *and* that no record points at is deleted. A blob with a
     /// positive count and no record (an orphan) means that a record's reference was damaged
     /// (it then points elsewhere, and this blob may be the only copy of its value): the sweep
     /// then deletes nothing and fails with `Error::Corrupt`. It runs in an immediate
     /// transaction (the write lock is taken at the start, waiting up to the busy timeout), so
     /// writers in other processes delay it but cannot make it fail half-way.
-    pub async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
+    async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         self.exclusive(|conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -82,7 +82,6 @@ impl SqliteBackend {
             )
             .map_err(map_err("delete unreferenced blobs"))?;
             tx.commit().map_err(map_err("commit the orphan sweep"))?;
-            let unsigned = |value: i64| value.max(0).unsigned_abs();
             Ok(OrphanSweep {
                 blobs: 0,
                 bytes: 0,
@@ -93,8 +92,7 @@ impl SqliteBackend {
         .await
     }
 
-    /// See `Backend::vacuum`.
-    pub async fn vacuum(&self, full: bool) -> Result<u64> {
+    async fn vacuum(&self, full: bool) -> Result<u64> {
         if full {
             return self
                 .exclusive(|conn| {
@@ -133,8 +131,7 @@ impl SqliteBackend {
         }
     }
 
-    /// See `Backend::slack`.
-    pub async fn slack(&self) -> Result<(u64, u64)> {
+    async fn slack(&self) -> Result<(u64, u64)> {
         self.readers
             .read(|conn| {
                 conn.query_row(
@@ -145,14 +142,13 @@ impl SqliteBackend {
                     [],
                     |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
                 )
-                .map(|(unused, total)| (unused.max(0).unsigned_abs(), total.max(0).unsigned_abs()))
+                .map(|(unused, total)| (unsigned(unused), unsigned(total)))
                 .map_err(map_err("measure unused space"))
             })
             .await
     }
 
-    /// See `Backend::checkpoint`.
-    pub async fn checkpoint(&self) -> Result<Checkpoint> {
+    async fn checkpoint(&self) -> Result<Checkpoint> {
         let busy_timeout = self.busy_timeout;
         self.exclusive(move |conn| {
             // A TRUNCATE checkpoint waits for readers (a long backup holds one); the writer
@@ -163,8 +159,8 @@ impl SqliteBackend {
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
                     Ok(Checkpoint {
                         is_complete: row.get::<_, i64>(0)? == 0,
-                        wal_frames: row.get::<_, i64>(1)?.max(0).unsigned_abs(),
-                        checkpointed_frames: row.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                        wal_frames: unsigned(row.get(1)?),
+                        checkpointed_frames: unsigned(row.get(2)?),
                     })
                 })
                 .map_err(map_err("checkpoint the WAL"));
@@ -175,8 +171,7 @@ impl SqliteBackend {
         .await
     }
 
-    /// See `Backend::reindex`.
-    pub async fn reindex(&self) -> Result<()> {
+    async fn reindex(&self) -> Result<()> {
         self.exclusive(|conn| {
             conn.execute_batch("REINDEX")
                 .map_err(map_err("rebuild the indexes"))

@@ -13,7 +13,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
-use super::{map_err, open_connection};
+use super::convert::map_err;
+use super::files::open_connection;
 use crate::error::{Error, Result};
 
 /// Read-only connections to one database file.

@@ -6,7 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::map_err;
+use super::convert::map_err;
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version, seal};

@@ -1,5 +1,4 @@
-//! Point-in-time snapshots of a SQLite store for backups, and the check that a database file
-//! is not open before a restore replaces it.
+//! Point-in-time snapshots of a SQLite store ([`Snapshots`]), for backups and migrations.
 //!
 //! **Invariant:** a snapshot reads inside one read transaction on one connection, so in WAL
 //! mode it sees exactly the commits that preceded its first read, whatever the writer commits
@@ -7,21 +6,19 @@
 //! while a backup runs; writers are never blocked.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
-use super::{SqliteBackend, map_err};
-use crate::backend::{SnapshotItem, SnapshotRecord};
+use super::SqliteBackend;
+use super::convert::{map_err, meta, unsigned};
+use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version};
 
-impl SqliteBackend {
-    /// See `Backend::snapshot`.
-    pub async fn snapshot(
+impl Snapshots for SqliteBackend {
+    async fn snapshot(
         &self,
         known: Arc<HashSet<BlobId>>,
         items: mpsc::Sender<SnapshotItem>,
@@ -39,40 +36,6 @@ impl SqliteBackend {
             })
             .await
     }
-
-    /// Whether some connection, in this process or another, has the database file open, so
-    /// that replacing the file would pull it from under a running store. A file that is not a
-    /// database is not in use.
-    ///
-    /// # Errors
-    /// `Error::Backend` when the file cannot be probed.
-    pub fn is_in_use(path: &Path) -> Result<bool> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(map_err(format!(
-            "open {} to check it is unused",
-            path.display()
-        )))?;
-        // Every connection of a WAL database holds a shared lock on the file for as long as it
-        // is open; an exclusive transaction in exclusive locking mode needs all of them gone.
-        let probe = conn
-            .pragma_update(None, "locking_mode", "EXCLUSIVE")
-            .and_then(|()| {
-                conn.execute_batch("BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_master; COMMIT")
-            });
-        match probe {
-            Ok(()) => Ok(false),
-            Err(error) => match error.sqlite_error_code() {
-                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Ok(true),
-                Some(ErrorCode::NotADatabase) => Ok(false),
-                _ => Err(map_err(format!("check that {} is unused", path.display()))(
-                    error,
-                )),
-            },
-        }
-    }
 }
 
 /// Sends the record count, then every record in key order with the blobs the caller lacks.
@@ -85,7 +48,7 @@ fn stream(
     let count: i64 = conn
         .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
         .map_err(map_err("count records for a snapshot"))?;
-    send(SnapshotItem::Records(count.max(0).unsigned_abs()))?;
+    send(SnapshotItem::Records(unsigned(count)))?;
     let mut records = conn
         .prepare(
             "SELECT r.collection, r.key, b.id, r.format, r.version, r.created_at, r.updated_at,
@@ -140,7 +103,6 @@ fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SnapshotRecord>
     let Some(blob_id): Option<Vec<u8>> = row.get(2)? else {
         return Ok(None);
     };
-    let unsigned = |value: i64| value.max(0).unsigned_abs();
     let blob_id = BlobId::from_slice(&blob_id).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             2,
@@ -151,14 +113,7 @@ fn record_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<SnapshotRecord>
     Ok(Some(SnapshotRecord {
         blob_id,
         format: row.get(3)?,
-        meta: RecordMeta {
-            version: Version::new(unsigned(row.get(4)?)),
-            created_at_ms: row.get(5)?,
-            updated_at_ms: row.get(6)?,
-            size_bytes: unsigned(row.get(7)?),
-            access_count: unsigned(row.get(8)?),
-            last_accessed_ms: row.get(9)?,
-        },
+        meta: meta(row, 4)?,
         collection,
         key,
     }))

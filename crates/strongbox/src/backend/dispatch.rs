@@ -1,0 +1,218 @@
+//! [`Backend`]: the engine a store runs on, chosen by its configuration, and the static dispatch
+//! of the contract's traits to it (no `dyn`: each call is a `match` on two variants).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::contract::{Checks, DictionaryStorage, Engine, Reads, Snapshots, Upkeep, Writes};
+use super::postgres::PostgresBackend;
+use super::sqlite::SqliteBackend;
+use super::types::{
+    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, OrphanSweep, RecordCheck,
+    RefcountMismatch, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
+    WriteOutcome,
+};
+use crate::blob::BlobId;
+use crate::config::Config;
+use crate::error::Result;
+use crate::record::Version;
+
+/// The storage engine of a store.
+#[derive(Debug)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite(SqliteBackend),
+    /// A PostgreSQL database shared by many servers.
+    Postgres(PostgresBackend),
+}
+
+impl Backend {
+    /// Opens the engine the configuration names: PostgreSQL for a `postgres_url`, else the
+    /// SQLite file at `path`.
+    pub async fn open(config: &Config) -> Result<Self> {
+        Ok(match &config.postgres_url {
+            Some(url) => Backend::Postgres(PostgresBackend::open(url, config).await?),
+            None => Backend::Sqlite(SqliteBackend::open(config).await?),
+        })
+    }
+}
+
+/// Calls the same method on whichever engine this is.
+macro_rules! forward {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match $self {
+            Backend::Sqlite($engine) => $call,
+            Backend::Postgres($engine) => $call,
+        }
+    };
+}
+
+impl Engine for Backend {
+    fn name(&self) -> &'static str {
+        forward!(self, engine => engine.name())
+    }
+
+    async fn file_bytes(&self) -> Result<u64> {
+        forward!(self, engine => engine.file_bytes().await)
+    }
+
+    fn connection_wait_micros(&self) -> u64 {
+        forward!(self, engine => engine.connection_wait_micros())
+    }
+
+    fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
+        forward!(self, engine => engine.take_changes())
+    }
+
+    async fn close(&self) -> Result<()> {
+        forward!(self, engine => engine.close().await)
+    }
+}
+
+impl Reads for Backend {
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        forward!(self, engine => engine.get(collection, key).await)
+    }
+
+    async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
+        forward!(self, engine => engine.version(collection, key).await)
+    }
+
+    async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
+        forward!(self, engine => engine.list(collection, range).await)
+    }
+
+    async fn count(&self, collection: &str) -> Result<u64> {
+        forward!(self, engine => engine.count(collection).await)
+    }
+
+    async fn collections(&self) -> Result<Vec<String>> {
+        forward!(self, engine => engine.collections().await)
+    }
+
+    async fn totals(&self) -> Result<StorageTotals> {
+        forward!(self, engine => engine.totals().await)
+    }
+}
+
+impl Writes for Backend {
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        forward!(self, engine => engine.write(ops).await)
+    }
+
+    async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        forward!(self, engine => engine.record_access(updates).await)
+    }
+}
+
+impl Snapshots for Backend {
+    async fn snapshot(
+        &self,
+        known: Arc<HashSet<BlobId>>,
+        items: mpsc::Sender<SnapshotItem>,
+    ) -> Result<()> {
+        forward!(self, engine => engine.snapshot(known, items).await)
+    }
+}
+
+impl Checks for Backend {
+    async fn blobs_after(
+        &self,
+        after: BlobCursor,
+        limit: usize,
+    ) -> Result<(Vec<(BlobId, Vec<u8>)>, BlobCursor)> {
+        forward!(self, engine => engine.blobs_after(after, limit).await)
+    }
+
+    async fn records_of_blob(
+        &self,
+        blob_id: BlobId,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        forward!(self, engine => engine.records_of_blob(blob_id, limit).await)
+    }
+
+    async fn records_after(
+        &self,
+        after: Option<(Vec<u8>, Vec<u8>)>,
+        limit: usize,
+    ) -> Result<Vec<RecordCheck>> {
+        forward!(self, engine => engine.records_after(after, limit).await)
+    }
+
+    async fn refcount_mismatches(&self) -> Result<Vec<RefcountMismatch>> {
+        forward!(self, engine => engine.refcount_mismatches().await)
+    }
+
+    async fn dangling_records(&self) -> Result<Vec<(String, String)>> {
+        forward!(self, engine => engine.dangling_records().await)
+    }
+
+    async fn integrity_check(&self) -> Result<Vec<String>> {
+        forward!(self, engine => engine.integrity_check().await)
+    }
+}
+
+impl Upkeep for Backend {
+    async fn optimize(&self, full: bool) -> Result<()> {
+        forward!(self, engine => engine.optimize(full).await)
+    }
+
+    async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
+        forward!(self, engine => engine.collect_orphan_blobs().await)
+    }
+
+    async fn vacuum(&self, full: bool) -> Result<u64> {
+        forward!(self, engine => engine.vacuum(full).await)
+    }
+
+    async fn slack(&self) -> Result<(u64, u64)> {
+        forward!(self, engine => engine.slack().await)
+    }
+
+    async fn checkpoint(&self) -> Result<Checkpoint> {
+        forward!(self, engine => engine.checkpoint().await)
+    }
+
+    async fn reindex(&self) -> Result<()> {
+        forward!(self, engine => engine.reindex().await)
+    }
+}
+
+impl DictionaryStorage for Backend {
+    async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
+        forward!(self, engine => engine.dictionaries().await)
+    }
+
+    async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
+        forward!(self, engine => engine.add_dictionary(dictionary).await)
+    }
+
+    async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
+        forward!(self, engine => engine.collection_sizes().await)
+    }
+
+    async fn sample_values(
+        &self,
+        collection: &str,
+        limit: usize,
+        newest: bool,
+    ) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        forward!(self, engine => engine.sample_values(collection, limit, newest).await)
+    }
+
+    async fn values_after(
+        &self,
+        collection: &str,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, BlobId, Vec<u8>)>> {
+        forward!(self, engine => engine.values_after(collection, after, limit).await)
+    }
+
+    async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
+        forward!(self, engine => engine.rewrite_blobs(blobs).await)
+    }
+}

@@ -1,0 +1,191 @@
+//! Point reads and listings ([`Reads`]) on pooled connections with cached statements.
+
+use super::PostgresBackend;
+use super::convert::{format, map_err, meta, unsigned};
+use crate::backend::{KeyRange, Reads, StorageTotals, StoredRecord};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+use crate::record::Version;
+
+impl Reads for PostgresBackend {
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                        r.access_count, r.last_accessed, r.seal
+                 FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+                 WHERE r.collection = $1 AND r.key = $2",
+            )
+            .await
+            .map_err(map_err("prepare a record read"))?;
+        let Some(row) = client
+            .query_opt(&statement, &[&collection, &key])
+            .await
+            .map_err(map_err("read a record"))?
+        else {
+            return Ok(None);
+        };
+        let blob_id = BlobId::from_slice(row.get::<_, &[u8]>(0)).ok_or_else(|| {
+            Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+        })?;
+        Ok(Some(StoredRecord {
+            blob_id,
+            stored: row.get::<_, Option<Vec<u8>>>(1),
+            format: format(&row, 2),
+            meta: meta(&row, 3),
+            seal: row.get(9),
+        }))
+    }
+
+    async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT version FROM strongbox_records WHERE collection = $1 AND key = $2",
+            )
+            .await
+            .map_err(map_err("prepare a version read"))?;
+        Ok(client
+            .query_opt(&statement, &[&collection, &key])
+            .await
+            .map_err(map_err("read a record's version"))?
+            .map(|row| Version::new(unsigned(row.get(0)))))
+    }
+
+    async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let start_after = range.start_after.unwrap_or_default();
+        let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+        let prefix = range.prefix.unwrap_or_default();
+        let rows = match prefix_successor(&prefix) {
+            Some(upper) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key < $3
+                           AND key > $4 ORDER BY key LIMIT $5",
+                    )
+                    .await
+                    .map_err(map_err("prepare a key listing"))?;
+                client
+                    .query(&statement, &[&collection, &prefix, &upper, &start_after, &limit])
+                    .await
+            }
+            None => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key > $3
+                         ORDER BY key LIMIT $4",
+                    )
+                    .await
+                    .map_err(map_err("prepare a key listing"))?;
+                client.query(&statement, &[&collection, &prefix, &start_after, &limit]).await
+            }
+        }
+        .map_err(map_err("list keys"))?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn count(&self, collection: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT count(*) FROM strongbox_records WHERE collection = $1")
+            .await
+            .map_err(map_err("prepare a count"))?;
+        let row = client
+            .query_one(&statement, &[&collection])
+            .await
+            .map_err(map_err("count records"))?;
+        Ok(unsigned(row.get(0)))
+    }
+
+    async fn collections(&self) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT collection FROM strongbox_records ORDER BY collection",
+                &[],
+            )
+            .await
+            .map_err(map_err("list collections"))?;
+        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+    }
+
+    async fn totals(&self) -> Result<StorageTotals> {
+        let mut client = self.client().await?;
+        // One snapshot for both queries.
+        let tx = read_snapshot(&mut client, "begin a read").await?;
+        let records = tx
+            .query_one(
+                "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT FROM strongbox_records",
+                &[],
+            )
+            .await
+            .map_err(map_err("sum up the records"))?;
+        let blobs = tx
+            .query_one(
+                "SELECT count(*), coalesce(sum(raw_size), 0)::BIGINT, coalesce(sum(length(data)), 0)::BIGINT
+                 FROM strongbox_blobs",
+                &[],
+            )
+            .await
+            .map_err(map_err("sum up the blobs"))?;
+        tx.commit().await.map_err(map_err("end a read"))?;
+        Ok(StorageTotals {
+            records: unsigned(records.get(0)),
+            collections: unsigned(records.get(1)),
+            logical_bytes: unsigned(records.get(2)),
+            blobs: unsigned(blobs.get(0)),
+            unique_bytes: unsigned(blobs.get(1)),
+            stored_bytes: unsigned(blobs.get(2)),
+            released_bytes: 0,
+        })
+    }
+}
+
+/// A read-only REPEATABLE READ transaction: every query in it sees one snapshot.
+pub(super) async fn read_snapshot<'a>(
+    client: &'a mut deadpool_postgres::Client,
+    action: &'static str,
+) -> Result<deadpool_postgres::Transaction<'a>> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(map_err(action))
+}
+
+/// The smallest string greater than every string starting with `prefix`, as valid UTF-8 (which
+/// PostgreSQL text requires): the prefix with its last character incremented. `None` when
+/// there is no such bound (empty prefix, or only `char::MAX`).
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            code => char::from_u32(code),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn prefix_bounds_are_valid_utf8_and_tight() {
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! Point reads and listings ([`Reads`]) on the reader pool; a point read runs on the caller's
+//! task when a connection is free.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteBackend;
+use super::convert::{blob_id_at, map_err, meta, unsigned};
+use crate::backend::{KeyRange, Reads, StorageTotals, StoredRecord};
+use crate::error::{Error, Result};
+use crate::record::Version;
+
+/// Records, collections and their values' serialized size.
+const RECORD_TOTALS: &str =
+    "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0) FROM records";
+
+/// Blobs in use, their raw and stored sizes, and the stored size of those waiting for the sweep
+/// (left at zero references), counted apart.
+const BLOB_TOTALS: &str = "
+    SELECT count(*) FILTER (WHERE c.refcount > 0),
+           coalesce(sum(b.raw_size) FILTER (WHERE c.refcount > 0), 0),
+           coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0),
+           coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0)
+    FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref";
+
+/// Keys of a collection after a cursor.
+const LIST_KEYS: &str =
+    "SELECT key FROM records WHERE collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3";
+
+/// Keys of a collection with a prefix (`key >= ?2 AND key < ?3`) after a cursor.
+const LIST_PREFIXED_KEYS: &str = "
+    SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
+    ORDER BY key LIMIT ?5";
+
+impl Reads for SqliteBackend {
+    async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        if self.inline_reads
+            && let Some(result) = self
+                .readers
+                .try_read_inline(|conn| get_blocking(conn, collection, key))
+        {
+            return result;
+        }
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.readers
+            .read(move |conn| get_blocking(conn, &collection, &key))
+            .await
+    }
+
+    async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
+        let (collection, key) = (collection.to_owned(), key.to_owned());
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT version FROM records WHERE collection = ?1 AND key = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![collection, key], |row| row.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|version| version.map(|v| Version::new(unsigned(v))))
+                .map_err(map_err("read a record's version"))
+            })
+            .await
+    }
+
+    async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                // An empty key is invalid, so "after the empty key" means from the first key.
+                let start_after = range.start_after.unwrap_or_default();
+                let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+                let keys = match range.prefix.filter(|prefix| !prefix.is_empty()) {
+                    None => conn.prepare_cached(LIST_KEYS).and_then(|mut statement| {
+                        statement
+                            .query_map(params![collection, start_after, limit], |row| row.get(0))?
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    }),
+                    Some(prefix) => {
+                        let upper = prefix_upper_bound(&prefix);
+                        conn.prepare_cached(LIST_PREFIXED_KEYS)
+                            .and_then(|mut statement| {
+                                let upper = rusqlite::types::ToSqlOutput::Borrowed(
+                                    rusqlite::types::ValueRef::Text(&upper),
+                                );
+                                statement
+                                    .query_map(
+                                        params![collection, prefix, upper, start_after, limit],
+                                        |row| row.get(0),
+                                    )?
+                                    .collect::<rusqlite::Result<Vec<String>>>()
+                            })
+                    }
+                };
+                keys.map_err(map_err("list keys"))
+            })
+            .await
+    }
+
+    async fn count(&self, collection: &str) -> Result<u64> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT count(*) FROM records WHERE collection = ?1")
+                    .and_then(|mut statement| {
+                        statement.query_row([collection], |row| row.get::<_, i64>(0))
+                    })
+                    .map(unsigned)
+                    .map_err(map_err("count records"))
+            })
+            .await
+    }
+
+    async fn collections(&self) -> Result<Vec<String>> {
+        self.readers
+            .read(|conn| {
+                conn.prepare_cached("SELECT DISTINCT collection FROM records ORDER BY collection")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| row.get(0))?
+                            .collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .map_err(map_err("list collections"))
+            })
+            .await
+    }
+
+    async fn totals(&self) -> Result<StorageTotals> {
+        self.readers
+            .read(|conn| {
+                // One read transaction, so both queries see the same commit.
+                conn.execute_batch("BEGIN")
+                    .map_err(map_err("begin a read"))?;
+                let totals = (|| {
+                    let (records, collections, logical_bytes) =
+                        conn.query_row(RECORD_TOTALS, [], |row| {
+                            Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
+                        })?;
+                    // Blobs left at zero references wait for the sweep: counted apart.
+                    let (blobs, unique_bytes, stored_bytes, released_bytes) =
+                        conn.query_row(BLOB_TOTALS, [], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get::<_, i64>(1)?,
+                                row.get::<_, i64>(2)?,
+                                row.get::<_, i64>(3)?,
+                            ))
+                        })?;
+                    Ok(StorageTotals {
+                        records: unsigned(records),
+                        collections: unsigned(collections),
+                        blobs: unsigned(blobs),
+                        logical_bytes: unsigned(logical_bytes),
+                        unique_bytes: unsigned(unique_bytes),
+                        stored_bytes: unsigned(stored_bytes),
+                        released_bytes: unsigned(released_bytes),
+                    })
+                })()
+                .map_err(map_err("sum up the database"));
+                conn.execute_batch("COMMIT")
+                    .map_err(map_err("end a read"))?;
+                totals
+            })
+            .await
+    }
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+///
+/// UTF-8 never contains 0xFF, so incrementing the last byte cannot overflow; the result need
+/// not be valid UTF-8, which SQLite's bytewise comparison does not mind.
+fn prefix_upper_bound(prefix: &str) -> Vec<u8> {
+    let mut upper = prefix.as_bytes().to_vec();
+    if let Some(last) = upper.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    upper
+}
+
+/// One record and its blob, by key.
+fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+    conn.prepare_cached(
+        "SELECT b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                r.access_count, r.last_accessed, r.seal
+         FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+         WHERE r.collection = ?1 AND r.key = ?2",
+    )
+    .and_then(|mut statement| {
+        statement
+            .query_row(params![collection, key], |row| {
+                Ok((
+                    row.get::<_, Option<Vec<u8>>>(0)?,
+                    row.get::<_, Option<Vec<u8>>>(1)?,
+                    row.get::<_, u8>(2)?,
+                    meta(row, 3)?,
+                    row.get::<_, i64>(9)?,
+                ))
+            })
+            .optional()
+    })
+    .map_err(map_err("read a record"))?
+    .map(|(blob_id, stored, format, meta, seal)| {
+        let blob_id = blob_id
+            .ok_or_else(|| Error::corrupt_at(collection, key, "the record's value is missing"))?;
+        Ok(StoredRecord {
+            blob_id: blob_id_at(collection, key, &blob_id)?,
+            stored,
+            format,
+            meta,
+            seal,
+        })
+    })
+    .transpose()
+}

@@ -1,0 +1,286 @@
+//! The plain data the engines trade in: operations, rows, cursors and totals.
+//!
+//! **Invariant:** nothing here names an engine or does I/O; both engines produce and consume
+//! exactly these types, so the layers above never learn which engine they run on.
+
+use crate::blob::{BlobId, EncodedBlob};
+use crate::record::{Expect, RecordMeta};
+
+/// One write inside an atomic batch.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Create or replace a record.
+    Put {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The value, encoded and hashed.
+        blob: EncodedBlob,
+        /// The serialization format tag.
+        format: u8,
+        /// The condition on the record replaced.
+        expect: Expect,
+    },
+    /// Remove a record (a no-op when absent, if `expect` allows it).
+    Delete {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The condition on the record removed.
+        expect: Expect,
+    },
+    /// Create a record exactly as a backup holds it: like a `Put` with `Expect::Absent` (a
+    /// conflict if the key exists), with the same reference counting, but keeping the
+    /// version and metadata given instead of starting at version 1 now.
+    Restore {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// The value, verified against its id.
+        blob: EncodedBlob,
+        /// The serialization format tag.
+        format: u8,
+        /// Version and metadata to keep.
+        meta: RecordMeta,
+    },
+}
+
+impl WriteOp {
+    /// The `(collection, key)` the operation writes.
+    pub fn target(&self) -> (&str, &str) {
+        match self {
+            WriteOp::Put {
+                collection, key, ..
+            }
+            | WriteOp::Delete {
+                collection, key, ..
+            }
+            | WriteOp::Restore {
+                collection, key, ..
+            } => (collection, key),
+        }
+    }
+}
+
+/// A record as a snapshot streams it (see [`Snapshots::snapshot`](super::Snapshots::snapshot)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's key.
+    pub key: String,
+    /// The blob it points at.
+    pub blob_id: BlobId,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+}
+
+/// One item of a point-in-time snapshot (see [`Snapshots::snapshot`](super::Snapshots::snapshot)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotItem {
+    /// How many records the snapshot holds; sent first.
+    Records(u64),
+    /// A record; records come in (collection, key) byte order.
+    Record(SnapshotRecord),
+    /// The stored bytes of a blob the caller does not have, sent once.
+    Blob {
+        /// The blob's id.
+        id: BlobId,
+        /// Its stored bytes: codec tag and payload.
+        stored: Vec<u8>,
+    },
+}
+
+/// A compression dictionary as a store keeps it (see `codec::dictionary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDictionary {
+    /// Its zstd dictionary id, which blobs compressed with it name.
+    pub id: u32,
+    /// The collection it was trained for; its newest dictionary compresses its new values.
+    pub collection: String,
+    /// The dictionary.
+    pub bytes: Vec<u8>,
+    /// When it was trained, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Compressed size over raw size that it reached on held-out values when trained.
+    pub ratio: f64,
+}
+
+/// What one [`WriteOp`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The record was written.
+    Stored {
+        /// The record's metadata after the write.
+        meta: RecordMeta,
+        /// Whether the value was already stored (only a reference was added).
+        deduplicated: bool,
+    },
+    /// The record was removed (`true`) or was already absent (`false`).
+    Deleted(bool),
+}
+
+/// Read counts accumulated in memory, added to a record's metadata in one write.
+#[derive(Debug, Clone)]
+pub struct AccessUpdate {
+    /// Collection of the record read.
+    pub collection: String,
+    /// Key of the record read.
+    pub key: String,
+    /// Reads since the last flush.
+    pub reads: u64,
+    /// Time of the last of them, in milliseconds since the Unix epoch.
+    pub last_accessed_ms: i64,
+}
+
+/// A record as fetched: its blob's stored bytes and its metadata.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// The blob the record points at.
+    pub blob_id: BlobId,
+    /// The blob's stored bytes; `None` when the blob is missing (a broken reference).
+    pub stored: Option<Vec<u8>>,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+    /// The seal stored with the record (see `record::seal`), for the reader to compare.
+    pub seal: i64,
+}
+
+/// A record as `verify` walks it: everything its seal covers, and the seal. Names are bytes, so
+/// that a damaged, non-UTF-8 name is reported instead of stopping the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordCheck {
+    /// The collection's name as stored.
+    pub collection: Vec<u8>,
+    /// The key as stored.
+    pub key: Vec<u8>,
+    /// The id of the blob the record points at; `None` when that blob is missing.
+    pub blob_id: Option<BlobId>,
+    /// The serialization format tag.
+    pub format: u8,
+    /// Version and metadata.
+    pub meta: RecordMeta,
+    /// The seal stored with the record.
+    pub seal: i64,
+}
+
+/// Which keys of a collection to list, in byte order.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRange {
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    /// Only keys after this one (a cursor: the last key of the previous page).
+    pub start_after: Option<String>,
+    /// At most this many keys.
+    pub limit: usize,
+}
+
+/// Where a walk over every blob ([`Checks::blobs_after`](super::Checks::blobs_after)) resumes,
+/// in the engine's own order; opaque outside the engines. [`BlobCursor::skip`] steps over a
+/// stretch that cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobCursor(pub(super) Position);
+
+/// A place in an engine's order of blobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Position {
+    /// From the first blob.
+    #[default]
+    Start,
+    /// After the SQLite blob with this `ref`.
+    Ref(i64),
+    /// After the PostgreSQL blob with this id.
+    Id(BlobId),
+}
+
+impl BlobCursor {
+    /// A cursor `count` blobs further, where the engine's order allows it (SQLite's numbered
+    /// blobs); `None` where it does not.
+    pub fn skip(self, count: usize) -> Option<BlobCursor> {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        match self.0 {
+            Position::Start => Some(BlobCursor(Position::Ref(count))),
+            Position::Ref(blob_ref) => {
+                Some(BlobCursor(Position::Ref(blob_ref.saturating_add(count))))
+            }
+            Position::Id(_) => None,
+        }
+    }
+}
+
+/// Totals over the whole database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageTotals {
+    /// Number of records.
+    pub records: u64,
+    /// Number of collections holding at least one record.
+    pub collections: u64,
+    /// Number of unique values stored.
+    pub blobs: u64,
+    /// Serialized size of every record's value, counting shared values once per record.
+    pub logical_bytes: u64,
+    /// Serialized size of every unique value (after deduplication, before compression).
+    pub unique_bytes: u64,
+    /// Stored size of every unique value (after deduplication and compression).
+    pub stored_bytes: u64,
+    /// Stored size of the values no record refers to any more, waiting for the orphan sweep
+    /// (SQLite; always 0 on PostgreSQL, which deletes them at once). Not in `stored_bytes`.
+    pub released_bytes: u64,
+}
+
+/// What an orphan-blob sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrphanSweep {
+    /// Orphans removed: always 0, since a sweep that finds orphans (blobs no record points at
+    /// although their count says some do) removes nothing and fails instead.
+    pub blobs: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Blobs whose last reference was released (on SQLite they wait for the sweep).
+    pub released: u64,
+    /// Their stored bytes.
+    pub released_bytes: u64,
+}
+
+/// What a WAL checkpoint did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Whether every frame was copied into the database (no reader held the WAL back).
+    pub is_complete: bool,
+    /// Frames in the WAL before the checkpoint.
+    pub wal_frames: u64,
+    /// Frames copied into the database.
+    pub checkpointed_frames: u64,
+}
+
+/// A blob whose reference count disagrees with the records pointing at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefcountMismatch {
+    /// The blob.
+    pub blob_id: BlobId,
+    /// The count stored with the blob.
+    pub recorded: i64,
+    /// The number of records pointing at it.
+    pub actual: i64,
+}
+
+/// A write committed by another server, heard through the backend's change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This key changed.
+    Key {
+        /// Collection of the key.
+        collection: String,
+        /// The key.
+        key: String,
+    },
+    /// Changes may have been missed (the listener reconnected): forget everything cached.
+    All,
+}
