@@ -7,6 +7,27 @@ use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::Version;
 
+/// Keys of a collection with a prefix (`key >= $2 AND key < $3`) after a cursor.
+const LIST_PREFIXED_KEYS: &str = "
+    SELECT key FROM strongbox_records
+    WHERE collection = $1 AND key >= $2 AND key < $3 AND key > $4
+    ORDER BY key LIMIT $5";
+
+/// Keys of a collection from `$2` on, after a cursor (a prefix with no upper bound).
+const LIST_KEYS: &str = "
+    SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key > $3
+    ORDER BY key LIMIT $4";
+
+/// Records, collections and their values' serialized size.
+const RECORD_TOTALS: &str = "
+    SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT
+    FROM strongbox_records";
+
+/// Blobs, their raw and stored sizes.
+const BLOB_TOTALS: &str = "
+    SELECT count(*), coalesce(sum(raw_size), 0)::BIGINT, coalesce(sum(length(data)), 0)::BIGINT
+    FROM strongbox_blobs";
+
 impl Reads for PostgresBackend {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
         let client = self.client().await?;
@@ -61,25 +82,24 @@ impl Reads for PostgresBackend {
         let rows = match prefix_successor(&prefix) {
             Some(upper) => {
                 let statement = client
-                    .prepare_cached(
-                        "SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key < $3
-                           AND key > $4 ORDER BY key LIMIT $5",
-                    )
+                    .prepare_cached(LIST_PREFIXED_KEYS)
                     .await
                     .map_err(map_err("prepare a key listing"))?;
                 client
-                    .query(&statement, &[&collection, &prefix, &upper, &start_after, &limit])
+                    .query(
+                        &statement,
+                        &[&collection, &prefix, &upper, &start_after, &limit],
+                    )
                     .await
             }
             None => {
                 let statement = client
-                    .prepare_cached(
-                        "SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key > $3
-                         ORDER BY key LIMIT $4",
-                    )
+                    .prepare_cached(LIST_KEYS)
                     .await
                     .map_err(map_err("prepare a key listing"))?;
-                client.query(&statement, &[&collection, &prefix, &start_after, &limit]).await
+                client
+                    .query(&statement, &[&collection, &prefix, &start_after, &limit])
+                    .await
             }
         }
         .map_err(map_err("list keys"))?;
@@ -116,18 +136,11 @@ impl Reads for PostgresBackend {
         // One snapshot for both queries.
         let tx = read_snapshot(&mut client, "begin a read").await?;
         let records = tx
-            .query_one(
-                "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT FROM strongbox_records",
-                &[],
-            )
+            .query_one(RECORD_TOTALS, &[])
             .await
             .map_err(map_err("sum up the records"))?;
         let blobs = tx
-            .query_one(
-                "SELECT count(*), coalesce(sum(raw_size), 0)::BIGINT, coalesce(sum(length(data)), 0)::BIGINT
-                 FROM strongbox_blobs",
-                &[],
-            )
+            .query_one(BLOB_TOTALS, &[])
             .await
             .map_err(map_err("sum up the blobs"))?;
         tx.commit().await.map_err(map_err("end a read"))?;

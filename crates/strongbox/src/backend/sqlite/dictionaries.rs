@@ -9,6 +9,10 @@ use crate::backend::{DictionaryStorage, StoredDictionary, dictionary_clash};
 use crate::blob::BlobId;
 use crate::error::Result;
 
+/// Every collection with its number of records.
+const COLLECTION_SIZES: &str =
+    "SELECT collection, count(*) FROM records GROUP BY collection ORDER BY collection";
+
 impl DictionaryStorage for SqliteBackend {
     async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
         self.readers
@@ -76,17 +80,13 @@ impl DictionaryStorage for SqliteBackend {
     async fn collection_sizes(&self) -> Result<Vec<(String, u64)>> {
         self.readers
             .read(|conn| {
-                conn.prepare_cached(
-                    "SELECT collection, count(*) FROM records GROUP BY collection ORDER BY collection",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_map([], |row| {
-                            Ok((row.get(0)?, unsigned(row.get(1)?)))
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(map_err("count the collections' records"))
+                conn.prepare_cached(COLLECTION_SIZES)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| Ok((row.get(0)?, unsigned(row.get(1)?))))?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(map_err("count the collections' records"))
             })
             .await
     }

@@ -17,6 +17,24 @@ const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(20
 /// Free pages returned to the file system per incremental-vacuum job.
 const VACUUM_CHUNK_PAGES: i64 = 2048;
 
+/// The blobs no record points at: released ones (count 0) and orphans (a positive count), with
+/// their stored bytes.
+const UNREFERENCED_BLOBS: &str = "
+    SELECT count(*) FILTER (WHERE coalesce(c.refcount, 0) = 0),
+           coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0),
+           count(*) FILTER (WHERE c.refcount > 0),
+           coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0)
+    FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
+    WHERE b.ref NOT IN (SELECT blob FROM records)";
+
+/// Bytes holding no data (unused parts of pages and free pages), and the database's size.
+const SLACK: &str = "
+    SELECT coalesce(sum(unused), 0)
+             + (SELECT freelist_count FROM pragma_freelist_count)
+               * (SELECT page_size FROM pragma_page_size),
+           (SELECT page_count FROM pragma_page_count) * (SELECT page_size FROM pragma_page_size)
+    FROM dbstat WHERE aggregate = TRUE";
+
 impl SqliteBackend {
     /// Runs `job` alone on the writer connection and returns its result.
     pub(super) async fn exclusive<T, F>(&self, job: F) -> Result<T>
@@ -61,16 +79,9 @@ impl Upkeep for SqliteBackend {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err("begin the orphan sweep"))?;
             let (released, released_bytes, orphans, orphan_bytes): (i64, i64, i64, i64) = tx
-                .query_row(
-                    "SELECT count(*) FILTER (WHERE coalesce(c.refcount, 0) = 0),
-                            coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0),
-                            count(*) FILTER (WHERE c.refcount > 0),
-                            coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0)
-                     FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
-                     WHERE b.ref NOT IN (SELECT blob FROM records)",
-                    [],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-                )
+                .query_row(UNREFERENCED_BLOBS, [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
                 .map_err(map_err("find unreferenced blobs"))?;
             if orphans > 0 {
                 return Err(inconsistent_store(orphans, orphan_bytes));
@@ -134,14 +145,9 @@ impl Upkeep for SqliteBackend {
     async fn slack(&self) -> Result<(u64, u64)> {
         self.readers
             .read(|conn| {
-                conn.query_row(
-                    "SELECT coalesce(sum(unused), 0) + (SELECT freelist_count FROM pragma_freelist_count)
-                              * (SELECT page_size FROM pragma_page_size),
-                            (SELECT page_count FROM pragma_page_count) * (SELECT page_size FROM pragma_page_size)
-                     FROM dbstat WHERE aggregate = TRUE",
-                    [],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-                )
+                conn.query_row(SLACK, [], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
                 .map(|(unused, total)| (unsigned(unused), unsigned(total)))
                 .map_err(map_err("measure unused space"))
             })
