@@ -117,8 +117,10 @@ impl Cache {
 
     /// The cached value of a record, counting a hit or a miss.
     pub fn get(&self, collection: &str, key: &str) -> Option<Arc<CachedValue>> {
-        let entries = self.entries.as_ref()?;
-        let found = entries.get(&cache_key(collection, key));
+        let found = self
+            .entries
+            .as_ref()
+            .and_then(|entries| entries.get(&cache_key(collection, key)));
         let counter = if found.is_some() {
             &self.hits
         } else {

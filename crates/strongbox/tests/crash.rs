@@ -154,6 +154,10 @@ fn parent() {
         let is_full = round % 5 == 4 || round + 1 == rounds / 2;
         runtime.block_on(check(&db, &acknowledged, is_full));
     }
+    assert!(
+        !acknowledged.is_empty(),
+        "no transfer was acknowledged in {kills} runs: the harness tested nothing"
+    );
     println!(
         "crash harness: {kills} kills survived, {} acknowledged transfers checked, 0 lost, in {:.1} s",
         acknowledged.len(),
@@ -235,12 +239,12 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
         // Maintenance then trains dictionaries and recompresses values, and gets killed doing it.
         config.dictionary_min_values = 50;
         let store = Store::open(config).await.unwrap();
-        let mut tasks = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
         for task in 0..8u64 {
             let store = store.clone();
             let name = name.to_owned();
             let repo = repo.to_owned();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut rng = Rng::new(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 for n in 0.. {
                     if task == 0 && n % 40 == 39 {
@@ -252,10 +256,13 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                     }
                     transfer(&store, &mut rng, &format!("{name}-t{task}-{n:06}")).await;
                 }
-            }));
+            });
         }
-        for task in tasks {
-            task.await.unwrap();
+        // The tasks only end by failing: whichever fails first ends the process with an exit
+        // code, which the parent reports (a killed child has none).
+        if let Some(result) = tasks.join_next().await {
+            eprintln!("a crash-harness task ended: {result:?}");
+            std::process::exit(101);
         }
     });
 }

@@ -159,6 +159,8 @@ async fn a_thousand_readers_on_one_connection_wait_or_fail_typed() {
     let mut config = Config::new(dir.path().join("pool.db"));
     config.read_connections = 1;
     config.busy_timeout_ms = 200;
+    // No cache: every read goes to the one connection.
+    config.cache_capacity_bytes = 0;
     let store = Arc::new(Store::open(config).await.unwrap());
     store.store("k", "k", &"v".repeat(1000)).await.unwrap();
     let mut tasks = JoinSet::new();
@@ -182,5 +184,12 @@ async fn a_thousand_readers_on_one_connection_wait_or_fail_typed() {
     }
     assert_eq!(read + busy, 1000);
     assert!(read > 0);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.cache.hits, 0, "no read was served from a cache");
+    assert_eq!(
+        stats.cache.misses,
+        read + busy,
+        "every read went to the database"
+    );
     store.close().await.unwrap();
 }
