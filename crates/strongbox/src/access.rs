@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::AccessUpdate;
+use crate::clock::now_ms;
 
 /// Reads are handed on once this many distinct records were read.
 const FLUSH_RECORDS: usize = 65_536;
@@ -32,11 +33,7 @@ pub(crate) struct AccessLog {
 impl AccessLog {
     /// Counts a read; returns whether enough records were read that they should be flushed.
     pub fn note(&self, collection: &str, key: &str) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-            });
+        let now = now_ms();
         let Some(Ok(mut reads)) = self.shards.get(shard_of(key)).map(Mutex::lock) else {
             return false;
         };

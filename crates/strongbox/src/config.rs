@@ -1,6 +1,9 @@
-//! [`Config`]: every setting of a store, with its default and unit.
+//! [`Config`]: every setting of a store, with its default and unit, and the plain policies it
+//! carries ([`Retention`], which `backup` re-exports and applies).
 //!
 //! The library reads no files; the CLI loads a `Config` from TOML (every field optional).
+//! **Invariant:** settings are plain data: this module depends on nothing above `codec` and
+//! `error`, so every layer may read a `Config`.
 
 use std::path::PathBuf;
 
@@ -171,7 +174,7 @@ pub struct Config {
     pub backup_interval_secs: u64,
     /// Which backups a scheduled prune keeps. Default: the last 7, plus one a day for 7 days
     /// and one a week for 4 weeks.
-    pub backup_retention: crate::backup::Retention,
+    pub backup_retention: Retention,
     /// Seconds between background maintenance runs. Default 3,600; 0 turns the task off.
     pub maintenance_interval_secs: u64,
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
@@ -203,7 +206,7 @@ impl Default for Config {
             vacuum_slack_percent: 40,
             backup_repository: None,
             backup_interval_secs: 86_400,
-            backup_retention: crate::backup::Retention::default(),
+            backup_retention: Retention::default(),
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,
         }
@@ -283,6 +286,43 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Which backups a prune keeps ([`Repository::prune`](crate::backup::Repository::prune)): the
+/// union of the three rules. Days and weeks are UTC; weeks start on Monday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[must_use]
+pub struct Retention {
+    /// Keep the newest this many backups. Default 7.
+    pub keep_last: usize,
+    /// For each of the newest this many days that have backups, keep the newest backup of
+    /// the day. Default 7.
+    pub keep_daily: usize,
+    /// For each of the newest this many weeks that have backups, keep the newest backup of
+    /// the week. Default 4.
+    pub keep_weekly: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+        }
+    }
+}
+
+impl Retention {
+    /// Keep only the newest `count` backups.
+    pub fn last(count: usize) -> Self {
+        Retention {
+            keep_last: count,
+            keep_daily: 0,
+            keep_weekly: 0,
+        }
     }
 }
 

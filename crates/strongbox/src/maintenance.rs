@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Checks, Engine, Upkeep};
+use crate::clock::now_ms;
 use crate::error::Result;
 use crate::store::Store;
 
@@ -125,44 +126,9 @@ impl Store {
             Ok("queued".to_owned())
         })
         .await;
-        let orphans = run
-            .step("collect_orphans", async {
-                let sweep = backend.collect_orphan_blobs().await?;
-                Ok((
-                    format!(
-                        "removed {} released blobs ({} bytes)",
-                        sweep.released, sweep.released_bytes
-                    ),
-                    (sweep.blobs, sweep.released),
-                ))
-            })
-            .await;
-        let compressed = run
-            .step("compress", async {
-                let compression = self.train_dictionaries().await?;
-                let trained = compression
-                    .collections
-                    .iter()
-                    .filter(|c| c.ratio_after.is_some())
-                    .count() as u64;
-                let values = compression
-                    .collections
-                    .iter()
-                    .map(|c| c.values_recompressed)
-                    .sum::<u64>();
-                Ok((compression.summary(), (trained, values)))
-            })
-            .await;
-        run.step("optimize", async {
-            backend.optimize(options.is_full).await?;
-            Ok(if options.is_full {
-                "analyzed"
-            } else {
-                "optimized"
-            }
-            .to_owned())
-        })
-        .await;
+        let orphans = run.step("collect_orphans", self.collect_orphans()).await;
+        let compressed = run.step("compress", self.compress()).await;
+        run.step("optimize", self.optimize(options.is_full)).await;
         if options.reindex {
             run.step("reindex", async {
                 backend.reindex().await?;
@@ -170,47 +136,15 @@ impl Store {
             })
             .await;
         }
-        let pages = run
-            .step("vacuum", async {
-                let mut pages = backend.vacuum(options.is_full).await?;
-                if options.is_full {
-                    return Ok((format!("full: released {pages} pages"), pages));
-                }
-                // Half-empty pages (deletes spread over the key space) only a rebuild returns.
-                let (slack, total) = backend.slack().await?;
-                let threshold = u64::from(self.config().vacuum_slack_percent);
-                let percent = slack.saturating_mul(100).checked_div(total).unwrap_or(0);
-                if threshold > 0 && percent > threshold {
-                    pages += backend.vacuum(true).await?;
-                    return Ok((
-                        format!("incremental, then full ({percent}% of the file was slack): released {pages} pages"),
-                        pages,
-                    ));
-                }
-                Ok((format!("incremental: released {pages} pages ({percent}% slack left)"), pages))
-            })
-            .await;
+        let pages = run.step("vacuum", self.vacuum(options.is_full)).await;
         let backup = match &self.config().backup_repository {
             Some(dir) if self.config().backup_interval_secs > 0 => run
-                .step("backup", async { self.scheduled_backup(dir).await })
+                .step("backup", self.scheduled_backup(dir))
                 .await
                 .flatten(),
             _ => None,
         };
-        run.step("checkpoint", async {
-            let checkpoint = backend.checkpoint().await?;
-            Ok(format!(
-                "{} of {} WAL frames copied{}",
-                checkpoint.checkpointed_frames,
-                checkpoint.wal_frames,
-                if checkpoint.is_complete {
-                    ""
-                } else {
-                    " (readers held the rest)"
-                }
-            ))
-        })
-        .await;
+        run.step("checkpoint", self.checkpoint()).await;
         let problems = run
             .step("integrity_check", async {
                 let problems = backend.integrity_check().await?;
@@ -244,18 +178,92 @@ impl Store {
     }
 }
 
+/// The steps of a maintenance run that take more than a line: each returns its description
+/// and the value the report keeps.
 impl Store {
+    /// Deletes the blobs whose last reference was released: (orphans, released) removed.
+    async fn collect_orphans(&self) -> Result<(String, (u64, u64))> {
+        let sweep = self.backend().collect_orphan_blobs().await?;
+        Ok((
+            format!(
+                "removed {} released blobs ({} bytes)",
+                sweep.released, sweep.released_bytes
+            ),
+            (sweep.blobs, sweep.released),
+        ))
+    }
+
+    /// Trains dictionaries and recompresses: (dictionaries trained, values rewritten).
+    async fn compress(&self) -> Result<(String, (u64, u64))> {
+        let compression = self.train_dictionaries().await?;
+        let trained = compression
+            .collections
+            .iter()
+            .filter(|c| c.ratio_after.is_some())
+            .count() as u64;
+        let values = compression
+            .collections
+            .iter()
+            .map(|c| c.values_recompressed)
+            .sum::<u64>();
+        Ok((compression.summary(), (trained, values)))
+    }
+
+    /// Refreshes the query planner's statistics (all of them when `is_full`).
+    async fn optimize(&self, is_full: bool) -> Result<String> {
+        self.backend().optimize(is_full).await?;
+        Ok(if is_full { "analyzed" } else { "optimized" }.to_owned())
+    }
+
+    /// Returns free pages to the file system: incrementally, or by a rebuild when `is_full` or
+    /// when more than `vacuum_slack_percent` of the file is slack. The value is pages released.
+    async fn vacuum(&self, is_full: bool) -> Result<(String, u64)> {
+        let backend = self.backend();
+        let mut pages = backend.vacuum(is_full).await?;
+        if is_full {
+            return Ok((format!("full: released {pages} pages"), pages));
+        }
+        // Half-empty pages (deletes spread over the key space) only a rebuild returns.
+        let (slack, total) = backend.slack().await?;
+        let threshold = u64::from(self.config().vacuum_slack_percent);
+        let percent = slack.saturating_mul(100).checked_div(total).unwrap_or(0);
+        if threshold > 0 && percent > threshold {
+            pages += backend.vacuum(true).await?;
+            return Ok((
+                format!(
+                    "incremental, then full ({percent}% of the file was slack): released {pages} pages"
+                ),
+                pages,
+            ));
+        }
+        Ok((
+            format!("incremental: released {pages} pages ({percent}% slack left)"),
+            pages,
+        ))
+    }
+
+    /// Copies the WAL into the database file, as far as readers allow.
+    async fn checkpoint(&self) -> Result<String> {
+        let checkpoint = self.backend().checkpoint().await?;
+        Ok(format!(
+            "{} of {} WAL frames copied{}",
+            checkpoint.checkpointed_frames,
+            checkpoint.wal_frames,
+            if checkpoint.is_complete {
+                ""
+            } else {
+                " (readers held the rest)"
+            }
+        ))
+    }
+
     /// Backs up to `dir` (then prunes) if the newest backup there is older than the interval.
     async fn scheduled_backup(
         &self,
         dir: &std::path::Path,
     ) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
         let repository = crate::backup::Repository::open_or_create(dir).await?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| {
-                i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-            });
+        let now = now_ms();
         let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX);
         let newest = repository
@@ -266,7 +274,7 @@ impl Store {
             .map(|backup| backup.created_at_ms)
             .max();
         if let Some(newest) = newest
-            && now_ms.saturating_sub(newest) < interval_ms
+            && now.saturating_sub(newest) < interval_ms
         {
             return Ok(("not due yet".to_owned(), None));
         }

@@ -1,4 +1,6 @@
-//! Background tasks: periodic statistics, maintenance and cache sweeps.
+//! [`Tasks`]: the owner of a store's background tasks (a `TaskTracker` and the
+//! `CancellationToken` they all watch). It runs what it is given and knows nothing of what the
+//! tasks do: `open` decides that (statistics, maintenance, cache sweeps, cache coherence).
 //!
 //! **Invariant:** no task outlives its store. Tasks hold only a weak handle and upgrade it for
 //! the length of one run; they stop when `Store::close` cancels them (which then waits for
@@ -6,7 +8,7 @@
 //! None blocks the async runtime: database work runs on the writer thread or blocking threads.
 
 use std::future::Future;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -14,9 +16,6 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-
-use crate::backend::{Change, Engine};
-use crate::store::{Inner, Store};
 
 /// The background tasks of one store.
 #[derive(Debug, Default)]
@@ -30,80 +29,13 @@ impl Tasks {
         Tasks::default()
     }
 
-    /// Starts the tasks the configuration turns on.
-    pub fn start(&self, store: &Store) {
-        let config = store.config();
-        self.spawn(
-            "statistics",
-            config.stats_interval_secs,
-            store.downgrade(),
-            |store, _| async move {
-                store.publish_metrics().await;
-            },
-        );
-        self.spawn("maintenance", config.maintenance_interval_secs, store.downgrade(), |store, cancel| {
-            async move {
-                match store.run_maintenance(crate::maintenance::MaintenanceOptions::default(), &cancel).await {
-                    Ok(report) if report.errors.is_empty() => {
-                        tracing::info!(elapsed_ms = report.elapsed_ms, "background maintenance done");
-                    }
-                    Ok(report) => tracing::warn!(errors = ?report.errors, "background maintenance had failures"),
-                    Err(error) => tracing::error!(%error, "background maintenance failed"),
-                }
-            }
-        });
-        self.spawn(
-            "cache eviction",
-            config.cache_eviction_interval_secs,
-            store.downgrade(),
-            |store, _| async move {
-                let evicted = store.cache().sweep();
-                tracing::debug!(evicted, "cache swept");
-            },
-        );
-        if let Some(changes) = store.backend().take_changes() {
-            self.follow_changes(changes, store.downgrade());
-        }
-    }
-
-    /// Drops cache entries that other servers' writes made stale, as the backend hears of them.
-    fn follow_changes(&self, mut changes: mpsc::UnboundedReceiver<Change>, store: Weak<Inner>) {
-        let cancel = self.cancel.clone();
-        self.tracker.spawn(
-            async move {
-                loop {
-                    let change = tokio::select! {
-                        () = cancel.cancelled() => break,
-                        change = changes.recv() => change,
-                    };
-                    let (Some(change), Some(inner)) = (change, store.upgrade()) else {
-                        break;
-                    };
-                    let store = Store::from_inner(inner);
-                    match change {
-                        Change::Key { collection, key } => {
-                            store.cache().written(&collection, &key, None)
-                        }
-                        Change::All => store.cache().clear(),
-                    }
-                }
-            }
-            .instrument(tracing::info_span!(
-                "strongbox_task",
-                task = "cache coherence"
-            )),
-        );
-    }
-
-    /// Runs a one-off piece of work that `stop` waits for.
-    pub fn spawn_once(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.tracker.spawn(work);
-    }
-
-    /// Runs `run` every `interval_secs` (never when 0) until cancelled or the store is gone.
-    fn spawn<F, Fut>(&self, name: &'static str, interval_secs: u64, store: Weak<Inner>, run: F)
+    /// Runs `run` every `interval_secs` (never when 0), each time with a strong handle
+    /// upgraded from `handle`, until cancelled or the handle's owner is gone. Each run is in a
+    /// `strongbox_task` span named `name`.
+    pub fn every<H, F, Fut>(&self, name: &'static str, interval_secs: u64, handle: Weak<H>, run: F)
     where
-        F: Fn(Store, CancellationToken) -> Fut + Send + 'static,
+        H: Send + Sync + 'static,
+        F: Fn(Arc<H>, CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
     {
         if interval_secs == 0 {
@@ -119,12 +51,51 @@ impl Tasks {
                     () = cancel.cancelled() => break,
                     _ = ticks.tick() => {}
                 }
-                let Some(inner) = store.upgrade() else { break };
-                run(Store::from_inner(inner), cancel.clone())
+                let Some(strong) = handle.upgrade() else {
+                    break;
+                };
+                run(strong, cancel.clone())
                     .instrument(tracing::info_span!("strongbox_task", task = name))
                     .await;
             }
         });
+    }
+
+    /// Hands each event of `events` to `on_event`, with a strong handle upgraded from `handle`,
+    /// until cancelled, the sender is gone or the handle's owner is gone. The whole loop is in
+    /// a `strongbox_task` span named `name`.
+    pub fn follow<T, H, F>(
+        &self,
+        name: &'static str,
+        mut events: mpsc::UnboundedReceiver<T>,
+        handle: Weak<H>,
+        on_event: F,
+    ) where
+        T: Send + 'static,
+        H: Send + Sync + 'static,
+        F: Fn(Arc<H>, T) + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(
+            async move {
+                loop {
+                    let event = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        event = events.recv() => event,
+                    };
+                    let (Some(event), Some(strong)) = (event, handle.upgrade()) else {
+                        break;
+                    };
+                    on_event(strong, event);
+                }
+            }
+            .instrument(tracing::info_span!("strongbox_task", task = name)),
+        );
+    }
+
+    /// Runs a one-off piece of work that `stop` waits for.
+    pub fn spawn_once(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
     }
 
     /// Asks every task to stop at its next step.

@@ -1,4 +1,9 @@
-//! [`Transaction`]: several stores and deletes, across collections, committed together.
+//! [`Transaction`] and `Store::transaction`: several stores and deletes, across collections,
+//! committed together.
+//!
+//! **Invariant:** a transaction holds only encoded writes; it reaches the backend once, at
+//! `commit`, through the store's write path (so the cache is updated as for any write), and
+//! dropping it writes nothing.
 
 use std::time::Instant;
 
@@ -33,8 +38,15 @@ pub struct Transaction {
     ops: Vec<WriteOp>,
 }
 
+impl Store {
+    /// Starts a transaction: writes added to it commit together or not at all.
+    pub fn transaction(&self) -> Transaction {
+        Transaction::new(self.clone())
+    }
+}
+
 impl Transaction {
-    pub(crate) fn new(store: Store) -> Self {
+    fn new(store: Store) -> Self {
         Transaction {
             store,
             ops: Vec::new(),

@@ -21,6 +21,7 @@ use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, ProgressFn, Stage};
 use crate::backend::{DictionaryStorage, Engine, SnapshotItem, Snapshots, StoredDictionary};
 use crate::blob::{self, BlobId};
+use crate::clock::now_ms;
 use crate::dictionaries::Known;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -150,6 +151,23 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// What the snapshot brought, as [`Job::receive`] took it.
+#[derive(Default)]
+struct Received {
+    /// Record lines appended to the manifest.
+    records: u64,
+    /// Sum of their values' sizes.
+    logical_bytes: u64,
+    /// Every blob the records point at.
+    blobs: HashSet<BlobId>,
+    /// Blobs announced by a record but not received yet, with that record's name.
+    awaited: HashMap<BlobId, (String, String)>,
+    /// Blobs written to the temporary directory (those the repository lacked).
+    written: Vec<BlobId>,
+    /// Their stored bytes.
+    blob_bytes: u64,
+}
+
 /// The repository side of a backup, run on a blocking thread.
 struct Job {
     repository: Repository,
@@ -194,9 +212,10 @@ impl Job {
         Ok(())
     }
 
+    /// Writes the snapshot into `tmp/<id>/`, then publishes it: blobs, dictionaries, manifest.
     fn write(
         &self,
-        mut items: mpsc::Receiver<SnapshotItem>,
+        items: mpsc::Receiver<SnapshotItem>,
         snapshot_done: oneshot::Receiver<bool>,
     ) -> Result<BackupSummary> {
         create_dir(&self.tmp)?;
@@ -204,15 +223,45 @@ impl Job {
         let mut manifest = ManifestWriter::create(&manifest_tmp, &self.header)?;
         let blobs_tmp = self.tmp.join("blobs");
         create_dir(&blobs_tmp)?;
+        let received = self.receive(items, &mut manifest, &blobs_tmp)?;
+        if !matches!(snapshot_done.blocking_recv(), Ok(true)) {
+            // The snapshot failed (its own error is the one reported) or the store closed.
+            return Err(Error::Closed);
+        }
+        if let Some((blob_id, (collection, key))) = received.awaited.into_iter().next() {
+            return Err(Error::backend(
+                "take a snapshot",
+                format!("blob {blob_id} of {collection}/{key} was never sent"),
+            ));
+        }
+        let records = received.records;
+        (self.progress)(Progress::new(Stage::Snapshot, records, records));
+        let blobs = received.blobs.len() as u64;
+        let manifest_bytes = manifest.finish(records, blobs, received.logical_bytes)?;
+        self.check_cancelled()?;
+        self.publish(&blobs_tmp, &received.written, &manifest_tmp)?;
+        Ok(BackupSummary {
+            id: self.id.clone(),
+            records,
+            blobs_total: blobs,
+            blobs_written: received.written.len() as u64,
+            bytes_written: received.blob_bytes + manifest_bytes,
+            manifest_bytes,
+            logical_bytes: received.logical_bytes,
+            elapsed_ms: 0,
+        })
+    }
 
+    /// Takes the snapshot's items as they come: appends each record to the manifest and
+    /// writes each blob the repository lacks, checked against its id, into `blobs_tmp`.
+    fn receive(
+        &self,
+        mut items: mpsc::Receiver<SnapshotItem>,
+        manifest: &mut ManifestWriter,
+        blobs_tmp: &Path,
+    ) -> Result<Received> {
         let mut total_records = 0;
-        let mut records = 0u64;
-        let mut logical_bytes = 0u64;
-        let mut blobs: HashSet<BlobId> = HashSet::new();
-        // Blobs announced by a record but not received yet, with that record's name.
-        let mut awaited: HashMap<BlobId, (String, String)> = HashMap::new();
-        let mut written: Vec<BlobId> = Vec::new();
-        let mut blob_bytes = 0u64;
+        let mut received = Received::default();
         while let Some(item) = items.blocking_recv() {
             self.check_cancelled()?;
             match item {
@@ -222,11 +271,15 @@ impl Job {
                 }
                 SnapshotItem::Record(record) => {
                     manifest.append(&record)?;
-                    records += 1;
-                    logical_bytes += record.meta.size_bytes;
-                    if blobs.insert(record.blob_id) && !self.known.contains(&record.blob_id) {
-                        awaited.insert(record.blob_id, (record.collection, record.key));
+                    received.records += 1;
+                    received.logical_bytes += record.meta.size_bytes;
+                    if received.blobs.insert(record.blob_id)
+                        && !self.known.contains(&record.blob_id)
+                    {
+                        let name = (record.collection, record.key);
+                        received.awaited.insert(record.blob_id, name);
                     }
+                    let records = received.records;
                     if records.is_multiple_of(PROGRESS_EVERY) {
                         (self.progress)(Progress::new(
                             Stage::Snapshot,
@@ -236,45 +289,41 @@ impl Job {
                     }
                 }
                 SnapshotItem::Blob { id, stored } => {
-                    let (collection, key) = awaited.remove(&id).ok_or_else(|| {
+                    let (collection, key) = received.awaited.remove(&id).ok_or_else(|| {
                         Error::backend(
                             "take a snapshot",
                             format!("blob {id} was sent without a record pointing at it"),
                         )
                     })?;
-                    if let Err(error) =
-                        blob::decode_verified(&id, &stored, self.max_value_bytes, &*self.lookup)
-                    {
-                        return Err(Error::corrupt_at(
-                            &collection,
-                            &key,
-                            format!(
-                                "blob {id}: {error}; the backup stopped (see the store's verify \
-                                 report, and restore or rewrite this key first)"
-                            ),
-                        ));
-                    }
+                    self.check_blob(&id, &stored, &collection, &key)?;
                     write_new(&blobs_tmp.join(id.to_hex()), &stored)?;
-                    blob_bytes += stored.len() as u64;
-                    written.push(id);
+                    received.blob_bytes += stored.len() as u64;
+                    received.written.push(id);
                 }
             }
         }
-        if !matches!(snapshot_done.blocking_recv(), Ok(true)) {
-            // The snapshot failed (its own error is the one reported) or the store closed.
-            return Err(Error::Closed);
-        }
-        if let Some((blob_id, (collection, key))) = awaited.into_iter().next() {
-            return Err(Error::backend(
-                "take a snapshot",
-                format!("blob {blob_id} of {collection}/{key} was never sent"),
-            ));
-        }
-        (self.progress)(Progress::new(Stage::Snapshot, records, records));
-        let manifest_bytes = manifest.finish(records, blobs.len() as u64, logical_bytes)?;
-        self.check_cancelled()?;
+        Ok(received)
+    }
 
-        self.publish_blobs(&blobs_tmp, &written)?;
+    /// Checks a blob of the snapshot against its id before it goes into the repository.
+    fn check_blob(&self, id: &BlobId, stored: &[u8], collection: &str, key: &str) -> Result<()> {
+        match blob::decode_verified(id, stored, self.max_value_bytes, &*self.lookup) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(Error::corrupt_at(
+                collection,
+                key,
+                format!(
+                    "blob {id}: {error}; the backup stopped (see the store's verify report, and \
+                     restore or rewrite this key first)"
+                ),
+            )),
+        }
+    }
+
+    /// Makes the new blobs and the dictionaries durable, then publishes the manifest: the
+    /// backup exists from that rename on.
+    fn publish(&self, blobs_tmp: &Path, written: &[BlobId], manifest_tmp: &Path) -> Result<()> {
+        self.publish_blobs(blobs_tmp, written)?;
         for dictionary in &self.dictionaries {
             self.repository
                 .write_dictionary(dictionary.id, &dictionary.bytes)?;
@@ -288,19 +337,9 @@ impl Job {
                 format!("a backup named {} already exists", self.id),
             ));
         }
-        std::fs::rename(&manifest_tmp, &manifest_path)
+        std::fs::rename(manifest_tmp, &manifest_path)
             .map_err(io_error(format!("publish {}", manifest_path.display())))?;
-        sync_dir(&self.repository.manifests_dir())?;
-        Ok(BackupSummary {
-            id: self.id.clone(),
-            records,
-            blobs_total: blobs.len() as u64,
-            blobs_written: written.len() as u64,
-            bytes_written: blob_bytes + manifest_bytes,
-            manifest_bytes,
-            logical_bytes,
-            elapsed_ms: 0,
-        })
+        sync_dir(&self.repository.manifests_dir())
     }
 
     /// Syncs the new blob files, moves them into `blobs/`, and syncs the directories that
@@ -356,12 +395,4 @@ impl Job {
         (self.progress)(Progress::new(Stage::Flush, total, total));
         Ok(())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }

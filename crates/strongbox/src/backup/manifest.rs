@@ -128,19 +128,21 @@ impl Header {
     }
 }
 
-/// A record line as read, before it is checked.
-#[derive(serde::Deserialize)]
-struct EntryIn {
-    collection: String,
-    key: String,
-    blob: String,
-    format: u8,
-    version: u64,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    size_bytes: u64,
-    access_count: u64,
-    last_accessed_ms: i64,
+/// A record line, as written (`S = &str`) and as read before it is checked (`S = String`).
+/// The field order is the line's key order.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RecordLine<S> {
+    pub(super) collection: S,
+    pub(super) key: S,
+    /// The blob id, in hex.
+    pub(super) blob: S,
+    pub(super) format: u8,
+    pub(super) version: u64,
+    pub(super) created_at_ms: i64,
+    pub(super) updated_at_ms: i64,
+    pub(super) size_bytes: u64,
+    pub(super) access_count: u64,
+    pub(super) last_accessed_ms: i64,
 }
 
 /// The totals and checksum of the end line.
@@ -161,7 +163,7 @@ pub struct Trailer {
 #[serde(untagged)]
 enum Line {
     End { end: Trailer },
-    Entry(EntryIn),
+    Entry(RecordLine<String>),
 }
 
 /// A checked record of a manifest.
@@ -317,7 +319,7 @@ impl ManifestReader {
         }
     }
 
-    fn check_entry(&mut self, entry: EntryIn) -> Result<Entry> {
+    fn check_entry(&mut self, entry: RecordLine<String>) -> Result<Entry> {
         let line_number = self.line_number;
         let blob_id = Some(entry.blob.as_str())
             .filter(|hex| hex.len() == 64)

@@ -58,11 +58,12 @@ mod writer;
 
 use std::sync::Arc;
 
+pub use crate::config::Retention;
 pub use create::BackupSummary;
 pub use id::BackupId;
 pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};
-pub use retention::{PruneReport, Retention};
+pub use retention::PruneReport;
 pub use verify::{Damage, VerifyReport};
 
 use crate::error::Result;

@@ -50,7 +50,7 @@ pub enum IfExists {
     Replace,
 }
 
-/// What [`Repository::restore`] restores, and how.
+/// What [`Repository::restore`](super::Repository::restore) restores, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct RestoreOptions {

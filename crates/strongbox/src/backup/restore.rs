@@ -107,13 +107,16 @@ impl Repository {
             Ok((lock, plan))
         })
         .await?;
+        let restoring = Restoring {
+            repository: self,
+            plan: &plan,
+            progress: &progress,
+        };
         match &target.postgres_url {
-            None => {
-                self.restore_to_file(&plan, target, options, &progress)
-                    .await?
-            }
+            None => restoring.restore_to_file(target, options.if_exists).await?,
             Some(_) => {
-                self.restore_to_database(&plan, target, options, &progress)
+                restoring
+                    .restore_to_database(target, options.if_exists)
                     .await?
             }
         }
@@ -199,16 +202,19 @@ impl Repository {
         }
         Ok(plan)
     }
+}
 
-    async fn restore_to_file(
-        &self,
-        plan: &Plan,
-        target: &Config,
-        options: &RestoreOptions,
-        progress: &ProgressFn,
-    ) -> Result<()> {
+/// One restore under way: the repository it reads, its checked plan, and the progress callback.
+struct Restoring<'a> {
+    repository: &'a Repository,
+    plan: &'a Plan,
+    progress: &'a ProgressFn,
+}
+
+impl Restoring<'_> {
+    /// Into a file: builds the database under a temporary name, then moves it into place.
+    async fn restore_to_file(&self, target: &Config, if_exists: IfExists) -> Result<()> {
         let path = target.path.clone();
-        let if_exists = options.if_exists;
         let checked = path.clone();
         let temporary = blocking(move || {
             remove_abandoned(&checked);
@@ -221,7 +227,7 @@ impl Repository {
         quiet(&mut config);
         // Durability comes from the checkpoint and file sync at the end, not from each batch.
         config.durability = Durability::Process;
-        let built = self.build(plan, config, progress).await;
+        let built = self.build(config).await;
         let placed = match built {
             Ok(()) => {
                 let (built, path) = (temporary.path().to_owned(), path.clone());
@@ -239,9 +245,9 @@ impl Repository {
     }
 
     /// Restores into a new store at `config`, verifies it, and leaves it closed as one file.
-    async fn build(&self, plan: &Plan, config: Config, progress: &ProgressFn) -> Result<()> {
+    async fn build(&self, config: Config) -> Result<()> {
         let store = Store::open(config).await?;
-        let filled = match self.fill(&store, plan, progress).await {
+        let filled = match self.fill(&store).await {
             Ok(()) => store.backend().checkpoint().await.and_then(|checkpoint| {
                 if checkpoint.is_complete {
                     Ok(())
@@ -259,22 +265,17 @@ impl Repository {
         filled.and(closed)
     }
 
-    async fn restore_to_database(
-        &self,
-        plan: &Plan,
-        target: &Config,
-        options: &RestoreOptions,
-        progress: &ProgressFn,
-    ) -> Result<()> {
-        if options.if_exists == IfExists::Replace {
+    /// Into PostgreSQL: checks the whole backup first, then fills the (empty) database.
+    async fn restore_to_database(&self, target: &Config, if_exists: IfExists) -> Result<()> {
+        if if_exists == IfExists::Replace {
             return Err(Error::InvalidConfig(
                 "replacing a PostgreSQL database is not supported; restore into an empty database"
                     .into(),
             ));
         }
         // No rename makes a database appear whole: check every blob before writing any.
-        let repository = self.clone();
-        let (id, verify_progress) = (plan.id.clone(), Arc::clone(progress));
+        let repository = self.repository.clone();
+        let (id, verify_progress) = (self.plan.id.clone(), Arc::clone(self.progress));
         let report =
             blocking(move || Ok(repository.verify_blocking(&[id], &verify_progress))).await?;
         if let Some(damage) = report.damage.first() {
@@ -296,7 +297,7 @@ impl Repository {
                     target.location()
                 )));
             }
-            self.fill(&store, plan, progress).await
+            self.fill(&store).await
         }
         .await;
         let closed = store.close().await;
@@ -304,9 +305,10 @@ impl Repository {
     }
 
     /// Writes the plan's records into `store` in batches, then verifies the store.
-    async fn fill(&self, store: &Store, plan: &Plan, progress: &ProgressFn) -> Result<()> {
+    async fn fill(&self, store: &Store) -> Result<()> {
+        let (plan, progress) = (self.plan, self.progress);
         // Values keep their encoding, so the store gets the backup's dictionaries first.
-        let repository = self.clone();
+        let repository = self.repository.clone();
         let id = plan.id.clone();
         let (refs, dictionaries) = blocking(move || {
             let refs = ManifestReader::open(&repository, &id)?
@@ -337,7 +339,7 @@ impl Repository {
         }
         store.dictionaries().reload(store.backend()).await?;
         let (batches, mut received) = mpsc::channel::<Vec<WriteOp>>(2);
-        let repository = self.clone();
+        let repository = self.repository.clone();
         let reading = plan.clone();
         let max_value_bytes = store.config().max_value_bytes;
         let reader = tokio::task::spawn_blocking(move || {
@@ -387,7 +389,9 @@ impl Repository {
         progress(Progress::new(Stage::Check, 1, 1));
         Ok(())
     }
+}
 
+impl Repository {
     /// Reads the plan's records with their verified blobs and sends them in batches.
     fn read_batches(
         &self,

@@ -1,4 +1,4 @@
-//! [`Retention`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
+//! [`Retention::select`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
 //!
 //! **Invariants:** prune never deletes a blob a remaining backup needs. It holds the repository
 //! lock exclusively (no backup runs meanwhile), deletes manifests before blobs (a crash in
@@ -16,44 +16,11 @@ use super::id::{BackupId, day_of, week_of};
 use super::manifest::{ManifestReader, read_summary};
 use super::repository::{LockMode, Repository};
 use crate::blob::BlobId;
+use crate::config::Retention;
 use crate::error::{Error, Result};
 
-/// Which backups [`Repository::prune`] keeps: the union of the three rules. Days and weeks are
-/// UTC; weeks start on Monday.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[must_use]
-pub struct Retention {
-    /// Keep the newest this many backups. Default 7.
-    pub keep_last: usize,
-    /// For each of the newest this many days that have backups, keep the newest backup of
-    /// the day. Default 7.
-    pub keep_daily: usize,
-    /// For each of the newest this many weeks that have backups, keep the newest backup of
-    /// the week. Default 4.
-    pub keep_weekly: usize,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            keep_last: 7,
-            keep_daily: 7,
-            keep_weekly: 4,
-        }
-    }
-}
-
+/// Applying a [`Retention`] (defined beside `Config`, which carries one for scheduled prunes).
 impl Retention {
-    /// Keep only the newest `count` backups.
-    pub fn last(count: usize) -> Self {
-        Retention {
-            keep_last: count,
-            keep_daily: 0,
-            keep_weekly: 0,
-        }
-    }
-
     /// The backups to keep among `backups` (id and creation time).
     pub fn select(&self, backups: &[(BackupId, i64)]) -> BTreeSet<BackupId> {
         let mut newest_first: Vec<&(BackupId, i64)> = backups.iter().collect();

@@ -7,27 +7,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::files::io_error;
-use super::manifest::{Header, Trailer};
+use super::manifest::{Header, RecordLine, Trailer};
 use crate::backend::SnapshotRecord;
 use crate::error::{Error, Result};
 
 /// The zstd level of manifests: they are mostly hex digits and repeated field names.
 const ZSTD_LEVEL: i32 = 3;
-
-/// A record line as written.
-#[derive(serde::Serialize)]
-struct EntryOut<'a> {
-    collection: &'a str,
-    key: &'a str,
-    blob: &'a str,
-    format: u8,
-    version: u64,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    size_bytes: u64,
-    access_count: u64,
-    last_accessed_ms: i64,
-}
 
 /// Writes a manifest to a temporary file, hashing as it goes.
 pub struct ManifestWriter {
@@ -63,7 +48,7 @@ impl ManifestWriter {
         let blob = record.blob_id.to_hex();
         let meta = &record.meta;
         self.write_line(
-            &EntryOut {
+            &RecordLine::<&str> {
                 collection: &record.collection,
                 key: &record.key,
                 blob: &blob,
