@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOptions, Retention};
 use strongbox::{Config, PostgresUrl};
 
@@ -90,100 +91,9 @@ pub enum BackupAction {
 pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()> {
     let config = crate::config::load(global)?;
     match args.action {
-        BackupAction::Create { repo } => {
-            let repository = open_repository(&repo, &config, true).await?;
-            let mut config = config;
-            config.create_if_missing = false;
-            let store = crate::commands::open_config(config).await?;
-            let bar = progress_bar("backing up");
-            let progress = bar.clone();
-            let result = repository.backup(&store, move |p| show(&progress, p)).await;
-            bar.finish_and_clear();
-            let result = result.context("take a backup").and_then(|summary| {
-                let mut out = Output::stdout();
-                if repo.json {
-                    out.json(&summary, true)?;
-                } else {
-                    out.line(format_args!(
-                        "backup {}: {} records, {} of {} values new ({} written) in {} ms",
-                        summary.id,
-                        output::count(summary.records),
-                        output::count(summary.blobs_written),
-                        output::count(summary.blobs_total),
-                        output::bytes(summary.bytes_written),
-                        summary.elapsed_ms
-                    ))?;
-                }
-                out.finish()
-            });
-            crate::commands::close(store, result).await
-        }
-        BackupAction::List { repo } => {
-            let repository = open_repository(&repo, &config, false).await?;
-            let backups = repository.list().await.context("list backups")?;
-            let mut out = Output::stdout();
-            if repo.json {
-                out.json(&backups, true)?;
-            } else {
-                for backup in &backups {
-                    out.line(format_args!(
-                        "{}  {:>10} records  {:>10}  {}",
-                        backup.id,
-                        output::count(backup.records),
-                        output::bytes(backup.logical_bytes),
-                        backup.damage.as_deref().unwrap_or("ok")
-                    ))?;
-                }
-            }
-            out.finish()
-        }
-        BackupAction::Verify { repo, id } => {
-            let repository = open_repository(&repo, &config, false).await?;
-            let id = id
-                .map(|id| id.parse())
-                .transpose()
-                .context("parse the backup id")?;
-            let bar = progress_bar("verifying");
-            let progress = bar.clone();
-            let report = repository
-                .verify(id.as_ref(), move |p| show(&progress, p))
-                .await;
-            bar.finish_and_clear();
-            let report = report.context("verify backups")?;
-            let mut out = Output::stdout();
-            if repo.json {
-                out.json(&report, true)?;
-            } else {
-                for damage in &report.damage {
-                    let place = match (&damage.collection, &damage.key) {
-                        (Some(collection), Some(key)) => format!(" ({collection}/{key})"),
-                        _ => String::new(),
-                    };
-                    out.line(format_args!(
-                        "{}: {}{place}: {}",
-                        damage.backup_id,
-                        damage.blob_id.as_deref().unwrap_or("manifest"),
-                        damage.detail
-                    ))?;
-                }
-                out.line(format_args!(
-                    "verify: {} backups, {} values ({}) checked, {} problems",
-                    report.backups_checked,
-                    output::count(report.blobs_checked),
-                    output::bytes(report.bytes_checked),
-                    report.damage.len()
-                ))?;
-            }
-            out.finish()?;
-            if report.is_clean() {
-                Ok(())
-            } else {
-                Err(Failure::Problems {
-                    count: report.damage.len(),
-                }
-                .into())
-            }
-        }
+        BackupAction::Create { repo } => create(&repo, config).await,
+        BackupAction::List { repo } => list(&repo, &config).await,
+        BackupAction::Verify { repo, id } => verify(&repo, &config, id).await,
         BackupAction::Restore {
             repo,
             id,
@@ -191,16 +101,6 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
             collections,
             force,
         } => {
-            let repository = open_repository(&repo, &config, false).await?;
-            let backup: BackupRef = id.parse().context("parse the backup id")?;
-            let mut target = config.clone();
-            if PostgresUrl::is_postgres(&to) {
-                target.postgres_url = Some(PostgresUrl::new(to));
-            } else {
-                target.postgres_url = None;
-                target.path = PathBuf::from(to);
-            }
-            target.backup_repository = None;
             let options = RestoreOptions {
                 collections,
                 if_exists: if force {
@@ -209,52 +109,173 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
                     IfExists::Refuse
                 },
             };
-            let bar = progress_bar("restoring");
-            let progress = bar.clone();
-            let summary = repository
-                .restore(&backup, &target, &options, move |p| show(&progress, p))
-                .await;
-            bar.finish_and_clear();
-            let summary = summary.with_context(|| format!("restore into {}", target.location()))?;
-            let mut out = Output::stdout();
-            if repo.json {
-                out.json(&summary, true)?;
-            } else {
-                out.line(format_args!(
-                    "restored backup {} into {}: {} records in {} ms, verified",
-                    summary.backup_id,
-                    summary.target,
-                    output::count(summary.records),
-                    summary.elapsed_ms
-                ))?;
-            }
-            out.finish()
+            restore(&repo, &config, &id, to, &options).await
         }
-        BackupAction::Prune { repo, keep } => {
-            let repository = open_repository(&repo, &config, false).await?;
-            let retention = keep.map_or(config.backup_retention, Retention::last);
-            let report = repository
-                .prune(&retention)
-                .await
-                .context("prune backups")?;
-            let mut out = Output::stdout();
-            if repo.json {
-                out.json(&report, true)?;
-            } else {
-                out.line(format_args!(
-                    "pruned {} backups, kept {}; removed {} values ({})",
-                    report.removed.len(),
-                    report.kept.len(),
-                    output::count(report.blobs_removed),
-                    output::bytes(report.bytes_removed)
-                ))?;
-                if let Some(reason) = &report.sweep_skipped {
-                    out.line(format_args!("values kept: {reason}"))?;
-                }
-            }
-            out.finish()
-        }
+        BackupAction::Prune { repo, keep } => prune(&repo, &config, keep).await,
     }
+}
+
+/// `backup create`: an online backup of the database into the repository (created if needed).
+async fn create(repo: &RepoOption, config: Config) -> anyhow::Result<()> {
+    let repository = open_repository(repo, &config, true).await?;
+    let mut config = config;
+    config.create_if_missing = false;
+    let store = crate::commands::open_config(config).await?;
+    let bar = progress_bar("backing up");
+    let progress = bar.clone();
+    let result = repository.backup(&store, move |p| show(&progress, p)).await;
+    bar.finish_and_clear();
+    let result = result.context("take a backup").and_then(|summary| {
+        print(repo, &summary, |out| {
+            out.line(format_args!(
+                "backup {}: {} records, {} of {} values new ({} written) in {} ms",
+                summary.id,
+                output::count(summary.records),
+                output::count(summary.blobs_written),
+                output::count(summary.blobs_total),
+                output::bytes(summary.bytes_written),
+                summary.elapsed_ms
+            ))
+        })
+    });
+    crate::commands::close(store, result).await
+}
+
+/// `backup list`: one line per backup, oldest first, with its damage if any.
+async fn list(repo: &RepoOption, config: &Config) -> anyhow::Result<()> {
+    let repository = open_repository(repo, config, false).await?;
+    let backups = repository.list().await.context("list backups")?;
+    print(repo, &backups, |out| {
+        for backup in &backups {
+            out.line(format_args!(
+                "{}  {:>10} records  {:>10}  {}",
+                backup.id,
+                output::count(backup.records),
+                output::bytes(backup.logical_bytes),
+                backup.damage.as_deref().unwrap_or("ok")
+            ))?;
+        }
+        Ok(())
+    })
+}
+
+/// `backup verify [ID]`: re-reads the backups and prints each damage and a summary.
+async fn verify(repo: &RepoOption, config: &Config, id: Option<String>) -> anyhow::Result<()> {
+    let repository = open_repository(repo, config, false).await?;
+    let id = id
+        .map(|id| id.parse())
+        .transpose()
+        .context("parse the backup id")?;
+    let bar = progress_bar("verifying");
+    let progress = bar.clone();
+    let report = repository
+        .verify(id.as_ref(), move |p| show(&progress, p))
+        .await;
+    bar.finish_and_clear();
+    let report = report.context("verify backups")?;
+    print(repo, &report, |out| {
+        for damage in &report.damage {
+            let place = match (&damage.collection, &damage.key) {
+                (Some(collection), Some(key)) => format!(" ({collection}/{key})"),
+                _ => String::new(),
+            };
+            out.line(format_args!(
+                "{}: {}{place}: {}",
+                damage.backup_id,
+                damage.blob_id.as_deref().unwrap_or("manifest"),
+                damage.detail
+            ))?;
+        }
+        out.line(format_args!(
+            "verify: {} backups, {} values ({}) checked, {} problems",
+            report.backups_checked,
+            output::count(report.blobs_checked),
+            output::bytes(report.bytes_checked),
+            report.damage.len()
+        ))
+    })?;
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure::Problems {
+            count: report.damage.len(),
+        }
+        .into())
+    }
+}
+
+/// `backup restore ID --to PATH|URL`: restores a backup into a new database.
+async fn restore(
+    repo: &RepoOption,
+    config: &Config,
+    id: &str,
+    to: String,
+    options: &RestoreOptions,
+) -> anyhow::Result<()> {
+    let repository = open_repository(repo, config, false).await?;
+    let backup: BackupRef = id.parse().context("parse the backup id")?;
+    let mut target = config.clone();
+    if PostgresUrl::is_postgres(&to) {
+        target.postgres_url = Some(PostgresUrl::new(to));
+    } else {
+        target.postgres_url = None;
+        target.path = PathBuf::from(to);
+    }
+    target.backup_repository = None;
+    let bar = progress_bar("restoring");
+    let progress = bar.clone();
+    let summary = repository
+        .restore(&backup, &target, options, move |p| show(&progress, p))
+        .await;
+    bar.finish_and_clear();
+    let summary = summary.with_context(|| format!("restore into {}", target.location()))?;
+    print(repo, &summary, |out| {
+        out.line(format_args!(
+            "restored backup {} into {}: {} records in {} ms, verified",
+            summary.backup_id,
+            summary.target,
+            output::count(summary.records),
+            summary.elapsed_ms
+        ))
+    })
+}
+
+/// `backup prune [--keep N]`: deletes the backups retention does not keep.
+async fn prune(repo: &RepoOption, config: &Config, keep: Option<usize>) -> anyhow::Result<()> {
+    let repository = open_repository(repo, config, false).await?;
+    let retention = keep.map_or(config.backup_retention, Retention::last);
+    let report = repository
+        .prune(&retention)
+        .await
+        .context("prune backups")?;
+    print(repo, &report, |out| {
+        out.line(format_args!(
+            "pruned {} backups, kept {}; removed {} values ({})",
+            report.removed.len(),
+            report.kept.len(),
+            output::count(report.blobs_removed),
+            output::bytes(report.bytes_removed)
+        ))?;
+        if let Some(reason) = &report.sweep_skipped {
+            out.line(format_args!("values kept: {reason}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Prints `value` as indented JSON with `--json`, else as `text` writes it.
+fn print<T: Serialize>(
+    repo: &RepoOption,
+    value: &T,
+    text: impl FnOnce(&mut Output) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = Output::stdout();
+    if repo.json {
+        out.json(value, true)?;
+    } else {
+        text(&mut out)?;
+    }
+    out.finish()
 }
 
 /// The repository of `--repo`, else of the config file.

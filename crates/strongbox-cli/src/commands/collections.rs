@@ -4,8 +4,16 @@ use anyhow::Context as _;
 use serde::Serialize;
 use strongbox::Store;
 
-use crate::cli::{CollectionsArgs, GlobalOptions};
+use crate::cli::GlobalOptions;
 use crate::output::{self, Output};
+
+/// Options of `strongbox collections`.
+#[derive(Debug, clap::Args)]
+pub struct CollectionsArgs {
+    /// Print a JSON array of {"collection":..., "records":...} instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// One collection in `--json` output.
 #[derive(Debug, Serialize)]

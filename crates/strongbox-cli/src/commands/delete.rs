@@ -3,9 +3,21 @@
 use anyhow::Context as _;
 use strongbox::{Expect, Store, Version};
 
-use crate::cli::{DeleteArgs, GlobalOptions};
+use crate::cli::GlobalOptions;
 use crate::commands::Failure;
 use crate::output::Output;
+
+/// Options of `strongbox delete COLLECTION KEY`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// Delete only if the record is currently at this version (else exit code 5).
+    #[arg(long, value_name = "N")]
+    pub if_version: Option<u64>,
+}
 
 /// Deletes the record and prints `deleted COLLECTION/KEY`.
 ///

@@ -12,10 +12,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use strongbox::{ListOptions, Store};
+use strongbox::Store;
 
-use crate::cli::{ExportArgs, GlobalOptions};
-use crate::commands::{PAGE_KEYS, retrieve_mapped};
+use crate::cli::GlobalOptions;
+use crate::commands::{KeyPages, retrieve_mapped};
+
+/// Options of `strongbox export [COLLECTION]`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Export only this collection (default: all of them).
+    pub collection: Option<String>,
+    /// Output file, created owner-only (mode 0600) and moved into place when complete; a device
+    /// or FIFO (/dev/null) is written directly; `-` or nothing writes to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
 
 /// One exported line.
 #[derive(Serialize)]
@@ -109,21 +120,11 @@ async fn write_all(
     writer: &mut impl Write,
 ) -> anyhow::Result<()> {
     for collection in collections {
-        let mut after: Option<String> = None;
-        loop {
-            let mut options = ListOptions::all().limit(PAGE_KEYS);
-            options.start_after = after.take();
-            let keys = store
-                .list(collection, options)
-                .await
-                .with_context(|| format!("list collection {collection}"))?;
+        let mut pages = KeyPages::new(store, collection);
+        while let Some(keys) = pages.next().await? {
             for (_, line) in retrieve_mapped(store, collection, &keys, to_line).await? {
                 writer.write_all(&line).context("write a line")?;
             }
-            if keys.len() < PAGE_KEYS {
-                break;
-            }
-            after = keys.last().cloned();
         }
     }
     Ok(())

@@ -5,9 +5,24 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use strongbox::Store;
 
-use crate::cli::{GetArgs, GlobalOptions};
+use crate::cli::GlobalOptions;
 use crate::commands::Failure;
 use crate::output::Output;
+
+/// Options of `strongbox get COLLECTION KEY`.
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// Print indented JSON instead of one line.
+    #[arg(long)]
+    pub pretty: bool,
+    /// Print {"value":..., "version":..., "created_at_ms":..., ...} instead of the bare value.
+    #[arg(long)]
+    pub meta: bool,
+}
 
 /// What `get --meta` prints: the value, then `strongbox::RecordMeta` (times in ms since the
 /// epoch; read counts lag by the reads not yet flushed).

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
@@ -19,9 +19,33 @@ use serde_json::value::RawValue;
 use strongbox::{Store, Transaction};
 use tokio::sync::mpsc;
 
-use crate::cli::{GlobalOptions, ImportArgs};
+use crate::cli::GlobalOptions;
 use crate::lines::{LineRead, read_line, skip_line};
 use crate::output::{self, Output};
+
+/// Options of `strongbox import FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// JSON lines file; `-` reads standard input. A value is refused, like `put` refuses it, when
+    /// it would not be stored exactly as written; a line longer than max_value_bytes plus
+    /// 64 KiB is refused without being read whole.
+    pub file: PathBuf,
+    /// Lines per transaction: a bad line discards its whole batch, earlier batches stay.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Skip bad lines (unparseable, missing fields, invalid names, too large), report how many.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Do not run maintenance afterwards. By default the import ends with one: collections that
+    /// now hold enough values get a compression dictionary and are recompressed with it, and the
+    /// space that frees goes back to the file system.
+    #[arg(long)]
+    pub no_maintenance: bool,
+    /// Print the summary as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Skipped lines described one by one on standard error; further ones are only counted.
 const SHOWN_SKIPS: u64 = 10;

@@ -3,9 +3,28 @@
 use anyhow::Context as _;
 use strongbox::{ListOptions, Store};
 
-use crate::cli::{GlobalOptions, ListArgs};
+use crate::cli::GlobalOptions;
 use crate::commands::PAGE_KEYS;
 use crate::output::Output;
+
+/// Options of `strongbox list COLLECTION`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Only keys starting with this prefix.
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+    /// Only keys after this one (pass the last key of a page to get the next page).
+    #[arg(long, value_name = "KEY")]
+    pub start_after: Option<String>,
+    /// At most this many keys.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print a JSON array instead of one key per line.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Prints the keys, one per line (or a JSON array with `--json`).
 ///

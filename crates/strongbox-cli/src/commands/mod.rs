@@ -1,8 +1,8 @@
-//! The subcommands, one module each, and what they share: opening and closing the store,
-//! the failures with their own exit codes, and reading many values in parallel.
+//! The subcommands, one module each with its options, and what they share: opening and closing
+//! the store, the failures with their own exit codes, walking a collection's keys page by page,
+//! and reading many values in parallel.
 
 pub mod backup;
-pub mod bench;
 pub mod collections;
 pub mod delete;
 pub mod demo;
@@ -22,7 +22,7 @@ use std::fmt;
 use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use strongbox::{Config, Store};
+use strongbox::{Config, ListOptions, Store};
 
 use crate::cli::{Cli, Command, GlobalOptions};
 
@@ -80,7 +80,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&global, args).await,
         Command::Maintenance(args) => maintenance::run(&global, args).await,
         Command::ServeMetrics(args) => serve_metrics::run(&global, args).await,
-        Command::Bench(args) => bench::run(&args).await,
+        Command::Bench { .. } => Err(anyhow::anyhow!(
+            "the benchmark is not part of `strongbox` any more: in the Strongbox repository, run \
+             `cargo run --release -p strongbox-bench -- --dataset FILE`"
+        )),
         Command::Backup(args) => backup::run(&global, args).await,
         Command::Migrate(args) => migrate::run(&global, args).await,
     }
@@ -127,6 +130,48 @@ pub async fn close<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result
     let value = result?;
     closed?;
     Ok(value)
+}
+
+/// The keys of a collection in order, [`PAGE_KEYS`] at a time, so that walking a whole
+/// collection holds one page in memory.
+pub struct KeyPages<'a> {
+    store: &'a Store,
+    collection: &'a str,
+    /// The last key of the previous page.
+    after: Option<String>,
+    is_done: bool,
+}
+
+impl<'a> KeyPages<'a> {
+    /// The pages of `collection`, from its first key.
+    pub fn new(store: &'a Store, collection: &'a str) -> Self {
+        KeyPages {
+            store,
+            collection,
+            after: None,
+            is_done: false,
+        }
+    }
+
+    /// The next page of keys, or `None` after the last.
+    ///
+    /// # Errors
+    /// When listing fails, naming the collection.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<String>>> {
+        if self.is_done {
+            return Ok(None);
+        }
+        let mut options = ListOptions::all().limit(PAGE_KEYS);
+        options.start_after = self.after.take();
+        let keys = self
+            .store
+            .list(self.collection, options)
+            .await
+            .with_context(|| format!("list collection {}", self.collection))?;
+        self.is_done = keys.len() < PAGE_KEYS;
+        self.after = keys.last().cloned();
+        Ok(Some(keys).filter(|keys| !keys.is_empty()))
+    }
 }
 
 /// Reads the values of `keys` in `collection`, in order, with as many parallel tasks as the

@@ -6,8 +6,28 @@ use anyhow::Context as _;
 use serde_json::Value;
 use strongbox::{Expect, Store, Version};
 
-use crate::cli::{GlobalOptions, PutArgs};
+use crate::cli::GlobalOptions;
 use crate::output::Output;
+
+/// Options of `strongbox put COLLECTION KEY [JSON]`.
+#[derive(Debug, clap::Args)]
+pub struct PutArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Key.
+    pub key: String,
+    /// The value, as JSON; read from standard input when omitted. Refused when it would not be
+    /// stored exactly as written: a number beyond 64-bit integers and doubles
+    /// (123456789012345678901234567890, 1e-400; write such numbers as strings) or an object
+    /// with a duplicate key.
+    pub json: Option<String>,
+    /// Store only if the record is currently at this version (else exit code 5).
+    #[arg(long, value_name = "N", conflicts_with = "if_absent")]
+    pub if_version: Option<u64>,
+    /// Store only if the key does not exist yet (else exit code 5).
+    #[arg(long)]
+    pub if_absent: bool,
+}
 
 /// Stores the value and prints its new version.
 ///

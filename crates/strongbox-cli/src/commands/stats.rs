@@ -3,8 +3,19 @@
 use anyhow::Context as _;
 use strongbox::Store;
 
-use crate::cli::{GlobalOptions, StatsArgs};
+use crate::cli::GlobalOptions;
 use crate::output::{self, Output};
+
+/// Options of `strongbox stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print the strongbox::StorageStats fields as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print again every SECS seconds until interrupted (a JSON object per line with --json).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+}
 
 /// Prints the storage statistics (the `strongbox::StorageStats` fields as JSON with `--json`).
 ///

@@ -4,9 +4,17 @@ use anyhow::Context as _;
 use serde_json::json;
 use strongbox::{Problem, Store, VerifyReport};
 
-use crate::cli::{GlobalOptions, VerifyArgs};
+use crate::cli::GlobalOptions;
 use crate::commands::Failure;
 use crate::output::{self, Output};
+
+/// Options of `strongbox verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Print the report as a JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Runs `Store::verify`, prints each problem and a summary line.
 ///

@@ -4,6 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt as _, SeedableRng as _};
+
 /// Throughput and latency of one workload.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Measured {
@@ -39,14 +42,17 @@ impl Measured {
     }
 }
 
-/// Runs `operation(task, n)` on `tasks` tasks until `duration` has passed; measures each call.
-pub async fn run_for<F, Fut>(
+/// Runs `operation` on `tasks` tasks until `duration` has passed; measures each call. Each
+/// call gets a clone of `context` and a generator of its own ([`rng_for`]).
+pub async fn run_for<C, F, Fut>(
     tasks: usize,
     duration: Duration,
+    context: C,
     operation: F,
 ) -> anyhow::Result<Measured>
 where
-    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    C: Clone + Send + 'static,
+    F: Fn(C, SmallRng) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
     let operation = Arc::new(operation);
@@ -55,12 +61,13 @@ where
     let mut handles = Vec::with_capacity(tasks);
     for task in 0..tasks {
         let operation = Arc::clone(&operation);
+        let context = context.clone();
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let begun = Instant::now();
-                operation(task, n).await?;
+                operation(context.clone(), rng_for(task, n)).await?;
                 latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
                 n += 1;
             }
@@ -74,50 +81,28 @@ where
     Ok(Measured::from_latencies(latencies, started.elapsed()))
 }
 
-/// Runs a blocking `operation(n)` on this thread until `duration` has passed.
+/// Runs a blocking `operation` on this thread until `duration` has passed; measures each call.
+/// Each call gets a generator of its own.
 pub fn run_blocking_for(
     duration: Duration,
-    mut operation: impl FnMut(u64) -> anyhow::Result<()>,
+    mut operation: impl FnMut(SmallRng) -> anyhow::Result<()>,
 ) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let mut latencies = Vec::new();
     let mut n = 0u64;
     while started.elapsed() < duration {
         let begun = Instant::now();
-        operation(n)?;
+        operation(rng_for(0, n))?;
         latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
         n += 1;
     }
     Ok(Measured::from_latencies(latencies, started.elapsed()))
 }
 
-/// xorshift64*: a cheap deterministic generator for picking keys.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed (any value).
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A uniform number in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// A uniform number in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// The generator of operation `n` of task `task`: the same numbers in every run, different
+/// ones for every operation.
+fn rng_for(task: usize, n: u64) -> SmallRng {
+    SmallRng::seed_from_u64((task as u64) << 32 | n)
 }
 
 /// YCSB's Zipfian generator (Gray et al., "Quickly generating billion-record synthetic
@@ -147,8 +132,8 @@ impl Zipf {
     }
 
     /// The next item, in `0..items`.
-    pub fn sample(&self, rng: &mut Rng) -> u64 {
-        let u = rng.unit();
+    pub fn sample(&self, rng: &mut impl Rng) -> u64 {
+        let u: f64 = rng.random();
         let uz = u * self.zeta_n;
         if uz < 1.0 {
             return 0;
@@ -182,7 +167,7 @@ mod tests {
     #[test]
     fn zipf_prefers_the_first_items() {
         let zipf = Zipf::new(1000, 0.99);
-        let mut rng = Rng::new(7);
+        let mut rng = SmallRng::seed_from_u64(7);
         let mut counts = vec![0u32; 1000];
         for _ in 0..100_000 {
             counts[zipf.sample(&mut rng) as usize] += 1;

@@ -1,0 +1,146 @@
+//! `strongbox-bench`: Strongbox against the seed's approach, on the same data, in one run.
+//!
+//! Workloads, each timed for `--duration` seconds on a fresh database in a temporary directory:
+//! bulk load (transactions of 1,000 records); durable single-record stores from one task and
+//! from `--concurrency` tasks (updates: a random key gets another value of its collection);
+//! cache-hit reads (8 tasks); cold reads with the cache off (8 tasks, uniform and Zipfian 0.99
+//! keys); a YCSB-A-like 50/50 read/update mix on Zipfian keys (`--concurrency` tasks). The
+//! seed's approach (see [`seed`]) runs its writes and reads on the same data, and every figure
+//! of ours is also given as a ratio against it. `--postgres URL` adds the same workloads on an
+//! (empty) PostgreSQL database.
+//!
+//! `--json` prints one object whose field names are stable: `raw_bytes`, `file_bytes`,
+//! `seed_file_bytes`, `peak_rss_bytes`, `cache_capacity_bytes`, `maintenance_ms` and
+//! `dictionaries_trained` (the maintenance run after the bulk load), and for each workload
+//! `<name>_ops_per_s`, `<name>_p50_us`, `<name>_p99_us` with names `bulk_load`, `write`
+//! (concurrent), `write_single`, `read_hit`, `read_cold` (uniform), `read_cold_zipf`, `mixed`,
+//! `seed_bulk_load`, `seed_write`, `seed_read`; `ratios` (ours / seed's); and `postgres` (the
+//! same workload fields, or null).
+//!
+//! It is its own binary so that the product, `strongbox`, carries neither the baseline nor its
+//! dependencies (rusqlite directly, flate2, BLAKE3): run it with
+//! `cargo run --release -p strongbox-bench -- --dataset FILE`.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod dataset;
+mod ours;
+mod report;
+mod seed;
+mod workload;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use strongbox::{Config, Store};
+
+use crate::dataset::Dataset;
+use crate::report::Report;
+
+/// The allocator of the `strongbox` binary, so that the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Benchmark Strongbox against the seed's approach on a dataset (fresh temporary databases).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "strongbox-bench", version)]
+pub struct BenchArgs {
+    /// JSON lines to load: one `{"collection": ..., "key": ..., "value": ...}` per line.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Tasks for the concurrent write and mixed workloads.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds each timed workload runs.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also run the workloads on this PostgreSQL database (it should be empty; the bench
+    /// writes the dataset into it).
+    #[arg(long)]
+    pub postgres: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(&args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Nothing sensible is left to do if standard error is gone too.
+            let _ = writeln!(std::io::stderr().lock(), "strongbox-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the dataset, runs every workload (ours, the seed's, PostgreSQL's when asked) and
+/// prints the report.
+///
+/// # Errors
+/// When the dataset cannot be read, a database cannot be opened or a workload fails.
+async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dataset = Arc::new(Dataset::load(&args.dataset)?);
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let dir = tempfile::tempdir().context("create a temporary directory")?;
+    let config = Config::new(dir.path().join("strongbox.db"));
+    let cache_capacity_bytes = config.cache_capacity_bytes;
+    if !args.json {
+        eprintln!(
+            "{} records, {} bytes of JSON values; {} s per workload",
+            dataset.records.len(),
+            dataset.raw_bytes,
+            args.duration
+        );
+    }
+    // A PostgreSQL database that cannot be reached fails now, not after the other workloads.
+    if let Some(url) = &args.postgres {
+        Store::open(Config::postgres(url.clone()))
+            .await
+            .context("open the PostgreSQL database")?
+            .close()
+            .await?;
+    }
+    let ours = ours::run(config, &dataset, args.concurrency, duration)
+        .await
+        .context("run the Strongbox workloads")?;
+    let seed_path = dir.path().join("seed.db");
+    let seed_dataset = Arc::clone(&dataset);
+    let seed = tokio::task::spawn_blocking(move || seed::run(&seed_path, &seed_dataset, duration))
+        .await
+        .context("run the seed's workloads")??;
+    let postgres = match &args.postgres {
+        Some(url) => Some(
+            ours::run(
+                Config::postgres(url.clone()),
+                &dataset,
+                args.concurrency,
+                duration,
+            )
+            .await
+            .context("run the PostgreSQL workloads")?,
+        ),
+        None => None,
+    };
+    let report = Report::new(&dataset, cache_capacity_bytes, ours, seed, postgres);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.to_json()).context("encode the report")?
+        );
+    } else {
+        report.print();
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Strongbox's workloads on one backend: a bulk load and one maintenance run, then timed
+//! writes, cache-hit reads, cold reads and a read/update mix.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::RngExt as _;
+use serde::Serialize;
+use strongbox::{Config, Store};
+
+use crate::dataset::Dataset;
+use crate::workload::{Measured, Zipf, run_for};
+
+/// Tasks for the read workloads.
+const READ_TASKS: usize = 8;
+
+/// Records in each transaction of the bulk load.
+const BULK_BATCH: usize = 1000;
+
+/// Figures of one backend; serialized as they are for `postgres` in the `--json` report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    /// Loading the dataset in transactions of 1,000 records (latencies are per transaction).
+    pub bulk_load: Measured,
+    /// Updates from `--concurrency` tasks.
+    pub write: Measured,
+    /// Updates from one task.
+    pub write_single: Measured,
+    /// Reads served by the cache, uniform keys.
+    pub read_hit: Measured,
+    /// Reads with the cache off, uniform keys.
+    pub read_cold: Measured,
+    /// Reads with the cache off, Zipfian keys.
+    pub read_cold_zipf: Measured,
+    /// Half reads, half updates, Zipfian keys, from `--concurrency` tasks.
+    pub mixed: Measured,
+    /// File (or table) bytes after the bulk load and the maintenance run.
+    pub file_bytes: u64,
+    /// The maintenance run after the bulk load (it trains the dictionaries), in milliseconds.
+    pub maintenance_ms: u64,
+    /// Dictionaries it trained.
+    pub dictionaries_trained: u64,
+}
+
+impl Figures {
+    /// Each timed workload with its name in the report, in the report's order.
+    pub fn workloads(&self) -> [(&'static str, Measured); 7] {
+        [
+            ("bulk_load", self.bulk_load),
+            ("write", self.write),
+            ("write_single", self.write_single),
+            ("read_hit", self.read_hit),
+            ("read_cold", self.read_cold),
+            ("read_cold_zipf", self.read_cold_zipf),
+            ("mixed", self.mixed),
+        ]
+    }
+}
+
+/// How a read picks its key.
+#[derive(Debug, Clone, Copy)]
+enum KeyChoice {
+    /// Every key alike.
+    Uniform,
+    /// Zipfian 0.99: a few keys take most reads.
+    Zipfian,
+}
+
+/// What the timed operations work on; cloned into every task.
+#[derive(Clone)]
+struct Target {
+    store: Store,
+    dataset: Arc<Dataset>,
+    zipf: Arc<Zipf>,
+}
+
+/// Runs every workload on a new store of `config`, each timed one for `duration`; the
+/// concurrent ones on `concurrency` tasks.
+///
+/// # Errors
+/// When the store cannot be opened or an operation fails.
+pub async fn run(
+    config: Config,
+    dataset: &Arc<Dataset>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Figures> {
+    let concurrency = concurrency.max(1);
+    let store = Store::open(config.clone())
+        .await
+        .context("open the store")?;
+    let bulk_load = bulk_load(&store, dataset).await?;
+    let maintenance = store.maintenance().await?;
+    let file_bytes = store.storage_stats().await?.file_bytes;
+    let target = Target {
+        store: store.clone(),
+        dataset: Arc::clone(dataset),
+        zipf: Arc::new(Zipf::new(dataset.records.len() as u64, 0.99)),
+    };
+    let write_single = target.writes(1, duration).await?;
+    let write = target.writes(concurrency, duration).await?;
+    for (collection, key, _) in &dataset.records {
+        store.retrieve::<serde_json::Value>(collection, key).await?;
+    }
+    let read_hit = target.reads(KeyChoice::Uniform, duration).await?;
+
+    let mut cold_config = config;
+    cold_config.cache_capacity_bytes = 0;
+    let cold = Target {
+        store: Store::open(cold_config)
+            .await
+            .context("open a second, uncached handle")?,
+        ..target.clone()
+    };
+    let read_cold = cold.reads(KeyChoice::Uniform, duration).await?;
+    let read_cold_zipf = cold.reads(KeyChoice::Zipfian, duration).await?;
+    cold.store.close().await?;
+
+    let mixed = target.mixed(concurrency, duration).await?;
+    store.close().await?;
+    Ok(Figures {
+        bulk_load,
+        write,
+        write_single,
+        read_hit,
+        read_cold,
+        read_cold_zipf,
+        mixed,
+        file_bytes,
+        maintenance_ms: maintenance.elapsed_ms,
+        dictionaries_trained: maintenance.dictionaries_trained,
+    })
+}
+
+/// Stores the whole dataset in transactions of [`BULK_BATCH`] records.
+async fn bulk_load(store: &Store, dataset: &Dataset) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut batch_latencies = Vec::new();
+    for chunk in dataset.records.chunks(BULK_BATCH) {
+        let begun = Instant::now();
+        let mut tx = store.transaction();
+        for (collection, key, value) in chunk {
+            tx.store(collection, key, value)?;
+        }
+        tx.commit().await?;
+        batch_latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    let elapsed = started.elapsed();
+    Ok(Measured {
+        ops: dataset.records.len() as u64,
+        ops_per_s: dataset.records.len() as f64 / elapsed.as_secs_f64(),
+        ..Measured::from_latencies(batch_latencies, elapsed)
+    })
+}
+
+impl Target {
+    /// Durable single-record updates: a random key gets another value of its collection.
+    async fn writes(&self, tasks: usize, duration: Duration) -> anyhow::Result<Measured> {
+        run_for(
+            tasks,
+            duration,
+            self.clone(),
+            |target, mut rng| async move {
+                let (collection, key, value) = target.dataset.update(&mut rng);
+                target.store.store(collection, key, value).await?;
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Reads of keys that exist, on [`READ_TASKS`] tasks.
+    async fn reads(&self, choice: KeyChoice, duration: Duration) -> anyhow::Result<Measured> {
+        run_for(
+            READ_TASKS,
+            duration,
+            self.clone(),
+            move |target, mut rng| async move {
+                let index = match choice {
+                    KeyChoice::Uniform => rng.random_range(0..target.dataset.records.len()),
+                    KeyChoice::Zipfian => target.zipf.sample(&mut rng) as usize,
+                };
+                let (collection, key, _) = &target.dataset.records[index];
+                anyhow::ensure!(
+                    target
+                        .store
+                        .retrieve::<serde_json::Value>(collection, key)
+                        .await?
+                        .is_some(),
+                    "{key} vanished"
+                );
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// YCSB-A-like: on Zipfian keys, half reads and half updates.
+    async fn mixed(&self, tasks: usize, duration: Duration) -> anyhow::Result<Measured> {
+        run_for(
+            tasks,
+            duration,
+            self.clone(),
+            |target, mut rng| async move {
+                let index = target.zipf.sample(&mut rng) as usize;
+                let (collection, key, _) = &target.dataset.records[index];
+                if rng.random_bool(0.5) {
+                    target
+                        .store
+                        .retrieve::<serde_json::Value>(collection, key)
+                        .await?;
+                } else {
+                    let value = target.dataset.replacement(index, &mut rng);
+                    target.store.store(collection, key, value).await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+}

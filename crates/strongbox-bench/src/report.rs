@@ -1,0 +1,180 @@
+//! The report: a table for people, or one JSON object whose field names are stable (listed in
+//! the crate's documentation).
+
+use serde_json::{Map, Value, json};
+
+use crate::dataset::Dataset;
+use crate::ours::Figures;
+use crate::seed::SeedFigures;
+use crate::workload::{Measured, peak_rss_bytes};
+
+/// Everything measured, ready to print.
+pub struct Report {
+    raw_bytes: u64,
+    records: u64,
+    cache_capacity_bytes: u64,
+    peak_rss_bytes: u64,
+    ours: Figures,
+    seed: SeedFigures,
+    postgres: Option<Figures>,
+}
+
+impl Report {
+    /// Gathers the figures, with the dataset's size and this process's peak memory.
+    pub fn new(
+        dataset: &Dataset,
+        cache_capacity_bytes: u64,
+        ours: Figures,
+        seed: SeedFigures,
+        postgres: Option<Figures>,
+    ) -> Self {
+        Report {
+            raw_bytes: dataset.raw_bytes,
+            records: dataset.records.len() as u64,
+            cache_capacity_bytes,
+            peak_rss_bytes: peak_rss_bytes(),
+            ours,
+            seed,
+            postgres,
+        }
+    }
+
+    /// (name, ours, the seed's figure it is compared with).
+    fn rows(&self) -> Vec<(&'static str, Measured, Option<Measured>)> {
+        let seed = &self.seed;
+        let baselines = [
+            Some(seed.bulk_load),
+            Some(seed.write),
+            Some(seed.write),
+            Some(seed.read),
+            Some(seed.read),
+            Some(seed.read),
+            None,
+        ];
+        self.ours
+            .workloads()
+            .into_iter()
+            .zip(baselines)
+            .map(|((name, ours), baseline)| (name, ours, baseline))
+            .collect()
+    }
+
+    /// The `--json` report.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        let mut put = |name: &str, measured: &Measured| {
+            object.insert(format!("{name}_ops_per_s"), json!(measured.ops_per_s));
+            object.insert(format!("{name}_p50_us"), json!(measured.p50_us));
+            object.insert(format!("{name}_p99_us"), json!(measured.p99_us));
+        };
+        for (name, measured, _) in self.rows() {
+            put(name, &measured);
+        }
+        put("seed_bulk_load", &self.seed.bulk_load);
+        put("seed_write", &self.seed.write);
+        put("seed_read", &self.seed.read);
+        object.insert("ratios".into(), Value::Object(self.ratios()));
+        let ours = &self.ours;
+        let totals = [
+            ("records", json!(self.records)),
+            ("raw_bytes", json!(self.raw_bytes)),
+            ("file_bytes", json!(ours.file_bytes)),
+            ("maintenance_ms", json!(ours.maintenance_ms)),
+            ("dictionaries_trained", json!(ours.dictionaries_trained)),
+            ("seed_file_bytes", json!(self.seed.file_bytes)),
+            ("peak_rss_bytes", json!(self.peak_rss_bytes)),
+            ("cache_capacity_bytes", json!(self.cache_capacity_bytes)),
+            ("postgres", json!(self.postgres)),
+        ];
+        for (name, value) in totals {
+            object.insert(name.into(), value);
+        }
+        Value::Object(object)
+    }
+
+    /// Ours over the seed's: throughput of each workload that has a baseline, and file size.
+    fn ratios(&self) -> Map<String, Value> {
+        let mut ratios = Map::new();
+        for (name, measured, baseline) in self.rows() {
+            if let Some(baseline) = baseline {
+                ratios.insert(
+                    name.to_owned(),
+                    json!(ratio(measured.ops_per_s, baseline.ops_per_s)),
+                );
+            }
+        }
+        ratios.insert(
+            "file_bytes".into(),
+            json!(ratio(
+                self.ours.file_bytes as f64,
+                self.seed.file_bytes as f64
+            )),
+        );
+        ratios
+    }
+
+    /// Prints the table on standard output.
+    pub fn print(&self) {
+        println!(
+            "{:<16} {:>12} {:>9} {:>9} {:>12} {:>8}",
+            "workload", "ops/s", "p50 µs", "p99 µs", "seed ops/s", "ratio"
+        );
+        for (name, measured, baseline) in self.rows() {
+            let (seed, ratio_text) = match baseline {
+                Some(baseline) => (
+                    format!("{:.0}", baseline.ops_per_s),
+                    format!("{:.2}x", ratio(measured.ops_per_s, baseline.ops_per_s)),
+                ),
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "{name:<16} {:>12.0} {:>9} {:>9} {seed:>12} {ratio_text:>8}",
+                measured.ops_per_s, measured.p50_us, measured.p99_us
+            );
+        }
+        println!(
+            "{:<16} {:>12} {:>9} {:>9} {:>12} {:>7.2}x",
+            "file bytes",
+            self.ours.file_bytes,
+            "",
+            "",
+            self.seed.file_bytes,
+            ratio(self.ours.file_bytes as f64, self.seed.file_bytes as f64)
+        );
+        println!(
+            "file measured after the bulk load and one maintenance run ({} ms, {} dictionaries trained)",
+            self.ours.maintenance_ms, self.ours.dictionaries_trained
+        );
+        println!(
+            "raw JSON {} bytes; peak RSS {} MiB (cache budget {} MiB)",
+            self.raw_bytes,
+            self.peak_rss_bytes >> 20,
+            self.cache_capacity_bytes >> 20
+        );
+        if let Some(postgres) = &self.postgres {
+            self.print_postgres(postgres);
+        }
+    }
+
+    /// Prints PostgreSQL's figures against SQLite's.
+    fn print_postgres(&self, postgres: &Figures) {
+        println!("\nPostgreSQL (same workloads) against SQLite:");
+        for ((name, pg), (_, sqlite)) in postgres.workloads().into_iter().zip(self.ours.workloads())
+        {
+            println!(
+                "{name:<16} {:>12.0} {:>9} {:>9} {:>12.0} {:>7.2}x",
+                pg.ops_per_s,
+                pg.p50_us,
+                pg.p99_us,
+                sqlite.ops_per_s,
+                ratio(pg.ops_per_s, sqlite.ops_per_s)
+            );
+        }
+        println!("{:<16} {:>12}", "table bytes", postgres.file_bytes);
+    }
+}
+
+/// `ours / theirs`, or 0 when there is nothing to compare with.
+fn ratio(ours: f64, theirs: f64) -> f64 {
+    if theirs > 0.0 { ours / theirs } else { 0.0 }
+}
