@@ -1,6 +1,6 @@
 //! `Store::copy_into`: move a whole store to another backend (SQLite ↔ PostgreSQL), verified.
 //!
-//! The source streams one consistent snapshot (`Backend::snapshot`, the same one backups use);
+//! The source streams one consistent snapshot (`Snapshots::snapshot`, the same one backups use);
 //! each record is written to the target with its version and metadata (`WriteOp::Restore`) as
 //! soon as its value arrives, in batched transactions. The unique values are held in memory
 //! until the copy ends (the store's stored size: fine for stores that fit in RAM; a bigger one

@@ -1,6 +1,6 @@
 //! [`Repository::backup`]: an online, incremental backup of a store.
 //!
-//! The store streams a point-in-time snapshot (`Backend::snapshot`) to a blocking thread that
+//! The store streams a point-in-time snapshot (`Snapshots::snapshot`) to a blocking thread that
 //! writes the manifest and the blobs the repository lacks into `tmp/<id>/`. Only when the
 //! snapshot completed are the blobs made durable (synced in parallel, then renamed into
 //! `blobs/`, then their directories synced), and only then is the manifest renamed into

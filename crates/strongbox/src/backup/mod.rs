@@ -38,7 +38,7 @@
 //! - `verify` runs every check `restore` runs (the same code), so it reports whatever restore
 //!   would refuse; a restore into a file removes the temporaries of killed restores into the
 //!   same file once it can prove them abandoned.
-//! - Nothing here speaks SQL: a store streams a snapshot through `Backend::snapshot` and
+//! - Nothing here speaks SQL: a store streams a snapshot through `Snapshots::snapshot` and
 //!   takes restored records as `WriteOp::Restore`, so every backend reads and writes the same
 //!   repository, and a backup of one backend restores into the other.
 
