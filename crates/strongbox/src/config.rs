@@ -104,6 +104,11 @@ pub struct Config {
     /// empty store. A new database is built under a temporary name and moved into place
     /// complete, so a file at `path` is never half-created.
     pub create_if_missing: bool,
+    /// Opens the database read-only. Default false. Writes, maintenance and backups restored
+    /// into it fail with `Error::ReadOnly`; reads, `stats`, `verify` and backups of it work,
+    /// on a file this process may not write (SQLite then needs the `-wal` and `-shm` files to
+    /// exist, or the directory to be writable, as for any WAL database).
+    pub read_only: bool,
     /// The SQLite VFS (the layer through which SQLite reads, writes and syncs files) to open
     /// the database with; `None` (the default) is the operating system's. A VFS must have been
     /// registered with SQLite under this name first (the power-loss tests register one that
@@ -186,6 +191,7 @@ impl Default for Config {
         Config {
             path: PathBuf::from("strongbox.db"),
             create_if_missing: true,
+            read_only: false,
             sqlite_vfs: None,
             postgres_url: None,
             postgres_tls_ca_file: None,

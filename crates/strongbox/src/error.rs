@@ -125,6 +125,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The store was opened read-only (`Config::read_only`) and the call would write.
+    #[error("the store is read-only: cannot {action} (open it without read_only to write)")]
+    ReadOnly {
+        /// What was refused, as an action.
+        action: String,
+    },
+
     /// The store was closed; open it again.
     #[error("the store is closed")]
     Closed,
@@ -171,6 +178,9 @@ impl Error {
                 waited_ms: *waited_ms,
             },
             Error::Closed => Error::Closed,
+            Error::ReadOnly { action } => Error::ReadOnly {
+                action: action.clone(),
+            },
             Error::StorageFull { action } => Error::StorageFull {
                 action: action.clone(),
             },
@@ -236,6 +246,7 @@ impl Error {
             Error::Backend { .. } => "backend",
             Error::StorageFull { .. } => "storage_full",
             Error::Io { .. } => "io",
+            Error::ReadOnly { .. } => "read_only",
             Error::Closed => "closed",
         }
     }
