@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Checks, Engine, Upkeep};
 use crate::clock::now_ms;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// What `Store::maintenance_with` does beyond the default steps.
@@ -82,8 +82,8 @@ impl Store {
     /// sweep the cache.
     ///
     /// # Errors
-    /// None of its own: failures of steps are in the report. The `Result` is kept for
-    /// failures to start.
+    /// `Error::ReadOnly` on a store opened read-only; otherwise none of its own: failures of
+    /// steps are in the report.
     ///
     /// # Cancel safety
     /// Cancel safe between steps: a step in progress on the writer still completes.
@@ -109,6 +109,11 @@ impl Store {
         options: MaintenanceOptions,
         cancel: &CancellationToken,
     ) -> Result<MaintenanceReport> {
+        if self.config().read_only {
+            return Err(Error::ReadOnly {
+                action: "run maintenance".into(),
+            });
+        }
         let _running = self.maintenance_lock().lock().await;
         let started = Instant::now();
         let backend = self.backend();

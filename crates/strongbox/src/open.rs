@@ -44,9 +44,15 @@ fn start_tasks(store: &Store) {
             Store::from_inner(inner).publish_metrics().await;
         },
     );
+    // A read-only store cannot be maintained: it is someone else's to maintain.
+    let maintenance_interval_secs = if config.read_only {
+        0
+    } else {
+        config.maintenance_interval_secs
+    };
     tasks.every(
         "maintenance",
-        config.maintenance_interval_secs,
+        maintenance_interval_secs,
         store.downgrade(),
         |inner, cancel| async move {
             let store = Store::from_inner(inner);

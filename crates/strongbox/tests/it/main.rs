@@ -13,3 +13,4 @@ mod integrity;
 mod maintenance;
 mod model;
 mod postgres;
+mod read_only;

@@ -59,8 +59,11 @@ pub struct SqliteBackend {
     path: PathBuf,
     busy_timeout: Duration,
     inline_reads: bool,
+    /// The writer thread; `None` once closed, and always for a read-only store.
     writer: Mutex<Option<WriterHandle>>,
     readers: Arc<ReaderPool>,
+    /// Opened with `Config::read_only`: no writer, and writes fail with `Error::ReadOnly`.
+    read_only: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +89,9 @@ impl SqliteBackend {
     }
 
     fn open_blocking(config: &Config) -> Result<Self> {
+        if config.read_only {
+            return Self::open_read_only(config);
+        }
         let path = config.path.clone();
         let vfs = config.sqlite_vfs.clone();
         // Through the operating system's files, a new database is built aside and moved into
@@ -171,10 +177,49 @@ impl SqliteBackend {
             inline_reads: config.inline_reads,
             writer: Mutex::new(Some(WriterHandle { requests, thread })),
             readers,
+            read_only: false,
+        })
+    }
+
+    /// Opens an existing store for reading only: no writer thread, no schema migration, and
+    /// nothing written to the file (its journal mode and layout are left as they are).
+    fn open_read_only(config: &Config) -> Result<Self> {
+        let path = config.path.clone();
+        if !path.exists() {
+            return Err(no_database(&path));
+        }
+        let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
+        let vfs = config.sqlite_vfs.clone();
+        let probe = reader::open_reader(&path, vfs.as_deref(), busy_timeout)?;
+        schema::check_is_current(&probe)?;
+        drop(probe);
+        let readers = Arc::new(ReaderPool::open(
+            path.clone(),
+            vfs,
+            config.read_connections,
+            busy_timeout,
+        )?);
+        Ok(SqliteBackend {
+            path,
+            busy_timeout,
+            inline_reads: config.inline_reads,
+            writer: Mutex::new(None),
+            readers,
+            read_only: true,
         })
     }
 
     fn send(&self, request: Request) -> Result<()> {
+        if self.read_only {
+            let action = match request {
+                Request::Write { .. } => "write",
+                Request::Access { .. } => "record read counts",
+                Request::Exclusive(_) => "run maintenance",
+            };
+            return Err(Error::ReadOnly {
+                action: action.into(),
+            });
+        }
         let guard = self.writer.lock().map_err(|_| Error::Closed)?;
         let handle = guard.as_ref().ok_or(Error::Closed)?;
         handle.requests.send(request).map_err(|_| Error::Closed)

@@ -145,7 +145,12 @@ impl ReaderPool {
     }
 }
 
-fn open_reader(path: &Path, vfs: Option<&str>, busy_timeout: Duration) -> Result<Connection> {
+/// A read-only connection to the database.
+pub(super) fn open_reader(
+    path: &Path,
+    vfs: Option<&str>,
+    busy_timeout: Duration,
+) -> Result<Connection> {
     let conn = open_connection(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY

@@ -204,6 +204,28 @@ pub fn check_is_store(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a store opened read-only is at this code's schema version: it cannot be
+/// migrated without writing.
+pub fn check_is_current(conn: &Connection) -> Result<()> {
+    check_is_store(conn)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(map_err("read the schema version"))?;
+    match version.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(Error::InvalidConfig(format!(
+            "the database has schema version {version}, newer than this Strongbox \
+             ({SCHEMA_VERSION}): upgrade Strongbox"
+        ))),
+        std::cmp::Ordering::Less => Err(Error::ReadOnly {
+            action: format!(
+                "upgrade the database from schema version {version} to {SCHEMA_VERSION} \
+                 (open it once without read_only)"
+            ),
+        }),
+    }
+}
+
 /// The error for a database without Strongbox's schema.
 fn not_a_store(conn: &Connection) -> Result<Error> {
     let tables: i64 = conn

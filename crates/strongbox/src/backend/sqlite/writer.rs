@@ -55,6 +55,11 @@ impl Writes for SqliteBackend {
     }
 
     async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        // Read counts are statistics: a read-only store keeps none, and its reads do not fail
+        // for it.
+        if self.read_only {
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Request::Access { updates, reply })?;
         answer
