@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::contract::{Checks, DictionaryStorage, Engine, Reads, Snapshots, Upkeep, Writes};
+#[cfg(feature = "postgres")]
 use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
@@ -24,18 +25,30 @@ use crate::record::Version;
 pub enum Backend {
     /// An embedded SQLite file.
     Sqlite(SqliteBackend),
-    /// A PostgreSQL database shared by many servers.
+    /// A PostgreSQL database shared by many servers (with the `postgres` feature).
+    #[cfg(feature = "postgres")]
     Postgres(PostgresBackend),
 }
 
 impl Backend {
     /// Opens the engine the configuration names: PostgreSQL for a `postgres_url`, else the
     /// SQLite file at `path`.
+    ///
+    /// # Errors
+    /// The engine's, and `Error::InvalidConfig` for a `postgres_url` in a build without the
+    /// `postgres` feature.
     pub async fn open(config: &Config) -> Result<Self> {
-        Ok(match &config.postgres_url {
-            Some(url) => Backend::Postgres(PostgresBackend::open(url, config).await?),
-            None => Backend::Sqlite(SqliteBackend::open(config).await?),
-        })
+        match &config.postgres_url {
+            #[cfg(feature = "postgres")]
+            Some(url) => Ok(Backend::Postgres(PostgresBackend::open(url, config).await?)),
+            #[cfg(not(feature = "postgres"))]
+            Some(url) => Err(crate::error::Error::InvalidConfig(format!(
+                "{} is a PostgreSQL database, and this build of Strongbox has no PostgreSQL \
+                 support: enable the crate's `postgres` feature",
+                url.redacted()
+            ))),
+            None => Ok(Backend::Sqlite(SqliteBackend::open(config).await?)),
+        }
     }
 }
 
@@ -44,6 +57,7 @@ macro_rules! forward {
     ($self:ident, $engine:ident => $call:expr) => {
         match $self {
             Backend::Sqlite($engine) => $call,
+            #[cfg(feature = "postgres")]
             Backend::Postgres($engine) => $call,
         }
     };

@@ -19,6 +19,7 @@
 mod contract;
 mod dispatch;
 mod plan;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
 mod types;

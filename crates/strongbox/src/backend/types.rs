@@ -197,6 +197,7 @@ pub(super) enum Position {
     /// After the SQLite blob with this `ref`.
     Ref(i64),
     /// After the PostgreSQL blob with this id.
+    #[cfg(feature = "postgres")]
     Id(BlobId),
 }
 
@@ -210,6 +211,7 @@ impl BlobCursor {
             Position::Ref(blob_ref) => {
                 Some(BlobCursor(Position::Ref(blob_ref.saturating_add(count))))
             }
+            #[cfg(feature = "postgres")]
             Position::Id(_) => None,
         }
     }
@@ -272,6 +274,10 @@ pub struct RefcountMismatch {
 }
 
 /// A write committed by another server, heard through the backend's change feed.
+#[cfg_attr(
+    not(feature = "postgres"),
+    expect(dead_code, reason = "only PostgreSQL hears of other servers' writes")
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// This key changed.

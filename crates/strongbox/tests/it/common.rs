@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+#[cfg(feature = "postgres")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use strongbox::{Config, Store};
@@ -39,6 +40,35 @@ fn postgres_is_required() -> bool {
         .is_some_and(|value| !value.is_empty() && value != "0")
 }
 
+/// Says that a test was skipped, past the test harness's capture, so that a passing run still
+/// says what it did not test.
+fn skipped(why: &str) {
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+#[cfg(not(feature = "postgres"))]
+impl ScratchDatabase {
+    /// Without the `postgres` feature there is no PostgreSQL engine to test.
+    pub async fn create() -> Option<Self> {
+        assert!(
+            !postgres_is_required(),
+            "STRONGBOX_REQUIRE_POSTGRES is set, and the tests were built without the postgres feature"
+        );
+        skipped("built without the postgres feature (cargo test --features postgres)");
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", postgres_server(), self.name)
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {}
+}
+
+#[cfg(feature = "postgres")]
 impl ScratchDatabase {
     /// A new database on the test server; `None` (after printing why) when no server answers
     /// and none is required.
@@ -58,13 +88,10 @@ impl ScratchDatabase {
         match connect_admin().await {
             Ok(_) => {}
             Err(error) if !postgres_is_required() => {
-                // Written to stderr directly, past the test harness's capture, so that a
-                // passing run still says what it did not test.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: no PostgreSQL at {server} ({error}); set STRONGBOX_TEST_POSTGRES to \
-                     a server, or STRONGBOX_REQUIRE_POSTGRES=1 to fail instead"
-                );
+                skipped(&format!(
+                    "no PostgreSQL at {server} ({error}); set STRONGBOX_TEST_POSTGRES to a \
+                     server, or STRONGBOX_REQUIRE_POSTGRES=1 to fail instead"
+                ));
                 return None;
             }
             Err(error) => panic!(
@@ -81,6 +108,7 @@ impl ScratchDatabase {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
@@ -98,6 +126,7 @@ impl Drop for ScratchDatabase {
 }
 
 /// A connection to the server's `postgres` database, and the task driving it.
+#[cfg(feature = "postgres")]
 async fn connect_admin()
 -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(
@@ -112,6 +141,7 @@ async fn connect_admin()
 }
 
 /// Runs one statement on the server's `postgres` database.
+#[cfg(feature = "postgres")]
 async fn admin(sql: &str) {
     let (client, driver) = connect_admin()
         .await

@@ -405,6 +405,7 @@ async fn a_campaign_of_random_single_bit_flips_never_yields_a_wrong_value() {
     );
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_renamed_or_redirected_record_is_corrupt_and_found_by_verify() {
     let Some(harness) = crate::common::Harness::postgres().await else {

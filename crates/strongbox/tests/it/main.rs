@@ -12,5 +12,6 @@ mod files;
 mod integrity;
 mod maintenance;
 mod model;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod read_only;

@@ -67,6 +67,7 @@ impl Checks for SqliteBackend {
         let after = match after.0 {
             Position::Start => 0,
             Position::Ref(blob_ref) => blob_ref,
+            #[cfg(feature = "postgres")]
             Position::Id(_) => {
                 return Err(Error::backend(
                     "read blobs",
