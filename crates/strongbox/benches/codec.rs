@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the write path's CPU work on a realistic value (a BitCraps game session
 //! from the sample data): serialize, hash, compress with each codec and level (and with a
 //! dictionary trained on similar sessions), and decode.
-//! Run: `cargo bench -p strongbox --bench codec`.
+//! Run: `cargo bench -p strongbox-store --bench codec`.
 
 use std::hint::black_box;
 

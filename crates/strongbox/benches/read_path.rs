@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the read path on a real SQLite file: a cache hit against a cold read
-//! (cache off) of the same value, in one run. Run: `cargo bench -p strongbox --bench read_path`.
+//! (cache off) of the same value, in one run. Run: `cargo bench -p strongbox-store --bench read_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use strongbox::{Config, Store};

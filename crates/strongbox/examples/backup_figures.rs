@@ -3,7 +3,7 @@
 //! and added bytes after changing 1% of the keys, then verify and restore times.
 //!
 //! ```text
-//! cargo run --release -p strongbox --example backup_figures -- /work/shared/data/bitcraps-sample.jsonl
+//! cargo run --release -p strongbox-store --example backup_figures -- /work/shared/data/bitcraps-sample.jsonl
 //! ```
 
 use std::io::BufRead;

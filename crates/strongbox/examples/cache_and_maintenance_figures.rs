@@ -3,7 +3,7 @@
 //! the maintenance report after deleting every other record.
 //!
 //! ```text
-//! cargo run --release -p strongbox --example cache_and_maintenance_figures -- ../shared/data/bitcraps-sample.jsonl
+//! cargo run --release -p strongbox-store --example cache_and_maintenance_figures -- ../shared/data/bitcraps-sample.jsonl
 //! ```
 
 use std::io::BufRead;
