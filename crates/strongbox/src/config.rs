@@ -169,7 +169,8 @@ pub struct Config {
     pub stats_interval_secs: u64,
     /// Maintenance rebuilds the whole file (a full vacuum, which holds writes back while it runs)
     /// when more than this percentage of it is slack: free pages, and space left in half-empty
-    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does.
+    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does. SQLite only:
+    /// PostgreSQL's slack is not measured, so there a full vacuum runs only on request.
     pub vacuum_slack_percent: u8,
     /// A backup repository directory. When set, maintenance takes a backup (then prunes with
     /// `backup_retention`) whenever the newest backup is older than `backup_interval_secs`,

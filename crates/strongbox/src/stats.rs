@@ -24,8 +24,8 @@ pub struct StorageStats {
     pub unique_bytes: u64,
     /// Bytes of stored blobs, after compression and deduplication.
     pub stored_bytes: u64,
-    /// Bytes the database occupies on disk (for SQLite: the file plus its WAL), including
-    /// indexes and free pages.
+    /// Bytes the database occupies on disk (for SQLite: the file plus its WAL; for PostgreSQL:
+    /// every Strongbox table with its indexes and TOAST data), including indexes and free pages.
     pub file_bytes: u64,
     /// Bytes saved by deduplication: `logical_bytes - unique_bytes`.
     pub dedup_saved_bytes: u64,
@@ -37,7 +37,8 @@ pub struct StorageStats {
     pub dictionary_collections: u64,
     /// Stored bytes of values no record refers to any more, which the next maintenance run's
     /// orphan sweep removes (SQLite leaves them there so that a write touches no page of values;
-    /// always 0 on PostgreSQL). Not part of `stored_bytes`.
+    /// PostgreSQL deletes a value with its last reference, so there it is 0 unless a count was
+    /// left at zero outside Strongbox's writes). Not part of `stored_bytes`.
     #[serde(default)]
     pub released_bytes: u64,
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, OrphanSweep, RecordCheck,
+    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
     RefcountMismatch, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
     WriteOutcome,
 };
@@ -27,8 +27,8 @@ pub trait Engine {
     /// The engine's name as backups record it: `"sqlite"` or `"postgres"`.
     fn name(&self) -> &'static str;
 
-    /// Bytes the database occupies on disk (SQLite: the file and its WAL; PostgreSQL: the
-    /// tables with their indexes and TOAST data).
+    /// Bytes the database occupies on disk (SQLite: the file and its WAL; PostgreSQL: every
+    /// Strongbox table with its indexes, TOAST data, free space and visibility maps).
     async fn file_bytes(&self) -> Result<u64>;
 
     /// Total time callers waited for a free connection, in microseconds.
@@ -119,8 +119,10 @@ pub trait Checks {
     /// Records pointing at a blob that does not exist.
     async fn dangling_records(&self) -> Result<Vec<(String, String)>>;
 
-    /// The engine's own consistency check: the problems it reports (empty when healthy).
-    async fn integrity_check(&self) -> Result<Vec<String>>;
+    /// The engine's own consistency check of its pages and indexes: the problems it reports
+    /// (empty when healthy), or why the engine has no such check it can run here (PostgreSQL
+    /// without the `amcheck` extension).
+    async fn integrity_check(&self) -> Result<Measurement<Vec<String>>>;
 }
 
 /// Maintenance: statistics, space, logs and indexes.
@@ -133,15 +135,17 @@ pub trait Upkeep {
     async fn collect_orphan_blobs(&self) -> Result<OrphanSweep>;
 
     /// Returns free space to the file system (`full`: rebuild everything); returns the number
-    /// of pages released where the engine says.
+    /// of pages by which the database shrank, measured before and after (PostgreSQL: its 8 KiB
+    /// pages, net of what other servers wrote meanwhile).
     async fn vacuum(&self, full: bool) -> Result<u64>;
 
     /// Bytes of the database that hold no data (unused parts of pages and free pages), and the
-    /// database's size, in bytes.
-    async fn slack(&self) -> Result<(u64, u64)>;
+    /// database's size, in bytes; or why the engine cannot measure them.
+    async fn slack(&self) -> Result<Measurement<(u64, u64)>>;
 
-    /// Copies the write-ahead log into the database (a no-op where the engine does it itself).
-    async fn checkpoint(&self) -> Result<Checkpoint>;
+    /// Copies the write-ahead log into the database; or why that does not apply (an engine
+    /// that checkpoints its log itself).
+    async fn checkpoint(&self) -> Result<Measurement<Checkpoint>>;
 
     /// Rebuilds every index.
     async fn reindex(&self) -> Result<()>;

@@ -11,7 +11,7 @@ use super::contract::{Checks, DictionaryStorage, Engine, Reads, Snapshots, Upkee
 use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, OrphanSweep, RecordCheck,
+    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
     RefcountMismatch, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
     WriteOutcome,
 };
@@ -164,7 +164,7 @@ impl Checks for Backend {
         forward!(self, engine => engine.dangling_records().await)
     }
 
-    async fn integrity_check(&self) -> Result<Vec<String>> {
+    async fn integrity_check(&self) -> Result<Measurement<Vec<String>>> {
         forward!(self, engine => engine.integrity_check().await)
     }
 }
@@ -182,11 +182,11 @@ impl Upkeep for Backend {
         forward!(self, engine => engine.vacuum(full).await)
     }
 
-    async fn slack(&self) -> Result<(u64, u64)> {
+    async fn slack(&self) -> Result<Measurement<(u64, u64)>> {
         forward!(self, engine => engine.slack().await)
     }
 
-    async fn checkpoint(&self) -> Result<Checkpoint> {
+    async fn checkpoint(&self) -> Result<Measurement<Checkpoint>> {
         forward!(self, engine => engine.checkpoint().await)
     }
 

@@ -31,7 +31,7 @@ pub use dispatch::Backend;
 /// store has no files of its own).
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};
 pub use types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, OrphanSweep, RecordCheck,
+    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
     RefcountMismatch, SnapshotItem, SnapshotRecord, StorageTotals, StoredDictionary, StoredRecord,
     WriteOp, WriteOutcome,
 };

@@ -232,8 +232,9 @@ pub struct StorageTotals {
     pub unique_bytes: u64,
     /// Stored size of every unique value (after deduplication and compression).
     pub stored_bytes: u64,
-    /// Stored size of the values no record refers to any more, waiting for the orphan sweep
-    /// (SQLite; always 0 on PostgreSQL, which deletes them at once). Not in `stored_bytes`.
+    /// Stored size of the values no record refers to any more, waiting for the orphan sweep.
+    /// Measured on both engines; on PostgreSQL it is 0 unless a count was left at zero outside
+    /// a write, since a write deletes a value with its last reference. Not in `stored_bytes`.
     pub released_bytes: u64,
 }
 
@@ -249,6 +250,21 @@ pub struct OrphanSweep {
     pub released: u64,
     /// Their stored bytes.
     pub released_bytes: u64,
+}
+
+/// What a maintenance step that an engine may not support found: the figure it measured, or
+/// why the step does not apply there. A report never states a figure that was not measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measurement<T> {
+    /// The step ran; what it measured.
+    Measured(T),
+    /// The step did not run, or did not measure this, on this engine: why, as a clause a
+    /// report quotes after "not applicable: " or "not measured: ".
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(dead_code, reason = "SQLite measures every step")
+    )]
+    NotApplicable(&'static str),
 }
 
 /// What a WAL checkpoint did.

@@ -106,6 +106,18 @@ impl ScratchDatabase {
     pub fn url(&self) -> String {
         format!("{}/{}", postgres_server(), self.name)
     }
+
+    /// A connection to this database as the server's superuser, to look at or alter its tables
+    /// by hand; the connection's driver task ends when the client is dropped.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
 }
 
 #[cfg(feature = "postgres")]

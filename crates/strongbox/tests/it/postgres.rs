@@ -352,3 +352,58 @@ async fn without_notifications_caches_fall_back_to_their_ttl() {
     first.close().await.unwrap();
     second.close().await.unwrap();
 }
+
+/// A table altered by hand (a column retyped) makes reads fail with a typed error naming the
+/// column, never a panic; `verify` reports it as a problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_altered_by_hand_is_an_error_not_a_panic() {
+    let Some(scratch) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    store.store("players", "alice", &1i64).await.unwrap();
+    store.store("players", "bob", &2i64).await.unwrap();
+    store.close().await.unwrap();
+    let admin = scratch.connect().await;
+    admin
+        .batch_execute("ALTER TABLE strongbox_records ALTER COLUMN size TYPE TEXT USING size::text")
+        .await
+        .unwrap();
+    // A store opened afterwards, so that no cache or prepared statement predates the change.
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    let error = store.retrieve::<i64>("players", "alice").await.unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+    assert!(error.to_string().contains("`size`"), "{error}");
+    let error = store.storage_stats().await.unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+    let report = store.verify().await.unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.detail.contains("`size`")),
+        "{:?}",
+        report.problems
+    );
+    store.close().await.unwrap();
+
+    admin
+        .batch_execute(
+            "ALTER TABLE strongbox_records ALTER COLUMN size TYPE BIGINT USING size::bigint;
+             ALTER TABLE strongbox_records
+                 ALTER COLUMN collection TYPE BYTEA USING convert_to(collection, 'UTF8')",
+        )
+        .await
+        .unwrap();
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    let error = store.collections().await.unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+    assert!(error.to_string().contains("`collection`"), "{error}");
+    let error = store
+        .list("players", strongbox::ListOptions::all())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error}");
+    assert!(!store.verify().await.unwrap().is_clean());
+    store.close().await.unwrap();
+}

@@ -1,11 +1,45 @@
-//! Conversions at the PostgreSQL boundary: driver errors into [`Error`], signed integers into
-//! counts, and metadata columns into [`RecordMeta`].
+//! Conversions at the PostgreSQL boundary: driver errors into [`Error`], columns into values
+//! ([`Column`]), signed integers into counts, and metadata columns into [`RecordMeta`].
+//!
+//! **Invariant:** no row is read with the driver's panicking `Row::get`: a table altered by hand
+//! (a column retyped, or made nullable and holding a null) is an `Error`, never a panic.
 
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::FromSql;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version};
+
+/// Reading a column of a result row, as a typed error instead of a panic.
+pub(super) trait Column {
+    /// The value of column `index` (0-based, in the query's select list).
+    ///
+    /// # Errors
+    /// `Error::Backend` naming the column, when its value does not convert to `T`: the column
+    /// no longer has the type (or the `NOT NULL`) Strongbox gave it, so the table was altered
+    /// outside Strongbox. The whole table is then unreadable as Strongbox's, not one record
+    /// damaged, so this is not `Error::Corrupt`.
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T>;
+}
+
+impl Column for Row {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T> {
+        self.try_get(index).map_err(|error| {
+            let name = self
+                .columns()
+                .get(index)
+                .map_or("?", tokio_postgres::Column::name);
+            Error::backend(
+                format!(
+                    "read column {index} (`{name}`) as the type Strongbox gave it (was the \
+                     table altered by hand? restore the table, or the database from a backup)"
+                ),
+                error,
+            )
+        })
+    }
+}
 
 /// PostgreSQL integers are signed; counts and versions never reach 2^63.
 pub(super) fn to_i64(value: u64) -> i64 {
@@ -33,19 +67,19 @@ pub(super) fn map_err(action: impl Into<String>) -> impl FnOnce(tokio_postgres::
 
 /// The metadata in six columns from `first` on, in this order: `version, created_at,
 /// updated_at, size, access_count, last_accessed` (the order of `strongbox_records`).
-pub(super) fn meta(row: &Row, first: usize) -> RecordMeta {
-    RecordMeta {
-        version: Version::new(unsigned(row.get(first))),
-        created_at_ms: row.get(first + 1),
-        updated_at_ms: row.get(first + 2),
-        size_bytes: unsigned(row.get(first + 3)),
-        access_count: unsigned(row.get(first + 4)),
-        last_accessed_ms: row.get(first + 5),
-    }
+pub(super) fn meta(row: &Row, first: usize) -> Result<RecordMeta> {
+    Ok(RecordMeta {
+        version: Version::new(unsigned(row.column(first)?)),
+        created_at_ms: row.column(first + 1)?,
+        updated_at_ms: row.column(first + 2)?,
+        size_bytes: unsigned(row.column(first + 3)?),
+        access_count: unsigned(row.column(first + 4)?),
+        last_accessed_ms: row.column(first + 5)?,
+    })
 }
 
 /// A format tag column (`SMALLINT`); one out of range, which only damage makes, reads as 255,
 /// which no codec knows.
-pub(super) fn format(row: &Row, index: usize) -> u8 {
-    u8::try_from(row.get::<_, i16>(index)).unwrap_or(u8::MAX)
+pub(super) fn format(row: &Row, index: usize) -> Result<u8> {
+    Ok(u8::try_from(row.column::<i16>(index)?).unwrap_or(u8::MAX))
 }

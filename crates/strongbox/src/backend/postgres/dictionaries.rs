@@ -2,7 +2,7 @@
 //! and rewrites that recompress a collection's values with a new dictionary.
 
 use super::PostgresBackend;
-use super::convert::{map_err, unsigned};
+use super::convert::{Column, map_err, unsigned};
 use crate::backend::{DictionaryStorage, StoredDictionary, dictionary_clash};
 use crate::blob::BlobId;
 use crate::error::Result;
@@ -18,16 +18,17 @@ impl DictionaryStorage for PostgresBackend {
             )
             .await
             .map_err(map_err("read the compression dictionaries"))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredDictionary {
-                id: u32::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-                collection: row.get(1),
-                bytes: row.get(2),
-                created_at_ms: row.get(3),
-                ratio: row.get(4),
+        rows.iter()
+            .map(|row| {
+                Ok(StoredDictionary {
+                    id: u32::try_from(row.column::<i64>(0)?).unwrap_or(0),
+                    collection: row.column(1)?,
+                    bytes: row.column(2)?,
+                    created_at_ms: row.column(3)?,
+                    ratio: row.column(4)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn add_dictionary(&self, dictionary: StoredDictionary) -> Result<bool> {
@@ -57,7 +58,7 @@ impl DictionaryStorage for PostgresBackend {
             )
             .await
             .map_err(map_err("look up a dictionary"))?;
-        if row.get::<_, &[u8]>(0) == dictionary.bytes.as_slice() {
+        if row.column::<&[u8]>(0)? == dictionary.bytes.as_slice() {
             Ok(false)
         } else {
             Err(dictionary_clash(dictionary.id))
@@ -74,10 +75,9 @@ impl DictionaryStorage for PostgresBackend {
             )
             .await
             .map_err(map_err("count the collections' records"))?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.get(0), unsigned(row.get(1))))
-            .collect())
+        rows.iter()
+            .map(|row| Ok((row.column(0)?, unsigned(row.column(1)?))))
+            .collect()
     }
 
     async fn sample_values(
@@ -99,10 +99,13 @@ impl DictionaryStorage for PostgresBackend {
             .query(sql, &[&collection, &limit])
             .await
             .map_err(map_err("sample a collection's values"))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| BlobId::from_slice(row.get::<_, &[u8]>(0)).map(|id| (id, row.get(1))))
-            .collect())
+        let mut values = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(id) = BlobId::from_slice(row.column(0)?) {
+                values.push((id, row.column(1)?));
+            }
+        }
+        Ok(values)
     }
 
     async fn values_after(
@@ -123,16 +126,17 @@ impl DictionaryStorage for PostgresBackend {
             )
             .await
             .map_err(map_err("read a collection's values"))?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                BlobId::from_slice(row.get::<_, &[u8]>(1)).map(|id| (row.get(0), id, row.get(2)))
-            })
-            .collect())
+        let mut values = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(id) = BlobId::from_slice(row.column(1)?) {
+                values.push((row.column(0)?, id, row.column(2)?));
+            }
+        }
+        Ok(values)
     }
 
-    /// . Each row is updated on its own: replacing one encoding of
-    /// a value with another needs no atomicity across blobs.
+    /// Each row is updated on its own: replacing one encoding of a value with another needs no
+    /// atomicity across blobs.
     async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
         let client = self.client().await?;
         let statement = client

@@ -38,15 +38,16 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use self::convert::{map_err, unsigned};
+use self::convert::{Column, map_err, unsigned};
 use self::tls::tls_connector;
 use crate::backend::{Change, Engine};
 use crate::config::{Config, Durability, PostgresUrl};
 use crate::error::{Error, Result};
 
-/// The size of both tables with their indexes and TOAST data.
-const TABLE_BYTES: &str = "SELECT (pg_total_relation_size('strongbox_records')
-                                  + pg_total_relation_size('strongbox_blobs'))::BIGINT";
+/// The size of the tables named in `$1` with their indexes, TOAST data and maps, in bytes.
+const TABLE_BYTES: &str = "
+    SELECT coalesce(sum(pg_total_relation_size(name::regclass)), 0)::BIGINT
+    FROM unnest($1::TEXT[]) AS name";
 
 /// A store's PostgreSQL database.
 pub struct PostgresBackend {
@@ -205,10 +206,10 @@ impl Engine for PostgresBackend {
     async fn file_bytes(&self) -> Result<u64> {
         let client = self.client().await?;
         let row = client
-            .query_one(TABLE_BYTES, &[])
+            .query_one(TABLE_BYTES, &[&schema::TABLES.as_slice()])
             .await
             .map_err(map_err("measure the tables"))?;
-        Ok(unsigned(row.get(0)))
+        Ok(unsigned(row.column(0)?))
     }
 
     async fn close(&self) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Point reads and listings ([`Reads`]) on pooled connections with cached statements.
 
 use super::PostgresBackend;
-use super::convert::{format, map_err, meta, unsigned};
+use super::convert::{Column, format, map_err, meta, unsigned};
 use crate::backend::{KeyRange, Reads, StorageTotals, StoredRecord};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -23,9 +23,13 @@ const RECORD_TOTALS: &str = "
     SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT
     FROM strongbox_records";
 
-/// Blobs, their raw and stored sizes.
+/// Blobs in use, their raw and stored sizes, and the stored size of blobs left at zero
+/// references (counted apart, as on SQLite).
 const BLOB_TOTALS: &str = "
-    SELECT count(*), coalesce(sum(raw_size), 0)::BIGINT, coalesce(sum(length(data)), 0)::BIGINT
+    SELECT count(*) FILTER (WHERE refcount > 0),
+           coalesce(sum(raw_size) FILTER (WHERE refcount > 0), 0)::BIGINT,
+           coalesce(sum(length(data)) FILTER (WHERE refcount > 0), 0)::BIGINT,
+           coalesce(sum(length(data)) FILTER (WHERE refcount = 0), 0)::BIGINT
     FROM strongbox_blobs";
 
 impl Reads for PostgresBackend {
@@ -47,15 +51,15 @@ impl Reads for PostgresBackend {
         else {
             return Ok(None);
         };
-        let blob_id = BlobId::from_slice(row.get::<_, &[u8]>(0)).ok_or_else(|| {
+        let blob_id = BlobId::from_slice(row.column(0)?).ok_or_else(|| {
             Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
         })?;
         Ok(Some(StoredRecord {
             blob_id,
-            stored: row.get::<_, Option<Vec<u8>>>(1),
-            format: format(&row, 2),
-            meta: meta(&row, 3),
-            seal: row.get(9),
+            stored: row.column(1)?,
+            format: format(&row, 2)?,
+            meta: meta(&row, 3)?,
+            seal: row.column(9)?,
         }))
     }
 
@@ -67,11 +71,12 @@ impl Reads for PostgresBackend {
             )
             .await
             .map_err(map_err("prepare a version read"))?;
-        Ok(client
+        client
             .query_opt(&statement, &[&collection, &key])
             .await
             .map_err(map_err("read a record's version"))?
-            .map(|row| Version::new(unsigned(row.get(0)))))
+            .map(|row| Ok(Version::new(unsigned(row.column(0)?))))
+            .transpose()
     }
 
     async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
@@ -103,7 +108,7 @@ impl Reads for PostgresBackend {
             }
         }
         .map_err(map_err("list keys"))?;
-        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        rows.iter().map(|row| row.column(0)).collect()
     }
 
     async fn count(&self, collection: &str) -> Result<u64> {
@@ -116,7 +121,7 @@ impl Reads for PostgresBackend {
             .query_one(&statement, &[&collection])
             .await
             .map_err(map_err("count records"))?;
-        Ok(unsigned(row.get(0)))
+        Ok(unsigned(row.column(0)?))
     }
 
     async fn collections(&self) -> Result<Vec<String>> {
@@ -128,7 +133,7 @@ impl Reads for PostgresBackend {
             )
             .await
             .map_err(map_err("list collections"))?;
-        Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        rows.iter().map(|row| row.column(0)).collect()
     }
 
     async fn totals(&self) -> Result<StorageTotals> {
@@ -145,13 +150,15 @@ impl Reads for PostgresBackend {
             .map_err(map_err("sum up the blobs"))?;
         tx.commit().await.map_err(map_err("end a read"))?;
         Ok(StorageTotals {
-            records: unsigned(records.get(0)),
-            collections: unsigned(records.get(1)),
-            logical_bytes: unsigned(records.get(2)),
-            blobs: unsigned(blobs.get(0)),
-            unique_bytes: unsigned(blobs.get(1)),
-            stored_bytes: unsigned(blobs.get(2)),
-            released_bytes: 0,
+            records: unsigned(records.column(0)?),
+            collections: unsigned(records.column(1)?),
+            logical_bytes: unsigned(records.column(2)?),
+            blobs: unsigned(blobs.column(0)?),
+            unique_bytes: unsigned(blobs.column(1)?),
+            stored_bytes: unsigned(blobs.column(2)?),
+            // 0 unless a count was left at zero outside a write: a release that leaves a blob
+            // without references deletes it in the same transaction (`super::refs`).
+            released_bytes: unsigned(blobs.column(3)?),
         })
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Transaction;
 
-use super::convert::to_i64;
+use super::convert::{Column, to_i64};
 use super::write::{Failure, classify};
 use crate::blob::{BlobId, EncodedBlob};
 
@@ -75,7 +75,7 @@ impl<'a> RefChanges<'a> {
                         )
                         .await
                         .map_err(classify("add a blob reference"))?
-                        .get(0);
+                        .column(0)?;
                     if refcount > delta {
                         deduplicated.extend(outcomes);
                     }
@@ -100,7 +100,8 @@ async fn release(tx: &Transaction<'_>, id: &[u8], delta: i64) -> Result<(), Fail
         .query_opt(&statement, &[&id, &delta])
         .await
         .map_err(classify("release a blob reference"))?
-        .map(|row| row.get::<_, i64>(0));
+        .map(|row| row.column::<i64>(0))
+        .transpose()?;
     if remaining.is_some_and(|remaining| remaining <= 0) {
         let statement = tx
             .prepare_cached(DELETE_UNREFERENCED)

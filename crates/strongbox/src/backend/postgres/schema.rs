@@ -6,13 +6,21 @@
 
 use deadpool_postgres::Client;
 
-use super::convert::{map_err, unsigned};
+use super::convert::{Column, format, map_err, unsigned};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version, seal};
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 3;
+
+/// Every table Strongbox creates: what maintenance vacuums, measures and checks.
+pub(super) const TABLES: [&str; 4] = [
+    "strongbox_records",
+    "strongbox_blobs",
+    "strongbox_dictionaries",
+    "strongbox_meta",
+];
 
 /// Arbitrary, fixed key of the advisory lock that serializes migrations ("STRONG" in ASCII).
 const MIGRATION_LOCK: i64 = 0x5354_524F_4E47;
@@ -80,7 +88,7 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         )
         .await
         .map_err(map_err("read the schema version"))?
-        .map_or(0, |row| row.get(0));
+        .map_or(Ok(0), |row| row.column(0))?;
     if version > SCHEMA_VERSION {
         return Err(Error::InvalidConfig(format!(
             "the database has schema version {version}, newer than this Strongbox understands \
@@ -132,26 +140,20 @@ async fn seal_every_record(tx: &deadpool_postgres::Transaction<'_>) -> Result<()
         .await
         .map_err(map_err("prepare sealing the records"))?;
     for row in rows {
-        let (collection, key): (String, String) = (
-            row.try_get(0).map_err(map_err("read a record to seal"))?,
-            row.try_get(1).map_err(map_err("read a record to seal"))?,
-        );
-        let blob_id: Vec<u8> = row.try_get(2).map_err(map_err("read a record to seal"))?;
-        let Some(blob_id) = BlobId::from_slice(&blob_id) else {
+        let collection: String = row.column(0)?;
+        let key: String = row.column(1)?;
+        let Some(blob_id) = BlobId::from_slice(row.column(2)?) else {
             continue;
         };
-        let format: i16 = row.try_get(3).map_err(map_err("read a record to seal"))?;
         let meta = RecordMeta {
-            version: Version::new(unsigned(
-                row.try_get(4).map_err(map_err("read a record to seal"))?,
-            )),
-            created_at_ms: row.try_get(5).map_err(map_err("read a record to seal"))?,
-            updated_at_ms: row.try_get(6).map_err(map_err("read a record to seal"))?,
-            size_bytes: unsigned(row.try_get(7).map_err(map_err("read a record to seal"))?),
+            version: Version::new(unsigned(row.column(4)?)),
+            created_at_ms: row.column(5)?,
+            updated_at_ms: row.column(6)?,
+            size_bytes: unsigned(row.column(7)?),
             access_count: 0,
             last_accessed_ms: 0,
         };
-        let format = u8::try_from(format).unwrap_or(u8::MAX);
+        let format = format(&row, 3)?;
         let seal = seal(
             collection.as_bytes(),
             key.as_bytes(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::PostgresBackend;
-use super::convert::{map_err, meta, unsigned};
+use super::convert::{Column, format, map_err, meta, unsigned};
 use super::read::read_snapshot;
 use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
@@ -39,7 +39,7 @@ impl Snapshots for PostgresBackend {
             .query_one("SELECT count(*) FROM strongbox_records", &[])
             .await
             .map_err(map_err("count records for a snapshot"))?
-            .get(0);
+            .column(0)?;
         send(SnapshotItem::Records(unsigned(count))).await?;
         tx.batch_execute(
             "DECLARE strongbox_snapshot NO SCROLL CURSOR FOR
@@ -62,9 +62,9 @@ impl Snapshots for PostgresBackend {
                 break;
             }
             for row in rows {
-                let collection: String = row.get(0);
-                let key: String = row.get(1);
-                let blob_id = BlobId::from_slice(row.get::<_, &[u8]>(2)).ok_or_else(|| {
+                let collection: String = row.column(0)?;
+                let key: String = row.column(1)?;
+                let blob_id = BlobId::from_slice(row.column(2)?).ok_or_else(|| {
                     Error::corrupt_at(&collection, &key, "the record's blob id is not 32 bytes")
                 })?;
                 if !known.contains(&blob_id) && seen.insert(blob_id) {
@@ -72,8 +72,8 @@ impl Snapshots for PostgresBackend {
                 }
                 let record = SnapshotRecord {
                     blob_id,
-                    format: u8::try_from(row.get::<_, i16>(3)).unwrap_or(u8::MAX),
-                    meta: meta(&row, 4),
+                    format: format(&row, 3)?,
+                    meta: meta(&row, 4)?,
                     collection,
                     key,
                 };
@@ -92,12 +92,12 @@ impl Snapshots for PostgresBackend {
                 )
                 .await
                 .map_err(map_err("read blobs"))?;
-            let mut found: HashMap<BlobId, Vec<u8>> = rows
-                .into_iter()
-                .filter_map(|row| {
-                    BlobId::from_slice(row.get::<_, &[u8]>(0)).map(|id| (id, row.get(1)))
-                })
-                .collect();
+            let mut found: HashMap<BlobId, Vec<u8>> = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                if let Some(id) = BlobId::from_slice(row.column(0)?) {
+                    found.insert(id, row.column(1)?);
+                }
+            }
             for (blob_id, collection, key) in page {
                 let stored = found.remove(blob_id).ok_or_else(|| {
                     Error::corrupt_at(collection, key, format!("blob {blob_id} is missing"))

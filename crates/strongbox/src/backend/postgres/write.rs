@@ -17,7 +17,7 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
-use super::convert::{format, map_err, meta, to_i64};
+use super::convert::{Column, format, map_err, meta, to_i64};
 use super::refs::RefChanges;
 use crate::backend::plan::{Current, Plan, Reference, plan};
 use crate::backend::{AccessUpdate, WriteOp, WriteOutcome, Writes};
@@ -281,14 +281,15 @@ async fn current(
         .query_opt(&statement, &[&collection, &key])
         .await
         .map_err(classify("read a record's version"))?;
-    Ok(row.map(|row| {
-        let blob_id = BlobId::from_slice(row.get::<_, &[u8]>(0));
-        Current {
-            blob_id,
-            blob_ref: blob_id,
-            format: format(&row, 1),
-            meta: meta(&row, 2),
-            seal: row.get(8),
-        }
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let blob_id = BlobId::from_slice(row.column(0)?);
+    Ok(Some(Current {
+        blob_id,
+        blob_ref: blob_id,
+        format: format(&row, 1)?,
+        meta: meta(&row, 2)?,
+        seal: row.column(8)?,
     }))
 }

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use super::SqliteBackend;
 use super::convert::{map_err, unsigned};
 use super::writer::Request;
-use crate::backend::{Checkpoint, OrphanSweep, Upkeep, inconsistent_store};
+use crate::backend::{Checkpoint, Measurement, OrphanSweep, Upkeep, inconsistent_store};
 use crate::error::{Error, Result};
 
 /// How long a checkpoint waits for readers before settling for a partial one.
@@ -142,19 +142,19 @@ impl Upkeep for SqliteBackend {
         }
     }
 
-    async fn slack(&self) -> Result<(u64, u64)> {
+    async fn slack(&self) -> Result<Measurement<(u64, u64)>> {
         self.readers
             .read(|conn| {
                 conn.query_row(SLACK, [], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
                 })
-                .map(|(unused, total)| (unsigned(unused), unsigned(total)))
+                .map(|(unused, total)| Measurement::Measured((unsigned(unused), unsigned(total))))
                 .map_err(map_err("measure unused space"))
             })
             .await
     }
 
-    async fn checkpoint(&self) -> Result<Checkpoint> {
+    async fn checkpoint(&self) -> Result<Measurement<Checkpoint>> {
         let busy_timeout = self.busy_timeout;
         self.exclusive(move |conn| {
             // A TRUNCATE checkpoint waits for readers (a long backup holds one); the writer
@@ -172,7 +172,7 @@ impl Upkeep for SqliteBackend {
                 .map_err(map_err("checkpoint the WAL"));
             conn.busy_timeout(busy_timeout)
                 .map_err(map_err("set the busy timeout"))?;
-            checkpoint
+            checkpoint.map(Measurement::Measured)
         })
         .await
     }

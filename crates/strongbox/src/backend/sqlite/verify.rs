@@ -5,7 +5,7 @@ use rusqlite::params;
 use super::SqliteBackend;
 use super::convert::{map_err, meta};
 use crate::backend::types::Position;
-use crate::backend::{BlobCursor, Checks, RecordCheck, RefcountMismatch};
+use crate::backend::{BlobCursor, Checks, Measurement, RecordCheck, RefcountMismatch};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 
@@ -187,7 +187,7 @@ impl Checks for SqliteBackend {
             .await
     }
 
-    async fn integrity_check(&self) -> Result<Vec<String>> {
+    async fn integrity_check(&self) -> Result<Measurement<Vec<String>>> {
         self.readers
             .read(|conn| {
                 let lines = conn
@@ -198,7 +198,9 @@ impl Checks for SqliteBackend {
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(map_err("run the integrity check"))?;
-                Ok(lines.into_iter().filter(|line| line != "ok").collect())
+                Ok(Measurement::Measured(
+                    lines.into_iter().filter(|line| line != "ok").collect(),
+                ))
             })
             .await
     }
