@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use strongbox::{Config, Error, Expect, MaintenanceOptions, MaintenanceReport, Store};
+use strongbox::{Error, Expect, MaintenanceOptions};
 
-use crate::common::{Harness, ScratchDatabase};
+use crate::common::Harness;
 
 /// A value of about 2 KiB that compresses poorly, different for each `i`.
 fn bulky(i: u64) -> String {
@@ -324,94 +324,102 @@ async fn maintenance_takes_a_backup_when_one_is_due() {
     harness.finish().await;
 }
 
-/// The outcome of a maintenance step.
-fn outcome<'a>(report: &'a MaintenanceReport, name: &str) -> &'a str {
-    let step = report.steps.iter().find(|step| step.name == name);
-    let step = step.unwrap_or_else(|| panic!("no {name} step: {report:?}"));
-    assert!(step.is_ok, "{report:?}");
-    &step.outcome
-}
+#[cfg(feature = "postgres")]
+mod on_postgres {
+    use strongbox::{Config, MaintenanceReport, Store};
 
-/// On PostgreSQL, maintenance states no figure it did not measure: the server checkpoints its
-/// own log, free space inside pages is not measured, the integrity check runs only with
-/// amcheck, and the vacuum's pages and `file_bytes` are measured over every Strongbox table.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn maintenance_on_postgres_reports_only_what_it_measured() {
-    let Some(scratch) = ScratchDatabase::create().await else {
-        return;
-    };
-    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
-    let admin = scratch.connect().await;
-    for n in 0..300 {
-        store
-            .store("bulk", &format!("{n:05}"), &bulky(n))
+    use super::bulky;
+    use crate::common::ScratchDatabase;
+
+    /// The outcome of a maintenance step.
+    fn outcome<'a>(report: &'a MaintenanceReport, name: &str) -> &'a str {
+        let step = report.steps.iter().find(|step| step.name == name);
+        let step = step.unwrap_or_else(|| panic!("no {name} step: {report:?}"));
+        assert!(step.is_ok, "{report:?}");
+        &step.outcome
+    }
+
+    /// On PostgreSQL, maintenance states no figure it did not measure: the server checkpoints its
+    /// own log, free space inside pages is not measured, the integrity check runs only with
+    /// amcheck, and the vacuum's pages and `file_bytes` are measured over every Strongbox table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn maintenance_on_postgres_reports_only_what_it_measured() {
+        let Some(scratch) = ScratchDatabase::create().await else {
+            return;
+        };
+        let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+        let admin = scratch.connect().await;
+        for n in 0..300 {
+            store
+                .store("bulk", &format!("{n:05}"), &bulky(n))
+                .await
+                .unwrap();
+        }
+        for n in 0..300 {
+            store.delete("bulk", &format!("{n:05}")).await.unwrap();
+        }
+
+        let report = store.maintenance().await.unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            outcome(&report, "checkpoint"),
+            "not applicable: the PostgreSQL server checkpoints its own write-ahead log"
+        );
+        assert!(
+            outcome(&report, "integrity_check").starts_with("not applicable: ")
+                && outcome(&report, "integrity_check").contains("amcheck"),
+            "{report:?}"
+        );
+        assert!(report.integrity_problems.is_empty());
+        // Every value was deleted: the vacuum returns the tables' emptied pages, and says so.
+        assert!(report.pages_vacuumed > 0, "{report:?}");
+        let vacuum = outcome(&report, "vacuum");
+        assert!(
+            vacuum.starts_with(&format!("released {} pages; ", report.pages_vacuumed))
+                && vacuum.contains("slack not measured: "),
+            "{vacuum}"
+        );
+        assert!(
+            report.file_bytes_after < report.file_bytes_before,
+            "{report:?}"
+        );
+
+        // `file_bytes` is every Strongbox table with its indexes and TOAST data, dictionaries
+        // and schema included (measured until no autovacuum changed a size in between).
+        const TABLE_BYTES: &str = "
+            SELECT sum(pg_total_relation_size(name::regclass))::BIGINT,
+                   (pg_total_relation_size('strongbox_records')
+                    + pg_total_relation_size('strongbox_blobs'))::BIGINT
+            FROM unnest(ARRAY['strongbox_records', 'strongbox_blobs', 'strongbox_dictionaries',
+                              'strongbox_meta']) AS name";
+        let mut measured = None;
+        for _ in 0..10 {
+            let before = admin.query_one(TABLE_BYTES, &[]).await.unwrap();
+            let file_bytes = store.storage_stats().await.unwrap().file_bytes;
+            let after = admin.query_one(TABLE_BYTES, &[]).await.unwrap();
+            let (all, records_and_blobs): (i64, i64) = (before.get(0), before.get(1));
+            if all == after.get::<_, i64>(0) {
+                measured = Some((file_bytes, all as u64, records_and_blobs as u64));
+                break;
+            }
+        }
+        let (file_bytes, all, records_and_blobs) = measured.expect("the tables' size settles");
+        assert_eq!(file_bytes, all);
+        assert!(
+            file_bytes > records_and_blobs,
+            "{file_bytes} {records_and_blobs}"
+        );
+
+        // With amcheck installed the check runs over every table and index, and finds nothing.
+        admin
+            .batch_execute("CREATE EXTENSION amcheck")
             .await
             .unwrap();
+        store.store("bulk", "00001", &bulky(1)).await.unwrap();
+        let report = store.maintenance().await.unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(outcome(&report, "integrity_check"), "0 problems");
+        assert!(store.verify().await.unwrap().is_clean());
+        store.close().await.unwrap();
     }
-    for n in 0..300 {
-        store.delete("bulk", &format!("{n:05}")).await.unwrap();
-    }
-
-    let report = store.maintenance().await.unwrap();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(
-        outcome(&report, "checkpoint"),
-        "not applicable: the PostgreSQL server checkpoints its own write-ahead log"
-    );
-    assert!(
-        outcome(&report, "integrity_check").starts_with("not applicable: ")
-            && outcome(&report, "integrity_check").contains("amcheck"),
-        "{report:?}"
-    );
-    assert!(report.integrity_problems.is_empty());
-    // Every value was deleted: the vacuum returns the tables' emptied pages, and says so.
-    assert!(report.pages_vacuumed > 0, "{report:?}");
-    let vacuum = outcome(&report, "vacuum");
-    assert!(
-        vacuum.starts_with(&format!("released {} pages; ", report.pages_vacuumed))
-            && vacuum.contains("slack not measured: "),
-        "{vacuum}"
-    );
-    assert!(
-        report.file_bytes_after < report.file_bytes_before,
-        "{report:?}"
-    );
-
-    // `file_bytes` is every Strongbox table with its indexes and TOAST data, dictionaries
-    // and schema included (measured until no autovacuum changed a size in between).
-    const TABLE_BYTES: &str = "
-        SELECT sum(pg_total_relation_size(name::regclass))::BIGINT,
-               (pg_total_relation_size('strongbox_records')
-                + pg_total_relation_size('strongbox_blobs'))::BIGINT
-        FROM unnest(ARRAY['strongbox_records', 'strongbox_blobs', 'strongbox_dictionaries',
-                          'strongbox_meta']) AS name";
-    let mut measured = None;
-    for _ in 0..10 {
-        let before = admin.query_one(TABLE_BYTES, &[]).await.unwrap();
-        let file_bytes = store.storage_stats().await.unwrap().file_bytes;
-        let after = admin.query_one(TABLE_BYTES, &[]).await.unwrap();
-        let (all, records_and_blobs): (i64, i64) = (before.get(0), before.get(1));
-        if all == after.get::<_, i64>(0) {
-            measured = Some((file_bytes, all as u64, records_and_blobs as u64));
-            break;
-        }
-    }
-    let (file_bytes, all, records_and_blobs) = measured.expect("the tables' size settles");
-    assert_eq!(file_bytes, all);
-    assert!(
-        file_bytes > records_and_blobs,
-        "{file_bytes} {records_and_blobs}"
-    );
-
-    // With amcheck installed the check runs over every table and index, and finds nothing.
-    admin
-        .batch_execute("CREATE EXTENSION amcheck")
-        .await
-        .unwrap();
-    store.store("bulk", "00001", &bulky(1)).await.unwrap();
-    let report = store.maintenance().await.unwrap();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(outcome(&report, "integrity_check"), "0 problems");
-    assert!(store.verify().await.unwrap().is_clean());
-    store.close().await.unwrap();
 }
