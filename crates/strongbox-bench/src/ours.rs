@@ -10,10 +10,7 @@ use serde::Serialize;
 use strongbox::{Config, Store};
 
 use crate::dataset::Dataset;
-use crate::workload::{Measured, Zipf, run_for};
-
-/// Tasks for the read workloads.
-const READ_TASKS: usize = 8;
+use crate::workload::{Measured, READ_TASKS, Zipf, run_for};
 
 /// Records in each transaction of the bulk load.
 const BULK_BATCH: usize = 1000;

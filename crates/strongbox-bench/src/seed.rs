@@ -1,10 +1,15 @@
-//! The seed's approach, as the baseline: serde_json + gzip (kept only when smaller) + a content
-//! hash + one autocommit `INSERT OR REPLACE` per write on rusqlite, WAL, `synchronous=FULL`;
-//! reads are a `SELECT` + gunzip + decode. One connection, as the seed's pool effectively
-//! serializes on one. [`run`] times its bulk load, writes and reads on the dataset.
+//! The original BitCraps approach (the seed's `PersistentStorageManager`), as the baseline:
+//! serde_json + gzip (kept only when smaller) + a content hash + one autocommit
+//! `INSERT OR REPLACE` per write on rusqlite, WAL, `synchronous=FULL`, with its write-through
+//! cache of the stored (gzip) bytes keyed by collection and key ([`SeedCache`]). A cold read is
+//! a `SELECT` + gunzip + decode on one connection, as the original's pool effectively
+//! serializes on one; a cache hit is a lookup + gunzip + decode, on 8 threads as our cache hits
+//! are measured. [`run`] times its bulk load, writes, cold reads and cache hits on the dataset.
 
+use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,22 +20,24 @@ use rand::RngExt as _;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::dataset::Dataset;
-use crate::workload::{Measured, run_blocking_for};
+use crate::workload::{Measured, READ_TASKS, run_blocking_for, run_threads_for};
 
-/// Figures of the seed's approach.
+/// Figures of the original approach.
 #[derive(Debug, Clone, Default)]
 pub struct SeedFigures {
     /// Loading the dataset in transactions of 1,000 records.
     pub bulk_load: Measured,
     /// Single-record autocommit updates.
     pub write: Measured,
-    /// Single-record reads, uniform keys.
+    /// Single-record reads from the database (not the cache), uniform keys.
     pub read: Measured,
+    /// Single-record reads served by the cache, uniform keys, on [`READ_TASKS`] threads.
+    pub read_hit: Measured,
     /// Database plus WAL after the bulk load.
     pub file_bytes: u64,
 }
 
-/// Runs the seed's workloads on a new database at `path`, each for `duration`.
+/// Runs the original approach's workloads on a new database at `path`, each for `duration`.
 ///
 /// # Errors
 /// When a value does not parse or a database call fails.
@@ -44,17 +51,77 @@ pub fn run(path: &Path, dataset: &Dataset, duration: Duration) -> anyhow::Result
             serde_json::from_str(value.get()).context("parse a value")?;
         seed.store(collection, key, &value)
     })?;
-    let read = run_blocking_for(duration, |mut rng| {
+    let random_key = |rng: &mut rand::rngs::SmallRng| {
         let (collection, key, _) = &dataset.records[rng.random_range(0..dataset.records.len())];
+        (collection.as_str(), key.as_str())
+    };
+    let read = run_blocking_for(duration, |mut rng| {
+        let (collection, key) = random_key(&mut rng);
         anyhow::ensure!(seed.retrieve(collection, key)?.is_some(), "{key} vanished");
+        Ok(())
+    })?;
+    // Every record was written through the cache by the bulk load or the updates.
+    let cache = &seed.cache;
+    let read_hit = run_threads_for(READ_TASKS, duration, |mut rng| {
+        let (collection, key) = random_key(&mut rng);
+        anyhow::ensure!(
+            cache.retrieve(collection, key)?.is_some(),
+            "{key} not cached"
+        );
         Ok(())
     })?;
     Ok(SeedFigures {
         bulk_load,
         write,
         read,
+        read_hit,
         file_bytes,
     })
+}
+
+/// The original approach's cache: the stored bytes of each record (gzip when that was
+/// smaller) under `"collection:key"`, written through by every store; unbounded (the
+/// original evicts by age, which a benchmark run never reaches).
+#[derive(Default)]
+pub struct SeedCache {
+    entries: RwLock<HashMap<String, (Vec<u8>, bool)>>,
+}
+
+impl SeedCache {
+    /// Puts a record's stored bytes.
+    fn put(&self, collection: &str, key: &str, data: &[u8], is_compressed: bool) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.insert(
+                format!("{collection}:{key}"),
+                (data.to_vec(), is_compressed),
+            );
+        }
+    }
+
+    /// A cache read, as the original's `retrieve` does it on a hit: look up, gunzip, decode.
+    /// The bytes are decoded under the read lock instead of copied out, which only helps it.
+    fn retrieve(&self, collection: &str, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let entries = self
+            .entries
+            .read()
+            .map_err(|_| anyhow::anyhow!("the cache lock is poisoned"))?;
+        let Some((data, is_compressed)) = entries.get(&format!("{collection}:{key}")) else {
+            return Ok(None);
+        };
+        decode(data, *is_compressed).map(Some)
+    }
+}
+
+/// Stored bytes back to a value: gunzip when compressed, then JSON.
+fn decode(data: &[u8], is_compressed: bool) -> anyhow::Result<serde_json::Value> {
+    if !is_compressed {
+        return serde_json::from_slice(data).context("decode");
+    }
+    let mut decompressed = Vec::new();
+    GzDecoder::new(data)
+        .read_to_end(&mut decompressed)
+        .context("gunzip")?;
+    serde_json::from_slice(&decompressed).context("decode")
 }
 
 /// Loads the whole dataset in transactions of 1,000 records; only the throughput is measured.
@@ -79,9 +146,10 @@ fn bulk_load(seed: &mut SeedStore, dataset: &Dataset) -> anyhow::Result<Measured
     })
 }
 
-/// The seed's store.
+/// The original approach's store: its database and its cache.
 struct SeedStore {
     conn: Connection,
+    cache: SeedCache,
 }
 
 impl SeedStore {
@@ -112,10 +180,14 @@ impl SeedStore {
             CREATE INDEX IF NOT EXISTS idx_last_accessed ON storage_records(last_accessed);",
         )
         .context("create the seed schema")?;
-        Ok(SeedStore { conn })
+        Ok(SeedStore {
+            conn,
+            cache: SeedCache::default(),
+        })
     }
 
-    /// One write, as the seed does it: serialize, gzip if smaller, hash, autocommit insert.
+    /// One write, as the original does it: serialize, gzip if smaller, hash, autocommit insert,
+    /// then the cache.
     fn store(&self, collection: &str, key: &str, value: &serde_json::Value) -> anyhow::Result<()> {
         let serialized = serde_json::to_vec(value).context("serialize")?;
         let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
@@ -148,6 +220,7 @@ impl SeedStore {
                 ])
             })
             .context("insert")?;
+        self.cache.put(collection, key, &data, is_compressed);
         Ok(())
     }
 
@@ -164,7 +237,8 @@ impl SeedStore {
         Ok(())
     }
 
-    /// One read, as the seed does it: select, gunzip, decode.
+    /// One read from the database, as the original does it on a cache miss: select, gunzip,
+    /// decode.
     fn retrieve(&self, collection: &str, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
         let row: Option<(Vec<u8>, bool)> = self
             .conn
@@ -178,16 +252,7 @@ impl SeedStore {
         let Some((data, is_compressed)) = row else {
             return Ok(None);
         };
-        let bytes = if is_compressed {
-            let mut decompressed = Vec::new();
-            GzDecoder::new(data.as_slice())
-                .read_to_end(&mut decompressed)
-                .context("gunzip")?;
-            decompressed
-        } else {
-            data
-        };
-        Ok(Some(serde_json::from_slice(&bytes).context("decode")?))
+        decode(&data, is_compressed).map(Some)
     }
 
     /// Bytes on disk after a checkpoint: database plus WAL.

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngExt as _, SeedableRng as _};
 
+/// Tasks (or threads) for the read workloads.
+pub const READ_TASKS: usize = 8;
+
 /// Throughput and latency of one workload.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Measured {
@@ -85,18 +88,58 @@ where
 /// Each call gets a generator of its own.
 pub fn run_blocking_for(
     duration: Duration,
-    mut operation: impl FnMut(SmallRng) -> anyhow::Result<()>,
+    operation: impl FnMut(SmallRng) -> anyhow::Result<()>,
 ) -> anyhow::Result<Measured> {
     let started = Instant::now();
+    let latencies = time_until(started + duration, 0, operation)?;
+    Ok(Measured::from_latencies(latencies, started.elapsed()))
+}
+
+/// Runs a blocking `operation` on `threads` threads until `duration` has passed; measures each
+/// call. Each call gets a generator of its own.
+pub fn run_threads_for(
+    threads: usize,
+    duration: Duration,
+    operation: impl Fn(SmallRng) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let operation = &operation;
+    let per_thread: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|thread| scope.spawn(move || time_until(deadline, thread, operation)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a workload thread panicked")))
+            })
+            .collect()
+    });
+    let mut latencies = Vec::new();
+    for thread in per_thread {
+        latencies.extend(thread?);
+    }
+    Ok(Measured::from_latencies(latencies, started.elapsed()))
+}
+
+/// Calls `operation` until `deadline`, as task `task`; the latency of each call in µs.
+fn time_until(
+    deadline: Instant,
+    task: usize,
+    mut operation: impl FnMut(SmallRng) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<u64>> {
     let mut latencies = Vec::new();
     let mut n = 0u64;
-    while started.elapsed() < duration {
+    while Instant::now() < deadline {
         let begun = Instant::now();
-        operation(rng_for(0, n))?;
+        operation(rng_for(task, n))?;
         latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
         n += 1;
     }
-    Ok(Measured::from_latencies(latencies, started.elapsed()))
+    Ok(latencies)
 }
 
 /// The generator of operation `n` of task `task`: the same numbers in every run, different

@@ -1,6 +1,8 @@
-//! End-to-end test of the `strongbox-bench` binary on a small generated dataset.
+//! End-to-end tests of the `strongbox-bench` binary: on a dataset file, and on the game data
+//! it generates itself.
 
-use std::process::Command;
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
@@ -52,6 +54,8 @@ fn the_bench_prints_the_documented_fields() {
         "write_p50_us",
         "write_p99_us",
         "read_hit_p99_us",
+        "seed_read_hit_ops_per_s",
+        "seed_read_hit_p99_us",
     ] {
         assert!(
             report[field].as_f64().is_some_and(|value| value > 0.0),
@@ -60,4 +64,79 @@ fn the_bench_prints_the_documented_fields() {
         );
     }
     assert_eq!(report["records"], 300);
+    for ratio in ["read_hit", "read_cold", "write", "file_bytes"] {
+        assert!(report["ratios"][ratio].as_f64().is_some(), "{ratio}");
+    }
+}
+
+fn bench(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_strongbox-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn without_a_dataset_it_benchmarks_the_same_generated_game_data_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let [first, second] = ["first.jsonl", "second.jsonl"].map(|name| dir.path().join(name));
+    for file in [&first, &second] {
+        bench(&[
+            "--records",
+            "500",
+            "--write-dataset",
+            file.to_str().unwrap(),
+        ]);
+    }
+    let text = std::fs::read_to_string(&first).unwrap();
+    assert_eq!(text, std::fs::read_to_string(&second).unwrap());
+    assert_eq!(text.lines().count(), 500);
+    let collections: BTreeSet<String> = text
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            record["collection"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for expected in [
+        "players",
+        "game_sessions",
+        "transactions",
+        "chat",
+        "leaderboards",
+    ] {
+        assert!(
+            collections.contains(expected),
+            "{expected}: {collections:?}"
+        );
+    }
+    assert!(
+        text.contains(r#""kind":"BetPlaced""#),
+        "bets are in the data"
+    );
+
+    let output = bench(&[
+        "--records",
+        "300",
+        "--duration",
+        "0.1",
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["records"], 300);
+    assert!(report["seed_read_hit_ops_per_s"].as_f64().unwrap() > 0.0);
+    let conflicting = Command::new(env!("CARGO_BIN_EXE_strongbox-bench"))
+        .args(["--dataset", "x.jsonl", "--records", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(conflicting.status.code(), Some(2));
 }

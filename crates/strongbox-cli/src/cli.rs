@@ -4,17 +4,18 @@
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands;
+use crate::location::{Location, LocationParser};
 
 /// The exit codes, shown at the end of `strongbox --help`. `main::exit_code` implements them.
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  any other error (I/O, invalid input such as a number that would not be stored exactly,
-     invalid configuration, too few open files allowed...)
-  2  usage error (unknown option, missing argument)
+     invalid configuration, a write to a read-only database, too few open files allowed...)
+  2  usage error (unknown option, missing argument, a database URL of another scheme)
   3  key not found (get, delete)
   4  verify found problems (verify, demo)
   5  conflict: a conditional write found another version (put --if-version/--if-absent)
@@ -37,13 +38,32 @@ pub struct Cli {
 /// Options accepted before or after any subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalOptions {
-    /// Database file [default: ./strongbox.db], or a postgres:// URL. Overrides the `path` (or
-    /// `postgres_url`) of --config.
-    #[arg(long, global = true, env = "STRONGBOX_DB", value_name = "PATH")]
-    pub db: Option<PathBuf>,
-    /// TOML file with the fields of strongbox::Config (durability, compression, busy_timeout_ms...).
-    #[arg(long, global = true, env = "STRONGBOX_CONFIG", value_name = "FILE")]
+    /// Database: a file [default: ./strongbox.db], or a postgres:// (postgresql://) URL; any
+    /// other scheme:// is refused (write a file named like a URL as ./name). Overrides the
+    /// `path` (or `postgres_url`) of --config.
+    #[arg(long, global = true, env = "STRONGBOX_DB", hide_env_values = true,
+          value_name = "PATH|URL", value_parser = LocationParser)]
+    pub db: Option<Location>,
+    /// TOML file of settings (durability, compression, busy_timeout_ms...; see the README).
+    #[arg(
+        long,
+        global = true,
+        env = "STRONGBOX_CONFIG",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
+    /// Open the database read-only: commands that write fail (exit code 1). Reading commands
+    /// open a database file this user may not write read-only by themselves.
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    /// Log more on standard error: -v informational messages, -vv debugging [default:
+    /// warnings; RUST_LOG applies when neither -v nor -q is given].
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Log errors only, and draw no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// Whether --db was given on the command line (not by STRONGBOX_DB); set by [`parse`].
     #[arg(skip)]
     pub db_on_command_line: bool,
@@ -88,6 +108,10 @@ pub enum Command {
     Backup(commands::backup::BackupArgs),
     /// Copy a store into another (empty) database, SQLite or PostgreSQL, verified.
     Migrate(commands::migrate::MigrateArgs),
+    /// Print a shell completion script (for example `strongbox completions bash`).
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the manual page (roff; `strongbox man | man -l -`).
+    Man,
     /// The benchmark moved to its own binary; this only says how to run it.
     #[command(hide = true)]
     Bench {
@@ -97,9 +121,14 @@ pub enum Command {
     },
 }
 
+/// The command-line definition, for help, completions and the manual page.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Parses the command line, exiting with code 2 (after printing why) on a usage error.
 pub fn parse() -> Cli {
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),

@@ -1,17 +1,22 @@
 //! `strongbox`: the command-line tool of Strongbox.
 //!
-//! Parses the command line, builds a multi-thread tokio runtime, runs the subcommand and maps
-//! its error to an exit code ([`exit_code`]; the table is at the end of `strongbox --help`).
+//! Parses the command line, sets up logging and progress bars, builds a multi-thread tokio
+//! runtime, runs the subcommand, prints its error in the CLI's terms ([`explain`]) and maps it
+//! to an exit code ([`exit_code`]; the table is at the end of `strongbox --help`).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
 mod commands;
 mod config;
+mod explain;
 mod json;
 mod limits;
 mod lines;
+mod location;
+mod logging;
 mod output;
+mod progress;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -27,6 +32,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
+    logging::init(cli.global.verbose, cli.global.quiet);
+    progress::set_quiet(cli.global.quiet);
     let result = limits::check_file_descriptors().and_then(|()| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -41,7 +48,7 @@ fn main() -> ExitCode {
             if code != 0 {
                 // Nothing sensible is left to do if standard error is gone too.
                 let mut stderr = std::io::stderr().lock();
-                let _ = writeln!(stderr, "strongbox: {error:#}");
+                let _ = writeln!(stderr, "strongbox: {}", explain::render(&error));
                 if let Some(hint) = limits::hint(&error) {
                     let _ = writeln!(stderr, "{hint}");
                 }
@@ -108,6 +115,11 @@ mod tests {
         assert_eq!(exit_code(&busy), 6);
         let other = anyhow::Error::from(strongbox::Error::Closed);
         assert_eq!(exit_code(&other), 1);
+        let read_only = anyhow::Error::from(strongbox::Error::ReadOnly {
+            action: "store c/k".into(),
+        })
+        .context("put c/k");
+        assert_eq!(exit_code(&read_only), 1);
         let corrupt = anyhow::Error::from(strongbox::Error::Corrupt {
             collection: None,
             key: None,

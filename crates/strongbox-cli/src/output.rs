@@ -1,7 +1,12 @@
-//! Printing: JSON (compact or pretty), aligned plain tables, and human-readable numbers.
+//! Printing: JSON, aligned plain tables, and human-readable numbers and times.
 //!
 //! Everything goes through a locked, buffered standard output and returns errors instead of
 //! panicking, so that `strongbox export | head` ends quietly (see `main`).
+//!
+//! One style for every `--json`: one compact object (or array) per line, snake_case fields,
+//! the unit at the end of a field's name (`elapsed_ms`, `logical_bytes`, `created_at_ms`),
+//! times as milliseconds since the Unix epoch, booleans named `is_…`. Human output shows times
+//! in RFC 3339, UTC ([`time`]).
 
 use std::io::{self, BufWriter, StdoutLock, Write};
 
@@ -30,18 +35,24 @@ impl Output {
         writeln!(self.inner, "{text}").context("write to standard output")
     }
 
-    /// Writes a value as JSON on one line, or indented when `pretty`.
+    /// Writes bytes as they are.
     ///
     /// # Errors
     /// When standard output is closed or full.
-    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T, pretty: bool) -> anyhow::Result<()> {
+    pub fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.inner
+            .write_all(bytes)
+            .context("write to standard output")
+    }
+
+    /// Writes a value as JSON on one line.
+    ///
+    /// # Errors
+    /// When standard output is closed or full.
+    pub fn json<T: Serialize + ?Sized>(&mut self, value: &T) -> anyhow::Result<()> {
         // Serialized first, so that a write error stays an `io::Error` (see `main::exit_code`).
-        let text = if pretty {
-            serde_json::to_string_pretty(value)
-        } else {
-            serde_json::to_string(value)
-        };
-        self.line(text.context("serialize JSON")?)
+        let text = serde_json::to_string(value).context("serialize JSON")?;
+        self.line(text)
     }
 
     /// Writes rows of two columns, the first padded to the widest.
@@ -112,6 +123,20 @@ pub fn percent(part: u64, whole: u64) -> String {
         "-".to_owned()
     } else {
         format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// Milliseconds since the Unix epoch as an RFC 3339 time in UTC with milliseconds
+/// (`2025-10-09T08:41:02.530Z`); a time outside years 1970 to 9999 as the number of ms.
+pub fn time(ms_since_epoch: i64) -> String {
+    /// The last millisecond of the year 9999, the last that RFC 3339 can write.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    match u64::try_from(ms_since_epoch) {
+        Ok(ms) if ms <= LAST_MS => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+            humantime::format_rfc3339_millis(at).to_string()
+        }
+        _ => format!("{ms_since_epoch} ms since the epoch"),
     }
 }
 
@@ -198,6 +223,14 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(1_760_000_207_530), "2025-10-09T08:56:47.530Z");
+        assert_eq!(time(-1), "-1 ms since the epoch");
+        assert_eq!(time(i64::MAX), format!("{} ms since the epoch", i64::MAX));
     }
 
     #[test]

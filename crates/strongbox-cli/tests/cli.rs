@@ -9,8 +9,12 @@ use serde_json::{Value, json};
 
 #[path = "cli/exact.rs"]
 mod exact;
+#[path = "cli/interface.rs"]
+mod interface;
 #[path = "cli/robustness.rs"]
 mod robustness;
+#[path = "cli/safety.rs"]
+mod safety;
 
 /// The sample data; `shared/` sits beside the repository root, here and in CI.
 const SAMPLE: &str = concat!(
@@ -253,7 +257,7 @@ fn put_then_get_round_trips() {
     let put = run_with_stdin(&db, &["put", "players", "alice"], "{\"chips\": 5}\n");
     assert_ok(&put);
     assert_eq!(stdout(&put).trim(), "2");
-    let meta = run(&db, &["get", "--meta", "players", "alice"]);
+    let meta = run(&db, &["get", "--meta", "--json", "players", "alice"]);
     assert_ok(&meta);
     let meta: Value = serde_json::from_str(&stdout(&meta)).unwrap();
     assert_eq!(meta["value"], json!({"chips": 5}));
@@ -533,7 +537,7 @@ fn verify_of_a_healthy_database_exits_0_and_stats_has_the_documented_fields() {
     let verified = run(&db, &["verify", "--json"]);
     assert_ok(&verified);
     let report: Value = serde_json::from_str(&stdout(&verified)).unwrap();
-    assert_eq!(report["clean"], json!(true));
+    assert_eq!(report["is_clean"], json!(true));
     assert_eq!(report["problems"], json!([]));
 
     let stats = stats(&db);
@@ -589,7 +593,7 @@ fn the_demo_runs_and_exits_0() {
     let text = stdout(&output);
     for expected in [
         "invariant holds",
-        "Error::Conflict",
+        "rejected: conflict on balances/",
         "no problems",
         "deduplication",
     ] {
@@ -840,7 +844,7 @@ fn bench_says_where_the_benchmark_went() {
     );
     assert_exit(&output, 1);
     assert!(
-        stderr(&output).contains("cargo run --release -p strongbox-bench -- --dataset FILE"),
+        stderr(&output).contains("cargo run --release -p strongbox-bench"),
         "{}",
         stderr(&output)
     );
@@ -882,7 +886,7 @@ fn migrate_copies_a_store_into_an_empty_one() {
         stdout(&run(&to, &["export"])),
         stdout(&run(&from, &["export"]))
     );
-    let meta = stdout(&run(&to, &["get", "seats", "s00", "--meta"]));
+    let meta = stdout(&run(&to, &["get", "seats", "s00", "--meta", "--json"]));
     assert!(meta.contains("\"version\":2"), "versions survive: {meta}");
     // Into a database that holds records: refused.
     let again = strongbox(&from)

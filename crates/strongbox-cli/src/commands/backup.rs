@@ -1,17 +1,21 @@
 //! `strongbox backup create|list|verify|restore|prune`: backups in a repository directory.
 
-use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
+use strongbox::Config;
 use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOptions, Retention};
-use strongbox::{Config, PostgresUrl};
 
 use crate::cli::GlobalOptions;
 use crate::commands::Failure;
+use crate::location::{Location, LocationParser};
 use crate::output::{self, Output};
+use crate::progress;
+
+/// The file that makes a directory a backup repository (see docs/backup-format.md).
+const FORMAT_FILE: &str = "strongbox-backup.json";
 
 /// `strongbox backup` and its subcommands.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,7 +31,7 @@ pub struct RepoOption {
     /// The repository directory [default: `backup_repository` of --config].
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
-    /// Print JSON instead of text.
+    /// Print one JSON object (an array for `list`) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -63,8 +67,8 @@ pub enum BackupAction {
         /// The backup: an id from `backup list`, or `latest`.
         id: String,
         /// The new database: a file path or a postgres:// URL.
-        #[arg(long, value_name = "PATH|URL")]
-        to: String,
+        #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
+        to: Location,
         /// Restore only this collection (repeatable) [default: all].
         #[arg(long = "collection", value_name = "COLLECTION")]
         collections: Vec<String>,
@@ -77,10 +81,19 @@ pub enum BackupAction {
         /// Repository and output options.
         #[command(flatten)]
         repo: RepoOption,
-        /// Keep the newest N backups [default: `backup_retention` of --config].
-        #[arg(long, value_name = "N")]
+        /// Keep the newest N backups, at least 1 [default: `backup_retention` of --config].
+        #[arg(long, value_name = "N", value_parser = parse_keep)]
         keep: Option<usize>,
     },
+}
+
+/// `--keep N`: a count of at least 1 (a usage error otherwise, exit code 2).
+fn parse_keep(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("keep at least 1 backup (to delete them all, remove the directory)".into()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(format!("not a count of backups: {error}")),
+    }
 }
 
 /// Runs a backup subcommand.
@@ -109,7 +122,7 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
                     IfExists::Refuse
                 },
             };
-            restore(&repo, &config, &id, to, &options).await
+            restore(&repo, &config, &id, &to, &options).await
         }
         BackupAction::Prune { repo, keep } => prune(&repo, &config, keep).await,
     }
@@ -118,10 +131,10 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
 /// `backup create`: an online backup of the database into the repository (created if needed).
 async fn create(repo: &RepoOption, config: Config) -> anyhow::Result<()> {
     let repository = open_repository(repo, &config, true).await?;
-    let mut config = config;
+    let mut config = crate::config::for_reading(config);
     config.create_if_missing = false;
     let store = crate::commands::open_config(config).await?;
-    let bar = progress_bar("backing up");
+    let bar = progress::counter("backing up", 0);
     let progress = bar.clone();
     let result = repository.backup(&store, move |p| show(&progress, p)).await;
     bar.finish_and_clear();
@@ -148,8 +161,9 @@ async fn list(repo: &RepoOption, config: &Config) -> anyhow::Result<()> {
     print(repo, &backups, |out| {
         for backup in &backups {
             out.line(format_args!(
-                "{}  {:>10} records  {:>10}  {}",
+                "{}  {}  {:>10} records  {:>10}  {}",
                 backup.id,
+                output::time(backup.created_at_ms),
                 output::count(backup.records),
                 output::bytes(backup.logical_bytes),
                 backup.damage.as_deref().unwrap_or("ok")
@@ -166,7 +180,7 @@ async fn verify(repo: &RepoOption, config: &Config, id: Option<String>) -> anyho
         .map(|id| id.parse())
         .transpose()
         .context("parse the backup id")?;
-    let bar = progress_bar("verifying");
+    let bar = progress::counter("verifying", 0);
     let progress = bar.clone();
     let report = repository
         .verify(id.as_ref(), move |p| show(&progress, p))
@@ -209,26 +223,23 @@ async fn restore(
     repo: &RepoOption,
     config: &Config,
     id: &str,
-    to: String,
+    to: &Location,
     options: &RestoreOptions,
 ) -> anyhow::Result<()> {
     let repository = open_repository(repo, config, false).await?;
     let backup: BackupRef = id.parse().context("parse the backup id")?;
     let mut target = config.clone();
-    if PostgresUrl::is_postgres(&to) {
-        target.postgres_url = Some(PostgresUrl::new(to));
-    } else {
-        target.postgres_url = None;
-        target.path = PathBuf::from(to);
-    }
+    to.apply_to(&mut target);
     target.backup_repository = None;
-    let bar = progress_bar("restoring");
+    let bar = progress::counter("restoring", 0);
     let progress = bar.clone();
     let summary = repository
         .restore(&backup, &target, options, move |p| show(&progress, p))
         .await;
     bar.finish_and_clear();
-    let summary = summary.with_context(|| format!("restore into {}", target.location()))?;
+    let summary = summary
+        .map_err(target_exists)
+        .with_context(|| format!("restore into {to}"))?;
     print(repo, &summary, |out| {
         out.line(format_args!(
             "restored backup {} into {}: {} records in {} ms, verified",
@@ -271,11 +282,26 @@ fn print<T: Serialize>(
 ) -> anyhow::Result<()> {
     let mut out = Output::stdout();
     if repo.json {
-        out.json(value, true)?;
+        out.json(value)?;
     } else {
         text(&mut out)?;
     }
     out.finish()
+}
+
+/// The library's refusal of an existing target, told with the flag that replaces it.
+fn target_exists(error: strongbox::Error) -> anyhow::Error {
+    match error {
+        strongbox::Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
+            anyhow::anyhow!(
+                "it exists; restore into a new file, or pass --force to replace it (once no \
+                 program has it open)"
+            )
+        }
+        other => other.into(),
+    }
 }
 
 /// The repository of `--repo`, else of the config file.
@@ -294,21 +320,21 @@ async fn open_repository(
     } else {
         Repository::open(&dir).await
     };
-    opened.with_context(|| format!("open backup repository {}", dir.display()))
+    opened.map_err(|error| not_a_repository(error, &dir))
 }
 
-/// A progress bar on standard error when it is a terminal, hidden otherwise.
-fn progress_bar(label: &'static str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
+/// A directory that is not (yet) a repository, told with the command that makes one; other
+/// errors name the repository.
+fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
+    let shown = dir.display();
+    let is_missing = !dir.join(FORMAT_FILE).exists();
+    match error {
+        strongbox::Error::InvalidConfig(_) if is_missing => anyhow::anyhow!(
+            "{shown} is not a backup repository (it has no {FORMAT_FILE}); `strongbox backup \
+             create --repo {shown}` makes one with a first backup"
+        ),
+        other => anyhow::Error::from(other).context(format!("open backup repository {shown}")),
     }
-    let bar = ProgressBar::new(0);
-    if let Ok(style) = ProgressStyle::with_template("{prefix} {msg} [{bar:30}] {pos}/{len} ({eta})")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(label);
-    bar
 }
 
 fn show(bar: &ProgressBar, progress: Progress) {

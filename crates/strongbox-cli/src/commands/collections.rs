@@ -5,6 +5,7 @@ use serde::Serialize;
 use strongbox::Store;
 
 use crate::cli::GlobalOptions;
+use crate::commands::Access;
 use crate::output::{self, Output};
 
 /// Options of `strongbox collections`.
@@ -27,7 +28,7 @@ struct Entry {
 /// # Errors
 /// A busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: CollectionsArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = collections(&store, &args).await;
     crate::commands::close(store, result).await
 }
@@ -47,7 +48,7 @@ async fn collections(store: &Store, args: &CollectionsArgs) -> anyhow::Result<()
     }
     let mut out = Output::stdout();
     if args.json {
-        out.json(&entries, false)?;
+        out.json(&entries)?;
     } else {
         let rows: Vec<(String, String)> = entries
             .into_iter()

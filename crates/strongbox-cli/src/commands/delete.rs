@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use strongbox::{Expect, Store, Version};
 
 use crate::cli::GlobalOptions;
-use crate::commands::Failure;
+use crate::commands::{Access, Failure};
 use crate::output::Output;
 
 /// Options of `strongbox delete COLLECTION KEY`.
@@ -25,7 +25,7 @@ pub struct DeleteArgs {
 /// [`Failure::NotFound`] (exit code 3) when the key does not exist; a failed `--if-version`
 /// (exit code 5); an invalid name; a busy database.
 pub async fn run(global: &GlobalOptions, args: DeleteArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Write).await?;
     let result = delete(&store, &args).await;
     crate::commands::close(store, result).await
 }

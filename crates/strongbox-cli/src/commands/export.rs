@@ -2,7 +2,8 @@
 //!
 //! Collections in order, keys in order: keys are listed a page at a time and each page's
 //! values are read in parallel, so memory stays bounded by a page. Values are written as
-//! stored, never parsed into numbers on the way.
+//! stored, never parsed into numbers on the way. On a terminal, a bar on standard error counts
+//! the records written.
 
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
@@ -10,12 +11,14 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use strongbox::Store;
 
 use crate::cli::GlobalOptions;
-use crate::commands::{KeyPages, retrieve_mapped};
+use crate::commands::{Access, KeyPages, retrieve_mapped};
+use crate::progress;
 
 /// Options of `strongbox export [COLLECTION]`.
 #[derive(Debug, clap::Args)]
@@ -41,7 +44,7 @@ struct Line<'a> {
 /// # Errors
 /// A corrupt value (exit code 7, naming the record), a busy database, an unwritable output.
 pub async fn run(global: &GlobalOptions, args: ExportArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = export(&store, &args).await;
     crate::commands::close(store, result).await
 }
@@ -51,21 +54,38 @@ async fn export(store: &Store, args: &ExportArgs) -> anyhow::Result<()> {
         Some(collection) => vec![collection.clone()],
         None => store.collections().await.context("list collections")?,
     };
-    match args.out.as_deref().filter(|path| *path != Path::new("-")) {
-        Some(path) => export_to_file(store, &collections, path).await,
-        None => {
-            let mut writer = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            write_all(store, &collections, &mut writer).await?;
-            writer.flush().context("write to standard output")
+    let mut total = 0;
+    if progress::is_drawn() {
+        for collection in &collections {
+            total += store
+                .count(collection)
+                .await
+                .with_context(|| format!("count collection {collection}"))?;
         }
     }
+    let bar = progress::counter("exporting", total);
+    let exported = match args.out.as_deref().filter(|path| *path != Path::new("-")) {
+        Some(path) => export_to_file(store, &collections, path, &bar).await,
+        None => {
+            let mut writer = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            let written = write_all(store, &collections, &mut writer, &bar).await;
+            written.and_then(|()| writer.flush().context("write to standard output"))
+        }
+    };
+    bar.finish_and_clear();
+    exported
 }
 
 /// Writes the export to `path`. A regular file (or a new one) is written beside it under a
 /// temporary name, owner-only (mode 0600), synced, then renamed into place: an interrupted
 /// export leaves an earlier file whole. Anything else (`/dev/null`, a FIFO, a terminal) is
 /// written directly.
-async fn export_to_file(store: &Store, collections: &[String], path: &Path) -> anyhow::Result<()> {
+async fn export_to_file(
+    store: &Store,
+    collections: &[String],
+    path: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
     let shown = path.display();
     if let Ok(metadata) = fs::metadata(path)
         && !metadata.is_file()
@@ -75,7 +95,7 @@ async fn export_to_file(store: &Store, collections: &[String], path: &Path) -> a
             .open(path)
             .with_context(|| format!("open {shown} for writing"))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
-        write_all(store, collections, &mut writer)
+        write_all(store, collections, &mut writer, bar)
             .await
             .with_context(|| format!("export to {shown}"))?;
         return writer.flush().with_context(|| format!("write {shown}"));
@@ -97,7 +117,7 @@ async fn export_to_file(store: &Store, collections: &[String], path: &Path) -> a
         .tempfile_in(&directory)
         .with_context(|| format!("create a temporary file in {}", directory.display()))?;
     let mut writer = BufWriter::with_capacity(1 << 20, temporary);
-    write_all(store, collections, &mut writer)
+    write_all(store, collections, &mut writer, bar)
         .await
         .with_context(|| format!("export to {shown}"))?;
     let temporary = writer
@@ -118,12 +138,15 @@ async fn write_all(
     store: &Store,
     collections: &[String],
     writer: &mut impl Write,
+    bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     for collection in collections {
+        bar.set_message(collection.clone());
         let mut pages = KeyPages::new(store, collection);
         while let Some(keys) = pages.next().await? {
             for (_, line) in retrieve_mapped(store, collection, &keys, to_line).await? {
                 writer.write_all(&line).context("write a line")?;
+                bar.inc(1);
             }
         }
     }

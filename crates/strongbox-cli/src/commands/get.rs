@@ -3,11 +3,11 @@
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use strongbox::Store;
+use strongbox::{RecordMeta, Store};
 
 use crate::cli::GlobalOptions;
-use crate::commands::Failure;
-use crate::output::Output;
+use crate::commands::{Access, Failure};
+use crate::output::{self, Output};
 
 /// Options of `strongbox get COLLECTION KEY`.
 #[derive(Debug, clap::Args)]
@@ -19,13 +19,18 @@ pub struct GetArgs {
     /// Print indented JSON instead of one line.
     #[arg(long)]
     pub pretty: bool,
-    /// Print {"value":..., "version":..., "created_at_ms":..., ...} instead of the bare value.
+    /// Print the version, the times (RFC 3339, UTC), the read count and the size, then the
+    /// value.
     #[arg(long)]
     pub meta: bool,
+    /// With --meta: print {"value":..., "version":..., "created_at_ms":..., ...} (times in
+    /// milliseconds since the Unix epoch). Without it, the value is printed as JSON anyway.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// What `get --meta` prints: the value, then `strongbox::RecordMeta` (times in ms since the
-/// epoch; read counts lag by the reads not yet flushed).
+/// What `get --meta --json` prints: the value, then `strongbox::RecordMeta` (times in ms since
+/// the epoch; read counts lag by the reads not yet flushed).
 #[derive(Serialize)]
 struct WithMeta<'a> {
     value: &'a RawValue,
@@ -44,7 +49,7 @@ struct WithMeta<'a> {
 /// [`Failure::NotFound`] (exit code 3) when the key does not exist; a corrupt value (exit
 /// code 7), an invalid name, a busy database.
 pub async fn run(global: &GlobalOptions, args: GetArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = get(&store, &args).await;
     crate::commands::close(store, result).await
 }
@@ -58,26 +63,68 @@ async fn get(store: &Store, args: &GetArgs) -> anyhow::Result<()> {
             collection: args.collection.clone(),
             key: args.key.clone(),
         })?;
-    let text = if args.meta {
-        let meta = record.meta;
-        let with_meta = WithMeta {
-            value: &record.value,
-            version: meta.version.get(),
-            created_at_ms: meta.created_at_ms,
-            updated_at_ms: meta.updated_at_ms,
-            size_bytes: meta.size_bytes,
-            access_count: meta.access_count,
-            last_accessed_ms: meta.last_accessed_ms,
-        };
-        serde_json::to_string(&with_meta).context("serialize JSON")?
-    } else {
-        record.value.get().to_owned()
-    };
     let mut out = Output::stdout();
-    if args.pretty {
-        out.line(crate::json::pretty(&text))?;
-    } else {
-        out.line(text)?;
+    let value = record.value.get();
+    let shown = |text: &str| {
+        if args.pretty {
+            crate::json::pretty(text)
+        } else {
+            text.to_owned()
+        }
+    };
+    match (args.meta, args.json) {
+        (false, _) => out.line(shown(value))?,
+        (true, true) => {
+            let meta = record.meta;
+            let with_meta = WithMeta {
+                value: &record.value,
+                version: meta.version.get(),
+                created_at_ms: meta.created_at_ms,
+                updated_at_ms: meta.updated_at_ms,
+                size_bytes: meta.size_bytes,
+                access_count: meta.access_count,
+                last_accessed_ms: meta.last_accessed_ms,
+            };
+            let text = serde_json::to_string(&with_meta).context("serialize JSON")?;
+            out.line(shown(&text))?;
+        }
+        (true, false) => {
+            let mut rows = meta_rows(&record.meta);
+            let value = shown(value);
+            if value.contains('\n') {
+                out.table(&rows)?;
+                out.line("value")?;
+                out.line(value)?;
+            } else {
+                rows.push(("value".to_owned(), value));
+                out.table(&rows)?;
+            }
+        }
     }
     out.finish()
+}
+
+/// `--meta` for people: times in RFC 3339 (UTC), sizes in binary units.
+fn meta_rows(meta: &RecordMeta) -> Vec<(String, String)> {
+    let last_read = match meta.last_accessed_ms {
+        0 => "never".to_owned(),
+        ms => output::time(ms),
+    };
+    [
+        ("version", meta.version.get().to_string()),
+        ("created", output::time(meta.created_at_ms)),
+        ("updated", output::time(meta.updated_at_ms)),
+        ("last read", last_read),
+        ("reads", output::count(meta.access_count)),
+        (
+            "size",
+            format!(
+                "{} (serialized, before compression)",
+                output::bytes(meta.size_bytes)
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(label, text)| (label.to_owned(), text))
+    .collect()
 }

@@ -7,12 +7,12 @@
 //! replaces an earlier one, within a batch too.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal as _, Write as _};
+use std::io::{self, BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::cli::GlobalOptions;
 use crate::lines::{LineRead, read_line, skip_line};
 use crate::output::{self, Output};
+use crate::progress;
 
 /// Options of `strongbox import FILE`.
 #[derive(Debug, clap::Args)]
@@ -91,8 +92,9 @@ struct Summary {
     lines: u64,
     records: u64,
     skipped: u64,
-    elapsed_secs: f64,
-    records_per_sec: f64,
+    /// Reading and committing, without the maintenance after it.
+    elapsed_ms: u64,
+    records_per_s: f64,
     /// Compression dictionaries trained after the import.
     dictionaries_trained: u64,
     /// Values recompressed with them.
@@ -185,22 +187,22 @@ async fn import(
         lines,
         records,
         skipped,
-        elapsed_secs: elapsed.as_secs_f64(),
-        records_per_sec: per_second(records, elapsed),
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        records_per_s: per_second(records, elapsed),
         dictionaries_trained: 0,
         values_recompressed: 0,
         bytes_reclaimed: 0,
     };
     if !args.no_maintenance {
-        let report = store
-            .maintenance()
+        let step = "maintenance after the import: training dictionaries, recompressing";
+        let report = progress::while_running(step, store.maintenance())
             .await
             .context("run maintenance after the import (the records are stored)")?;
         summary.dictionaries_trained = report.dictionaries_trained;
         summary.values_recompressed = report.values_recompressed;
         summary.bytes_reclaimed = report.bytes_reclaimed;
         for error in &report.errors {
-            eprintln!("warning: maintenance after the import: {error}");
+            tracing::warn!(%error, "a step of the maintenance after the import failed");
         }
     }
     print_summary(&summary, args.json)
@@ -238,15 +240,15 @@ fn per_second(records: u64, elapsed: Duration) -> f64 {
 fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     let mut out = Output::stdout();
     if json {
-        out.json(summary, false)?;
+        out.json(summary)?;
     } else {
         out.line(format_args!(
             "imported {} lines: {} records written, {} skipped, in {:.2} s ({} records/s)",
             output::count(summary.lines),
             output::count(summary.records),
             output::count(summary.skipped),
-            summary.elapsed_secs,
-            output::count(summary.records_per_sec.round() as u64)
+            summary.elapsed_ms as f64 / 1000.0,
+            output::count(summary.records_per_s.round() as u64)
         ))?;
         if summary.dictionaries_trained > 0 {
             out.line(format_args!(
@@ -260,26 +262,17 @@ fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
     out.finish()
 }
 
-/// A progress bar by bytes on standard error, or a hidden one when that is not a terminal.
+/// A progress bar by bytes on standard error (a spinner when the size is unknown); hidden
+/// unless standard error is a terminal.
 fn progress_bar(total_bytes: Option<u64>) -> ProgressBar {
-    if !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let (bar, template) = match total_bytes {
-        Some(total) => (
-            ProgressBar::new(total),
+    let template = match total_bytes {
+        Some(_) => {
             "{spinner} importing [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} \
-             ({binary_bytes_per_sec}, eta {eta})",
-        ),
-        None => (
-            ProgressBar::new_spinner(),
-            "{spinner} importing [{elapsed_precise}] {binary_bytes} ({binary_bytes_per_sec})",
-        ),
+             ({binary_bytes_per_sec}, eta {eta})"
+        }
+        None => "{spinner} importing [{elapsed_precise}] {binary_bytes} ({binary_bytes_per_sec})",
     };
-    match ProgressStyle::with_template(template) {
-        Ok(style) => bar.with_style(style),
-        Err(_) => bar,
-    }
+    progress::bar(template, total_bytes)
 }
 
 /// Reads lines into transactions of `batch_size` lines and hands each to the committing task.

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use strongbox::{ListOptions, Store};
 
 use crate::cli::GlobalOptions;
-use crate::commands::PAGE_KEYS;
+use crate::commands::{Access, PAGE_KEYS};
 use crate::output::Output;
 
 /// Options of `strongbox list COLLECTION`.
@@ -31,7 +31,7 @@ pub struct ListArgs {
 /// # Errors
 /// An invalid collection name, a busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: ListArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = list(&store, &args).await;
     crate::commands::close(store, result).await
 }
@@ -64,7 +64,7 @@ async fn list(store: &Store, args: &ListArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        out.json(&all, false)?;
+        out.json(&all)?;
     }
     out.finish()
 }

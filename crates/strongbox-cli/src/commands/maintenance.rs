@@ -4,7 +4,9 @@ use anyhow::Context as _;
 use strongbox::{MaintenanceOptions, MaintenanceReport};
 
 use crate::cli::GlobalOptions;
+use crate::commands::Access;
 use crate::output::{self, Output};
+use crate::progress;
 
 /// Options of `strongbox maintenance`.
 #[derive(Debug, Clone, clap::Args)]
@@ -15,24 +17,26 @@ pub struct MaintenanceArgs {
     /// Also rebuild every index.
     #[arg(long)]
     pub reindex: bool,
-    /// Print the report as JSON.
+    /// Print the report as one JSON object (steps, file_bytes_before, bytes_reclaimed,
+    /// elapsed_ms...).
     #[arg(long)]
     pub json: bool,
 }
 
-/// Runs `Store::maintenance_with` and prints its report; exits non-zero when a step failed.
+/// Runs `Store::maintenance_with` (under a spinner on a terminal) and prints its report; exits
+/// non-zero when a step failed.
 ///
 /// # Errors
 /// When the database cannot be opened, or a step failed (after printing the report).
 pub async fn run(global: &GlobalOptions, args: MaintenanceArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Write).await?;
     let options = MaintenanceOptions {
         is_full: args.full,
         reindex: args.reindex,
     };
     let result = async {
-        let report = store
-            .maintenance_with(options)
+        let step = "maintenance: optimizing, vacuuming, checking integrity, sweeping";
+        let report = progress::while_running(step, store.maintenance_with(options))
             .await
             .context("run maintenance")?;
         print(&report, args.json)?;
@@ -50,7 +54,7 @@ pub async fn run(global: &GlobalOptions, args: MaintenanceArgs) -> anyhow::Resul
 fn print(report: &MaintenanceReport, json: bool) -> anyhow::Result<()> {
     let mut out = Output::stdout();
     if json {
-        out.json(report, true)?;
+        out.json(report)?;
         return out.finish();
     }
     for step in &report.steps {

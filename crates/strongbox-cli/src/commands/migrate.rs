@@ -1,24 +1,22 @@
 //! `strongbox migrate --from PATH|URL --to PATH|URL`: copy a store to another database.
 
-use std::io::IsTerminal as _;
-
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
-use strongbox::Config;
 
 use crate::cli::GlobalOptions;
+use crate::location::{Location, LocationParser};
 use crate::output::{self, Output};
+use crate::progress;
 
 /// Options of `strongbox migrate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MigrateArgs {
     /// The database to copy: a file path or a postgres:// URL.
-    #[arg(long, value_name = "PATH|URL")]
-    pub from: String,
+    #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
+    pub from: Location,
     /// The database to copy into (created if missing; it must hold no records).
-    #[arg(long, value_name = "PATH|URL")]
-    pub to: String,
-    /// Print the summary as JSON.
+    #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
+    pub to: Location,
+    /// Print the summary as one JSON object (records, blobs, logical_bytes, elapsed_ms).
     #[arg(long)]
     pub json: bool,
 }
@@ -30,32 +28,21 @@ pub struct MigrateArgs {
 /// verification.
 pub async fn run(global: &GlobalOptions, args: MigrateArgs) -> anyhow::Result<()> {
     let base = crate::config::load_single_pass(global)?;
-    let located = |location: &str| {
+    let located = |location: &Location| {
         let mut config = base.clone();
-        let at = Config::for_location(location);
-        config.path = at.path;
-        config.postgres_url = at.postgres_url;
+        location.apply_to(&mut config);
         config.backup_repository = None;
         config
     };
-    let mut source = located(&args.from);
+    let mut source = crate::config::for_reading(located(&args.from));
     source.create_if_missing = false;
     let source = crate::commands::open_config(source).await?;
     let target = match crate::commands::open_config(located(&args.to)).await {
         Ok(target) => target,
         Err(error) => return crate::commands::close(source, Err(error)).await,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
-        if let Ok(style) =
-            ProgressStyle::with_template("migrating [{bar:30}] {pos}/{len} records ({eta})")
-        {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress::counter("migrating", 0);
+    bar.set_message("records");
     let result = source
         .copy_into(&target, |done, total| {
             bar.set_length(total);
@@ -73,7 +60,7 @@ pub async fn run(global: &GlobalOptions, args: MigrateArgs) -> anyhow::Result<()
     let printed = result.and_then(|summary| {
         let mut out = Output::stdout();
         if args.json {
-            out.json(&summary, true)?;
+            out.json(&summary)?;
         } else {
             out.line(format_args!(
                 "copied {} records ({} unique values, {}) in {} ms; the copy verified clean",

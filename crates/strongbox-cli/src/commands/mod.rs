@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod collections;
+pub mod completions;
 pub mod delete;
 pub mod demo;
 pub mod export;
@@ -11,6 +12,7 @@ pub mod get;
 pub mod import;
 pub mod list;
 pub mod maintenance;
+pub mod man;
 pub mod migrate;
 pub mod put;
 pub mod serve_metrics;
@@ -82,10 +84,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServeMetrics(args) => serve_metrics::run(&global, args).await,
         Command::Bench { .. } => Err(anyhow::anyhow!(
             "the benchmark is not part of `strongbox` any more: in the Strongbox repository, run \
-             `cargo run --release -p strongbox-bench -- --dataset FILE`"
+             `cargo run --release -p strongbox-bench` (it generates its data; --help for more)"
         )),
         Command::Backup(args) => backup::run(&global, args).await,
         Command::Migrate(args) => migrate::run(&global, args).await,
+        Command::Completions(args) => completions::run(&args),
+        Command::Man => man::run(),
     }
 }
 
@@ -98,14 +102,27 @@ pub async fn open(global: &GlobalOptions) -> anyhow::Result<Store> {
     open_config(crate::config::load_single_pass(global)?).await
 }
 
+/// What a command does with the database it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Only reads: a file this process may not write is opened read-only
+    /// ([`crate::config::for_reading`]).
+    Read,
+    /// Writes (or may write).
+    Write,
+}
+
 /// Opens the store the global options name, which must exist: for commands that only read or
 /// change what is there, so that a mistyped path is an error instead of a new, empty store.
 ///
 /// # Errors
 /// As [`open`], and when there is no database at the path.
-pub async fn open_existing(global: &GlobalOptions) -> anyhow::Result<Store> {
+pub async fn open_existing(global: &GlobalOptions, access: Access) -> anyhow::Result<Store> {
     let mut config = crate::config::load_single_pass(global)?;
     config.create_if_missing = false;
+    if access == Access::Read {
+        config = crate::config::for_reading(config);
+    }
     open_config(config).await
 }
 

@@ -1,4 +1,11 @@
 //! `strongbox serve-metrics`: the database's statistics in Prometheus text format over HTTP.
+//!
+//! The served figures are what this process's own store computes: the storage gauges (records,
+//! bytes, dictionaries), read from the database every `--interval-secs`, and the counters of the
+//! operations this process itself runs (none but its refreshes). Other processes' operation
+//! counters and latencies live in their own memory and are not seen here. Background work
+//! (the refreshes, and maintenance when `--maintenance-interval-secs` asks for it) logs its
+//! failures on standard error.
 
 use std::net::SocketAddr;
 
@@ -16,6 +23,11 @@ pub struct ServeMetricsArgs {
     /// Seconds between refreshes of the storage gauges (records, bytes, cache).
     #[arg(long, default_value_t = 5)]
     pub interval_secs: u64,
+    /// Also run maintenance on the database every N seconds (it may rebuild the file and holds
+    /// writes back while it does) [default: never, unless maintenance_interval_secs is set in
+    /// --config].
+    #[arg(long, value_name = "N")]
+    pub maintenance_interval_secs: Option<u64>,
 }
 
 /// Serves `/metrics` until interrupted (Ctrl-C or SIGTERM).
@@ -26,17 +38,30 @@ pub async fn run(global: &GlobalOptions, args: ServeMetricsArgs) -> anyhow::Resu
     let mut config = crate::config::load(global)?;
     config.stats_interval_secs = args.interval_secs.max(1);
     config.create_if_missing = false;
+    if let Some(secs) = args.maintenance_interval_secs {
+        config.maintenance_interval_secs = secs;
+    }
+    if config.maintenance_interval_secs == 0 {
+        // Nothing but reads, so a file this user may not write is served all the same.
+        config = crate::config::for_reading(config);
+    }
     PrometheusBuilder::new()
         .with_http_listener(args.addr)
         .install()
         .with_context(|| format!("serve metrics on {}", args.addr))?;
     let store = crate::commands::open_config(config).await?;
     store.publish_metrics().await;
-    eprintln!(
-        "serving the metrics of {} on http://{}/metrics (Ctrl-C stops)",
-        store.config().location(),
-        args.addr
-    );
+    let maintenance = match store.config().maintenance_interval_secs {
+        0 => "no maintenance".to_owned(),
+        secs => format!("maintenance every {secs} s"),
+    };
+    if !global.quiet {
+        eprintln!(
+            "serving the metrics of {} on http://{}/metrics, {maintenance} (Ctrl-C stops)",
+            store.config().location(),
+            args.addr
+        );
+    }
     let stopped = stop_signal().await;
     crate::commands::close(store, stopped).await
 }

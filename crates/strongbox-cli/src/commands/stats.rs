@@ -4,12 +4,13 @@ use anyhow::Context as _;
 use strongbox::Store;
 
 use crate::cli::GlobalOptions;
+use crate::commands::Access;
 use crate::output::{self, Output};
 
 /// Options of `strongbox stats`.
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
-    /// Print the strongbox::StorageStats fields as a JSON object.
+    /// Print one JSON object (records, collections, logical_bytes, stored_bytes, file_bytes...).
     #[arg(long)]
     pub json: bool,
     /// Print again every SECS seconds until interrupted (a JSON object per line with --json).
@@ -17,12 +18,13 @@ pub struct StatsArgs {
     pub watch: Option<u64>,
 }
 
-/// Prints the storage statistics (the `strongbox::StorageStats` fields as JSON with `--json`).
+/// Prints the storage statistics (the `strongbox::StorageStats` fields as JSON with `--json`),
+/// naming the database by its path or redacted URL.
 ///
 /// # Errors
 /// A busy database, a closed standard output.
 pub async fn run(global: &GlobalOptions, args: StatsArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = match args.watch {
         None => stats(&store, &args).await,
         Some(secs) => watch(&store, &args, secs.max(1)).await,
@@ -55,13 +57,11 @@ async fn stats(store: &Store, args: &StatsArgs) -> anyhow::Result<()> {
         .context("read storage statistics")?;
     let mut out = Output::stdout();
     if args.json {
-        out.json(&stats, false)?;
+        out.json(&stats)?;
     } else {
-        out.line(format_args!(
-            "database       {}",
-            store.config().path.display()
-        ))?;
-        out.table(&output::storage_rows(&stats))?;
+        let mut rows = vec![("database".to_owned(), store.config().location())];
+        rows.extend(output::storage_rows(&stats));
+        out.table(&rows)?;
     }
     out.finish()
 }

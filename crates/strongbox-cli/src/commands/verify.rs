@@ -5,40 +5,41 @@ use serde_json::json;
 use strongbox::{Problem, Store, VerifyReport};
 
 use crate::cli::GlobalOptions;
-use crate::commands::Failure;
+use crate::commands::{Access, Failure};
 use crate::output::{self, Output};
+use crate::progress;
 
 /// Options of `strongbox verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Print the report as a JSON object.
+    /// Print the report as a JSON object: is_clean, blobs_checked, records_checked, problems.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Runs `Store::verify`, prints each problem and a summary line.
+/// Runs `Store::verify` (under a spinner on a terminal), prints each problem and a summary line.
 ///
 /// # Errors
 /// [`Failure::Problems`] (exit code 4) when anything is wrong; a busy database when the checks
 /// cannot run.
 pub async fn run(global: &GlobalOptions, args: VerifyArgs) -> anyhow::Result<()> {
-    let store = crate::commands::open_existing(global).await?;
+    let store = crate::commands::open_existing(global, Access::Read).await?;
     let result = verify(&store, &args).await;
     crate::commands::close(store, result).await
 }
 
 async fn verify(store: &Store, args: &VerifyArgs) -> anyhow::Result<()> {
-    let report = store.verify().await.context("verify the database")?;
+    let report = progress::while_running("verifying every value and record", store.verify())
+        .await
+        .context("verify the database")?;
     let mut out = Output::stdout();
     if args.json {
-        out.json(
-            &json!({
-                "clean": report.is_clean(),
-                "blobs_checked": report.blobs_checked,
-                "problems": report.problems,
-            }),
-            false,
-        )?;
+        out.json(&json!({
+            "is_clean": report.is_clean(),
+            "blobs_checked": report.blobs_checked,
+            "records_checked": report.records_checked,
+            "problems": report.problems,
+        }))?;
     } else {
         for problem in &report.problems {
             out.line(describe(problem))?;

@@ -145,18 +145,20 @@ fn get_and_export_print_values_exactly_as_stored() {
         stdout(&pretty).trim(),
         format!("[\n  {},\n  \"x\",\n  {}\n]", u128::MAX - 1, i128::MIN)
     );
-    let meta = run(&db, &["get", "--meta", "big", "max"]);
+    let meta = run(&db, &["get", "--meta", "--json", "big", "max"]);
     assert!(
         stdout(&meta).starts_with(&format!(r#"{{"value":{max},"version":1,"#)),
         "{}",
         stdout(&meta)
     );
-    let meta_pretty = run(&db, &["get", "--meta", "--pretty", "big", "max"]);
+    let meta_pretty = run(&db, &["get", "--meta", "--json", "--pretty", "big", "max"]);
     assert!(
         stdout(&meta_pretty).starts_with(&format!("{{\n  \"value\": {max},\n  \"version\": 1,")),
         "{}",
         stdout(&meta_pretty)
     );
+    let human = stdout(&run(&db, &["get", "--meta", "big", "max"]));
+    assert!(human.ends_with(&format!("value      {max}\n")), "{human}");
 
     // Export keeps one record per line, whatever the stored layout.
     let exported = run(&db, &["export"]);

@@ -75,7 +75,7 @@ pub async fn ensure_empty(store: &Store) -> anyhow::Result<()> {
         bail!(
             "the demo needs an empty database, and {} holds {} records; pass a new file to --db, \
              or omit --db to use a temporary one",
-            store.config().path.display(),
+            store.config().location(),
             existing.records
         );
     }

@@ -52,9 +52,7 @@ pub async fn deliberate_conflict(ctx: &Ctx) -> anyhow::Result<(Tally, Vec<String
             }
             Err(error) if is_conflict(&error) => {
                 conflicts += 1;
-                lines.push(format!(
-                    "              {what}: rejected with Error::Conflict: {error}"
-                ));
+                lines.push(format!("              {what}: rejected: {error}"));
             }
             Err(error) => return Err(error).context("commit a transfer of the conflict demo"),
         }

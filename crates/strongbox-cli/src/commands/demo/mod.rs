@@ -77,7 +77,7 @@ pub async fn run(global: &GlobalOptions, args: DemoArgs) -> anyhow::Result<()> {
     // Dropped (and removed) at the end of this function, after the store is closed.
     let temporary;
     let config = if global.db_on_command_line {
-        out.line(format_args!("  database  {}", loaded.path.display()))?;
+        out.line(format_args!("  database  {}", loaded.location()))?;
         loaded
     } else {
         temporary = tempfile::Builder::new()
