@@ -6,10 +6,10 @@
 
 use deadpool_postgres::Client;
 
-use super::convert::{Column, format, map_err, unsigned};
+use super::convert::{Column, format, map_err, meta};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version, seal};
+use crate::record::seal;
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = 3;
@@ -129,7 +129,8 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
 async fn seal_every_record(tx: &deadpool_postgres::Transaction<'_>) -> Result<()> {
     let rows = tx
         .query(
-            "SELECT collection, key, blob_id, format, version, created_at, updated_at, size
+            "SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
+                    access_count, last_accessed
              FROM strongbox_records",
             &[],
         )
@@ -145,14 +146,7 @@ async fn seal_every_record(tx: &deadpool_postgres::Transaction<'_>) -> Result<()
         let Some(blob_id) = BlobId::from_slice(row.column(2)?) else {
             continue;
         };
-        let meta = RecordMeta {
-            version: Version::new(unsigned(row.column(4)?)),
-            created_at_ms: row.column(5)?,
-            updated_at_ms: row.column(6)?,
-            size_bytes: unsigned(row.column(7)?),
-            access_count: 0,
-            last_accessed_ms: 0,
-        };
+        let meta = meta(&row, 4)?;
         let format = format(&row, 3)?;
         let seal = seal(
             collection.as_bytes(),

@@ -4,18 +4,17 @@
 use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
-use super::convert::{Column, format, map_err, unsigned};
+use super::convert::{Column, format, map_err, meta};
 use super::schema::TABLES;
 use crate::backend::types::Position;
 use crate::backend::{BlobCursor, Checks, Measurement, RecordCheck, RefcountMismatch};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
-use crate::record::{RecordMeta, Version};
 
 /// Records after a `(collection, key)`, with whether their blob exists.
 const RECORDS_AFTER: &str = "
     SELECT r.collection, r.key, r.blob_id, r.format, r.version, r.created_at, r.updated_at,
-           r.size, r.seal, b.id IS NOT NULL
+           r.size, r.access_count, r.last_accessed, r.seal, b.id IS NOT NULL
     FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
     WHERE (r.collection, r.key) > ($1, $2)
     ORDER BY r.collection, r.key LIMIT $3";
@@ -112,21 +111,14 @@ impl Checks for PostgresBackend {
             .map(|row| {
                 let collection: String = row.column(0)?;
                 let key: String = row.column(1)?;
-                let has_blob: bool = row.column(9)?;
+                let has_blob: bool = row.column(11)?;
                 Ok(RecordCheck {
                     collection: collection.into_bytes(),
                     key: key.into_bytes(),
                     blob_id: BlobId::from_slice(row.column(2)?).filter(|_| has_blob),
                     format: format(row, 3)?,
-                    meta: RecordMeta {
-                        version: Version::new(unsigned(row.column(4)?)),
-                        created_at_ms: row.column(5)?,
-                        updated_at_ms: row.column(6)?,
-                        size_bytes: unsigned(row.column(7)?),
-                        access_count: 0,
-                        last_accessed_ms: 0,
-                    },
-                    seal: row.column(8)?,
+                    meta: meta(row, 4)?,
+                    seal: row.column(10)?,
                 })
             })
             .collect()

@@ -156,12 +156,6 @@ impl SqliteBackend {
         .map_err(map_err("enable the query planner stability guarantee"))?;
         schema::migrate(&mut conn, is_new)?;
 
-        let readers = Arc::new(ReaderPool::open(
-            path.clone(),
-            vfs,
-            config.read_connections,
-            busy_timeout,
-        )?);
         let (requests, receiver) = mpsc::channel();
         let max_batch_requests = config.max_batch_requests;
         let thread = std::thread::Builder::new()
@@ -171,13 +165,26 @@ impl SqliteBackend {
                 action: "start the writer thread".into(),
                 source,
             })?;
+        Self::with_readers(config, Some(WriterHandle { requests, thread }))
+    }
+
+    /// The backend over the file at `config.path`, with its pool of read connections and the
+    /// writer (`None`: a read-only store).
+    fn with_readers(config: &Config, writer: Option<WriterHandle>) -> Result<Self> {
+        let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
+        let readers = ReaderPool::open(
+            config.path.clone(),
+            config.sqlite_vfs.clone(),
+            config.read_connections,
+            busy_timeout,
+        )?;
         Ok(SqliteBackend {
-            path,
+            path: config.path.clone(),
             busy_timeout,
             inline_reads: config.inline_reads,
-            writer: Mutex::new(Some(WriterHandle { requests, thread })),
-            readers,
-            read_only: false,
+            read_only: writer.is_none(),
+            writer: Mutex::new(writer),
+            readers: Arc::new(readers),
         })
     }
 
@@ -189,24 +196,10 @@ impl SqliteBackend {
             return Err(no_database(&path));
         }
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
-        let vfs = config.sqlite_vfs.clone();
-        let probe = reader::open_reader(&path, vfs.as_deref(), busy_timeout)?;
+        let probe = reader::open_reader(&path, config.sqlite_vfs.as_deref(), busy_timeout)?;
         schema::check_is_current(&probe)?;
         drop(probe);
-        let readers = Arc::new(ReaderPool::open(
-            path.clone(),
-            vfs,
-            config.read_connections,
-            busy_timeout,
-        )?);
-        Ok(SqliteBackend {
-            path,
-            busy_timeout,
-            inline_reads: config.inline_reads,
-            writer: Mutex::new(None),
-            readers,
-            read_only: true,
-        })
+        Self::with_readers(config, None)
     }
 
     fn send(&self, request: Request) -> Result<()> {
