@@ -65,6 +65,7 @@ mod store;
 mod tasks;
 mod telemetry;
 mod training;
+mod transact;
 mod transaction;
 mod verify;
 
@@ -78,5 +79,6 @@ pub use stats::{StatsSnapshot, StorageStats};
 pub use store::{ListOptions, Store};
 pub use telemetry::{OpStats, WriteStats};
 pub use training::{CollectionCompression, CompressionReport};
+pub use transact::{ReadWriteTransaction, TRANSACT_ATTEMPTS};
 pub use transaction::Transaction;
 pub use verify::{Problem, VerifyReport};

@@ -130,7 +130,7 @@ impl Transaction {
                 .into_iter()
                 .map(|outcome| match outcome {
                     WriteOutcome::Stored { meta, .. } => Some(meta.version),
-                    WriteOutcome::Deleted(_) => None,
+                    WriteOutcome::Deleted(_) | WriteOutcome::Checked => None,
                 })
                 .collect()
         });

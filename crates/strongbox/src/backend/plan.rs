@@ -83,6 +83,8 @@ pub(crate) enum Plan<'op, R> {
     },
     /// Nothing to do: a delete of a key that does not exist.
     Absent,
+    /// Nothing to do: a check that held.
+    Checked,
 }
 
 /// The plan for `op` on a record found in state `current` (`None`: no record), at `now_ms`.
@@ -145,6 +147,10 @@ pub(crate) fn plan<'op, R: Copy>(
                 replaces,
                 release: None,
             })
+        }
+        WriteOp::Check { expect, .. } => {
+            check_expect(collection, key, *expect, state)?;
+            Ok(Plan::Checked)
         }
         WriteOp::Delete { expect, .. } => {
             check_expect(collection, key, *expect, state)?;
@@ -364,6 +370,28 @@ mod tests {
                     Some(_) => Plan::Delete { release: None },
                 };
                 assert_eq!(plan, want, "{name} {expect:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn checks_write_nothing_and_hold_only_when_the_condition_does() {
+        for (name, current) in states() {
+            for expect in expectations() {
+                let op = WriteOp::Check {
+                    collection: "c".into(),
+                    key: "k".into(),
+                    expect,
+                };
+                let result = plan(&op, current.as_ref(), NOW);
+                assert_eq!(
+                    verdict(&result),
+                    expected_verdict(expect, current.as_ref()),
+                    "{name} {expect:?}"
+                );
+                if let Ok(plan) = result {
+                    assert_eq!(plan, Plan::Checked, "{name} {expect:?}");
+                }
             }
         }
     }

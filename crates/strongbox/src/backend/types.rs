@@ -31,6 +31,16 @@ pub enum WriteOp {
         /// The condition on the record removed.
         expect: Expect,
     },
+    /// Write nothing, but fail the batch with a conflict unless the record is as `expect`
+    /// says: how a transaction that read the record validates its read at commit.
+    Check {
+        /// Validated collection name.
+        collection: String,
+        /// Validated key.
+        key: String,
+        /// What the transaction saw: the version it read, or `Expect::Absent`.
+        expect: Expect,
+    },
     /// Create a record exactly as a backup holds it: like a `Put` with `Expect::Absent` (a
     /// conflict if the key exists), with the same reference counting, but keeping the
     /// version and metadata given instead of starting at version 1 now.
@@ -56,6 +66,9 @@ impl WriteOp {
                 collection, key, ..
             }
             | WriteOp::Delete {
+                collection, key, ..
+            }
+            | WriteOp::Check {
                 collection, key, ..
             }
             | WriteOp::Restore {
@@ -123,6 +136,8 @@ pub enum WriteOutcome {
     },
     /// The record was removed (`true`) or was already absent (`false`).
     Deleted(bool),
+    /// The record was as a `WriteOp::Check` expected; nothing was written.
+    Checked,
 }
 
 /// Read counts accumulated in memory, added to a record's metadata in one write.

@@ -249,7 +249,7 @@ impl Store {
 
     /// Decodes, verifies and deserializes stored bytes; the decoded value must also have the
     /// size the record says.
-    async fn decode<T: DeserializeOwned>(
+    pub(crate) async fn decode<T: DeserializeOwned>(
         &self,
         collection: &str,
         key: &str,

@@ -56,7 +56,7 @@ impl Store {
         let result = match self.encode_put(collection, key, value, expect) {
             Ok(op) => match self.write_one(op).await {
                 Ok(WriteOutcome::Stored { meta, .. }) => Ok(meta.version),
-                Ok(WriteOutcome::Deleted(_)) => Err(unexpected_outcome()),
+                Ok(WriteOutcome::Deleted(_) | WriteOutcome::Checked) => Err(unexpected_outcome()),
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
@@ -90,7 +90,9 @@ impl Store {
         let result = match delete_op(collection, key, expect) {
             Ok(op) => match self.write_one(op).await {
                 Ok(WriteOutcome::Deleted(existed)) => Ok(existed),
-                Ok(WriteOutcome::Stored { .. }) => Err(unexpected_outcome()),
+                Ok(WriteOutcome::Stored { .. } | WriteOutcome::Checked) => {
+                    Err(unexpected_outcome())
+                }
                 Err(error) => Err(error),
             },
             Err(error) => Err(error),
@@ -152,8 +154,9 @@ impl Store {
     /// Hands writes to the backend, then brings the cache in line with what committed.
     pub(crate) async fn apply(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
         let write_through = self.inner.cache.is_write_through();
-        // What each write means for the cache: (collection, key, new stored value if any).
-        let touched: Vec<(String, String, Option<NewValue>)> = ops
+        // What each write means for the cache: (collection, key, new stored value if any);
+        // `None` for a check, which writes nothing.
+        let touched: Vec<Option<(String, String, Option<NewValue>)>> = ops
             .iter()
             .map(|op| match op {
                 WriteOp::Put {
@@ -167,21 +170,25 @@ impl Store {
                         .recorder
                         .written(blob.raw_len, blob.stored.len() as u64);
                     let value = write_through.then(|| (blob.id, blob.stored.clone(), *format));
-                    (collection.clone(), key.clone(), value)
+                    Some((collection.clone(), key.clone(), value))
                 }
                 WriteOp::Delete {
                     collection, key, ..
                 }
                 | WriteOp::Restore {
                     collection, key, ..
-                } => (collection.clone(), key.clone(), None),
+                } => Some((collection.clone(), key.clone(), None)),
+                WriteOp::Check { .. } => None,
             })
             .collect();
         let result = self.inner.backend.write(ops).await;
         let cache = &self.inner.cache;
         match &result {
             Ok(outcomes) => {
-                for ((collection, key, value), outcome) in touched.into_iter().zip(outcomes) {
+                for (touched, outcome) in touched.into_iter().zip(outcomes) {
+                    let Some((collection, key, value)) = touched else {
+                        continue;
+                    };
                     let cached = match outcome {
                         WriteOutcome::Stored { meta, deduplicated } => {
                             if *deduplicated {
@@ -194,7 +201,7 @@ impl Store {
                                 meta: *meta,
                             })
                         }
-                        WriteOutcome::Deleted(_) => None,
+                        WriteOutcome::Deleted(_) | WriteOutcome::Checked => None,
                     };
                     cache.written(&collection, &key, cached);
                 }
@@ -202,7 +209,7 @@ impl Store {
             // Whether anything committed is unknown for some errors (a dead writer): forget
             // the keys rather than risk serving what was replaced.
             Err(_) => {
-                for (collection, key, _) in touched {
+                for (collection, key, _) in touched.into_iter().flatten() {
                     cache.written(&collection, &key, None);
                 }
             }

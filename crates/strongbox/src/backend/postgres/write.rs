@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
@@ -92,11 +93,23 @@ pub(super) fn classify(action: &'static str) -> impl FnOnce(tokio_postgres::Erro
 impl Writes for PostgresBackend {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
         let mut client = self.client().await?;
+        let validates_reads = ops.iter().any(|op| matches!(op, WriteOp::Check { .. }));
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // A batch that validates reads (a `transact` commit) runs SERIALIZABLE: its checks
+            // then also see the inserts of concurrent transactions that would make it
+            // non-serializable, which row locks alone would miss (a missing row locks nothing);
+            // those fail with a serialization failure and are retried here.
+            let isolation = if validates_reads {
+                IsolationLevel::Serializable
+            } else {
+                IsolationLevel::ReadCommitted
+            };
             let tx = client
-                .transaction()
+                .build_transaction()
+                .isolation_level(isolation)
+                .start()
                 .await
                 .map_err(map_err("begin a write transaction"))?;
             let result = match self.apply(&tx, &ops).await {
@@ -170,6 +183,7 @@ impl PostgresBackend {
             let current = current(tx, collection, key).await?;
             let outcome = match plan(op, current.as_ref(), now)? {
                 Plan::Absent => WriteOutcome::Deleted(false),
+                Plan::Checked => WriteOutcome::Checked,
                 Plan::Delete { release } => {
                     let statement = tx
                         .prepare_cached(DELETE_RECORD)
@@ -229,8 +243,10 @@ impl PostgresBackend {
                     WriteOutcome::Stored { meta, deduplicated }
                 }
             };
+            if !matches!(outcome, WriteOutcome::Checked) {
+                self.announce(tx, collection, key).await?;
+            }
             outcomes.push(outcome);
-            self.announce(tx, collection, key).await?;
         }
         // Blob rows are locked last and in id order: two requests touching the same values
         // (popular defaults) queue behind each other instead of deadlocking.

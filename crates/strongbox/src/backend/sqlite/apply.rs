@@ -65,6 +65,7 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
         let current = current(conn, collection, key)?;
         let outcome = match plan(op, current.as_ref(), now)? {
             Plan::Absent => WriteOutcome::Deleted(false),
+            Plan::Checked => WriteOutcome::Checked,
             Plan::Delete { release } => {
                 conn.prepare_cached(DELETE_RECORD)
                     .and_then(|mut statement| statement.execute(params![collection, key]))

@@ -4,6 +4,7 @@
 mod dedup;
 mod errors;
 mod keys;
+mod transact;
 mod transactions;
 mod values;
 
@@ -37,6 +38,9 @@ behaviours!(
     keys::list_is_in_byte_order_with_prefix_cursor_and_limit,
     keys::count_collections_exists_and_delete,
     keys::names_with_sql_metacharacters_and_unicode_are_plain_data,
+    transact::concurrent_increments_are_exact,
+    transact::reads_see_own_writes_and_errors_write_nothing,
+    transact::transfers_keep_the_total,
     transactions::a_transaction_commits_across_collections,
     transactions::a_failed_condition_in_the_middle_leaves_nothing,
     transactions::conditional_stores_and_deletes_check_versions,

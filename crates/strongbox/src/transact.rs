@@ -1,0 +1,274 @@
+//! Read-write transactions: [`Store::transact`] runs a closure that reads and writes, and
+//! commits it only if nothing it read changed meanwhile, else runs it again.
+//!
+//! A [`ReadWriteTransaction`] buffers its writes (its reads see them) and remembers the version
+//! of every key it read (`None`: absent). At commit each read becomes a `WriteOp::Check` and
+//! each write carries the version read as its condition, all in one batch: the engine checks
+//! them in the same database transaction as the writes (on SQLite inside the group commit; on
+//! PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check that fails
+//! is `Error::Conflict`, and the closure runs again after a jittered pause.
+//!
+//! **Invariant:** nothing a closure writes reaches the database unless every key it read is
+//! still at the version it saw; a closure that fails or panics writes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::WriteOp;
+use crate::blob::EncodedBlob;
+use crate::error::{Error, Result};
+use crate::name::{validate_collection, validate_key};
+use crate::record::{Expect, RecordMeta, Version};
+use crate::store::Store;
+use crate::telemetry::Operation;
+
+/// How many times a transaction runs before its conflict is returned.
+pub const TRANSACT_ATTEMPTS: u32 = 1_000;
+
+/// A (collection, key) pair.
+type Key = (String, String);
+
+/// A write waiting for the commit.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// The new value, encoded.
+    Put {
+        /// The value's blob.
+        blob: EncodedBlob,
+        /// Its format tag.
+        format: u8,
+    },
+    /// A delete.
+    Delete,
+}
+
+/// The handle a [`Store::transact`] closure reads and writes through.
+///
+/// Reads return committed data, or this transaction's own earlier writes; writes are kept until
+/// the closure returns `Ok`, and then committed together with the check of every read.
+#[derive(Debug)]
+pub struct ReadWriteTransaction {
+    store: Store,
+    /// The version each key had when first read (`None`: absent).
+    reads: BTreeMap<Key, Option<Version>>,
+    /// The last write of each key, with the order keys were first written in.
+    writes: BTreeMap<Key, (usize, Pending)>,
+}
+
+impl ReadWriteTransaction {
+    fn new(store: Store) -> Self {
+        ReadWriteTransaction {
+            store,
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the value under `key`: this transaction's own write if it made one, else the
+    /// committed value. The version read is checked at commit.
+    ///
+    /// # Errors
+    /// `Error::InvalidName`, `Error::Serialization` when the value is not a `T`, and the errors
+    /// of [`Store::retrieve`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn get<T: DeserializeOwned>(
+        &mut self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        validate_collection(collection)?;
+        validate_key(key)?;
+        let name = (collection.to_owned(), key.to_owned());
+        if let Some((_, pending)) = self.writes.get(&name) {
+            return match pending {
+                Pending::Delete => Ok(None),
+                Pending::Put { blob, format } => {
+                    let meta = RecordMeta {
+                        version: Version::FIRST,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                        size_bytes: blob.raw_len,
+                        access_count: 0,
+                        last_accessed_ms: 0,
+                    };
+                    self.store
+                        .decode(collection, key, &blob.id, &blob.stored, *format, &meta)
+                        .await
+                        .map(Some)
+                }
+            };
+        }
+        let record = self.store.retrieve_record::<T>(collection, key).await?;
+        let version = record.as_ref().map(|record| record.meta.version);
+        self.reads.entry(name).or_insert(version);
+        Ok(record.map(|record| record.value))
+    }
+
+    /// Writes `value` under `key` when the transaction commits.
+    ///
+    /// # Errors
+    /// `Error::InvalidName`, `Error::ValueTooLarge`, `Error::Serialization`: at the call, never
+    /// at the commit.
+    pub fn put<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<()> {
+        let WriteOp::Put { blob, format, .. } =
+            self.store.encode_put(collection, key, value, Expect::Any)?
+        else {
+            return Err(Error::backend(
+                "encode a write",
+                "the encoder returned another operation than a put",
+            ));
+        };
+        self.stage(collection, key, Pending::Put { blob, format });
+        Ok(())
+    }
+
+    /// Deletes `key` when the transaction commits.
+    ///
+    /// # Errors
+    /// `Error::InvalidName`, at the call.
+    pub fn delete(&mut self, collection: &str, key: &str) -> Result<()> {
+        validate_collection(collection)?;
+        validate_key(key)?;
+        self.stage(collection, key, Pending::Delete);
+        Ok(())
+    }
+
+    fn stage(&mut self, collection: &str, key: &str, pending: Pending) {
+        let order = self.writes.len();
+        self.writes
+            .entry((collection.to_owned(), key.to_owned()))
+            .and_modify(|(_, existing)| *existing = pending.clone())
+            .or_insert((order, pending));
+    }
+
+    /// The batch that commits this transaction: a check of every key read and not written,
+    /// then the writes in the order their keys were first written, each conditioned on the
+    /// version read (no condition on a key written without being read).
+    fn into_ops(self) -> Vec<WriteOp> {
+        let expect_of = |read: Option<Option<Version>>| match read {
+            None => Expect::Any,
+            Some(None) => Expect::Absent,
+            Some(Some(version)) => Expect::Version(version),
+        };
+        let mut ops: Vec<WriteOp> = self
+            .reads
+            .iter()
+            .filter(|(name, _)| !self.writes.contains_key(*name))
+            .map(|((collection, key), version)| WriteOp::Check {
+                collection: collection.clone(),
+                key: key.clone(),
+                expect: expect_of(Some(*version)),
+            })
+            .collect();
+        let mut writes: Vec<(Key, (usize, Pending))> = self.writes.into_iter().collect();
+        writes.sort_by_key(|(_, (order, _))| *order);
+        for ((collection, key), (_, pending)) in writes {
+            let expect = expect_of(self.reads.get(&(collection.clone(), key.clone())).copied());
+            ops.push(match pending {
+                Pending::Put { blob, format } => WriteOp::Put {
+                    collection,
+                    key,
+                    blob,
+                    format,
+                    expect,
+                },
+                Pending::Delete => WriteOp::Delete {
+                    collection,
+                    key,
+                    expect,
+                },
+            });
+        }
+        ops
+    }
+}
+
+impl Store {
+    /// Runs `body` as a serializable read-write transaction and returns what it returned.
+    ///
+    /// Every key `body` read is checked at commit, in the same database transaction as its
+    /// writes; if any changed, nothing is written and `body` runs again (up to
+    /// [`TRANSACT_ATTEMPTS`] times, after a short jittered pause). An `Err` from `body` writes
+    /// nothing and is returned at once, without a retry. Reach for this whenever a write
+    /// depends on what was read; [`Store::store`] and [`Store::transaction`] remain for blind
+    /// writes.
+    ///
+    /// # Errors
+    /// `Error::Conflict` when the reads kept changing through every attempt, `body`'s own
+    /// error, and the errors of the reads and writes it made.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: once the commit is queued, it may land even if the future is dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> strongbox::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| strongbox::Error::Io { action: "tmp".into(), source: e })?;
+    /// let store = strongbox::Store::open(strongbox::Config::new(dir.path().join("t.db"))).await?;
+    /// store.store("balances", "alice", &100u64).await?;
+    /// let moved = store
+    ///     .transact(async |tx| {
+    ///         let from: u64 = tx.get("balances", "alice").await?.unwrap_or_default();
+    ///         let to: u64 = tx.get("balances", "bob").await?.unwrap_or_default();
+    ///         if from < 30 {
+    ///             return Ok(false);
+    ///         }
+    ///         tx.put("balances", "alice", &(from - 30))?;
+    ///         tx.put("balances", "bob", &(to + 30))?;
+    ///         Ok(true)
+    ///     })
+    ///     .await?;
+    /// assert!(moved);
+    /// assert_eq!(store.retrieve::<u64>("balances", "bob").await?, Some(30));
+    /// # store.close().await
+    /// # }
+    /// ```
+    pub async fn transact<T, F>(&self, mut body: F) -> Result<T>
+    where
+        F: AsyncFnMut(&mut ReadWriteTransaction) -> Result<T>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = ReadWriteTransaction::new(self.clone());
+            let value = body(&mut tx).await?;
+            let ops = tx.into_ops();
+            if ops.is_empty() {
+                return Ok(value);
+            }
+            let started = std::time::Instant::now();
+            let committed = self.apply(ops).await;
+            self.recorder()
+                .finish(Operation::Commit, started.elapsed(), &committed);
+            match committed {
+                Ok(_) => return Ok(value),
+                Err(Error::Conflict { .. }) if attempt < TRANSACT_ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// A pause before attempt `attempt + 1`: up to 2^attempt × 50 µs (at most about 50 ms),
+/// jittered so that transactions that collided do not collide again in step.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling_micros = 50u64 << attempt.min(10);
+    let jitter = std::hash::BuildHasher::hash_one(
+        &std::hash::RandomState::new(),
+        (attempt, std::time::Instant::now()),
+    );
+    Duration::from_micros(jitter % ceiling_micros.max(1))
+}
