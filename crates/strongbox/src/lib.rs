@@ -52,6 +52,7 @@ pub mod blob;
 mod cache;
 mod clock;
 pub mod codec;
+mod collection;
 mod config;
 mod dictionaries;
 mod error;
@@ -70,6 +71,7 @@ mod transaction;
 mod verify;
 
 pub use cache::CacheStats;
+pub use collection::{Collection, Entry, SCAN_PAGE, Scan};
 pub use config::{CacheMode, Config, Durability, PostgresUrl};
 pub use error::{BoxError, Error, Result};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};

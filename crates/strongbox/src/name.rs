@@ -65,9 +65,37 @@ fn shorten(name: &str) -> String {
     name.get(..end).unwrap_or_default().to_owned()
 }
 
+/// The smallest string greater than every string starting with `prefix`, as valid UTF-8 (what
+/// a key range's end must be; UTF-8 orders bytes as it orders code points): the prefix with its last character incremented. `None` when
+/// there is no such bound (empty prefix, or only `char::MAX`).
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            code => char::from_u32(code),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_bounds_are_valid_utf8_and_tight() {
+        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+        assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    }
 
     #[test]
     fn accepts_ordinary_and_unusual_names() -> Result<()> {

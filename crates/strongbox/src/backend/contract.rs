@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::types::{
     AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
-    WriteOutcome,
+    RefcountMismatch, ScanRange, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord,
+    WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -47,6 +47,19 @@ pub trait Engine {
 pub trait Reads {
     /// Fetches one record with its blob.
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>>;
+
+    /// Several records of one collection with their blobs, in the order of `keys` (`None`
+    /// where a key has no record), in one round trip.
+    async fn get_many(
+        &self,
+        collection: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<StoredRecord>>>;
+
+    /// Up to `range.limit` records of a collection in `range`, with their blobs, in key order
+    /// (or reversed), read in one statement: `(key, record)`.
+    async fn scan(&self, collection: &str, range: ScanRange)
+    -> Result<Vec<(String, StoredRecord)>>;
 
     /// The current version of a record, if it exists.
     async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>>;

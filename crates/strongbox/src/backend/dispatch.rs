@@ -12,8 +12,8 @@ use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
     AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
-    WriteOutcome,
+    RefcountMismatch, ScanRange, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord,
+    WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::config::Config;
@@ -88,6 +88,22 @@ impl Engine for Backend {
 impl Reads for Backend {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
         forward!(self, engine => engine.get(collection, key).await)
+    }
+
+    async fn get_many(
+        &self,
+        collection: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        forward!(self, engine => engine.get_many(collection, keys).await)
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        forward!(self, engine => engine.scan(collection, range).await)
     }
 
     async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {

@@ -32,6 +32,6 @@ pub use dispatch::Backend;
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};
 pub use types::{
     AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, SnapshotItem, SnapshotRecord, StorageTotals, StoredDictionary, StoredRecord,
-    WriteOp, WriteOutcome,
+    RefcountMismatch, ScanRange, SnapshotItem, SnapshotRecord, StorageTotals, StoredDictionary,
+    StoredRecord, WriteOp, WriteOutcome,
 };

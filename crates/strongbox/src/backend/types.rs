@@ -197,6 +197,19 @@ pub struct KeyRange {
     pub limit: usize,
 }
 
+/// Which records of a collection a scan reads, in key (byte) order.
+#[derive(Debug, Clone)]
+pub struct ScanRange {
+    /// The lowest key, and whether it is included.
+    pub start: std::ops::Bound<String>,
+    /// The highest key, and whether it is included.
+    pub end: std::ops::Bound<String>,
+    /// From the highest key down.
+    pub reverse: bool,
+    /// At most this many records.
+    pub limit: usize,
+}
+
 /// Where a walk over every blob ([`Checks::blobs_after`](super::Checks::blobs_after)) resumes,
 /// in the engine's own order; opaque outside the engines. [`BlobCursor::skip`] steps over a
 /// stretch that cannot be read.

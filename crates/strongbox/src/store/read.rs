@@ -227,6 +227,41 @@ impl Store {
         self.inner.backend.collections().await
     }
 
+    /// A fetched record, checked against its seal, decoded and deserialized.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` for a record that does not match its seal or whose value is missing or
+    /// damaged, `Error::Serialization` when the value is not a `T`.
+    pub(crate) async fn decode_fetched<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+        fetched: StoredRecord,
+    ) -> Result<Record<T>> {
+        check_seal(collection, key, &fetched)?;
+        let stored = fetched.stored.ok_or_else(|| {
+            Error::corrupt_at(
+                collection,
+                key,
+                format!("blob {} is missing", fetched.blob_id),
+            )
+        })?;
+        let value = self
+            .decode(
+                collection,
+                key,
+                &fetched.blob_id,
+                &stored,
+                fetched.format,
+                &fetched.meta,
+            )
+            .await?;
+        Ok(Record {
+            value,
+            meta: fetched.meta,
+        })
+    }
+
     /// Decodes stored bytes and verifies them against their id. A value compressed with a
     /// dictionary this store has not loaded yet (another process trained it) loads the
     /// dictionaries once more before giving up.

@@ -2,12 +2,40 @@
 
 use super::PostgresBackend;
 use super::convert::{Column, format, map_err, meta, unsigned};
-use crate::backend::{KeyRange, Reads, StorageTotals, StoredRecord};
+use crate::backend::{KeyRange, Reads, ScanRange, StorageTotals, StoredRecord};
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
+use crate::name::prefix_successor;
 use crate::record::Version;
 
 /// Keys of a collection with a prefix (`key >= $2 AND key < $3`) after a cursor.
+/// Several records of a collection with their blobs, by key.
+const GET_MANY: &str = "
+    SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+           r.access_count, r.last_accessed, r.seal
+    FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+    WHERE r.collection = $1 AND r.key = ANY($2)";
+
+/// Records of a collection between optional bounds (`NULL`: none), with their blobs, up.
+const SCAN_UP: &str = "
+    SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+           r.access_count, r.last_accessed, r.seal
+    FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+    WHERE r.collection = $1
+      AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
+      AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
+    ORDER BY r.key LIMIT $6";
+
+/// The same, down.
+const SCAN_DOWN: &str = "
+    SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+           r.access_count, r.last_accessed, r.seal
+    FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+    WHERE r.collection = $1
+      AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
+      AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
+    ORDER BY r.key DESC LIMIT $6";
+
 const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM strongbox_records
     WHERE collection = $1 AND key >= $2 AND key < $3 AND key > $4
@@ -51,16 +79,68 @@ impl Reads for PostgresBackend {
         else {
             return Ok(None);
         };
-        let blob_id = BlobId::from_slice(row.column(0)?).ok_or_else(|| {
-            Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
-        })?;
-        Ok(Some(StoredRecord {
-            blob_id,
-            stored: row.column(1)?,
-            format: format(&row, 2)?,
-            meta: meta(&row, 3)?,
-            seal: row.column(9)?,
-        }))
+        stored_record(collection, key, &row, 0).map(Some)
+    }
+
+    async fn get_many(
+        &self,
+        collection: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        let mut client = self.client().await?;
+        let tx = read_snapshot(&mut client, "begin a read").await?;
+        let statement = tx
+            .prepare_cached(GET_MANY)
+            .await
+            .map_err(map_err("prepare a read of several records"))?;
+        let rows = tx
+            .query(&statement, &[&collection, &keys])
+            .await
+            .map_err(map_err("read several records"))?;
+        tx.commit().await.map_err(map_err("end a read"))?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let key: String = row.column(0)?;
+            let record = stored_record(collection, &key, row, 1)?;
+            found.insert(key, record);
+        }
+        Ok(keys.iter().map(|key| found.remove(key)).collect())
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        use std::ops::Bound;
+        let client = self.client().await?;
+        let bound = |bound: &Bound<String>, included: bool| match bound {
+            Bound::Included(key) if included => Some(key.clone()),
+            Bound::Excluded(key) if !included => Some(key.clone()),
+            _ => None,
+        };
+        let (lowest, above) = (bound(&range.start, true), bound(&range.start, false));
+        let (highest, below) = (bound(&range.end, true), bound(&range.end, false));
+        let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+        let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(map_err("prepare a scan"))?;
+        let rows = client
+            .query(
+                &statement,
+                &[&collection, &lowest, &above, &highest, &below, &limit],
+            )
+            .await
+            .map_err(map_err("scan records"))?;
+        rows.iter()
+            .map(|row| {
+                let key: String = row.column(0)?;
+                let record = stored_record(collection, &key, row, 1)?;
+                Ok((key, record))
+            })
+            .collect()
     }
 
     async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
@@ -177,35 +257,22 @@ pub(super) async fn read_snapshot<'a>(
         .map_err(map_err(action))
 }
 
-/// The smallest string greater than every string starting with `prefix`, as valid UTF-8 (which
-/// PostgreSQL text requires): the prefix with its last character incremented. `None` when
-/// there is no such bound (empty prefix, or only `char::MAX`).
-fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match u32::from(last) + 1 {
-            0xD800 => Some('\u{E000}'),
-            code => char::from_u32(code),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_successor;
-
-    #[test]
-    fn prefix_bounds_are_valid_utf8_and_tight() {
-        assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
-        assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
-        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_successor(""), None);
-        assert_eq!(prefix_successor("\u{10FFFF}"), None);
-    }
+/// A fetched record from the columns at `first` on (blob id, stored bytes, format, the six
+/// metadata columns, seal).
+fn stored_record(
+    collection: &str,
+    key: &str,
+    row: &tokio_postgres::Row,
+    first: usize,
+) -> Result<StoredRecord> {
+    let blob_id = BlobId::from_slice(row.column(first)?).ok_or_else(|| {
+        Error::corrupt_at(collection, key, "the record's blob id is not 32 bytes")
+    })?;
+    Ok(StoredRecord {
+        blob_id,
+        stored: row.column(first + 1)?,
+        format: format(row, first + 2)?,
+        meta: meta(row, first + 3)?,
+        seal: row.column(first + 9)?,
+    })
 }

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteBackend;
 use super::convert::{blob_id_at, map_err, meta, unsigned};
-use crate::backend::{KeyRange, Reads, StorageTotals, StoredRecord};
+use crate::backend::{KeyRange, Reads, ScanRange, StorageTotals, StoredRecord};
 use crate::error::{Error, Result};
 use crate::record::Version;
 
@@ -31,6 +31,22 @@ const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
     ORDER BY key LIMIT ?5";
 
+/// Records of a collection between bounds (see [`scan_bounds`]), with their blobs, up.
+const SCAN_UP: &str = "
+    SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+           r.access_count, r.last_accessed, r.seal
+    FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+    WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4 AND r.key < ?5
+    ORDER BY r.key LIMIT ?6";
+
+/// The same, down.
+const SCAN_DOWN: &str = "
+    SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+           r.access_count, r.last_accessed, r.seal
+    FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+    WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4 AND r.key < ?5
+    ORDER BY r.key DESC LIMIT ?6";
+
 impl Reads for SqliteBackend {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
         if self.inline_reads
@@ -43,6 +59,60 @@ impl Reads for SqliteBackend {
         let (collection, key) = (collection.to_owned(), key.to_owned());
         self.readers
             .read(move |conn| get_blocking(conn, &collection, &key))
+            .await
+    }
+
+    async fn get_many(
+        &self,
+        collection: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<StoredRecord>>> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                // One read transaction: every record from the same commit.
+                conn.execute_batch("BEGIN")
+                    .map_err(map_err("begin a read"))?;
+                let records = keys
+                    .iter()
+                    .map(|key| get_blocking(conn, &collection, key))
+                    .collect::<Result<Vec<_>>>();
+                conn.execute_batch("COMMIT")
+                    .map_err(map_err("end a read"))?;
+                records
+            })
+            .await
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        let collection = collection.to_owned();
+        self.readers
+            .read(move |conn| {
+                let [lowest, above, highest, below] = scan_bounds(&range);
+                let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+                let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
+                let rows = conn
+                    .prepare_cached(sql)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map(
+                                params![collection, lowest, above, highest, below, limit],
+                                |row| Ok((row.get::<_, String>(0)?, record_columns(row, 1)?)),
+                            )?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(map_err("scan records"))?;
+                rows.into_iter()
+                    .map(|(key, columns)| {
+                        let record = stored_record(&collection, &key, columns)?;
+                        Ok((key, record))
+                    })
+                    .collect()
+            })
             .await
     }
 
@@ -178,6 +248,61 @@ fn prefix_upper_bound(prefix: &str) -> Vec<u8> {
     upper
 }
 
+/// The four bounds of `SCAN_UP`/`SCAN_DOWN` (`key >= ?2 AND key > ?3 AND key <= ?4 AND
+/// key < ?5`) for a range: an absent lower bound is the empty string (no key is empty), an
+/// absent upper bound a blob, which SQLite orders after every text.
+fn scan_bounds(range: &ScanRange) -> [rusqlite::types::Value; 4] {
+    use rusqlite::types::Value;
+    use std::ops::Bound;
+    let none_below = || Value::Text(String::new());
+    let none_above = || Value::Blob(vec![0xFF]);
+    let (lowest, above) = match &range.start {
+        Bound::Included(key) => (Value::Text(key.clone()), none_below()),
+        Bound::Excluded(key) => (none_below(), Value::Text(key.clone())),
+        Bound::Unbounded => (none_below(), none_below()),
+    };
+    let (highest, below) = match &range.end {
+        Bound::Included(key) => (Value::Text(key.clone()), none_above()),
+        Bound::Excluded(key) => (none_above(), Value::Text(key.clone())),
+        Bound::Unbounded => (none_above(), none_above()),
+    };
+    [lowest, above, highest, below]
+}
+
+/// The columns of a record and its blob from `first` on: blob id, stored bytes, format, the
+/// six metadata columns, seal.
+type RecordColumns = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    u8,
+    crate::record::RecordMeta,
+    i64,
+);
+
+fn record_columns(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<RecordColumns> {
+    Ok((
+        row.get(first)?,
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+        meta(row, first + 3)?,
+        row.get(first + 9)?,
+    ))
+}
+
+/// A fetched record; a record without its blob row is damage.
+fn stored_record(collection: &str, key: &str, columns: RecordColumns) -> Result<StoredRecord> {
+    let (blob_id, stored, format, meta, seal) = columns;
+    let blob_id = blob_id
+        .ok_or_else(|| Error::corrupt_at(collection, key, "the record's value is missing"))?;
+    Ok(StoredRecord {
+        blob_id: blob_id_at(collection, key, &blob_id)?,
+        stored,
+        format,
+        meta,
+        seal,
+    })
+}
+
 /// One record and its blob, by key.
 fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
     conn.prepare_cached(
@@ -188,28 +313,10 @@ fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option
     )
     .and_then(|mut statement| {
         statement
-            .query_row(params![collection, key], |row| {
-                Ok((
-                    row.get::<_, Option<Vec<u8>>>(0)?,
-                    row.get::<_, Option<Vec<u8>>>(1)?,
-                    row.get::<_, u8>(2)?,
-                    meta(row, 3)?,
-                    row.get::<_, i64>(9)?,
-                ))
-            })
+            .query_row(params![collection, key], |row| record_columns(row, 0))
             .optional()
     })
     .map_err(map_err("read a record"))?
-    .map(|(blob_id, stored, format, meta, seal)| {
-        let blob_id = blob_id
-            .ok_or_else(|| Error::corrupt_at(collection, key, "the record's value is missing"))?;
-        Ok(StoredRecord {
-            blob_id: blob_id_at(collection, key, &blob_id)?,
-            stored,
-            format,
-            meta,
-            seal,
-        })
-    })
+    .map(|columns| stored_record(collection, key, columns))
     .transpose()
 }

@@ -1,6 +1,7 @@
 //! The conformance suite: each behaviour is an async function taking a `&Store`, run against
 //! every backend by the `behaviours!` macro. Test each behaviour once, here.
 
+mod collections;
 mod dedup;
 mod errors;
 mod keys;
@@ -38,6 +39,9 @@ behaviours!(
     keys::list_is_in_byte_order_with_prefix_cursor_and_limit,
     keys::count_collections_exists_and_delete,
     keys::names_with_sql_metacharacters_and_unicode_are_plain_data,
+    collections::a_typed_collection_puts_gets_updates_and_deletes,
+    collections::scans_honour_bounds_prefixes_order_and_limits,
+    collections::scans_page_through_large_collections_and_concurrent_deletes,
     transact::concurrent_increments_are_exact,
     transact::reads_see_own_writes_and_errors_write_nothing,
     transact::transfers_keep_the_total,

@@ -1,0 +1,360 @@
+//! [`Collection<T>`]: a typed handle on one collection, and [`Scan`], which records a scan reads.
+//!
+//! A handle checks its collection's name once, when made ([`Store::collection`]), and reads and
+//! writes values of one type. Scans are streams, read in pages of [`SCAN_PAGE`] records, so
+//! their memory stays bounded whatever the collection's size.
+//!
+//! **Invariant:** every entry a scan yields was checked against its seal and its hash, like a
+//! `get`; each page is one consistent read, and later pages may reflect later commits (a key is
+//! never yielded twice, since each page starts after the last key of the one before).
+
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::{Reads, ScanRange};
+use crate::error::Result;
+use crate::name::{prefix_successor, validate_collection, validate_key};
+use crate::record::Version;
+use crate::store::Store;
+
+/// Records a scan reads per round trip.
+pub const SCAN_PAGE: usize = 256;
+
+/// Which records of a collection a scan reads, in key (byte) order: all, a prefix or a range,
+/// forwards or reversed, with an optional limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Scan {
+    start: Bound<String>,
+    end: Bound<String>,
+    reverse: bool,
+    limit: Option<usize>,
+}
+
+impl Scan {
+    /// Every record.
+    pub fn all() -> Self {
+        Scan {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            reverse: false,
+            limit: None,
+        }
+    }
+
+    /// The records whose key starts with `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        let end = prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        Scan {
+            start: Bound::Included(prefix),
+            end,
+            ..Scan::all()
+        }
+    }
+
+    /// The records whose key is in `range`, for example `"a".."m"` or `"k"..`.
+    pub fn range<'a>(range: impl RangeBounds<&'a str>) -> Self {
+        let owned = |bound: Bound<&&str>| match bound {
+            Bound::Included(key) => Bound::Included((*key).to_owned()),
+            Bound::Excluded(key) => Bound::Excluded((*key).to_owned()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Scan {
+            start: owned(range.start_bound()),
+            end: owned(range.end_bound()),
+            ..Scan::all()
+        }
+    }
+
+    /// From the highest key down.
+    pub fn reverse(mut self) -> Self {
+        self.reverse = !self.reverse;
+        self
+    }
+
+    /// At most `limit` records.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// One record a scan yields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry<T> {
+    /// The record's key.
+    pub key: String,
+    /// Its version.
+    pub version: Version,
+    /// Its value.
+    pub value: T,
+}
+
+/// A typed handle on one collection of a store (see [`Store::collection`]). Cheap to clone.
+#[derive(Debug)]
+pub struct Collection<T> {
+    store: Store,
+    name: String,
+    values: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Collection<T> {
+    fn clone(&self) -> Self {
+        Collection {
+            store: self.store.clone(),
+            name: self.name.clone(),
+            values: PhantomData,
+        }
+    }
+}
+
+impl Store {
+    /// A typed handle on the collection `name`, whose values are `T`s.
+    ///
+    /// # Errors
+    /// `Error::InvalidName` for a name that is not a valid collection name.
+    pub fn collection<T>(&self, name: &str) -> Result<Collection<T>> {
+        validate_collection(name)?;
+        Ok(Collection {
+            store: self.clone(),
+            name: name.to_owned(),
+            values: PhantomData,
+        })
+    }
+}
+
+impl<T> Collection<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stores `value` under `key`; returns the record's new version. As [`Store::store`].
+    ///
+    /// # Errors
+    /// As [`Store::store`].
+    ///
+    /// # Cancel safety
+    /// As [`Store::store`].
+    pub async fn put(&self, key: &str, value: &T) -> Result<Version> {
+        self.store.store(&self.name, key, value).await
+    }
+
+    /// The value under `key`. As [`Store::retrieve`].
+    ///
+    /// # Errors
+    /// As [`Store::retrieve`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn get(&self, key: &str) -> Result<Option<T>> {
+        self.store.retrieve(&self.name, key).await
+    }
+
+    /// The values under several keys, in their order (`None` where there is none), read in one
+    /// round trip and from one commit.
+    ///
+    /// # Errors
+    /// `Error::InvalidName` for a bad key (before anything is read), and the errors of
+    /// [`Store::retrieve`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn get_many<I, K>(&self, keys: I) -> Result<Vec<Option<T>>>
+    where
+        I: IntoIterator<Item = K>,
+        K: AsRef<str>,
+    {
+        let keys: Vec<String> = keys
+            .into_iter()
+            .map(|key| {
+                validate_key(key.as_ref())?;
+                Ok(key.as_ref().to_owned())
+            })
+            .collect::<Result<_>>()?;
+        let fetched = self
+            .store
+            .backend()
+            .get_many(&self.name, keys.clone())
+            .await?;
+        let mut values = Vec::with_capacity(keys.len());
+        for (key, fetched) in keys.iter().zip(fetched) {
+            values.push(match fetched {
+                Some(fetched) => Some(
+                    self.store
+                        .decode_fetched::<T>(&self.name, key, fetched)
+                        .await?
+                        .value,
+                ),
+                None => None,
+            });
+        }
+        Ok(values)
+    }
+
+    /// Replaces the value under `key` with `change(current)` (`None` in: there is none; `None`
+    /// out: delete it), atomically: `change` runs again if the value changed meanwhile (see
+    /// [`Store::transact`]). Returns the value written.
+    ///
+    /// # Errors
+    /// As [`Store::transact`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Store::transact`].
+    pub async fn update<F>(&self, key: &str, mut change: F) -> Result<Option<T>>
+    where
+        F: FnMut(Option<T>) -> Option<T>,
+        T: Clone,
+    {
+        validate_key(key)?;
+        let name = &self.name;
+        self.store
+            .transact(async |tx| {
+                let current: Option<T> = tx.get(name, key).await?;
+                let existed = current.is_some();
+                let next = change(current);
+                match &next {
+                    Some(value) => tx.put(name, key, value)?,
+                    None if existed => tx.delete(name, key)?,
+                    None => {}
+                }
+                Ok(next)
+            })
+            .await
+    }
+
+    /// Deletes `key`; returns whether it existed. As [`Store::delete`].
+    ///
+    /// # Errors
+    /// As [`Store::delete`].
+    ///
+    /// # Cancel safety
+    /// As [`Store::delete`].
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.store.delete(&self.name, key).await
+    }
+
+    /// The records `scan` selects, as a stream of entries in key order (or reversed), read in
+    /// pages of [`SCAN_PAGE`]. Use `futures::TryStreamExt::try_next` to walk it.
+    ///
+    /// Each entry is checked like a `get`; an error ends the stream after it is yielded.
+    pub fn scan(&self, scan: Scan) -> BoxStream<'static, Result<Entry<T>>> {
+        let state = ScanState {
+            collection: self.clone(),
+            range: ScanRange {
+                start: scan.start,
+                end: scan.end,
+                reverse: scan.reverse,
+                limit: SCAN_PAGE,
+            },
+            remaining: scan.limit.unwrap_or(usize::MAX),
+            page: Vec::new().into_iter(),
+            is_done: false,
+        };
+        stream::unfold(state, |mut state| async move {
+            let entry = state.next().await?;
+            if entry.is_err() {
+                state.is_done = true;
+            }
+            Some((entry, state))
+        })
+        .boxed()
+    }
+}
+
+/// Where a scan stands: the range left to read, the page being yielded.
+struct ScanState<T> {
+    collection: Collection<T>,
+    /// What is left to read (its `limit` is the page size).
+    range: ScanRange,
+    /// How many more entries may be yielded.
+    remaining: usize,
+    /// The fetched page, not yet yielded.
+    page: std::vec::IntoIter<(String, crate::backend::StoredRecord)>,
+    /// Whether the range is exhausted (or failed).
+    is_done: bool,
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> ScanState<T> {
+    /// The next entry, fetching the next page when this one is used up.
+    async fn next(&mut self) -> Option<Result<Entry<T>>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if self.page.len() == 0 {
+            if self.is_done {
+                return None;
+            }
+            match self.fetch().await {
+                Ok(()) if self.page.len() == 0 => return None,
+                Ok(()) => {}
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        let (key, fetched) = self.page.next()?;
+        self.remaining -= 1;
+        let store = &self.collection.store;
+        let name = &self.collection.name;
+        Some(
+            store
+                .decode_fetched::<T>(name, &key, fetched)
+                .await
+                .map(|record| Entry {
+                    key,
+                    version: record.meta.version,
+                    value: record.value,
+                }),
+        )
+    }
+
+    /// Reads the next page and moves the range past it.
+    async fn fetch(&mut self) -> Result<()> {
+        let mut range = self.range.clone();
+        range.limit = SCAN_PAGE.min(self.remaining);
+        let page = self
+            .collection
+            .store
+            .backend()
+            .scan(&self.collection.name, range.clone())
+            .await?;
+        if page.len() < range.limit {
+            self.is_done = true;
+        }
+        if let Some((last, _)) = page.last() {
+            let after = Bound::Excluded(last.clone());
+            if self.range.reverse {
+                self.range.end = after;
+            } else {
+                self.range.start = after;
+            }
+        }
+        self.page = page.into_iter();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_are_built_from_prefixes_and_ranges() {
+        let prefix = Scan::prefix("table-7:");
+        assert_eq!(prefix.start, Bound::Included("table-7:".to_owned()));
+        assert_eq!(prefix.end, Bound::Excluded("table-7;".to_owned()));
+        let range = Scan::range("a".."m").reverse().limit(3);
+        assert_eq!(range.start, Bound::Included("a".to_owned()));
+        assert_eq!(range.end, Bound::Excluded("m".to_owned()));
+        assert!(range.reverse);
+        assert_eq!(range.limit, Some(3));
+        assert_eq!(Scan::range("k"..).end, Bound::Unbounded);
+    }
+}
