@@ -70,13 +70,13 @@ mod verify;
 
 pub use cache::CacheStats;
 pub use config::{CacheMode, Config, Durability, PostgresUrl};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, ErrorKind, Result};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};
 pub use migrate::CopySummary;
 pub use record::{Expect, Record, RecordMeta, Version};
 pub use stats::{StatsSnapshot, StorageStats};
 pub use store::{ListOptions, Store};
-pub use telemetry::{OpStats, WriteStats};
+pub use telemetry::{OpStats, WriteStats, describe_metrics};
 pub use training::{CollectionCompression, CompressionReport};
 pub use transaction::Transaction;
 pub use verify::{Problem, VerifyReport};

@@ -11,5 +11,6 @@ mod exhaustion;
 mod files;
 mod integrity;
 mod maintenance;
+mod metrics;
 mod model;
 mod postgres;
