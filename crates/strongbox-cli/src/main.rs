@@ -22,6 +22,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use strongbox::ErrorKind;
 
 use crate::commands::Failure;
 
@@ -80,10 +81,10 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         }
         if let Some(error) = cause.downcast_ref::<strongbox::Error>() {
             return match error.kind() {
-                "conflict" => 5,
-                "busy" => 6,
-                "corrupt" => 7,
-                "storage_full" => 8,
+                ErrorKind::Conflict => 5,
+                ErrorKind::Busy => 6,
+                ErrorKind::Corrupt => 7,
+                ErrorKind::StorageFull => 8,
                 _ => 1,
             };
         }

@@ -1,13 +1,36 @@
 //! Micro-benchmarks of the write path's CPU work on a realistic value (a BitCraps game session
 //! from the sample data): serialize, hash, compress with each codec and level (and with a
-//! dictionary trained on similar sessions), and decode.
+//! dictionary trained on similar sessions), and decode. `serialize` is the store's path
+//! (`Format::serialize`, which refuses NaN and infinities); `serialize_unchecked` is plain
+//! `serde_json::to_vec` in the same run, so the ratio is the check's cost, on the session and
+//! on a float-heavy value.
 //! Run: `cargo bench -p strongbox-store --bench codec`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strongbox::blob::{BlobId, EncodedBlob};
-use strongbox::codec::{self, Algorithm, Compression, Level};
+use strongbox::codec::{self, Algorithm, Compression, Format, Level};
+
+/// A float-heavy typed value: a sensor reading with a few hundred samples.
+#[derive(serde::Serialize)]
+struct Reading {
+    sensor: String,
+    position: [f64; 3],
+    samples: Vec<f32>,
+    mean: f64,
+    calibrated: Option<f64>,
+}
+
+fn reading() -> Reading {
+    Reading {
+        sensor: "table-7/dice-cam".to_owned(),
+        position: [1.25, -0.5, 3.0e-3],
+        samples: (0..256u16).map(|i| f32::from(i) * 0.37 - 12.5).collect(),
+        mean: 35.114_583_333,
+        calibrated: Some(0.998),
+    }
+}
 
 /// A game session like the sample data's: nested, repetitive JSON of about 2 KiB.
 fn session() -> serde_json::Value {
@@ -41,7 +64,17 @@ fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     group.throughput(Throughput::Bytes(raw.len() as u64));
     group.bench_function("serialize", |b| {
+        b.iter(|| Format::Json.serialize(black_box(&value)))
+    });
+    group.bench_function("serialize_unchecked", |b| {
         b.iter(|| serde_json::to_vec(black_box(&value)))
+    });
+    let floats = reading();
+    group.bench_function("serialize_floats", |b| {
+        b.iter(|| Format::Json.serialize(black_box(&floats)))
+    });
+    group.bench_function("serialize_floats_unchecked", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&floats)))
     });
     group.bench_function("blake3", |b| b.iter(|| BlobId::of(black_box(&raw))));
     for (name, algorithm, level, with_dictionary) in [

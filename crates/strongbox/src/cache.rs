@@ -10,6 +10,9 @@
 //! fetched from the database fills the cache only if its shard's sequence is unchanged since
 //! before the fetch, so a slow read can never put back a value a write replaced meanwhile.
 //! Writes by other processes are seen after at most `cache_ttl_secs`.
+//!
+//! Hits, misses and evictions are counted for `Store::stats` and, as they happen, through the
+//! `metrics` facade (`strongbox_cache_{hits,misses,evictions}_total`).
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use std::time::Duration;
 use crate::blob::BlobId;
 use crate::config::{CacheMode, Config};
 use crate::record::RecordMeta;
+use crate::telemetry::name;
 
 /// Sequence-number shards: enough that unrelated keys rarely share one.
 const SHARDS: usize = 64;
@@ -89,6 +93,7 @@ impl Cache {
                 .eviction_listener(move |_key, _value, cause| {
                     if cause.was_evicted() {
                         evictions.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(name::CACHE_EVICTIONS).increment(1);
                     }
                 })
                 .build()
@@ -121,12 +126,13 @@ impl Cache {
             .entries
             .as_ref()
             .and_then(|entries| entries.get(&cache_key(collection, key)));
-        let counter = if found.is_some() {
-            &self.hits
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(name::CACHE_HITS).increment(1);
         } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(name::CACHE_MISSES).increment(1);
+        }
         found
     }
 

@@ -79,7 +79,9 @@ pub enum Error {
         waited_ms: u64,
     },
 
-    /// A value could not be serialized, or the stored value does not match the requested type.
+    /// A value could not be serialized (a NaN or infinite float, which could not be read back
+    /// as it was; a map with non-string keys), or the stored value does not match the requested
+    /// type.
     #[error("cannot {action} value of {collection}/{key}")]
     Serialization {
         /// `"serialize"` or `"deserialize"`.
@@ -233,22 +235,99 @@ impl Error {
         }
     }
 
-    /// A short stable name of the variant, used for metrics labels and exit codes.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of error this is: one [`ErrorKind`] per variant, for matching without the
+    /// fields, metrics labels ([`ErrorKind::as_str`]) and exit codes.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::InvalidName { .. } => "invalid_name",
-            Error::ValueTooLarge { .. } => "value_too_large",
-            Error::Conflict { .. } => "conflict",
-            Error::Corrupt { .. } => "corrupt",
-            Error::Busy { .. } => "busy",
-            Error::Serialization { .. } => "serialization",
-            Error::InvalidConfig(_) => "invalid_config",
-            Error::Backend { .. } => "backend",
-            Error::StorageFull { .. } => "storage_full",
-            Error::Io { .. } => "io",
-            Error::ReadOnly { .. } => "read_only",
-            Error::Closed => "closed",
+            Error::InvalidName { .. } => ErrorKind::InvalidName,
+            Error::ValueTooLarge { .. } => ErrorKind::ValueTooLarge,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Serialization { .. } => ErrorKind::Serialization,
+            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::StorageFull { .. } => ErrorKind::StorageFull,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::ReadOnly { .. } => ErrorKind::ReadOnly,
+            Error::Closed => ErrorKind::Closed,
         }
+    }
+}
+
+/// The kind of an [`Error`], one per variant, without its fields (`Error::kind`).
+///
+/// Its [`as_str`](ErrorKind::as_str) names are stable: they label the `strongbox_errors_total`
+/// metric and key `StatsSnapshot::errors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::InvalidName`]: `"invalid_name"`.
+    InvalidName,
+    /// [`Error::ValueTooLarge`]: `"value_too_large"`.
+    ValueTooLarge,
+    /// [`Error::Conflict`]: `"conflict"`.
+    Conflict,
+    /// [`Error::Corrupt`]: `"corrupt"`.
+    Corrupt,
+    /// [`Error::Busy`]: `"busy"`.
+    Busy,
+    /// [`Error::Serialization`]: `"serialization"`.
+    Serialization,
+    /// [`Error::InvalidConfig`]: `"invalid_config"`.
+    InvalidConfig,
+    /// [`Error::Backend`]: `"backend"`.
+    Backend,
+    /// [`Error::StorageFull`]: `"storage_full"`.
+    StorageFull,
+    /// [`Error::Io`]: `"io"`.
+    Io,
+    /// [`Error::ReadOnly`]: `"read_only"`.
+    ReadOnly,
+    /// [`Error::Closed`]: `"closed"`.
+    Closed,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
+    pub(crate) const ALL: [ErrorKind; 12] = [
+        ErrorKind::InvalidName,
+        ErrorKind::ValueTooLarge,
+        ErrorKind::Conflict,
+        ErrorKind::Corrupt,
+        ErrorKind::Busy,
+        ErrorKind::Serialization,
+        ErrorKind::InvalidConfig,
+        ErrorKind::Backend,
+        ErrorKind::StorageFull,
+        ErrorKind::Io,
+        ErrorKind::ReadOnly,
+        ErrorKind::Closed,
+    ];
+
+    /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
+    /// label and in `StatsSnapshot::errors`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidName => "invalid_name",
+            ErrorKind::ValueTooLarge => "value_too_large",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Serialization => "serialization",
+            ErrorKind::InvalidConfig => "invalid_config",
+            ErrorKind::Backend => "backend",
+            ErrorKind::StorageFull => "storage_full",
+            ErrorKind::Io => "io",
+            ErrorKind::ReadOnly => "read_only",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -263,7 +342,29 @@ mod tests {
             key: None,
             detail: "database disk image is malformed".into(),
         };
-        assert_eq!(corrupt.duplicate().kind(), "corrupt");
-        assert_eq!(Error::Busy { waited_ms: 5 }.duplicate().kind(), "busy");
+        assert_eq!(corrupt.duplicate().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            Error::Busy { waited_ms: 5 }.duplicate().kind(),
+            ErrorKind::Busy
+        );
+    }
+
+    #[test]
+    fn every_kind_has_its_place_and_a_distinct_name() {
+        let mut names = std::collections::BTreeSet::new();
+        for (index, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index, "{kind:?}");
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert!(names.insert(kind.as_str()), "{kind} twice");
+        }
+        assert_eq!(Error::Closed.kind().as_str(), "closed");
+        assert_eq!(
+            Error::ReadOnly {
+                action: "write".into()
+            }
+            .kind()
+            .as_str(),
+            "read_only"
+        );
     }
 }

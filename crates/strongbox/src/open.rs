@@ -24,6 +24,7 @@ impl Store {
     /// Not cancel safe: a cancelled open may still create the file.
     pub async fn open(config: Config) -> Result<Self> {
         config.validate()?;
+        crate::telemetry::describe_metrics();
         let backend = Backend::open(&config).await?;
         let store = Store::assemble(config, backend);
         store.dictionaries().reload(store.backend()).await?;

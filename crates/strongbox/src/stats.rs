@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use crate::backend::{Engine, Reads, StorageTotals};
+use crate::backup::Repository;
 use crate::cache::CacheStats;
-use crate::error::Result;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::telemetry::{OpStats, Operation, WriteStats};
+use crate::telemetry::{OpStats, Operation, WriteStats, name};
 
 /// Totals over a whole store. The field names are a stable interface (the CLI's `stats --json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -135,8 +137,9 @@ impl Store {
     }
 
     /// Saves read counts, sets the storage gauges of the `metrics` facade (`strongbox_records`,
-    /// `strongbox_stored_bytes`...) and logs a summary. The statistics task calls it every
-    /// `stats_interval_secs`; call it to refresh an exporter now.
+    /// `strongbox_stored_bytes`..., and `strongbox_backup_age_seconds` when `backup_repository`
+    /// is set) and logs a summary. The statistics task calls it every `stats_interval_secs`;
+    /// call it to refresh an exporter now.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -145,21 +148,18 @@ impl Store {
         match self.stats().await {
             Ok(stats) => {
                 let storage = &stats.storage;
-                for (name, value) in [
-                    ("strongbox_records", storage.records),
-                    ("strongbox_blobs", storage.blobs),
-                    ("strongbox_logical_bytes", storage.logical_bytes),
-                    ("strongbox_stored_bytes", storage.stored_bytes),
-                    ("strongbox_file_bytes", storage.file_bytes),
-                    ("strongbox_released_bytes", storage.released_bytes),
-                    (
-                        "strongbox_dictionary_collections",
-                        storage.dictionary_collections,
-                    ),
-                    ("strongbox_cache_entries", stats.cache.entries),
-                    ("strongbox_cache_bytes", stats.cache.bytes),
+                for (gauge, value) in [
+                    (name::RECORDS, storage.records),
+                    (name::BLOBS, storage.blobs),
+                    (name::LOGICAL_BYTES, storage.logical_bytes),
+                    (name::STORED_BYTES, storage.stored_bytes),
+                    (name::FILE_BYTES, storage.file_bytes),
+                    (name::RELEASED_BYTES, storage.released_bytes),
+                    (name::DICTIONARY_COLLECTIONS, storage.dictionary_collections),
+                    (name::CACHE_ENTRIES, stats.cache.entries),
+                    (name::CACHE_BYTES, stats.cache.bytes),
                 ] {
-                    metrics::gauge!(name).set(value as f64);
+                    metrics::gauge!(gauge).set(value as f64);
                 }
                 tracing::info!(
                     records = storage.records,
@@ -171,6 +171,32 @@ impl Store {
                 );
             }
             Err(error) => tracing::warn!(%error, "cannot read storage statistics"),
+        }
+        if let Some(age) = self.backup_age_seconds().await {
+            metrics::gauge!(name::BACKUP_AGE).set(age);
+        }
+    }
+
+    /// Seconds since the newest backup in `backup_repository`: infinite when it holds none
+    /// (or is not a repository yet), so that an alert on the age fires; `None` when no
+    /// repository is configured or it cannot be read (logged).
+    async fn backup_age_seconds(&self) -> Option<f64> {
+        let dir = self.config().backup_repository.as_ref()?;
+        let newest = match Repository::open(dir).await {
+            Ok(repository) => repository.newest_backup_ms().await,
+            // Not a repository (yet): the first scheduled backup creates it.
+            Err(Error::InvalidConfig(_)) => Ok(None),
+            Err(error) => Err(error),
+        };
+        match newest {
+            Ok(Some(created_at_ms)) => {
+                Some(now_ms().saturating_sub(created_at_ms).max(0) as f64 / 1000.0)
+            }
+            Ok(None) => Some(f64::INFINITY),
+            Err(error) => {
+                tracing::warn!(%error, repository = %dir.display(), "cannot read the newest backup");
+                None
+            }
         }
     }
 }

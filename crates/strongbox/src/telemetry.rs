@@ -3,23 +3,174 @@
 //! Everything is recorded twice, cheaply: into lock-free counters read by `Store::stats`, and
 //! through the `metrics` facade, so that an application can install any exporter (the CLI's
 //! `serve-metrics` installs a Prometheus one). Without an installed recorder the facade costs
-//! one atomic load per call.
+//! one atomic load per call. [`describe_metrics`] gives the exporter each metric's help text
+//! and unit; `Store::open` calls it.
 //!
-//! Metric names (all prefixed `strongbox_`):
+//! Metric names (all prefixed `strongbox_`; the constants of [`name`] spell them):
 //! - `operations_total{op}` and `operation_duration_seconds{op}` (histogram), `op` being
 //!   `store`, `retrieve`, `delete` or `commit`;
-//! - `errors_total{kind}`, `kind` being `Error::kind`;
-//! - `cache_hits_total`, `cache_misses_total`, `cache_evictions_total`, `cache_entries`,
-//!   `cache_bytes`;
+//! - `errors_total{kind}`, `kind` being `ErrorKind::as_str` of `Error::kind`;
+//! - `cache_hits_total`, `cache_misses_total`, `cache_evictions_total` (counted as they
+//!   happen), `cache_entries`, `cache_bytes`;
 //! - `dedup_writes_total`, `dedup_saved_bytes_total`, `written_raw_bytes_total`,
 //!   `written_stored_bytes_total`;
 //! - `records`, `blobs`, `logical_bytes`, `stored_bytes`, `file_bytes`,
-//!   `dictionary_collections`, `released_bytes` (gauges, refreshed by the statistics task).
+//!   `dictionary_collections`, `released_bytes`, and `backup_age_seconds` when a backup
+//!   repository is configured (gauges, refreshed by the statistics task).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
+
+/// The name of every metric, as reported through the `metrics` facade.
+pub(crate) mod name {
+    pub const OPERATIONS: &str = "strongbox_operations_total";
+    pub const OPERATION_DURATION: &str = "strongbox_operation_duration_seconds";
+    pub const ERRORS: &str = "strongbox_errors_total";
+    pub const CACHE_HITS: &str = "strongbox_cache_hits_total";
+    pub const CACHE_MISSES: &str = "strongbox_cache_misses_total";
+    pub const CACHE_EVICTIONS: &str = "strongbox_cache_evictions_total";
+    pub const CACHE_ENTRIES: &str = "strongbox_cache_entries";
+    pub const CACHE_BYTES: &str = "strongbox_cache_bytes";
+    pub const DEDUP_WRITES: &str = "strongbox_dedup_writes_total";
+    pub const DEDUP_SAVED_BYTES: &str = "strongbox_dedup_saved_bytes_total";
+    pub const WRITTEN_RAW_BYTES: &str = "strongbox_written_raw_bytes_total";
+    pub const WRITTEN_STORED_BYTES: &str = "strongbox_written_stored_bytes_total";
+    pub const RECORDS: &str = "strongbox_records";
+    pub const BLOBS: &str = "strongbox_blobs";
+    pub const LOGICAL_BYTES: &str = "strongbox_logical_bytes";
+    pub const STORED_BYTES: &str = "strongbox_stored_bytes";
+    pub const FILE_BYTES: &str = "strongbox_file_bytes";
+    pub const RELEASED_BYTES: &str = "strongbox_released_bytes";
+    pub const DICTIONARY_COLLECTIONS: &str = "strongbox_dictionary_collections";
+    pub const BACKUP_AGE: &str = "strongbox_backup_age_seconds";
+}
+
+/// The kind of a metric, for its description.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric's kind, unit and help text.
+const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 20] = {
+    use Kind::{Counter, Gauge, Histogram};
+    use metrics::Unit::{Bytes, Count, Seconds};
+    use name::*;
+    [
+        (
+            OPERATIONS,
+            Counter,
+            Count,
+            "Calls completed (successful or not), by operation",
+        ),
+        (
+            OPERATION_DURATION,
+            Histogram,
+            Seconds,
+            "Latency of calls, by operation",
+        ),
+        (ERRORS, Counter, Count, "Failed calls, by error kind"),
+        (CACHE_HITS, Counter, Count, "Reads served from the cache"),
+        (
+            CACHE_MISSES,
+            Counter,
+            Count,
+            "Reads that went to the database",
+        ),
+        (
+            CACHE_EVICTIONS,
+            Counter,
+            Count,
+            "Cache entries removed because they expired or the byte bound was reached",
+        ),
+        (CACHE_ENTRIES, Gauge, Count, "Entries held by the cache"),
+        (
+            CACHE_BYTES,
+            Gauge,
+            Bytes,
+            "Weighted bytes held by the cache",
+        ),
+        (
+            DEDUP_WRITES,
+            Counter,
+            Count,
+            "Writes whose value was already stored, so only a reference was added",
+        ),
+        (
+            DEDUP_SAVED_BYTES,
+            Counter,
+            Bytes,
+            "Serialized bytes that deduplicated writes did not store again",
+        ),
+        (
+            WRITTEN_RAW_BYTES,
+            Counter,
+            Bytes,
+            "Serialized bytes of every value written",
+        ),
+        (
+            WRITTEN_STORED_BYTES,
+            Counter,
+            Bytes,
+            "Encoded bytes of every value written, after compression, before deduplication",
+        ),
+        (RECORDS, Gauge, Count, "Records in the store"),
+        (BLOBS, Gauge, Count, "Unique values stored"),
+        (
+            LOGICAL_BYTES,
+            Gauge,
+            Bytes,
+            "Serialized size of every record's value, counting a shared value once per record",
+        ),
+        (
+            STORED_BYTES,
+            Gauge,
+            Bytes,
+            "Bytes of stored values, after compression and deduplication",
+        ),
+        (
+            FILE_BYTES,
+            Gauge,
+            Bytes,
+            "Bytes the database occupies on disk",
+        ),
+        (
+            RELEASED_BYTES,
+            Gauge,
+            Bytes,
+            "Stored bytes of values no record refers to, which the next maintenance removes",
+        ),
+        (
+            DICTIONARY_COLLECTIONS,
+            Gauge,
+            Count,
+            "Collections compressed with a trained zstd dictionary",
+        ),
+        (
+            BACKUP_AGE,
+            Gauge,
+            Seconds,
+            "Seconds since the newest backup in the configured repository (+Inf when it has none)",
+        ),
+    ]
+};
+
+/// Gives the installed `metrics` recorder the help text and unit of every metric Strongbox
+/// reports (Prometheus's `# HELP` lines). `Store::open` calls it, so an exporter installed
+/// before the first store opens has them; call it after installing an exporter later.
+pub fn describe_metrics() {
+    for (name, kind, unit, help) in DESCRIPTIONS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, unit, help),
+            Kind::Gauge => metrics::describe_gauge!(name, unit, help),
+            Kind::Histogram => metrics::describe_histogram!(name, unit, help),
+        }
+    }
+}
 
 /// The operations whose count and latency are tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,21 +198,6 @@ impl Operation {
         }
     }
 }
-
-/// Every `Error::kind`, for per-kind counters.
-const ERROR_KINDS: [&str; 11] = [
-    "invalid_name",
-    "value_too_large",
-    "conflict",
-    "corrupt",
-    "busy",
-    "serialization",
-    "invalid_config",
-    "backend",
-    "storage_full",
-    "io",
-    "closed",
-];
 
 /// Count and latency percentiles of one operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -157,7 +293,7 @@ impl Histogram {
 #[derive(Debug)]
 pub(crate) struct Recorder {
     operations: [Histogram; 4],
-    errors: [AtomicU64; ERROR_KINDS.len()],
+    errors: [AtomicU64; ErrorKind::ALL.len()],
     dedup_writes: AtomicU64,
     dedup_saved_bytes: AtomicU64,
     written_raw_bytes: AtomicU64,
@@ -183,7 +319,7 @@ impl Recorder {
     pub fn new() -> Self {
         Recorder {
             operations: Operation::ALL.map(|_| Histogram::new()),
-            errors: ERROR_KINDS.map(|_| AtomicU64::new(0)),
+            errors: ErrorKind::ALL.map(|_| AtomicU64::new(0)),
             dedup_writes: AtomicU64::new(0),
             dedup_saved_bytes: AtomicU64::new(0),
             written_raw_bytes: AtomicU64::new(0),
@@ -197,17 +333,15 @@ impl Recorder {
         if let Some(histogram) = self.operations.get(operation as usize) {
             histogram.record(micros);
         }
-        metrics::counter!("strongbox_operations_total", "op" => operation.name()).increment(1);
-        metrics::histogram!("strongbox_operation_duration_seconds", "op" => operation.name())
+        metrics::counter!(name::OPERATIONS, "op" => operation.name()).increment(1);
+        metrics::histogram!(name::OPERATION_DURATION, "op" => operation.name())
             .record(elapsed.as_secs_f64());
         if let Err(error) = result {
             let kind = error.kind();
-            if let Some(index) = ERROR_KINDS.iter().position(|known| *known == kind)
-                && let Some(counter) = self.errors.get(index)
-            {
+            if let Some(counter) = self.errors.get(kind as usize) {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            metrics::counter!("strongbox_errors_total", "kind" => kind).increment(1);
+            metrics::counter!(name::ERRORS, "kind" => kind.as_str()).increment(1);
         }
     }
 
@@ -217,8 +351,8 @@ impl Recorder {
             .fetch_add(raw_bytes, Ordering::Relaxed);
         self.written_stored_bytes
             .fetch_add(stored_bytes, Ordering::Relaxed);
-        metrics::counter!("strongbox_written_raw_bytes_total").increment(raw_bytes);
-        metrics::counter!("strongbox_written_stored_bytes_total").increment(stored_bytes);
+        metrics::counter!(name::WRITTEN_RAW_BYTES).increment(raw_bytes);
+        metrics::counter!(name::WRITTEN_STORED_BYTES).increment(stored_bytes);
     }
 
     /// Records a write that found its value already stored.
@@ -226,8 +360,8 @@ impl Recorder {
         self.dedup_writes.fetch_add(1, Ordering::Relaxed);
         self.dedup_saved_bytes
             .fetch_add(raw_bytes, Ordering::Relaxed);
-        metrics::counter!("strongbox_dedup_writes_total").increment(1);
-        metrics::counter!("strongbox_dedup_saved_bytes_total").increment(raw_bytes);
+        metrics::counter!(name::DEDUP_WRITES).increment(1);
+        metrics::counter!(name::DEDUP_SAVED_BYTES).increment(raw_bytes);
     }
 
     pub fn op_stats(&self, operation: Operation) -> OpStats {
@@ -255,10 +389,10 @@ impl Recorder {
 
     /// Error counts by kind, omitting kinds that never occurred.
     pub fn errors(&self) -> std::collections::BTreeMap<String, u64> {
-        ERROR_KINDS
+        ErrorKind::ALL
             .iter()
             .zip(&self.errors)
-            .map(|(kind, count)| ((*kind).to_owned(), count.load(Ordering::Relaxed)))
+            .map(|(kind, count)| (kind.as_str().to_owned(), count.load(Ordering::Relaxed)))
             .filter(|(_, count)| *count > 0)
             .collect()
     }

@@ -47,6 +47,7 @@ mod create;
 mod files;
 mod id;
 mod manifest;
+mod newest;
 mod options;
 mod repository;
 mod restore;

@@ -1,8 +1,12 @@
 //! Serialization formats: how a typed value becomes bytes. JSON (serde_json, with exact float
 //! round trips) is the only one today; the per-record format tag leaves room for others.
+//! Every value reads back exactly as it was written: a NaN or infinite float, which JSON cannot
+//! hold, is refused (`finite`) rather than written as `null`.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use super::finite::Finite;
 
 /// The serialization format of a record, stored with it as a tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,10 +35,12 @@ impl Format {
     /// Serializes a value.
     ///
     /// # Errors
-    /// The serializer's error (for example a map with non-string keys).
+    /// The serializer's error (for example a map with non-string keys), and a NaN or infinite
+    /// float anywhere in the value, which the format could not read back as it was: the
+    /// error's message then starts "NaN and infinite numbers cannot be stored exactly".
     pub fn serialize<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, serde_json::Error> {
         match self {
-            Format::Json => serde_json::to_vec(value),
+            Format::Json => serde_json::to_vec(&Finite(value)),
         }
     }
 
@@ -69,6 +75,19 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    #[test]
+    fn nan_and_infinities_are_refused_not_written_as_null() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let error = Format::Json.serialize(&value).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("cannot be stored exactly")),
+                "{value}: {error:?}"
+            );
+        }
     }
 
     #[test]

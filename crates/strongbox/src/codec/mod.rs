@@ -10,6 +10,7 @@
 
 pub mod compress;
 pub mod dictionary;
+mod finite;
 pub mod format;
 
 pub use compress::{Algorithm, Compression, Level};

@@ -23,8 +23,9 @@ impl Store {
     /// When this returns, the write is durable as `Config::durability` says.
     ///
     /// # Errors
-    /// `Error::InvalidName`, `Error::ValueTooLarge`, `Error::Serialization`, `Error::Busy`,
-    /// `Error::Backend`.
+    /// `Error::InvalidName`, `Error::ValueTooLarge`, `Error::Serialization` (also for a NaN or
+    /// infinite float anywhere in the value: JSON cannot hold one, so it could not be read back
+    /// as it was), `Error::Busy`, `Error::Backend`.
     ///
     /// # Cancel safety
     /// Not cancel safe: once queued, the write commits even if the future is dropped.

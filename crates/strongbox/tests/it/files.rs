@@ -1,6 +1,7 @@
 //! What stays on disk: reopening, permissions, settings changes, schema versions.
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use strongbox::codec::{Algorithm, Compression, Level};
 use strongbox::{Config, Error, Store};
@@ -119,6 +120,76 @@ async fn invalid_settings_are_refused() {
         Err(Error::InvalidConfig(_))
     ));
     assert!(!dir.path().join("x.db").exists());
+}
+
+/// Regression: a huge `cache_ttl_secs` made the cache panic at open, a `busy_timeout_ms` above
+/// `i32::MAX` overflowed, and an interval near `u64::MAX` killed its background task silently.
+#[tokio::test]
+async fn settings_at_their_maxima_open_and_run_and_one_past_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("max.db"));
+    config.busy_timeout_ms = i32::MAX as u64;
+    config.cache_ttl_secs = 1_000 * 365 * 24 * 3_600;
+    config.stats_interval_secs = 365 * 24 * 3_600;
+    config.maintenance_interval_secs = 365 * 24 * 3_600;
+    config.cache_eviction_interval_secs = 365 * 24 * 3_600;
+    config.backup_interval_secs = 365 * 24 * 3_600;
+    config.max_batch_requests = 65_536;
+    config.max_value_bytes = 1 << 30;
+    config.vacuum_slack_percent = 100;
+    config.cache_capacity_bytes = u64::MAX;
+    config.dictionary_min_values = u64::MAX;
+    let store = Store::open(config).await.unwrap();
+    store.store("k", "x", &1.5).await.unwrap();
+    assert_eq!(store.retrieve::<f64>("k", "x").await.unwrap(), Some(1.5));
+    tokio::task::yield_now().await;
+    assert_eq!(store.running_tasks(), 3, "every background task is alive");
+    store.close().await.unwrap();
+
+    let refused = Config::new(dir.path().join("refused.db"));
+    let past = [
+        (
+            "busy_timeout_ms",
+            refused
+                .clone()
+                .with_busy_timeout(Duration::from_millis(i32::MAX as u64 + 1)),
+        ),
+        (
+            "cache_ttl_secs",
+            refused.clone().with_cache_ttl(Duration::MAX),
+        ),
+        (
+            "stats_interval_secs",
+            refused
+                .clone()
+                .with_stats_interval(Duration::from_secs(u64::MAX)),
+        ),
+        (
+            "maintenance_interval_secs",
+            refused
+                .clone()
+                .with_maintenance_interval(Duration::from_secs(u64::MAX - 1)),
+        ),
+        (
+            "cache_eviction_interval_secs",
+            refused
+                .clone()
+                .with_cache_eviction_interval(Duration::from_secs(365 * 24 * 3_600 + 1)),
+        ),
+        (
+            "read_connections",
+            refused.clone().with_read_connections(usize::MAX),
+        ),
+    ];
+    for (field, config) in past {
+        match Store::open(config).await {
+            Err(Error::InvalidConfig(message)) => {
+                assert!(message.starts_with(field), "{field}: {message}")
+            }
+            other => panic!("{field}: {:?}", other.map(|_| "opened")),
+        }
+    }
+    assert!(!dir.path().join("refused.db").exists());
 }
 
 /// A database written by schema version 1 (blobs referenced by hash, with `records_by_blob`),

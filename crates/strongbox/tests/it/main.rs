@@ -11,6 +11,7 @@ mod exhaustion;
 mod files;
 mod integrity;
 mod maintenance;
+mod metrics;
 mod model;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -423,3 +423,72 @@ mod on_postgres {
         store.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_failing_step_is_reported_and_every_other_step_still_runs() {
+    // A plain file where the backup repository should be: the backup step cannot create its
+    // directory, and nothing else depends on it.
+    let outside = tempfile::tempdir().unwrap();
+    let not_a_directory = outside.path().join("backups");
+    std::fs::write(&not_a_directory, b"not a repository").unwrap();
+    let harness = Harness::sqlite_with(|config| {
+        config.backup_repository = Some(not_a_directory.clone());
+        config.cache_ttl_secs = 1;
+    })
+    .await;
+    harness
+        .store
+        .store("players", "alice", &bulky(1))
+        .await
+        .unwrap();
+    harness
+        .store
+        .store("players", "alice", &bulky(2))
+        .await
+        .unwrap();
+    harness
+        .store
+        .retrieve::<String>("players", "alice")
+        .await
+        .unwrap();
+    // Let the cached value expire, so that the cache step after the failure has work to do.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+
+    let report = harness.store.maintenance().await.unwrap();
+
+    let names: Vec<&str> = report.steps.iter().map(|step| step.name).collect();
+    assert_eq!(
+        names,
+        [
+            "flush_read_counts",
+            "collect_orphans",
+            "compress",
+            "optimize",
+            "vacuum",
+            "backup",
+            "checkpoint",
+            "integrity_check",
+            "cache_cleanup"
+        ]
+    );
+    for step in &report.steps {
+        assert_eq!(step.is_ok, step.name != "backup", "{step:?}");
+    }
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].starts_with("backup: "),
+        "{:?}",
+        report.errors
+    );
+    assert!(report.backup.is_none());
+    // Steps before and after the failure did their work.
+    assert_eq!(report.released_blobs_removed, 1, "{report:?}");
+    assert_eq!(report.cache_entries_evicted, 1, "{report:?}");
+    assert!(report.integrity_problems.is_empty());
+    assert_eq!(
+        std::fs::read(&not_a_directory).unwrap(),
+        b"not a repository",
+        "the file was left alone"
+    );
+    harness.finish().await;
+}

@@ -18,7 +18,7 @@ pub type Balance = (i64, Version);
 
 /// Whether a failed commit met another version than it expected.
 pub fn is_conflict(error: &strongbox::Error) -> bool {
-    error.kind() == "conflict"
+    error.kind() == strongbox::ErrorKind::Conflict
 }
 
 /// The version a committed transaction left for its `index`-th write.

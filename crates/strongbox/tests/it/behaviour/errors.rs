@@ -45,3 +45,73 @@ pub async fn oversized_values_are_rejected(store: &Store) {
         Some(max - 2)
     );
 }
+
+/// A float JSON cannot hold, anywhere in a value.
+#[derive(serde::Serialize)]
+struct Reading {
+    sensor: &'static str,
+    mean: f64,
+}
+
+pub async fn nan_and_infinite_floats_are_refused_and_nothing_is_written(store: &Store) {
+    fn refused(error: &Error, key: &str) -> bool {
+        let explained = std::error::Error::source(error).is_some_and(|source| {
+            source
+                .to_string()
+                .starts_with("NaN and infinite numbers cannot be stored exactly")
+        });
+        explained
+            && matches!(error, Error::Serialization { action: "serialize", collection, key: k, .. }
+                if collection == "floats" && k == key)
+    }
+    let errors = [
+        ("nan", store.store("floats", "nan", &f64::NAN).await),
+        ("inf", store.store("floats", "inf", &f64::INFINITY).await),
+        (
+            "field",
+            store
+                .store(
+                    "floats",
+                    "field",
+                    &Reading {
+                        sensor: "dice",
+                        mean: f64::NAN,
+                    },
+                )
+                .await,
+        ),
+        (
+            "samples",
+            store
+                .store("floats", "samples", &vec![1.0f32, f32::NEG_INFINITY])
+                .await,
+        ),
+    ];
+    for (key, result) in errors {
+        let error = result.unwrap_err();
+        assert!(refused(&error, key), "{key}: {error:?}");
+    }
+    let mut tx = store.transaction();
+    tx.store("floats", "ok", &1.5).unwrap();
+    let error = tx
+        .store("floats", "tx", &[f64::NAN])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(refused(&error, "tx"), "{error:?}");
+    assert_eq!(tx.len(), 1, "the refused write was not added");
+    drop(tx);
+    assert_eq!(
+        store.count("floats").await.unwrap(),
+        0,
+        "nothing was written"
+    );
+
+    // Ordinary floats, extreme ones included, still round-trip exactly.
+    let finite = vec![0.1, -0.0, f64::MAX, f64::MIN_POSITIVE, 5e-324, 1.0 / 3.0];
+    store.store("floats", "finite", &finite).await.unwrap();
+    let back: Vec<f64> = store.retrieve("floats", "finite").await.unwrap().unwrap();
+    assert_eq!(
+        back.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+        finite.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+    );
+}

@@ -54,4 +54,5 @@ behaviours!(
     dedup::stats_separate_compression_and_dedup_savings,
     errors::invalid_names_are_rejected,
     errors::oversized_values_are_rejected,
+    errors::nan_and_infinite_floats_are_refused_and_nothing_is_written,
 );

@@ -1,14 +1,24 @@
 //! [`Config`]: every setting of a store, with its default and unit, and the plain policies it
 //! carries ([`Retention`], which `backup` re-exports and applies).
 //!
-//! The library reads no files; the CLI loads a `Config` from TOML (every field optional).
+//! The library reads no files; the CLI loads a `Config` from TOML (every field optional, under
+//! its field name: the time settings keep their unit in the key, `busy_timeout_ms`,
+//! `cache_ttl_secs`...). Programs build one with `Config::new(path)` and the `with_*` methods
+//! (`builder`), which take `Duration`s for the time settings. Every field documents its
+//! default, unit and valid range; `Config::validate` (`limits`), which `Store::open` calls
+//! first, refuses a value out of range naming the field.
 //! **Invariant:** settings are plain data: this module depends on nothing above `codec` and
 //! `error`, so every layer may read a `Config`.
 
+mod builder;
+mod limits;
+mod url;
+
 use std::path::PathBuf;
 
+pub use url::PostgresUrl;
+
 use crate::codec::Compression;
-use crate::error::{Error, Result};
 
 /// How much a returned write is guaranteed to survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -37,153 +47,138 @@ pub enum CacheMode {
     WriteAround,
 }
 
-/// A `postgres://` connection URL. Its `Debug` form hides the password, so that a logged
-/// configuration never shows it.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct PostgresUrl(String);
-
-impl PostgresUrl {
-    /// Wraps a URL such as `postgres://user:secret@host:5432/db`.
-    pub fn new(url: impl Into<String>) -> Self {
-        PostgresUrl(url.into())
-    }
-
-    /// The URL, with its password.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced by `***`, for messages.
-    pub fn redacted(&self) -> String {
-        let url = &self.0;
-        let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
-            return "***".to_owned();
-        };
-        let rest = url.get(scheme_end..).unwrap_or_default();
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let authority = rest.get(..authority_end).unwrap_or_default();
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => format!(
-                "{}{}:***{}",
-                url.get(..scheme_end).unwrap_or_default(),
-                authority.get(..colon).unwrap_or_default(),
-                rest.get(at..).unwrap_or_default()
-            ),
-            _ if url.contains("password=") => {
-                "postgres://*** (the URL holds a password)".to_owned()
-            }
-            _ => url.clone(),
-        }
-    }
-
-    /// Whether a `--db` argument names a PostgreSQL database rather than a file.
-    pub fn is_postgres(location: &str) -> bool {
-        location.starts_with("postgres://") || location.starts_with("postgresql://")
-    }
-}
-
-impl std::fmt::Debug for PostgresUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
 /// The settings of a store. `Config::default()` opens `./strongbox.db` with full durability.
+///
+/// Build one with [`Config::new`] (a file) or [`Config::postgres`] (a database server) and the
+/// `with_*` methods, or deserialize it (the CLI reads TOML; every field is optional). Each
+/// field's doc gives its default, unit and valid range; [`Store::open`](crate::Store::open)
+/// refuses a configuration out of range ([`Config::validate`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use strongbox::{CacheMode, Config};
+///
+/// let config = Config::new("game.db")
+///     .with_busy_timeout(Duration::from_secs(2))
+///     .with_cache_ttl(Duration::from_secs(30))
+///     .with_cache_mode(CacheMode::WriteAround)
+///     .with_maintenance_interval(Duration::ZERO); // no background maintenance
+/// assert_eq!(config.busy_timeout_ms, 2_000);
+/// assert_eq!(config.maintenance_interval(), Duration::ZERO);
+/// config.validate()?;
+/// # Ok::<(), strongbox::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
+#[must_use]
 pub struct Config {
     /// The database file. Default `strongbox.db` (relative to the working directory).
     /// It is created, owner-only (mode 0600), if missing; the WAL and shared-memory files that
-    /// SQLite places beside it get the same mode.
+    /// SQLite places beside it get the same mode. Valid: not empty, no NUL byte.
     pub path: PathBuf,
     /// Whether a new database is created when nothing exists at `path`. Default true. Either
     /// way, an existing file must be a Strongbox database: an empty file (a truncated store),
     /// another format or another program's SQLite database is refused, never taken for a new,
     /// empty store. A new database is built under a temporary name and moved into place
-    /// complete, so a file at `path` is never half-created.
+    /// complete, so a file at `path` is never half-created. Valid: either.
     pub create_if_missing: bool,
     /// Opens the database read-only. Default false. Writes, maintenance and backups restored
     /// into it fail with `Error::ReadOnly`; reads, `stats`, `verify` and backups of it work,
     /// on a file this process may not write (SQLite then needs the `-wal` and `-shm` files to
-    /// exist, or the directory to be writable, as for any WAL database).
+    /// exist, or the directory to be writable, as for any WAL database). Valid: either.
     pub read_only: bool,
     /// The SQLite VFS (the layer through which SQLite reads, writes and syncs files) to open
     /// the database with; `None` (the default) is the operating system's. A VFS must have been
     /// registered with SQLite under this name first (the power-loss tests register one that
-    /// drops unsynced writes).
+    /// drops unsynced writes). Valid: a name that is not empty and has no NUL byte.
     pub sqlite_vfs: Option<String>,
     /// A PostgreSQL database to use instead of the file at `path` (the scale-out backend for
-    /// many application servers on one database). Default none.
+    /// many application servers on one database). Default none. Valid: not empty (the driver
+    /// then parses it).
     pub postgres_url: Option<PostgresUrl>,
     /// A PEM file of certificate authorities to trust, besides the web's roots, for a
     /// PostgreSQL URL with `sslmode=require` (for example a company CA, or a self-signed
-    /// server certificate). Default none.
+    /// server certificate). Default none. Valid: a path that is not empty.
     pub postgres_tls_ca_file: Option<PathBuf>,
     /// Whether PostgreSQL writes are announced with `NOTIFY` and each store listens, so that
     /// other servers' caches drop a written key within one notification delay. Default true.
     /// Turn it off on engines without LISTEN/NOTIFY (CockroachDB): caches then rely on
-    /// `cache_ttl_secs` alone, which should be short.
+    /// `cache_ttl_secs` alone, which should be short. Valid: either.
     pub postgres_notify: bool,
-    /// Connections in the PostgreSQL pool. Default 16; at least 1.
+    /// Connections in the PostgreSQL pool. Default 16. Valid: 1 to 1,024 (more connections
+    /// cost the server memory and buy one process no parallelism).
     pub postgres_pool_size: usize,
-    /// Durability of returned writes. Default [`Durability::Full`].
+    /// Durability of returned writes. Default [`Durability::Full`]. Valid: any.
     pub durability: Durability,
     /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
+    /// Valid: any.
     pub compression: Compression,
     /// A collection gets a zstd dictionary, trained on a sample of its values by maintenance,
     /// once it holds at least this many records (see `Store::train_dictionaries`). Default
-    /// 1,000; 0 turns dictionaries off. Only with zstd compression.
+    /// 1,000; 0 turns dictionaries off. Only with zstd compression. Valid: any.
     pub dictionary_min_values: u64,
     /// Largest serialized value accepted, in bytes; also the most a stored value may expand to
-    /// when decompressed. Default 16 MiB (16,777,216).
+    /// when decompressed. Default 16 MiB (16,777,216). Valid: 1 to 1 GiB (1,073,741,824).
     pub max_value_bytes: usize,
     /// How long a call waits for a lock held by another connection or process, or for a free
-    /// connection, before failing with `Error::Busy`, in milliseconds. Default 5,000.
+    /// connection, before failing with `Error::Busy`, in milliseconds. Default 5,000. Valid: 1
+    /// to 2,147,483,647 (about 24.8 days: SQLite and PostgreSQL take an `int` of milliseconds,
+    /// and PostgreSQL reads 0 as "wait forever"). See [`Config::busy_timeout`].
     pub busy_timeout_ms: u64,
     /// Number of read-only connections, so that that many reads run in parallel while a write
-    /// commits. Default 4; at least 1.
+    /// commits. Default 4. Valid: 1 to 1,024 (each is an open SQLite connection).
     pub read_connections: usize,
     /// Whether a SQLite point read (`retrieve`) runs on the calling task when a read connection
     /// is free, instead of on a blocking thread. The query then blocks the task for its length:
     /// microseconds when the pages are in memory, longer on a cold disk, and up to
     /// `busy_timeout_ms` while another process holds the file exclusively (WAL recovery). It
     /// saves two thread handoffs per read, which on 2 cores doubles the cold-read rate.
-    /// Default true.
+    /// Default true. Valid: either.
     pub inline_reads: bool,
     /// Largest number of queued write requests the writer commits together in one transaction
-    /// (group commit). Default 256; at least 1. A request waits for no one: the writer takes
-    /// what is queued when it becomes free.
+    /// (group commit). Default 256. A request waits for no one: the writer takes what is
+    /// queued when it becomes free. Valid: 1 to 65,536.
     pub max_batch_requests: usize,
     /// Bytes of values the in-memory cache may hold, counting each entry's stored (compressed)
     /// size plus its key and a fixed overhead. Default 64 MiB (67,108,864); 0 turns it off.
+    /// Valid: any.
     pub cache_capacity_bytes: u64,
     /// Seconds an entry stays in the cache after it was stored or fetched. This bounds how long
-    /// a write made by *another process* can stay unseen here. Default 300.
+    /// a write made by *another process* can stay unseen here. Default 300. Valid: 1 to
+    /// 31,536,000,000 (1,000 years, the cache's limit); to turn the cache off, set
+    /// `cache_capacity_bytes` to 0. See [`Config::cache_ttl`].
     pub cache_ttl_secs: u64,
-    /// Write-through (default) or write-around.
+    /// Write-through (default) or write-around. Valid: any.
     pub cache_mode: CacheMode,
     /// Seconds between statistics reports (tracing event and metric gauges), which also flush
-    /// read counts. Default 60; 0 turns the task off.
+    /// read counts. Default 60; 0 turns the task off. Valid: 0 to 31,536,000 (365 days), as
+    /// every interval. See [`Config::stats_interval`].
     pub stats_interval_secs: u64,
     /// Maintenance rebuilds the whole file (a full vacuum, which holds writes back while it runs)
     /// when more than this percentage of it is slack: free pages, and space left in half-empty
-    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does. SQLite only:
-    /// PostgreSQL's slack is not measured, so there a full vacuum runs only on request.
+    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does. Valid: 0 to
+    /// 100. SQLite only: PostgreSQL's slack is not measured, so there a full vacuum runs only on
+    /// request.
     pub vacuum_slack_percent: u8,
     /// A backup repository directory. When set, maintenance takes a backup (then prunes with
     /// `backup_retention`) whenever the newest backup is older than `backup_interval_secs`,
-    /// and the CLI's `backup` commands use it when `--repo` is not given. Default none.
+    /// and the CLI's `backup` commands use it when `--repo` is not given. Default none. Valid:
+    /// a path that is not empty.
     pub backup_repository: Option<PathBuf>,
     /// Seconds between scheduled backups. Default 86,400 (a day); 0 turns scheduling off.
+    /// Valid: 0 to 31,536,000 (365 days). See [`Config::backup_interval`].
     pub backup_interval_secs: u64,
     /// Which backups a scheduled prune keeps. Default: the last 7, plus one a day for 7 days
-    /// and one a week for 4 weeks.
+    /// and one a week for 4 weeks. Valid: any count each, but while backups are scheduled
+    /// (`backup_repository` set, `backup_interval_secs` not 0) at least one must be above 0,
+    /// or the prune after each backup would delete them all.
     pub backup_retention: Retention,
     /// Seconds between background maintenance runs. Default 3,600; 0 turns the task off.
+    /// Valid: 0 to 31,536,000 (365 days). See [`Config::maintenance_interval`].
     pub maintenance_interval_secs: u64,
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
+    /// Valid: 0 to 31,536,000 (365 days). See [`Config::cache_eviction_interval`].
     pub cache_eviction_interval_secs: u64,
 }
 
@@ -253,47 +248,6 @@ impl Config {
             None => self.path.display().to_string(),
         }
     }
-
-    /// Checks the settings that have a valid range.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the field.
-    pub fn validate(&self) -> Result<()> {
-        if self.path.as_os_str().is_empty() {
-            return Err(Error::InvalidConfig("path must not be empty".into()));
-        }
-        if self.read_connections == 0 {
-            return Err(Error::InvalidConfig(
-                "read_connections must be at least 1".into(),
-            ));
-        }
-        if self.postgres_pool_size == 0 {
-            return Err(Error::InvalidConfig(
-                "postgres_pool_size must be at least 1".into(),
-            ));
-        }
-        if self.max_batch_requests == 0 {
-            return Err(Error::InvalidConfig(
-                "max_batch_requests must be at least 1".into(),
-            ));
-        }
-        if self.vacuum_slack_percent > 100 {
-            return Err(Error::InvalidConfig(
-                "vacuum_slack_percent must be between 0 and 100".into(),
-            ));
-        }
-        if self.cache_ttl_secs == 0 {
-            return Err(Error::InvalidConfig(
-                "cache_ttl_secs must be at least 1 (set cache_capacity_bytes = 0 to turn the cache off)".into(),
-            ));
-        }
-        if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
-            return Err(Error::InvalidConfig(
-                "max_value_bytes must be between 1 and 1073741824 (1 GiB)".into(),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Which backups a prune keeps ([`Repository::prune`](crate::backup::Repository::prune)): the
@@ -335,24 +289,83 @@ impl Retention {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
+    /// A configuration file as users wrote them before the `Duration` methods: every key,
+    /// with its unit in its name.
+    const EVERY_KEY: &str = r#"
+        path = "game.db"
+        create_if_missing = false
+        read_only = false
+        sqlite_vfs = "unix"
+        postgres_url = "postgres://app@db/game"
+        postgres_tls_ca_file = "ca.pem"
+        postgres_notify = false
+        postgres_pool_size = 8
+        durability = "process"
+        dictionary_min_values = 500
+        max_value_bytes = 1048576
+        busy_timeout_ms = 1234
+        read_connections = 2
+        inline_reads = false
+        max_batch_requests = 64
+        cache_capacity_bytes = 1000000
+        cache_ttl_secs = 30
+        cache_mode = "write_around"
+        stats_interval_secs = 10
+        vacuum_slack_percent = 25
+        backup_repository = "backups"
+        backup_interval_secs = 7200
+        maintenance_interval_secs = 600
+        cache_eviction_interval_secs = 20
+
+        [compression]
+        algorithm = "gzip"
+        level = "fast"
+
+        [backup_retention]
+        keep_last = 3
+        keep_daily = 2
+        keep_weekly = 1
+    "#;
+
     #[test]
-    fn passwords_never_show() {
-        let url = PostgresUrl::new("postgres://app:s3cret@db.example:5432/game");
-        assert_eq!(url.redacted(), "postgres://app:***@db.example:5432/game");
-        assert!(!format!("{url:?}").contains("s3cret"));
-        let config = Config::postgres("postgresql://app:s3cret@db/game");
-        assert!(!format!("{config:?}").contains("s3cret"));
-        assert!(!config.location().contains("s3cret"));
+    fn a_toml_file_with_every_key_still_parses_in_its_units() -> Result<(), toml::de::Error> {
+        let config: Config = toml::from_str(EVERY_KEY)?;
+        assert!(config.validate().is_ok(), "{:?}", config.validate());
+        assert_eq!(config.busy_timeout(), Duration::from_millis(1_234));
+        assert_eq!(config.cache_ttl(), Duration::from_secs(30));
+        assert_eq!(config.stats_interval(), Duration::from_secs(10));
+        assert_eq!(config.maintenance_interval(), Duration::from_secs(600));
+        assert_eq!(config.cache_eviction_interval(), Duration::from_secs(20));
+        assert_eq!(config.backup_interval(), Duration::from_secs(7_200));
         assert_eq!(
-            PostgresUrl::new("postgres://app@db/game").redacted(),
-            "postgres://app@db/game"
+            config.backup_retention,
+            Retention {
+                keep_last: 3,
+                keep_daily: 2,
+                keep_weekly: 1
+            }
         );
-        assert!(
-            !PostgresUrl::new("postgres:///game?password=s3cret")
-                .redacted()
-                .contains("s3cret")
+        assert_eq!(config.cache_mode, CacheMode::WriteAround);
+        assert_eq!(config.durability, Durability::Process);
+        // What a configuration serializes to reads back the same, under the same keys.
+        let text = toml::to_string(&config)
+            .map_err(|error| <toml::de::Error as serde::de::Error>::custom(error.to_string()))?;
+        assert!(text.contains("busy_timeout_ms = 1234"), "{text}");
+        assert_eq!(toml::from_str::<Config>(&text)?, config);
+        Ok(())
+    }
+
+    #[test]
+    fn omitted_keys_keep_their_defaults() -> Result<(), toml::de::Error> {
+        let config: Config = toml::from_str("cache_ttl_secs = 5\n")?;
+        assert_eq!(
+            config,
+            Config::default().with_cache_ttl(Duration::from_secs(5))
         );
+        Ok(())
     }
 }

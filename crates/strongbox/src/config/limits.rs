@@ -1,0 +1,274 @@
+//! The valid range of every setting, and `Config::validate`, which enforces them.
+//!
+//! **Invariant:** every field of `Config` is checked here or documented as taking any value of
+//! its type; each bound keeps a later conversion from overflowing (a timeout in a C `int`, a
+//! deadline past what an `Instant` holds) or a dependency from panicking (moka's TTL), so a
+//! configuration that validates opens without a panic and runs its background tasks.
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use super::Config;
+use crate::error::{Error, Result};
+
+/// Connections in a pool (the PostgreSQL pool, the SQLite readers).
+pub(super) const CONNECTIONS: RangeInclusive<u64> = 1..=1_024;
+/// Write requests in one group commit.
+pub(super) const BATCH_REQUESTS: RangeInclusive<u64> = 1..=65_536;
+/// Bytes of one serialized value: 1 GiB at most.
+pub(super) const VALUE_BYTES: RangeInclusive<u64> = 1..=1 << 30;
+/// Milliseconds of a busy timeout: both engines take a C `int`, and PostgreSQL's
+/// `lock_timeout = 0` would mean "wait forever".
+pub(super) const BUSY_TIMEOUT_MS: RangeInclusive<u64> = 1..=i32::MAX as u64;
+/// Seconds of the cache's time to live: moka refuses more than 1,000 years (it panics).
+pub(super) const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=1_000 * YEAR_SECS;
+/// Seconds between runs of a background task or scheduled backups; 0 turns it off.
+pub(super) const INTERVAL_SECS: RangeInclusive<u64> = 0..=YEAR_SECS;
+/// Percent of the file that may be slack.
+pub(super) const SLACK_PERCENT: RangeInclusive<u64> = 0..=100;
+
+const YEAR_SECS: u64 = 365 * 24 * 3_600;
+
+impl Config {
+    /// Checks every setting against the valid range its documentation gives.
+    /// [`Store::open`](crate::Store::open) calls it before touching anything.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for the first setting out of range, naming the field, its valid
+    /// range and the value found.
+    pub fn validate(&self) -> Result<()> {
+        check_path("path", &self.path)?;
+        if let Some(vfs) = &self.sqlite_vfs {
+            check_text("sqlite_vfs", vfs)?;
+        }
+        if let Some(url) = &self.postgres_url
+            && url.expose().is_empty()
+        {
+            return Err(invalid("postgres_url must not be empty".into()));
+        }
+        if let Some(file) = &self.postgres_tls_ca_file {
+            check_path("postgres_tls_ca_file", file)?;
+        }
+        if let Some(repository) = &self.backup_repository {
+            check_path("backup_repository", repository)?;
+        }
+        let counts = [
+            ("postgres_pool_size", self.postgres_pool_size, CONNECTIONS),
+            ("read_connections", self.read_connections, CONNECTIONS),
+            (
+                "max_batch_requests",
+                self.max_batch_requests,
+                BATCH_REQUESTS,
+            ),
+            ("max_value_bytes", self.max_value_bytes, VALUE_BYTES),
+        ];
+        for (field, value, range) in counts {
+            check_range(field, u64::try_from(value).unwrap_or(u64::MAX), range, "")?;
+        }
+        let intervals = [
+            ("stats_interval_secs", self.stats_interval_secs),
+            ("maintenance_interval_secs", self.maintenance_interval_secs),
+            (
+                "cache_eviction_interval_secs",
+                self.cache_eviction_interval_secs,
+            ),
+            ("backup_interval_secs", self.backup_interval_secs),
+        ];
+        for (field, value) in intervals {
+            check_range(field, value, INTERVAL_SECS, " (365 days; 0 turns it off)")?;
+        }
+        check_range(
+            "busy_timeout_ms",
+            self.busy_timeout_ms,
+            BUSY_TIMEOUT_MS,
+            " (about 24.8 days)",
+        )?;
+        check_range(
+            "cache_ttl_secs",
+            self.cache_ttl_secs,
+            CACHE_TTL_SECS,
+            " (1,000 years; set cache_capacity_bytes = 0 to turn the cache off)",
+        )?;
+        check_range(
+            "vacuum_slack_percent",
+            u64::from(self.vacuum_slack_percent),
+            SLACK_PERCENT,
+            "",
+        )?;
+        self.check_retention()
+    }
+
+    /// A scheduled prune must keep something, or each backup would delete them all.
+    fn check_retention(&self) -> Result<()> {
+        let retention = &self.backup_retention;
+        let is_scheduled = self.backup_repository.is_some() && self.backup_interval_secs > 0;
+        if is_scheduled
+            && retention.keep_last == 0
+            && retention.keep_daily == 0
+            && retention.keep_weekly == 0
+        {
+            return Err(invalid(
+                "backup_retention keeps no backup while backups are scheduled; set keep_last, \
+                 keep_daily or keep_weekly to at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_range(field: &str, value: u64, range: RangeInclusive<u64>, note: &str) -> Result<()> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{field} must be between {} and {}{note}, not {value}",
+        range.start(),
+        range.end()
+    )))
+}
+
+fn check_path(field: &str, path: &Path) -> Result<()> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if bytes.contains(&0) {
+        return Err(invalid(format!("{field} must not contain a NUL byte")));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, text: &str) -> Result<()> {
+    check_path(field, Path::new(text))
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidConfig(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PostgresUrl, Retention};
+
+    /// Sets one setting of a configuration to a value.
+    type Setter = fn(&mut Config, u64);
+
+    /// Changes one setting of a configuration.
+    type Adjust = fn(&mut Config);
+
+    /// Each bounded numeric setting, with a way to set it.
+    fn bounded() -> Vec<(&'static str, RangeInclusive<u64>, Setter)> {
+        fn size(value: u64) -> usize {
+            usize::try_from(value).unwrap_or(usize::MAX)
+        }
+        vec![
+            ("postgres_pool_size", CONNECTIONS, |c, v| {
+                c.postgres_pool_size = size(v)
+            }),
+            ("read_connections", CONNECTIONS, |c, v| {
+                c.read_connections = size(v)
+            }),
+            ("max_batch_requests", BATCH_REQUESTS, |c, v| {
+                c.max_batch_requests = size(v)
+            }),
+            ("max_value_bytes", VALUE_BYTES, |c, v| {
+                c.max_value_bytes = size(v)
+            }),
+            ("busy_timeout_ms", BUSY_TIMEOUT_MS, |c, v| {
+                c.busy_timeout_ms = v
+            }),
+            ("cache_ttl_secs", CACHE_TTL_SECS, |c, v| {
+                c.cache_ttl_secs = v
+            }),
+            ("stats_interval_secs", INTERVAL_SECS, |c, v| {
+                c.stats_interval_secs = v
+            }),
+            ("maintenance_interval_secs", INTERVAL_SECS, |c, v| {
+                c.maintenance_interval_secs = v
+            }),
+            ("cache_eviction_interval_secs", INTERVAL_SECS, |c, v| {
+                c.cache_eviction_interval_secs = v
+            }),
+            ("backup_interval_secs", INTERVAL_SECS, |c, v| {
+                c.backup_interval_secs = v
+            }),
+            ("vacuum_slack_percent", SLACK_PERCENT, |c, v| {
+                c.vacuum_slack_percent = u8::try_from(v).unwrap_or(u8::MAX)
+            }),
+        ]
+    }
+
+    fn refusal(config: &Config) -> String {
+        match config.validate() {
+            Err(Error::InvalidConfig(message)) => message,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_bound_is_accepted_and_one_past_it_refused_naming_the_field() {
+        assert!(Config::default().validate().is_ok());
+        for (field, range, set) in bounded() {
+            for edge in [*range.start(), *range.end()] {
+                let mut config = Config::default();
+                set(&mut config, edge);
+                assert!(config.validate().is_ok(), "{field} = {edge}");
+            }
+            let mut past = vec![range.end() + 1, u64::MAX];
+            past.extend(range.start().checked_sub(1));
+            for value in past {
+                let mut config = Config::default();
+                set(&mut config, value);
+                let message = refusal(&config);
+                assert!(message.starts_with(field), "{field} = {value}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_maxima_are_the_enforced_ones() {
+        assert_eq!(*BUSY_TIMEOUT_MS.end(), 2_147_483_647);
+        assert_eq!(*CACHE_TTL_SECS.end(), 31_536_000_000);
+        assert_eq!(*INTERVAL_SECS.end(), 31_536_000);
+        assert_eq!(*VALUE_BYTES.end(), 1_073_741_824);
+    }
+
+    #[test]
+    fn names_and_paths_must_be_usable() {
+        let cases: [(&str, Adjust); 6] = [
+            ("path", |c| c.path = "".into()),
+            ("path", |c| c.path = "a\0b".into()),
+            ("sqlite_vfs", |c| c.sqlite_vfs = Some(String::new())),
+            ("postgres_url", |c| {
+                c.postgres_url = Some(PostgresUrl::new(""))
+            }),
+            ("postgres_tls_ca_file", |c| {
+                c.postgres_tls_ca_file = Some("".into())
+            }),
+            ("backup_repository", |c| {
+                c.backup_repository = Some("".into())
+            }),
+        ];
+        for (field, set) in cases {
+            let mut config = Config::default();
+            set(&mut config);
+            assert!(refusal(&config).starts_with(field), "{field}");
+        }
+    }
+
+    #[test]
+    fn a_scheduled_prune_must_keep_a_backup() {
+        let mut config = Config::default().with_backup_retention(Retention {
+            keep_last: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+        });
+        assert!(config.validate().is_ok(), "nothing is scheduled");
+        config.backup_repository = Some("backups".into());
+        assert!(refusal(&config).starts_with("backup_retention"));
+        config.backup_interval_secs = 0;
+        assert!(config.validate().is_ok(), "scheduling is off");
+    }
+}
