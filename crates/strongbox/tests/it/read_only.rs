@@ -81,3 +81,31 @@ async fn read_only_never_creates_a_database() {
     assert!(matches!(error, Error::Io { .. }), "{error:?}");
     assert!(!path.exists());
 }
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_read_only_store_reads_and_refuses_writes() {
+    let Some(scratch) = crate::common::ScratchDatabase::create().await else {
+        return;
+    };
+    // A database without the schema cannot be opened read-only: creating it would write.
+    let error = Store::open(Config::postgres(scratch.url()).with_read_only(true))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::ReadOnly { .. }), "{error:?}");
+    let writer = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    writer.store("players", "alice", &1).await.unwrap();
+    let reader = Store::open(Config::postgres(scratch.url()).with_read_only(true))
+        .await
+        .unwrap();
+    assert_eq!(reader.retrieve::<i32>("players", "alice").await.unwrap(), Some(1));
+    let refused = reader.store("players", "bob", &2).await;
+    assert!(matches!(refused, Err(Error::ReadOnly { .. })), "{refused:?}");
+    assert!(matches!(
+        reader.maintenance().await,
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(!writer.exists("players", "bob").await.unwrap());
+    reader.close().await.unwrap();
+    writer.close().await.unwrap();
+}

@@ -56,6 +56,7 @@ pub(super) fn map_err(action: impl Into<String>) -> impl FnOnce(tokio_postgres::
     let action = action.into();
     move |error| match error.code() {
         Some(code) if *code == SqlState::DISK_FULL => Error::StorageFull { action },
+        Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => Error::ReadOnly { action },
         Some(code)
             if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED =>
         {

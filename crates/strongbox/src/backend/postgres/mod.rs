@@ -60,6 +60,9 @@ pub struct PostgresBackend {
     wait_micros: AtomicU64,
     listener: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    /// Opened with `Config::read_only`: every session is read-only, writes fail with
+    /// `Error::ReadOnly` before reaching the server, and read counts are not kept.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -97,8 +100,15 @@ impl PostgresBackend {
             Durability::Full => "on",
             Durability::Process => "off",
         };
+        // A read-only store's sessions are read-only too, so that nothing can write through
+        // them even past this code's own refusals.
+        let read_only = if config.read_only {
+            " -c default_transaction_read_only=on"
+        } else {
+            ""
+        };
         let options = format!(
-            "{} -c lock_timeout={} -c synchronous_commit={synchronous_commit}",
+            "{} -c lock_timeout={} -c synchronous_commit={synchronous_commit}{read_only}",
             pg_config.get_options().unwrap_or_default(),
             config.busy_timeout_ms
         );
@@ -132,12 +142,17 @@ impl PostgresBackend {
             wait_micros: AtomicU64::new(0),
             listener: Mutex::new(None),
             changes: Mutex::new(None),
+            read_only: config.read_only,
         };
         let mut client = backend
             .client()
             .await
             .map_err(|error| error.in_location(&url.redacted()))?;
-        schema::migrate(&mut client).await?;
+        if config.read_only {
+            schema::check_is_current(&client).await?;
+        } else {
+            schema::migrate(&mut client).await?;
+        }
         drop(client);
         if !config.postgres_notify {
             return Ok(backend);

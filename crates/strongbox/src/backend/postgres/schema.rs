@@ -67,6 +67,43 @@ CREATE TABLE strongbox_dictionaries (
 /// `record::seal`). Existing records are sealed as they are by [`seal_every_record`].
 const V3: &str = "ALTER TABLE strongbox_records ADD COLUMN seal BIGINT NOT NULL DEFAULT 0;";
 
+/// Checks that a database opened read-only holds a Strongbox store at this code's schema
+/// version: it cannot be created or migrated without writing.
+pub async fn check_is_current(client: &Client) -> Result<()> {
+    let needs_writing = |what: String| Error::ReadOnly {
+        action: format!("{what} (open it once without read_only)"),
+    };
+    let has_schema = client
+        .query_opt("SELECT to_regclass('strongbox_meta')::text", &[])
+        .await
+        .map_err(map_err("look for the schema"))?
+        .map(|row| row.column::<Option<String>>(0))
+        .transpose()?
+        .flatten()
+        .is_some();
+    if !has_schema {
+        return Err(needs_writing("create the schema".to_owned()));
+    }
+    let version: i64 = client
+        .query_opt(
+            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(map_err("read the schema version"))?
+        .map_or(Ok(0), |row| row.column(0))?;
+    match version.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(Error::InvalidConfig(format!(
+            "the database has schema version {version}, newer than this Strongbox understands \
+             ({SCHEMA_VERSION}); upgrade Strongbox"
+        ))),
+        std::cmp::Ordering::Less => Err(needs_writing(format!(
+            "upgrade the schema from version {version} to {SCHEMA_VERSION}"
+        ))),
+    }
+}
+
 /// Brings the database to [`SCHEMA_VERSION`].
 pub async fn migrate(client: &mut Client) -> Result<()> {
     let tx = client

@@ -92,6 +92,11 @@ pub(super) fn classify(action: &'static str) -> impl FnOnce(tokio_postgres::Erro
 
 impl Writes for PostgresBackend {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                action: "write".into(),
+            });
+        }
         let mut client = self.client().await?;
         let validates_reads = ops.iter().any(|op| matches!(op, WriteOp::Check { .. }));
         let mut attempt = 0;
@@ -142,6 +147,10 @@ impl Writes for PostgresBackend {
     }
 
     async fn record_access(&self, updates: Vec<AccessUpdate>) -> Result<()> {
+        // Read counts are statistics: a read-only store keeps none.
+        if self.read_only {
+            return Ok(());
+        }
         let mut client = self.client().await?;
         let tx = client
             .transaction()
