@@ -98,9 +98,15 @@ async fn on_postgres_a_read_only_store_reads_and_refuses_writes() {
     let reader = Store::open(Config::postgres(scratch.url()).with_read_only(true))
         .await
         .unwrap();
-    assert_eq!(reader.retrieve::<i32>("players", "alice").await.unwrap(), Some(1));
+    assert_eq!(
+        reader.retrieve::<i32>("players", "alice").await.unwrap(),
+        Some(1)
+    );
     let refused = reader.store("players", "bob", &2).await;
-    assert!(matches!(refused, Err(Error::ReadOnly { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::ReadOnly { .. })),
+        "{refused:?}"
+    );
     assert!(matches!(
         reader.maintenance().await,
         Err(Error::ReadOnly { .. })
