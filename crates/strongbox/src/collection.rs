@@ -190,7 +190,7 @@ where
             values.push(match fetched {
                 Some(fetched) => Some(
                     self.store
-                        .decode_fetched::<T>(&self.name, key, fetched)
+                        .decode_fetched::<T>(&self.name, key, &fetched)
                         .await?
                         .value,
                 ),
@@ -305,7 +305,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ScanState<T> {
         let name = &self.collection.name;
         Some(
             store
-                .decode_fetched::<T>(name, &key, fetched)
+                .decode_fetched::<T>(name, &key, &fetched)
                 .await
                 .map(|record| Entry {
                     key,

@@ -126,25 +126,8 @@ impl Store {
         let Some(fetched) = self.inner.backend.get(collection, key).await? else {
             return Ok(None);
         };
-        check_seal(collection, key, &fetched)?;
-        let stored = fetched.stored.ok_or_else(|| {
-            Error::corrupt_at(
-                collection,
-                key,
-                format!("blob {} is missing", fetched.blob_id),
-            )
-        })?;
-        let value = self
-            .decode(
-                collection,
-                key,
-                &fetched.blob_id,
-                &stored,
-                fetched.format,
-                &fetched.meta,
-            )
-            .await?;
-        if let Some(ticket) = ticket {
+        let record = self.decode_fetched::<T>(collection, key, &fetched).await?;
+        if let (Some(ticket), Some(stored)) = (ticket, fetched.stored) {
             let cached = CachedValue {
                 blob_id: fetched.blob_id,
                 stored,
@@ -154,10 +137,7 @@ impl Store {
             cache.fill(ticket, collection, key, cached);
         }
         self.note_access(collection, key);
-        Ok(Some(Record {
-            value,
-            meta: fetched.meta,
-        }))
+        Ok(Some(record))
     }
 
     /// Whether `key` exists.
@@ -236,10 +216,10 @@ impl Store {
         &self,
         collection: &str,
         key: &str,
-        fetched: StoredRecord,
+        fetched: &StoredRecord,
     ) -> Result<Record<T>> {
-        check_seal(collection, key, &fetched)?;
-        let stored = fetched.stored.ok_or_else(|| {
+        check_seal(collection, key, fetched)?;
+        let stored = fetched.stored.as_deref().ok_or_else(|| {
             Error::corrupt_at(
                 collection,
                 key,
@@ -251,7 +231,7 @@ impl Store {
                 collection,
                 key,
                 &fetched.blob_id,
-                &stored,
+                stored,
                 fetched.format,
                 &fetched.meta,
             )

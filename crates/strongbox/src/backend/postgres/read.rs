@@ -16,25 +16,29 @@ const GET_MANY: &str = "
     FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
     WHERE r.collection = $1 AND r.key = ANY($2)";
 
-/// Records of a collection between optional bounds (`NULL`: none), with their blobs, up.
-const SCAN_UP: &str = "
-    SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
-    FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
-    WHERE r.collection = $1
-      AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
-      AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
-    ORDER BY r.key LIMIT $6";
+/// Records of a collection between optional bounds (`NULL`: none), with their blobs, in the
+/// order given (`ASC` or `DESC`).
+macro_rules! scan_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at,
+                    r.size, r.access_count, r.last_accessed, r.seal
+             FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+             WHERE r.collection = $1
+               AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
+               AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
+             ORDER BY r.key ",
+            $order,
+            " LIMIT $6"
+        )
+    };
+}
 
-/// The same, down.
-const SCAN_DOWN: &str = "
-    SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
-    FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
-    WHERE r.collection = $1
-      AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
-      AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
-    ORDER BY r.key DESC LIMIT $6";
+/// A scan up.
+const SCAN_UP: &str = scan_sql!("ASC");
+
+/// A scan down.
+const SCAN_DOWN: &str = scan_sql!("DESC");
 
 const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM strongbox_records

@@ -31,21 +31,28 @@ const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
     ORDER BY key LIMIT ?5";
 
-/// Records of a collection between bounds (see [`scan_bounds`]), with their blobs, up.
-const SCAN_UP: &str = "
-    SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
-    FROM records r LEFT JOIN blobs b ON b.ref = r.blob
-    WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4 AND r.key < ?5
-    ORDER BY r.key LIMIT ?6";
+/// Records of a collection between bounds (see [`scan_bounds`]), with their blobs, in the
+/// order given (`ASC` or `DESC`).
+macro_rules! scan_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                    r.access_count, r.last_accessed, r.seal
+             FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+             WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4
+               AND r.key < ?5
+             ORDER BY r.key ",
+            $order,
+            " LIMIT ?6"
+        )
+    };
+}
 
-/// The same, down.
-const SCAN_DOWN: &str = "
-    SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
-    FROM records r LEFT JOIN blobs b ON b.ref = r.blob
-    WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4 AND r.key < ?5
-    ORDER BY r.key DESC LIMIT ?6";
+/// A scan up.
+const SCAN_UP: &str = scan_sql!("ASC");
+
+/// A scan down.
+const SCAN_DOWN: &str = scan_sql!("DESC");
 
 impl Reads for SqliteBackend {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
