@@ -203,6 +203,10 @@ impl Store {
     /// depends on what was read; [`Store::store`] and [`Store::transaction`] remain for blind
     /// writes.
     ///
+    /// Inside `tokio::spawn`, a closure that uses local variables is written `async move |tx|`
+    /// (it then owns them and lends them to each run): today's compiler cannot prove a
+    /// borrowing closure's future `Send` for every lifetime of `tx`.
+    ///
     /// # Errors
     /// `Error::Conflict` when the reads kept changing through every attempt, `body`'s own
     /// error, and the errors of the reads and writes it made.
