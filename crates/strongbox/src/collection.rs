@@ -15,11 +15,11 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Reads, ScanRange};
+use crate::backend::{Reads, ScanRange, WriteOutcome};
 use crate::error::Result;
 use crate::name::{prefix_successor, validate_collection, validate_key};
-use crate::record::Version;
-use crate::store::Store;
+use crate::record::{Expect, Version};
+use crate::store::{ListOptions, Store, delete_op};
 
 /// Records a scan reads per round trip.
 pub const SCAN_PAGE: usize = 256;
@@ -113,7 +113,48 @@ impl<T> Clone for Collection<T> {
     }
 }
 
+/// Keys deleted per transaction by [`Collection::delete_prefix`] and [`Store::drop_collection`].
+pub const DELETE_BATCH: usize = 1_000;
+
 impl Store {
+    /// Deletes every record of `collection`; returns how many. As [`Collection::clear`].
+    ///
+    /// # Errors
+    /// `Error::InvalidName`, and the errors of [`Store::delete`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the batches committed before the future is dropped stay deleted.
+    pub async fn drop_collection(&self, collection: &str) -> Result<u64> {
+        validate_collection(collection)?;
+        self.delete_prefix(collection, "").await
+    }
+
+    /// Deletes the records of `collection` whose key starts with `prefix` (every record for
+    /// an empty prefix), in transactions of [`DELETE_BATCH`] keys, through the ordinary delete
+    /// path, so reference counts stay exact; returns how many were deleted.
+    async fn delete_prefix(&self, collection: &str, prefix: &str) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let options = ListOptions::all().prefix(prefix).limit(DELETE_BATCH);
+            let keys = self.list(collection, options).await?;
+            if keys.is_empty() {
+                return Ok(deleted);
+            }
+            let ops = keys
+                .iter()
+                .map(|key| delete_op(collection, key, Expect::Any))
+                .collect::<Result<Vec<_>>>()?;
+            let outcomes = self.apply(ops).await?;
+            deleted += outcomes
+                .iter()
+                .filter(|outcome| matches!(outcome, WriteOutcome::Deleted(true)))
+                .count() as u64;
+            if keys.len() < DELETE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// A typed handle on the collection `name`, whose values are `T`s.
     ///
     /// # Errors
@@ -229,6 +270,35 @@ where
                 Ok(next)
             })
             .await
+    }
+
+    /// Deletes every record whose key starts with `prefix`; returns how many. The deletes run
+    /// in transactions of [`DELETE_BATCH`] keys: a concurrent reader may see some batches
+    /// done and others not yet, and a record written meanwhile under the prefix may survive.
+    ///
+    /// # Errors
+    /// `Error::InvalidName` for a prefix longer than a key may be, and the errors of
+    /// [`Store::delete`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Store::drop_collection`].
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        if !prefix.is_empty() {
+            validate_key(prefix)?;
+        }
+        self.store.delete_prefix(&self.name, prefix).await
+    }
+
+    /// Deletes every record of the collection; returns how many. As [`Collection::delete_prefix`]
+    /// with an empty prefix.
+    ///
+    /// # Errors
+    /// As [`Store::delete`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Store::drop_collection`].
+    pub async fn clear(&self) -> Result<u64> {
+        self.store.delete_prefix(&self.name, "").await
     }
 
     /// Deletes `key`; returns whether it existed. As [`Store::delete`].

@@ -71,7 +71,7 @@ mod transaction;
 mod verify;
 
 pub use cache::CacheStats;
-pub use collection::{Collection, Entry, SCAN_PAGE, Scan};
+pub use collection::{Collection, DELETE_BATCH, Entry, SCAN_PAGE, Scan};
 pub use config::{CacheMode, Config, Durability, PostgresUrl};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};

@@ -42,6 +42,7 @@ behaviours!(
     collections::a_typed_collection_puts_gets_updates_and_deletes,
     collections::scans_honour_bounds_prefixes_order_and_limits,
     collections::scans_page_through_large_collections_and_concurrent_deletes,
+    collections::prefixes_collections_and_whole_stores_are_deleted_with_exact_counts,
     transact::concurrent_increments_are_exact,
     transact::reads_see_own_writes_and_errors_write_nothing,
     transact::transfers_keep_the_total,
