@@ -388,14 +388,15 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ScanState<T> {
     /// Reads the next page and moves the range past it.
     async fn fetch(&mut self) -> Result<()> {
         let mut range = self.range.clone();
-        range.limit = SCAN_PAGE.min(self.remaining);
+        let limit = SCAN_PAGE.min(self.remaining);
+        range.limit = limit;
         let page = self
             .collection
             .store
             .backend()
-            .scan(&self.collection.name, range.clone())
+            .scan(&self.collection.name, range)
             .await?;
-        if page.len() < range.limit {
+        if page.len() < limit {
             self.is_done = true;
         }
         if let Some((last, _)) = page.last() {

@@ -32,7 +32,7 @@ pub const TRANSACT_ATTEMPTS: u32 = 1_000;
 type Key = (String, String);
 
 /// A write waiting for the commit.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Pending {
     /// The new value, encoded.
     Put {
@@ -120,14 +120,7 @@ impl ReadWriteTransaction {
         key: &str,
         value: &T,
     ) -> Result<()> {
-        let WriteOp::Put { blob, format, .. } =
-            self.store.encode_put(collection, key, value, Expect::Any)?
-        else {
-            return Err(Error::backend(
-                "encode a write",
-                "the encoder returned another operation than a put",
-            ));
-        };
+        let (blob, format) = self.store.encode_value(collection, key, value)?;
         self.stage(collection, key, Pending::Put { blob, format });
         Ok(())
     }
@@ -145,10 +138,14 @@ impl ReadWriteTransaction {
 
     fn stage(&mut self, collection: &str, key: &str, pending: Pending) {
         let order = self.writes.len();
-        self.writes
-            .entry((collection.to_owned(), key.to_owned()))
-            .and_modify(|(_, existing)| *existing = pending.clone())
-            .or_insert((order, pending));
+        match self.writes.entry((collection.to_owned(), key.to_owned())) {
+            std::collections::btree_map::Entry::Occupied(mut written) => {
+                written.get_mut().1 = pending
+            }
+            std::collections::btree_map::Entry::Vacant(new) => {
+                new.insert((order, pending));
+            }
+        }
     }
 
     /// The batch that commits this transaction: a check of every key read and not written,

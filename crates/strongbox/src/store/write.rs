@@ -112,6 +112,24 @@ impl Store {
         value: &T,
         expect: Expect,
     ) -> Result<WriteOp> {
+        let (blob, format) = self.encode_value(collection, key, value)?;
+        Ok(WriteOp::Put {
+            collection: collection.to_owned(),
+            key: key.to_owned(),
+            blob,
+            format,
+            expect,
+        })
+    }
+
+    /// Validates the names, serializes the value (within `max_value_bytes`), hashes and
+    /// encodes it: the value's blob and its format tag.
+    pub(crate) fn encode_value<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(EncodedBlob, u8)> {
         validate_collection(collection)?;
         validate_key(key)?;
         let format = Format::default();
@@ -132,17 +150,12 @@ impl Store {
                 max,
             });
         }
-        Ok(WriteOp::Put {
-            collection: collection.to_owned(),
-            key: key.to_owned(),
-            blob: EncodedBlob::encode(
-                &raw,
-                self.inner.config.compression,
-                self.inner.dictionaries.load().for_collection(collection),
-            ),
-            format: format.tag(),
-            expect,
-        })
+        let blob = EncodedBlob::encode(
+            &raw,
+            self.inner.config.compression,
+            self.inner.dictionaries.load().for_collection(collection),
+        );
+        Ok((blob, format.tag()))
     }
 
     async fn write_one(&self, op: WriteOp) -> Result<WriteOutcome> {

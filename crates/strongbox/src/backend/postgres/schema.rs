@@ -67,6 +67,18 @@ CREATE TABLE strongbox_dictionaries (
 /// `record::seal`). Existing records are sealed as they are by [`seal_every_record`].
 const V3: &str = "ALTER TABLE strongbox_records ADD COLUMN seal BIGINT NOT NULL DEFAULT 0;";
 
+/// The schema version recorded in `strongbox_meta` (0: none recorded).
+async fn schema_version(client: &impl deadpool_postgres::GenericClient) -> Result<i64> {
+    client
+        .query_opt(
+            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(map_err("read the schema version"))?
+        .map_or(Ok(0), |row| row.column(0))
+}
+
 /// Checks that a database opened read-only holds a Strongbox store at this code's schema
 /// version: it cannot be created or migrated without writing.
 pub async fn check_is_current(client: &Client) -> Result<()> {
@@ -84,14 +96,7 @@ pub async fn check_is_current(client: &Client) -> Result<()> {
     if !has_schema {
         return Err(needs_writing("create the schema".to_owned()));
     }
-    let version: i64 = client
-        .query_opt(
-            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
-            &[],
-        )
-        .await
-        .map_err(map_err("read the schema version"))?
-        .map_or(Ok(0), |row| row.column(0))?;
+    let version = schema_version(client).await?;
     match version.cmp(&SCHEMA_VERSION) {
         std::cmp::Ordering::Equal => Ok(()),
         std::cmp::Ordering::Greater => Err(Error::InvalidConfig(format!(
@@ -118,14 +123,7 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
     )
     .await
     .map_err(map_err("create the schema table"))?;
-    let version: i64 = tx
-        .query_opt(
-            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
-            &[],
-        )
-        .await
-        .map_err(map_err("read the schema version"))?
-        .map_or(Ok(0), |row| row.column(0))?;
+    let version = schema_version(&tx).await?;
     if version > SCHEMA_VERSION {
         return Err(Error::InvalidConfig(format!(
             "the database has schema version {version}, newer than this Strongbox understands \
