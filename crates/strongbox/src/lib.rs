@@ -81,6 +81,6 @@ pub use stats::{StatsSnapshot, StorageStats};
 pub use store::{ListOptions, Store};
 pub use telemetry::{OpStats, WriteStats, describe_metrics};
 pub use training::{CollectionCompression, CompressionReport};
-pub use transact::{ReadWriteTransaction, TRANSACT_ATTEMPTS};
+pub use transact::ReadWriteTransaction;
 pub use transaction::Transaction;
 pub use verify::{Problem, VerifyReport};

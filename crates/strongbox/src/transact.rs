@@ -25,9 +25,6 @@ use crate::record::{Expect, RecordMeta, Version};
 use crate::store::Store;
 use crate::telemetry::Operation;
 
-/// How many times a transaction runs before its conflict is returned.
-pub const TRANSACT_ATTEMPTS: u32 = 1_000;
-
 /// A (collection, key) pair.
 type Key = (String, String);
 
@@ -59,7 +56,8 @@ pub struct ReadWriteTransaction {
 }
 
 impl ReadWriteTransaction {
-    fn new(store: Store) -> Self {
+    /// A transaction that has read and written nothing yet.
+    pub(crate) fn new(store: Store) -> Self {
         ReadWriteTransaction {
             store,
             reads: BTreeMap::new(),
@@ -195,7 +193,7 @@ impl Store {
     ///
     /// Every key `body` read is checked at commit, in the same database transaction as its
     /// writes; if any changed, nothing is written and `body` runs again (up to
-    /// [`TRANSACT_ATTEMPTS`] times, after a short jittered pause). An `Err` from `body` writes
+    /// `Config::transact_attempts` times, after a short jittered pause). An `Err` from `body` writes
     /// nothing and is returned at once, without a retry. Reach for this whenever a write
     /// depends on what was read; [`Store::store`] and [`Store::transaction`] remain for blind
     /// writes.
@@ -244,22 +242,46 @@ impl Store {
             attempt += 1;
             let mut tx = ReadWriteTransaction::new(self.clone());
             let value = body(&mut tx).await?;
-            let ops = tx.into_ops();
-            if ops.is_empty() {
-                return Ok(value);
-            }
-            let started = std::time::Instant::now();
-            let committed = self.apply(ops).await;
-            self.recorder()
-                .finish(Operation::Commit, started.elapsed(), &committed);
-            match committed {
-                Ok(_) => return Ok(value),
-                Err(Error::Conflict { .. }) if attempt < TRANSACT_ATTEMPTS => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(error) => return Err(error),
+            match tx.commit().await {
+                Ok(()) => return Ok(value),
+                Err(error) => match self.retry_pause(attempt, error) {
+                    Ok(pause) => tokio::time::sleep(pause).await,
+                    Err(error) => return Err(error),
+                },
             }
         }
+    }
+
+    /// What follows a failed commit of attempt `attempt`: the pause before the next attempt
+    /// when `error` is a conflict and attempts remain, else `error` itself.
+    pub(crate) fn retry_pause(&self, attempt: u32, error: Error) -> Result<Duration> {
+        match error {
+            Error::Conflict { .. } if attempt < self.config().transact_attempts => {
+                Ok(backoff(attempt))
+            }
+            error => Err(error),
+        }
+    }
+}
+
+impl ReadWriteTransaction {
+    /// Commits what the transaction wrote together with the check of everything it read; a
+    /// transaction that read and wrote nothing commits nothing.
+    ///
+    /// # Errors
+    /// `Error::Conflict` when something it read changed, and the errors of a write.
+    pub(crate) async fn commit(self) -> Result<()> {
+        let store = self.store.clone();
+        let ops = self.into_ops();
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let committed = store.apply(ops).await;
+        store
+            .recorder()
+            .finish(Operation::Commit, started.elapsed(), &committed);
+        committed.map(drop)
     }
 }
 

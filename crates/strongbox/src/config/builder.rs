@@ -154,6 +154,12 @@ impl Config {
         self
     }
 
+    /// Sets `transact_attempts`.
+    pub fn with_transact_attempts(mut self, attempts: u32) -> Self {
+        self.transact_attempts = attempts;
+        self
+    }
+
     /// Sets `max_batch_requests`.
     pub fn with_max_batch_requests(mut self, requests: usize) -> Self {
         self.max_batch_requests = requests;
@@ -258,6 +264,7 @@ mod tests {
             .with_read_connections(2)
             .with_inline_reads(false)
             .with_max_batch_requests(8)
+            .with_transact_attempts(7)
             .with_cache_capacity_bytes(0)
             .with_cache_mode(CacheMode::WriteAround)
             .with_vacuum_slack_percent(10)
@@ -276,6 +283,7 @@ mod tests {
         expected.read_connections = 2;
         expected.inline_reads = false;
         expected.max_batch_requests = 8;
+        expected.transact_attempts = 7;
         expected.cache_capacity_bytes = 0;
         expected.cache_mode = CacheMode::WriteAround;
         expected.vacuum_slack_percent = 10;

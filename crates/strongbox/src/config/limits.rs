@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 pub(super) const CONNECTIONS: RangeInclusive<u64> = 1..=1_024;
 /// Write requests in one group commit.
 pub(super) const BATCH_REQUESTS: RangeInclusive<u64> = 1..=65_536;
+
+/// Bounds of `transact_attempts`.
+pub(super) const TRANSACT_ATTEMPTS: RangeInclusive<u64> = 1..=1_000_000;
 /// Bytes of one serialized value: 1 GiB at most.
 pub(super) const VALUE_BYTES: RangeInclusive<u64> = 1..=1 << 30;
 /// Milliseconds of a busy timeout: both engines take a C `int`, and PostgreSQL's
@@ -61,6 +64,11 @@ impl Config {
                 BATCH_REQUESTS,
             ),
             ("max_value_bytes", self.max_value_bytes, VALUE_BYTES),
+            (
+                "transact_attempts",
+                usize::try_from(self.transact_attempts).unwrap_or(usize::MAX),
+                TRANSACT_ATTEMPTS,
+            ),
         ];
         for (field, value, range) in counts {
             check_range(field, u64::try_from(value).unwrap_or(u64::MAX), range, "")?;
@@ -175,6 +183,9 @@ mod tests {
             }),
             ("max_value_bytes", VALUE_BYTES, |c, v| {
                 c.max_value_bytes = size(v)
+            }),
+            ("transact_attempts", TRANSACT_ATTEMPTS, |c, v| {
+                c.transact_attempts = u32::try_from(v).unwrap_or(u32::MAX)
             }),
             ("busy_timeout_ms", BUSY_TIMEOUT_MS, |c, v| {
                 c.busy_timeout_ms = v

@@ -140,6 +140,10 @@ pub struct Config {
     /// (group commit). Default 256. A request waits for no one: the writer takes what is
     /// queued when it becomes free. Valid: 1 to 65,536.
     pub max_batch_requests: usize,
+    /// How many times [`Store::transact`](crate::Store::transact) runs a transaction whose
+    /// reads keep changing before it returns `Error::Conflict`. Default 1,000 (with a jittered
+    /// pause of up to 50 ms between attempts). Valid: 1 to 1,000,000.
+    pub transact_attempts: u32,
     /// Bytes of values the in-memory cache may hold, counting each entry's stored (compressed)
     /// size plus its key and a fixed overhead. Default 64 MiB (67,108,864); 0 turns it off.
     /// Valid: any.
@@ -201,6 +205,7 @@ impl Default for Config {
             read_connections: 4,
             inline_reads: true,
             max_batch_requests: 256,
+            transact_attempts: 1_000,
             cache_capacity_bytes: 64 << 20,
             cache_ttl_secs: 300,
             cache_mode: CacheMode::WriteThrough,
@@ -311,6 +316,7 @@ mod tests {
         read_connections = 2
         inline_reads = false
         max_batch_requests = 64
+        transact_attempts = 50
         cache_capacity_bytes = 1000000
         cache_ttl_secs = 30
         cache_mode = "write_around"
@@ -351,6 +357,7 @@ mod tests {
         );
         assert_eq!(config.cache_mode, CacheMode::WriteAround);
         assert_eq!(config.durability, Durability::Process);
+        assert_eq!(config.transact_attempts, 50);
         // What a configuration serializes to reads back the same, under the same keys.
         let text = toml::to_string(&config)
             .map_err(|error| <toml::de::Error as serde::de::Error>::custom(error.to_string()))?;
