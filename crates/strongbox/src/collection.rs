@@ -82,6 +82,17 @@ impl Scan {
         self.limit = Some(limit);
         self
     }
+
+    /// The range to read, with `limit` records at most per read, and the scan's own limit.
+    pub(crate) fn into_range(self, limit: usize) -> (ScanRange, Option<usize>) {
+        let range = ScanRange {
+            start: self.start,
+            end: self.end,
+            reverse: self.reverse,
+            limit,
+        };
+        (range, self.limit)
+    }
 }
 
 /// One record a scan yields.
@@ -317,15 +328,11 @@ where
     ///
     /// Each entry is checked like a `get`; an error ends the stream after it is yielded.
     pub fn scan(&self, scan: Scan) -> BoxStream<'static, Result<Entry<T>>> {
+        let (range, limit) = scan.into_range(SCAN_PAGE);
         let state = ScanState {
             collection: self.clone(),
-            range: ScanRange {
-                start: scan.start,
-                end: scan.end,
-                reverse: scan.reverse,
-                limit: SCAN_PAGE,
-            },
-            remaining: scan.limit.unwrap_or(usize::MAX),
+            range,
+            remaining: limit.unwrap_or(usize::MAX),
             page: Vec::new().into_iter(),
             is_done: false,
         };

@@ -2,23 +2,27 @@
 //! commits it only if nothing it read changed meanwhile, else runs it again.
 //!
 //! A [`ReadWriteTransaction`] buffers its writes (its reads see them) and remembers the version
-//! of every key it read (`None`: absent). At commit each read becomes a `WriteOp::Check` and
-//! each write carries the version read as its condition, all in one batch: the engine checks
+//! of every key it read (`None`: absent) and the keys and versions of every range it scanned.
+//! At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange` (so a key
+//! inserted into a scanned range conflicts: no phantoms), and each write carries the version
+//! read as its condition, all in one batch: the engine checks
 //! them in the same database transaction as the writes (on SQLite inside the group commit; on
 //! PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check that fails
 //! is `Error::Conflict`, and the closure runs again after a jittered pause.
 //!
 //! **Invariant:** nothing a closure writes reaches the database unless every key it read is
-//! still at the version it saw; a closure that fails or panics writes nothing.
+//! still at the version it saw and every range it scanned still holds exactly what it saw; a closure that fails or panics writes nothing.
 
 use std::collections::BTreeMap;
+use std::ops::RangeBounds;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::WriteOp;
+use crate::backend::{Reads, ScanRange, WriteOp};
 use crate::blob::EncodedBlob;
+use crate::collection::{Entry, Scan};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{Expect, RecordMeta, Version};
@@ -53,6 +57,9 @@ pub struct ReadWriteTransaction {
     reads: BTreeMap<Key, Option<Version>>,
     /// The last write of each key, with the order keys were first written in.
     writes: BTreeMap<Key, (usize, Pending)>,
+    /// Each range scanned: its collection, the range with the limit it was read with, and the
+    /// keys and versions read.
+    ranges: Vec<(String, ScanRange, Vec<(String, Version)>)>,
 }
 
 impl ReadWriteTransaction {
@@ -62,6 +69,7 @@ impl ReadWriteTransaction {
             store,
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
+            ranges: Vec::new(),
         }
     }
 
@@ -83,28 +91,121 @@ impl ReadWriteTransaction {
         validate_key(key)?;
         let name = (collection.to_owned(), key.to_owned());
         if let Some((_, pending)) = self.writes.get(&name) {
-            return match pending {
-                Pending::Delete => Ok(None),
-                Pending::Put { blob, format } => {
-                    let meta = RecordMeta {
-                        version: Version::FIRST,
-                        created_at_ms: 0,
-                        updated_at_ms: 0,
-                        size_bytes: blob.raw_len,
-                        access_count: 0,
-                        last_accessed_ms: 0,
-                    };
-                    self.store
-                        .decode(collection, key, &blob.id, &blob.stored, *format, &meta)
-                        .await
-                        .map(Some)
-                }
-            };
+            return self.decode_pending(collection, key, pending).await;
         }
         let record = self.store.retrieve_record::<T>(collection, key).await?;
         let version = record.as_ref().map(|record| record.meta.version);
         self.reads.entry(name).or_insert(version);
         Ok(record.map(|record| record.value))
+    }
+
+    /// Reads the records `scan` selects in `collection`, in its order, with this transaction's
+    /// own writes in place. The whole range is checked at commit: a key in it that another
+    /// transaction changed, deleted or inserted meanwhile (a phantom) is a conflict, and the
+    /// closure runs again.
+    ///
+    /// Unlike [`Collection::scan`](crate::Collection::scan), which streams, the entries come
+    /// back together (a transaction holds what it read until it commits): give large ranges a
+    /// limit.
+    ///
+    /// # Errors
+    /// `Error::InvalidName`, `Error::Serialization` when a value is not a `T`, and the errors
+    /// of a read.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn scan<T: DeserializeOwned>(
+        &mut self,
+        collection: &str,
+        scan: Scan,
+    ) -> Result<Vec<Entry<T>>> {
+        validate_collection(collection)?;
+        let (mut range, limit) = scan.into_range(usize::MAX);
+        let limit = limit.unwrap_or(usize::MAX);
+        let own: Vec<(&String, &Pending)> = self
+            .writes
+            .iter()
+            .filter(|((written, key), _)| {
+                written == collection
+                    && RangeBounds::<String>::contains(
+                        &(range.start.as_ref(), range.end.as_ref()),
+                        key,
+                    )
+            })
+            .map(|((_, key), (_, pending))| (key, pending))
+            .collect();
+        // Each own delete can hide one committed record: read that many more, so that what
+        // is left after the overlay still fills the limit.
+        range.limit = limit.saturating_add(own.len());
+        let committed = self.store.backend().scan(collection, range.clone()).await?;
+        let mut entries = BTreeMap::new();
+        for (key, fetched) in &committed {
+            if self
+                .writes
+                .contains_key(&(collection.to_owned(), key.clone()))
+            {
+                continue;
+            }
+            let record = self
+                .store
+                .decode_fetched::<T>(collection, key, fetched)
+                .await?;
+            let version = record.meta.version;
+            let value = record.value;
+            entries.insert(key.clone(), (version, value));
+        }
+        let seen: Vec<(String, Version)> = committed
+            .into_iter()
+            .map(|(key, fetched)| (key, fetched.meta.version))
+            .collect();
+        for (key, pending) in own {
+            if let Some(value) = self.decode_pending(collection, key, pending).await? {
+                // The version the write will have when it commits.
+                let version = seen
+                    .iter()
+                    .find(|(seen_key, _)| seen_key == key)
+                    .map_or(Version::FIRST, |(_, version)| version.next());
+                entries.insert(key.clone(), (version, value));
+            }
+        }
+        let reverse = range.reverse;
+        self.ranges.push((collection.to_owned(), range, seen));
+        let entries = entries.into_iter().map(|(key, (version, value))| Entry {
+            key,
+            version,
+            value,
+        });
+        Ok(if reverse {
+            entries.rev().take(limit).collect()
+        } else {
+            entries.take(limit).collect()
+        })
+    }
+
+    /// The value a pending write leaves: `None` for a delete, the value decoded for a put.
+    async fn decode_pending<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+        pending: &Pending,
+    ) -> Result<Option<T>> {
+        match pending {
+            Pending::Delete => Ok(None),
+            Pending::Put { blob, format } => {
+                let meta = RecordMeta {
+                    version: Version::FIRST,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                    size_bytes: blob.raw_len,
+                    access_count: 0,
+                    last_accessed_ms: 0,
+                };
+                self.store
+                    .decode(collection, key, &blob.id, &blob.stored, *format, &meta)
+                    .await
+                    .map(Some)
+            }
+        }
     }
 
     /// Writes `value` under `key` when the transaction commits.
@@ -146,7 +247,8 @@ impl ReadWriteTransaction {
         }
     }
 
-    /// The batch that commits this transaction: a check of every key read and not written,
+    /// The batch that commits this transaction: a check of every range scanned, then of every
+    /// key read and not written,
     /// then the writes in the order their keys were first written, each conditioned on the
     /// version read (no condition on a key written without being read).
     fn into_ops(self) -> Vec<WriteOp> {
@@ -155,16 +257,25 @@ impl ReadWriteTransaction {
             Some(None) => Expect::Absent,
             Some(Some(version)) => Expect::Version(version),
         };
-        let mut ops: Vec<WriteOp> = self
-            .reads
-            .iter()
-            .filter(|(name, _)| !self.writes.contains_key(*name))
-            .map(|((collection, key), version)| WriteOp::Check {
-                collection: collection.clone(),
-                key: key.clone(),
-                expect: expect_of(Some(*version)),
-            })
-            .collect();
+        let ranges = self
+            .ranges
+            .into_iter()
+            .map(|(collection, range, seen)| WriteOp::CheckRange {
+                collection,
+                range,
+                seen,
+            });
+        let mut ops: Vec<WriteOp> = ranges.collect();
+        ops.extend(
+            self.reads
+                .iter()
+                .filter(|(name, _)| !self.writes.contains_key(*name))
+                .map(|((collection, key), version)| WriteOp::Check {
+                    collection: collection.clone(),
+                    key: key.clone(),
+                    expect: expect_of(Some(*version)),
+                }),
+        );
         let mut writes: Vec<(Key, (usize, Pending))> = self.writes.into_iter().collect();
         writes.sort_by_key(|(_, (order, _))| *order);
         for ((collection, key), (_, pending)) in writes {

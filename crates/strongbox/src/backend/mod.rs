@@ -9,7 +9,8 @@
 //!   the same on both engines.
 //! - [`types`]: the plain data of that contract.
 //! - [`plan`]: the write rule (condition, next version, metadata, seal, which blob to reference
-//!   and release), a pure function both engines execute.
+//!   and release), a pure function both engines execute; [`range`]: the same for a range a
+//!   transaction scanned (phantoms included).
 //! - [`dispatch`]: [`Backend`], the enum that picks the engine a store runs on.
 //! - `sqlite/` and `postgres/`: the engines, one file per room (read, write, verify, ...).
 //!
@@ -21,6 +22,7 @@ mod dispatch;
 mod plan;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod range;
 mod sqlite;
 mod types;
 

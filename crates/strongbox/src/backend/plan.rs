@@ -152,6 +152,12 @@ pub(crate) fn plan<'op, R: Copy>(
             check_expect(collection, key, *expect, state)?;
             Ok(Plan::Checked)
         }
+        // An engine checks a range with `check_range` on the rows it reads; there is no single
+        // record to plan for.
+        WriteOp::CheckRange { .. } => Err(Error::backend(
+            "check a scanned range",
+            "a range check reached the single-record planner",
+        )),
         WriteOp::Delete { expect, .. } => {
             check_expect(collection, key, *expect, state)?;
             Ok(match current {

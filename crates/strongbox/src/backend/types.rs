@@ -4,7 +4,7 @@
 //! exactly these types, so the layers above never learn which engine they run on.
 
 use crate::blob::{BlobId, EncodedBlob};
-use crate::record::{Expect, RecordMeta};
+use crate::record::{Expect, RecordMeta, Version};
 
 /// One write inside an atomic batch.
 #[derive(Debug, Clone)]
@@ -41,6 +41,18 @@ pub enum WriteOp {
         /// What the transaction saw: the version it read, or `Expect::Absent`.
         expect: Expect,
     },
+    /// Write nothing, but fail the batch with a conflict unless the records of `range` are
+    /// exactly `seen` (keys and versions, in the range's order): how a transaction that
+    /// scanned a range validates it at commit, so that a key inserted into the range (a
+    /// phantom) conflicts as surely as one changed or deleted.
+    CheckRange {
+        /// Validated collection name.
+        collection: String,
+        /// The range scanned, with the limit it was scanned with.
+        range: ScanRange,
+        /// What the scan saw.
+        seen: Vec<(String, Version)>,
+    },
     /// Create a record exactly as a backup holds it: like a `Put` with `Expect::Absent` (a
     /// conflict if the key exists), with the same reference counting, but keeping the
     /// version and metadata given instead of starting at version 1 now.
@@ -59,9 +71,11 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    /// The `(collection, key)` the operation writes.
+    /// The `(collection, key)` the operation writes; a range check names the collection and
+    /// no key (`""`, which no key is).
     pub fn target(&self) -> (&str, &str) {
         match self {
+            WriteOp::CheckRange { collection, .. } => (collection, ""),
             WriteOp::Put {
                 collection, key, ..
             }

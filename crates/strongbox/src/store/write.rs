@@ -192,7 +192,7 @@ impl Store {
                 | WriteOp::Restore {
                     collection, key, ..
                 } => Some((collection.clone(), key.clone(), None)),
-                WriteOp::Check { .. } => None,
+                WriteOp::Check { .. } | WriteOp::CheckRange { .. } => None,
             })
             .collect();
         let result = self.inner.backend.write(ops).await;

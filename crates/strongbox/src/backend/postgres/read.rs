@@ -40,6 +40,24 @@ const SCAN_UP: &str = scan_sql!("ASC");
 /// A scan down.
 const SCAN_DOWN: &str = scan_sql!("DESC");
 
+/// The four bounds of `SCAN_UP`/`SCAN_DOWN` (`key >= $2`, `key > $3`, `key <= $4`,
+/// `key < $5`, each `NULL` when absent) and the limit, for a range.
+pub(super) fn scan_bounds(range: &ScanRange) -> ([Option<String>; 4], i64) {
+    use std::ops::Bound;
+    let bound = |bound: &Bound<String>, included: bool| match bound {
+        Bound::Included(key) if included => Some(key.clone()),
+        Bound::Excluded(key) if !included => Some(key.clone()),
+        _ => None,
+    };
+    let bounds = [
+        bound(&range.start, true),
+        bound(&range.start, false),
+        bound(&range.end, true),
+        bound(&range.end, false),
+    ];
+    (bounds, i64::try_from(range.limit).unwrap_or(i64::MAX))
+}
+
 const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM strongbox_records
     WHERE collection = $1 AND key >= $2 AND key < $3 AND key > $4
@@ -116,16 +134,8 @@ impl Reads for PostgresBackend {
         collection: &str,
         range: ScanRange,
     ) -> Result<Vec<(String, StoredRecord)>> {
-        use std::ops::Bound;
         let client = self.client().await?;
-        let bound = |bound: &Bound<String>, included: bool| match bound {
-            Bound::Included(key) if included => Some(key.clone()),
-            Bound::Excluded(key) if !included => Some(key.clone()),
-            _ => None,
-        };
-        let (lowest, above) = (bound(&range.start, true), bound(&range.start, false));
-        let (highest, below) = (bound(&range.end, true), bound(&range.end, false));
-        let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+        let ([lowest, above, highest, below], limit) = scan_bounds(&range);
         let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
         let statement = client
             .prepare_cached(sql)

@@ -18,13 +18,16 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
-use super::convert::{Column, format, map_err, meta, to_i64};
+use super::convert::{Column, format, map_err, meta, to_i64, unsigned};
+use super::read::scan_bounds;
 use super::refs::RefChanges;
 use crate::backend::plan::{Current, Plan, Reference, plan};
-use crate::backend::{AccessUpdate, WriteOp, WriteOutcome, Writes};
+use crate::backend::range::check_range;
+use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome, Writes};
 use crate::blob::BlobId;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::record::Version;
 
 /// Attempts of a transaction that keeps losing races before its error is returned.
 const MAX_ATTEMPTS: u32 = 12;
@@ -34,6 +37,22 @@ const CURRENT: &str = "
     SELECT blob_id, format, version, created_at, updated_at, size, access_count, last_accessed,
            seal
     FROM strongbox_records WHERE collection = $1 AND key = $2 FOR UPDATE";
+
+/// The keys and versions of a collection's records between optional bounds (`NULL`: none),
+/// in the order given: what a range check compares.
+macro_rules! range_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT key, version FROM strongbox_records
+             WHERE collection = $1
+               AND ($2::text IS NULL OR key >= $2) AND ($3::text IS NULL OR key > $3)
+               AND ($4::text IS NULL OR key <= $4) AND ($5::text IS NULL OR key < $5)
+             ORDER BY key ",
+            $order,
+            " LIMIT $6"
+        )
+    };
+}
 
 /// Replaces a record's row.
 const UPDATE_RECORD: &str = "
@@ -98,7 +117,9 @@ impl Writes for PostgresBackend {
             });
         }
         let mut client = self.client().await?;
-        let validates_reads = ops.iter().any(|op| matches!(op, WriteOp::Check { .. }));
+        let validates_reads = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::Check { .. } | WriteOp::CheckRange { .. }));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -188,6 +209,17 @@ impl PostgresBackend {
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut refs = RefChanges::default();
         for op in ops {
+            if let WriteOp::CheckRange {
+                collection,
+                range,
+                seen,
+            } = op
+            {
+                let found = range_rows(tx, collection, range).await?;
+                check_range(collection, range.reverse, seen, &found)?;
+                outcomes.push(WriteOutcome::Checked);
+                continue;
+            }
             let (collection, key) = op.target();
             let current = current(tx, collection, key).await?;
             let outcome = match plan(op, current.as_ref(), now)? {
@@ -293,6 +325,38 @@ impl PostgresBackend {
 /// The current row of a record, locked (`FOR UPDATE`) so that its version check and increment
 /// are exact while other servers write the same key. The handle on its blob is the blob's id
 /// (`None` when the stored id is not 32 bytes, which only damage makes).
+/// The `(key, version)` rows `range` selects now (the transaction is SERIALIZABLE, so an
+/// insert into the range by a concurrent transaction also fails one of the two).
+async fn range_rows(
+    tx: &Transaction<'_>,
+    collection: &str,
+    range: &ScanRange,
+) -> Result<Vec<(String, Version)>, Failure> {
+    let ([lowest, above, highest, below], limit) = scan_bounds(range);
+    let sql = if range.reverse {
+        range_sql!("DESC")
+    } else {
+        range_sql!("ASC")
+    };
+    let statement = tx
+        .prepare_cached(sql)
+        .await
+        .map_err(classify("prepare a range check"))?;
+    let rows = tx
+        .query(
+            &statement,
+            &[&collection, &lowest, &above, &highest, &below, &limit],
+        )
+        .await
+        .map_err(classify("check a scanned range"))?;
+    rows.iter()
+        .map(|row| {
+            let version: i64 = row.column(1)?;
+            Ok((row.column(0)?, Version::new(unsigned(version))))
+        })
+        .collect()
+}
+
 async fn current(
     tx: &Transaction<'_>,
     collection: &str,

@@ -3,12 +3,15 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::convert::{map_err, meta, to_i64};
+use super::convert::{map_err, meta, to_i64, unsigned};
+use super::read::scan_bounds;
 use crate::backend::plan::{Current, Plan, Reference, plan};
-use crate::backend::{AccessUpdate, WriteOp, WriteOutcome};
+use crate::backend::range::check_range;
+use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::clock::now_ms;
 use crate::error::Result;
+use crate::record::Version;
 
 /// A record's current row: what `plan` needs, with the blob's `ref`.
 const CURRENT: &str = "
@@ -56,11 +59,36 @@ const ADD_ACCESS: &str = "
     UPDATE records SET access_count = access_count + ?3, last_accessed = max(last_accessed, ?4)
     WHERE collection = ?1 AND key = ?2";
 
+/// The keys and versions of a collection's records between bounds (see
+/// `read::scan_bounds`), in the order given: what a range check compares.
+macro_rules! range_sql {
+    ($order:literal) => {
+        concat!(
+            "SELECT key, version FROM records
+             WHERE collection = ?1 AND key >= ?2 AND key > ?3 AND key <= ?4 AND key < ?5
+             ORDER BY key ",
+            $order,
+            " LIMIT ?6"
+        )
+    };
+}
+
 /// Applies `ops` in order on the writer's connection (the caller holds the savepoint).
 pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<WriteOutcome>> {
     let now = now_ms();
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in &ops {
+        if let WriteOp::CheckRange {
+            collection,
+            range,
+            seen,
+        } = op
+        {
+            let found = range_rows(conn, collection, range)?;
+            check_range(collection, range.reverse, seen, &found)?;
+            outcomes.push(WriteOutcome::Checked);
+            continue;
+        }
         let (collection, key) = op.target();
         let current = current(conn, collection, key)?;
         let outcome = match plan(op, current.as_ref(), now)? {
@@ -114,6 +142,31 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// The `(key, version)` rows `range` selects now.
+fn range_rows(
+    conn: &Connection,
+    collection: &str,
+    range: &ScanRange,
+) -> Result<Vec<(String, Version)>> {
+    let [lowest, above, highest, below] = scan_bounds(range);
+    let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+    let sql = if range.reverse {
+        range_sql!("DESC")
+    } else {
+        range_sql!("ASC")
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| {
+            statement
+                .query_map(
+                    params![collection, lowest, above, highest, below, limit],
+                    |row| Ok((row.get(0)?, Version::new(unsigned(row.get(1)?)))),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_err("check a scanned range"))
 }
 
 /// The current row of a record, if it exists; the handle on its blob is the blob's `ref`.

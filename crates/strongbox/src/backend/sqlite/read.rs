@@ -258,7 +258,7 @@ fn prefix_upper_bound(prefix: &str) -> Vec<u8> {
 /// The four bounds of `SCAN_UP`/`SCAN_DOWN` (`key >= ?2 AND key > ?3 AND key <= ?4 AND
 /// key < ?5`) for a range: an absent lower bound is the empty string (no key is empty), an
 /// absent upper bound a blob, which SQLite orders after every text.
-fn scan_bounds(range: &ScanRange) -> [rusqlite::types::Value; 4] {
+pub(super) fn scan_bounds(range: &ScanRange) -> [rusqlite::types::Value; 4] {
     use rusqlite::types::Value;
     use std::ops::Bound;
     let none_below = || Value::Text(String::new());

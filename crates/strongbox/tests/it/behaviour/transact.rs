@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use strongbox::{Error, Store};
+use strongbox::{Entry, Error, ListOptions, Scan, Store};
 use tokio::task::JoinSet;
 
 /// Increments per task: `STRONGBOX_TRANSACT_INCREMENTS`, default 20 (1,280 in all; 200 gives
@@ -143,4 +143,127 @@ pub async fn transfers_keep_the_total(store: &Store) {
     }
     sampler.await.unwrap();
     assert_eq!(store.count("ledger").await.unwrap(), committed);
+}
+
+/// A transaction's scan sees its own writes, in order, reversed and limited.
+pub async fn scans_in_a_transaction_see_own_writes(store: &Store) {
+    for key in ["r:a", "r:b", "r:c", "s:a"] {
+        store.store("rows", key, &key.to_owned()).await.unwrap();
+    }
+    let (forward, backward, limited) = store
+        .transact(async |tx| {
+            tx.delete("rows", "r:b")?;
+            tx.put("rows", "r:d", &"new".to_owned())?;
+            tx.put("rows", "r:a", &"changed".to_owned())?;
+            let forward = tx.scan::<String>("rows", Scan::prefix("r:")).await?;
+            let backward = tx
+                .scan::<String>("rows", Scan::prefix("r:").reverse())
+                .await?;
+            let limited = tx.scan::<String>("rows", Scan::all().limit(2)).await?;
+            Ok((forward, backward, limited))
+        })
+        .await
+        .unwrap();
+    let keys = |entries: &[Entry<String>]| -> Vec<String> {
+        entries.iter().map(|entry| entry.key.clone()).collect()
+    };
+    assert_eq!(keys(&forward), ["r:a", "r:c", "r:d"]);
+    assert_eq!(forward[0].value, "changed");
+    assert_eq!(
+        forward[0].version.get(),
+        2,
+        "the version the write commits as"
+    );
+    assert_eq!(forward[2].version.get(), 1);
+    assert_eq!(keys(&backward), ["r:d", "r:c", "r:a"]);
+    assert_eq!(keys(&limited), ["r:a", "r:c"]);
+    let committed: Vec<String> = store.list("rows", ListOptions::all()).await.unwrap();
+    assert_eq!(committed, ["r:a", "r:c", "r:d", "s:a"]);
+}
+
+/// A transaction that scanned a range conflicts, and runs again, when a key is inserted into
+/// the range (a phantom), changed or deleted after its scan; a write outside the range does
+/// not disturb it.
+pub async fn a_scanned_range_conflicts_on_phantoms_changes_and_deletes(store: &Store) {
+    store.store("seats", "t7:a", &1u32).await.unwrap();
+    store.store("seats", "t7:b", &1u32).await.unwrap();
+    // Each disturbance happens between the scan and the commit of the first run only.
+    let disturbances: [(&str, Option<u32>); 4] = [
+        ("t8:a", Some(1)), // outside the range: no conflict
+        ("t7:c", Some(1)), // a phantom
+        ("t7:a", Some(2)), // a change
+        ("t7:b", None),    // a delete
+    ];
+    for (key, value) in disturbances {
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let counted = store
+            .transact(async |tx| {
+                let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let seats = tx.scan::<u32>("seats", Scan::prefix("t7:")).await?;
+                if run == 0 {
+                    match value {
+                        Some(value) => drop(store.store("seats", key, &value).await?),
+                        None => drop(store.delete("seats", key).await?),
+                    }
+                }
+                tx.put("tables", "t7", &(seats.len() as u64))?;
+                Ok(seats.len() as u64)
+            })
+            .await
+            .unwrap();
+        let expected_runs = if key.starts_with("t7:") { 2 } else { 1 };
+        assert_eq!(runs.into_inner(), expected_runs, "disturbed by {key}");
+        let now = store.count_prefix("seats", "t7:").await;
+        assert_eq!(counted, now, "disturbed by {key}");
+        assert_eq!(
+            store.retrieve::<u64>("tables", "t7").await.unwrap(),
+            Some(now)
+        );
+    }
+}
+
+/// Write skew, the anomaly only serializable isolation forbids: 32 tasks each join a table
+/// whose scan shows fewer than 5 seated players. Every run of a task sees a consistent table,
+/// so exactly 5 join, never more.
+pub async fn a_range_condition_holds_under_concurrent_inserts(store: &Store) {
+    let store = Arc::new(store.clone());
+    let mut tasks = JoinSet::new();
+    for task in 0..32u32 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            store
+                .transact(async move |tx| {
+                    let seated = tx.scan::<u32>("seats", Scan::prefix("table-1:")).await?;
+                    if seated.len() >= 5 {
+                        return Ok(false);
+                    }
+                    tx.put("seats", &format!("table-1:{task:02}"), &task)?;
+                    Ok(true)
+                })
+                .await
+                .unwrap()
+        });
+    }
+    let mut joined = 0;
+    while let Some(result) = tasks.join_next().await {
+        joined += u32::from(result.unwrap());
+    }
+    assert_eq!(joined, 5);
+    assert_eq!(store.count("seats").await.unwrap(), 5);
+}
+
+/// Helpers the scan behaviours share.
+trait CountPrefix {
+    /// How many records of `collection` have keys starting with `prefix`.
+    async fn count_prefix(&self, collection: &str, prefix: &str) -> u64;
+}
+
+impl CountPrefix for Store {
+    async fn count_prefix(&self, collection: &str, prefix: &str) -> u64 {
+        let keys = self
+            .list(collection, ListOptions::all().prefix(prefix))
+            .await
+            .unwrap();
+        keys.len() as u64
+    }
 }
