@@ -32,6 +32,10 @@ use crate::telemetry::Operation;
 /// A (collection, key) pair.
 type Key = (String, String);
 
+/// A range a transaction scanned: its collection, the range with the limit it was read with,
+/// and the keys and versions read.
+type RangeRead = (String, ScanRange, Vec<(String, Version)>);
+
 /// A write waiting for the commit.
 #[derive(Debug)]
 enum Pending {
@@ -57,9 +61,8 @@ pub struct ReadWriteTransaction {
     reads: BTreeMap<Key, Option<Version>>,
     /// The last write of each key, with the order keys were first written in.
     writes: BTreeMap<Key, (usize, Pending)>,
-    /// Each range scanned: its collection, the range with the limit it was read with, and the
-    /// keys and versions read.
-    ranges: Vec<(String, ScanRange, Vec<(String, Version)>)>,
+    /// Each range scanned.
+    ranges: Vec<RangeRead>,
 }
 
 impl ReadWriteTransaction {
