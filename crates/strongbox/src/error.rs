@@ -137,6 +137,16 @@ pub enum Error {
     /// The store was closed; open it again.
     #[error("the store is closed")]
     Closed,
+
+    /// A [`crate::blocking`] call was made inside a tokio runtime, where waiting would stall
+    /// the runtime's thread; nothing was done. Call the async [`crate::Store`] there instead.
+    #[error(
+        "cannot {action} with strongbox::blocking inside a tokio runtime (use the async strongbox::Store there)"
+    )]
+    BlockingInAsync {
+        /// What was refused, as an action.
+        action: &'static str,
+    },
 }
 
 fn display_version(version: Option<Version>) -> String {
@@ -251,6 +261,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::ReadOnly { .. } => ErrorKind::ReadOnly,
             Error::Closed => ErrorKind::Closed,
+            Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
         }
     }
 }
@@ -286,11 +297,13 @@ pub enum ErrorKind {
     ReadOnly,
     /// [`Error::Closed`]: `"closed"`.
     Closed,
+    /// [`Error::BlockingInAsync`]: `"blocking_in_async"`.
+    BlockingInAsync,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 12] = [
+    pub(crate) const ALL: [ErrorKind; 13] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -303,6 +316,7 @@ impl ErrorKind {
         ErrorKind::Io,
         ErrorKind::ReadOnly,
         ErrorKind::Closed,
+        ErrorKind::BlockingInAsync,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -321,6 +335,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::ReadOnly => "read_only",
             ErrorKind::Closed => "closed",
+            ErrorKind::BlockingInAsync => "blocking_in_async",
         }
     }
 }

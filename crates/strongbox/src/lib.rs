@@ -40,6 +40,9 @@
 //! # }
 //! ```
 //!
+//! Synchronous code that runs no tokio runtime (a game loop, a command-line tool) uses the
+//! same API without `async` from [`blocking`].
+//!
 //! The map of the code is `ARCHITECTURE.md` at the root of the repository.
 
 #![deny(clippy::unwrap_used)]
@@ -49,6 +52,7 @@ mod access;
 mod backend;
 pub mod backup;
 pub mod blob;
+pub mod blocking;
 mod cache;
 mod clock;
 pub mod codec;

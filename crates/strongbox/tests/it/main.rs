@@ -2,6 +2,7 @@
 
 mod backup;
 mod behaviour;
+mod blocking;
 mod cache;
 mod common;
 mod concurrency;
