@@ -135,7 +135,10 @@ impl Store {
         {
             tracing::warn!(%error, "could not save read counts at close");
         }
-        self.inner.backend.close().await
+        let closed = self.inner.backend.close().await;
+        // A cached value would otherwise still answer a read after the close.
+        self.inner.cache.clear();
+        closed
     }
 
     /// Counts a read in memory; hands the counts on once enough accumulated.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Store;
+use crate::collection::{Entry, Scan};
 use crate::error::Result;
 use crate::record::{Expect, Version};
 
@@ -120,6 +121,22 @@ impl<'a> ReadWriteTransaction<'a> {
     pub fn get<T: DeserializeOwned>(&mut self, collection: &str, key: &str) -> Result<Option<T>> {
         self.store
             .run("read in a transaction", self.inner.get(collection, key))
+    }
+
+    /// Reads the records `scan` selects, with this transaction's own writes in place; the
+    /// whole range is checked at commit (phantoms included). As
+    /// [`crate::ReadWriteTransaction::scan`].
+    ///
+    /// # Errors
+    /// As [`crate::ReadWriteTransaction::scan`]; `Error::BlockingInAsync` inside a tokio
+    /// runtime.
+    pub fn scan<T: DeserializeOwned>(
+        &mut self,
+        collection: &str,
+        scan: Scan,
+    ) -> Result<Vec<Entry<T>>> {
+        self.store
+            .run("scan in a transaction", self.inner.scan(collection, scan))
     }
 
     /// Writes `value` under `key` when the transaction commits. As

@@ -194,6 +194,8 @@ fn the_store_and_a_collection_read_and_write_without_async(place: Place) {
     finish(store);
     let closed = other.count("players");
     assert!(matches!(closed, Err(Error::Closed)), "{closed:?}");
+    let cached = other.retrieve::<Player>("players", "erin");
+    assert!(matches!(cached, Err(Error::Closed)), "{cached:?}");
     drop(place);
 }
 
@@ -348,6 +350,16 @@ fn a_transaction_body_that_fails_or_panics_writes_nothing(place: Place) {
         .unwrap();
     assert_eq!(seen, (Some(2), None));
     assert_eq!(store.list("t", ListOptions::all()).unwrap(), ["a"]);
+
+    // A scan sees the transaction's own writes.
+    let scanned = store
+        .transact(|tx| {
+            tx.put("t", "f", &6u32)?;
+            tx.scan::<u32>("t", strongbox::Scan::all())
+        })
+        .unwrap();
+    let scanned: Vec<(String, u32)> = scanned.into_iter().map(|e| (e.key, e.value)).collect();
+    assert_eq!(scanned, [("a".to_owned(), 1), ("f".to_owned(), 6)]);
     finish(store);
     drop(place);
 }

@@ -99,7 +99,13 @@ async fn a_database_of_a_newer_schema_is_refused() {
 async fn a_closed_store_refuses_calls() {
     let harness = Harness::sqlite().await;
     let clone = harness.store.clone();
+    // Written through to the cache: the close must not leave it answering.
+    harness.store.store("k", "cached", &1).await.unwrap();
     harness.store.close().await.unwrap();
+    assert!(matches!(
+        clone.retrieve::<i32>("k", "cached").await,
+        Err(Error::Closed)
+    ));
     assert!(matches!(
         clone.store("k", "k", &1).await,
         Err(Error::Closed)
