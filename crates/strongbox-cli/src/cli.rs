@@ -15,8 +15,9 @@ Exit codes:
   0  success
   1  any other error (I/O, invalid input such as a number that would not be stored exactly,
      invalid configuration, a write to a read-only database, too few open files allowed...)
-  2  usage error (unknown option, missing argument, a database URL of another scheme)
-  3  key not found (get, delete)
+  2  usage error (unknown option, missing argument, a database URL of another scheme, an
+     invalid collection name or --from after --to for scan, get --meta with several keys)
+  3  key not found (get, delete; get with several keys: any of them, after printing them all)
   4  verify found problems (verify, demo)
   5  conflict: a conditional write found another version (put --if-version/--if-absent)
   6  busy: the database stayed locked by another process for too long
@@ -74,12 +75,20 @@ pub struct GlobalOptions {
 pub enum Command {
     /// Store a JSON value under COLLECTION/KEY and print its new version.
     Put(commands::put::PutArgs),
-    /// Print the JSON value stored under COLLECTION/KEY (exit code 3 when absent).
+    /// Print the JSON value stored under COLLECTION/KEY, or under several keys (exit code 3
+    /// when any is absent).
     Get(commands::get::GetArgs),
     /// Delete COLLECTION/KEY (exit code 3 when absent).
     Delete(commands::delete::DeleteArgs),
     /// List the keys of a collection, in order, one per line.
     List(commands::list::ListArgs),
+    /// Print a collection's records (key, version, value) in key order, as they are read.
+    ///
+    /// Print the records of a collection with their versions and values, in key (byte) order
+    /// or reversed, as they are read, a page at a time: memory stays bounded whatever the
+    /// collection's size. --prefix, --from (inclusive) and --to (exclusive) select keys, and
+    /// together the keys that satisfy each; an empty range prints nothing (exit code 0).
+    Scan(commands::scan::ScanArgs),
     /// List the collections with their record counts.
     Collections(commands::collections::CollectionsArgs),
     /// Import JSON lines {"collection":..., "key":..., "value":...} in batched transactions.
@@ -121,6 +130,18 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// What clap cannot check alone: options that are refused together, with the name of the
+    /// subcommand and why.
+    fn usage_error(&self) -> Option<(&'static str, String)> {
+        match self {
+            Command::Get(args) => args.usage_error().map(|message| ("get", message)),
+            Command::Scan(args) => args.usage_error().map(|message| ("scan", message)),
+            _ => None,
+        }
+    }
+}
+
 /// The command-line definition, for help, completions and the manual page.
 pub fn command() -> clap::Command {
     Cli::command()
@@ -133,6 +154,15 @@ pub fn parse() -> Cli {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    if let Some((name, message)) = cli.command.usage_error() {
+        let mut command = command();
+        command.build();
+        let error_kind = clap::error::ErrorKind::ArgumentConflict;
+        match command.find_subcommand_mut(name) {
+            Some(subcommand) => subcommand.error(error_kind, message).exit(),
+            None => command.error(error_kind, message).exit(),
+        }
+    }
     let on_command_line =
         |matches: &clap::ArgMatches| matches.value_source("db") == Some(ValueSource::CommandLine);
     cli.global.db_on_command_line = on_command_line(&matches)

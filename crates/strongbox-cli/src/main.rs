@@ -135,9 +135,19 @@ mod tests {
     fn cli_failures_have_their_codes() {
         let missing = anyhow::Error::from(Failure::NotFound {
             collection: "c".into(),
-            key: "k".into(),
+            keys: vec!["k".into()],
         });
         assert_eq!(exit_code(&missing), 3);
+        assert_eq!(missing.to_string(), "not found: c/k");
+        let keys = (0..12).map(|n| format!("k{n}")).collect();
+        let many = Failure::NotFound {
+            collection: "c".into(),
+            keys,
+        };
+        assert_eq!(
+            many.to_string(),
+            "not found: c/k0, c/k1, c/k2, c/k3, c/k4, c/k5, c/k6, c/k7, c/k8, c/k9 and 2 more"
+        );
         let problems = anyhow::Error::from(Failure::Problems { count: 2 }).context("demo");
         assert_eq!(exit_code(&problems), 4);
         assert_eq!(exit_code(&anyhow::anyhow!("anything else")), 1);

@@ -350,6 +350,285 @@ fn list_pages_and_collections_count() {
     );
 }
 
+/// The lines of `scan --json` (appended to `args`), each parsed.
+#[track_caller]
+fn scan_json(db: &Path, args: &[&str]) -> Vec<Value> {
+    let output = strongbox(db).args(args).arg("--json").output().unwrap();
+    assert_ok(&output);
+    stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The keys `scan` prints for `args`, in the order printed.
+#[track_caller]
+fn scanned_keys(db: &Path, args: &[&str]) -> Vec<String> {
+    scan_json(db, args)
+        .iter()
+        .map(|entry| entry["key"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn scan_selects_by_prefix_and_range_forwards_or_reversed_with_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scan.db");
+    let keys = ["a", "ab", "abc", "b", "b1", "b2", "ba", "c"];
+    let lines: Vec<String> = keys
+        .iter()
+        .rev()
+        .map(|key| line("items", key, json!({ "name": key })))
+        .chain([line("other", "b0", json!(0))])
+        .collect();
+    let file = write_file(dir.path(), "items.jsonl", &lines);
+    assert_ok(&run(&db, &["import", file.to_str().unwrap()]));
+
+    let cases: [(&[&str], &[&str]); 12] = [
+        (&[], &keys),
+        (&["--prefix", "b"], &["b", "b1", "b2", "ba"]),
+        (&["--from", "ab", "--to", "b1"], &["ab", "abc", "b"]),
+        (&["--from", "b2"], &["b2", "ba", "c"]),
+        (&["--to", "ab"], &["a"]),
+        (&["--prefix", "b", "--from", "b1"], &["b1", "b2", "ba"]),
+        (&["--prefix", "b", "--to", "b2"], &["b", "b1"]),
+        (
+            &["--prefix", "a", "--from", "0", "--to", "z"],
+            &["a", "ab", "abc"],
+        ),
+        (&["--reverse", "--limit", "3"], &["c", "ba", "b2"]),
+        (
+            &["--prefix", "b", "--reverse", "--limit", "2"],
+            &["ba", "b2"],
+        ),
+        (
+            &["--from", "ab", "--to", "b1", "--reverse"],
+            &["b", "abc", "ab"],
+        ),
+        (&["--limit", "2"], &["a", "ab"]),
+    ];
+    for (options, expected) in cases {
+        let args = [&["scan", "items"][..], options].concat();
+        assert_eq!(scanned_keys(&db, &args), expected, "{options:?}");
+    }
+
+    // Empty ranges, and a collection that does not exist, print nothing and succeed.
+    for options in [
+        &["--prefix", "a", "--from", "b"][..],
+        &["--prefix", "b", "--to", "b"],
+        &["--from", "b", "--to", "b"],
+        &["--prefix", "zz"],
+    ] {
+        let args = [&["scan", "items"][..], options].concat();
+        let output = run(&db, &args);
+        assert_ok(&output);
+        assert_eq!(stdout(&output), "", "{options:?}");
+    }
+    let missing = run(&db, &["scan", "nothing-here"]);
+    assert_ok(&missing);
+    assert_eq!(stdout(&missing), "");
+
+    // Without --json: one readable line a record.
+    let plain = run(&db, &["scan", "items", "--prefix", "ab"]);
+    assert_ok(&plain);
+    assert_eq!(
+        stdout(&plain),
+        "ab  v1  {\"name\":\"ab\"}\nabc  v1  {\"name\":\"abc\"}\n"
+    );
+}
+
+#[test]
+fn scan_json_lines_carry_key_version_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scan-json.db");
+    for (key, value) in [
+        ("alice", r#"{"chips":5}"#),
+        ("alice", r#"{"chips":6,"tags":["vip","🎲"]}"#),
+        ("bob", "[1,2.5,null]"),
+        ("carol", r#""a \"quoted\" line""#),
+    ] {
+        assert_ok(&run(&db, &["put", "players", key, value]));
+    }
+    let output = run(&db, &["scan", "players", "--json"]);
+    assert_ok(&output);
+    let text = stdout(&output);
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap();
+        let fields: Vec<&String> = entry.as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["key", "value", "version"], "{line}");
+        assert!(
+            entry["key"].is_string() && entry["version"].is_u64(),
+            "{line}"
+        );
+        entries.push(entry);
+    }
+    assert_eq!(
+        entries,
+        [
+            json!({"key": "alice", "version": 2, "value": {"chips": 6, "tags": ["vip", "🎲"]}}),
+            json!({"key": "bob", "version": 1, "value": [1, 2.5, null]}),
+            json!({"key": "carol", "version": 1, "value": "a \"quoted\" line"}),
+        ]
+    );
+    // Each value as `get` prints it.
+    for entry in &entries {
+        let key = entry["key"].as_str().unwrap();
+        let got = run(&db, &["get", "players", key]);
+        let value: Value = serde_json::from_str(&stdout(&got)).unwrap();
+        assert_eq!(value, entry["value"], "{key}");
+    }
+}
+
+#[test]
+fn scan_streams_more_than_a_page_in_key_order_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scan-pages.db");
+    // 700 keys, written in reverse: the library reads 256 a page.
+    let keys: Vec<String> = (0..700).map(|i| format!("k{i:04}")).collect();
+    let lines: Vec<String> = keys
+        .iter()
+        .rev()
+        .map(|key| line("many", key, json!({ "key": key })))
+        .collect();
+    let file = write_file(dir.path(), "many.jsonl", &lines);
+    assert_ok(&run(&db, &["import", file.to_str().unwrap()]));
+
+    let entries = scan_json(&db, &["scan", "many"]);
+    assert_eq!(entries.len(), 700);
+    for (entry, key) in entries.iter().zip(&keys) {
+        assert_eq!(entry["key"], json!(key));
+        assert_eq!(entry["value"], json!({ "key": key }));
+    }
+    let reversed: Vec<String> = keys.iter().rev().cloned().collect();
+    assert_eq!(scanned_keys(&db, &["scan", "many", "--reverse"]), reversed);
+    // Limits and ranges whose ends fall inside a page, and pages that end inside a range.
+    assert_eq!(
+        scanned_keys(&db, &["scan", "many", "--from", "k0100", "--limit", "300"]),
+        keys[100..400]
+    );
+    let down: Vec<String> = keys[250..520].iter().rev().cloned().collect();
+    assert_eq!(
+        scanned_keys(
+            &db,
+            &[
+                "scan",
+                "many",
+                "--from",
+                "k0250",
+                "--to",
+                "k0520",
+                "--reverse"
+            ]
+        ),
+        down
+    );
+    assert_eq!(
+        scanned_keys(&db, &["scan", "many", "--prefix", "k05", "--limit", "257"]),
+        keys[500..600]
+    );
+}
+
+#[test]
+fn get_of_several_keys_prints_each_in_order_and_exits_3_if_any_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("get-many.db");
+    assert_ok(&run(&db, &["put", "players", "alice", r#"{"chips":5}"#]));
+    assert_ok(&run(&db, &["put", "players", "bob", r#"{"chips":7}"#]));
+
+    let all = run(&db, &["get", "players", "bob", "alice"]);
+    assert_ok(&all);
+    assert_eq!(stdout(&all), "bob    {\"chips\":7}\nalice  {\"chips\":5}\n");
+    let some = run(&db, &["get", "players", "alice", "nobody", "bob"]);
+    assert_exit(&some, 3);
+    assert_eq!(
+        stdout(&some),
+        "alice   {\"chips\":5}\nnobody  (not found)\nbob     {\"chips\":7}\n"
+    );
+    assert!(
+        stderr(&some).contains("not found: players/nobody"),
+        "{}",
+        stderr(&some)
+    );
+
+    // One JSON line a key, in the order given, a key asked twice printed twice.
+    let json = run(
+        &db,
+        &[
+            "get", "players", "nobody", "alice", "ghost", "nobody", "--json",
+        ],
+    );
+    assert_exit(&json, 3);
+    let lines: Vec<Value> = stdout(&json)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"key": "nobody", "is_found": false}),
+            json!({"key": "alice", "is_found": true, "value": {"chips": 5}}),
+            json!({"key": "ghost", "is_found": false}),
+            json!({"key": "nobody", "is_found": false}),
+        ]
+    );
+    assert!(
+        stderr(&json).contains("not found: players/nobody, players/ghost\n"),
+        "each missing key named once: {}",
+        stderr(&json)
+    );
+    let found = run(&db, &["get", "players", "alice", "alice", "bob", "--json"]);
+    assert_ok(&found);
+    assert_eq!(stdout(&found).lines().count(), 3);
+
+    // As with one key: an invalid key is an error (1) before anything is read or printed.
+    for args in [
+        &["get", "players", ""][..],
+        &["get", "players", "alice", ""],
+    ] {
+        let invalid = run(&db, args);
+        assert_exit(&invalid, 1);
+        assert!(stdout(&invalid).is_empty());
+        assert!(
+            stderr(&invalid).contains("invalid key"),
+            "{}",
+            stderr(&invalid)
+        );
+    }
+}
+
+#[test]
+fn scan_and_get_refuse_what_cannot_work_as_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("never-opened.db");
+    for (args, says) in [
+        (
+            &["scan", "c", "--from", "m", "--to", "a"][..],
+            "comes after --to",
+        ),
+        (&["scan", "c", "--limit", "0"], "at least 1"),
+        (&["scan", "c", "--limit", "many"], "not a count"),
+        (&["scan", ""], "invalid collection"),
+        (&["scan", "bell\u{7}"], "control characters"),
+        (&["get", "c", "a", "b", "--meta"], "--meta reads one key"),
+        (&["get", "c"], "KEY"),
+    ] {
+        let output = run(&db, args);
+        assert_exit(&output, 2);
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).starts_with("error: "),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert!(!db.exists(), "a usage error opens nothing");
+}
+
 /// Five lines, the third bad in the way `bad` says.
 fn lines_with_bad_third(bad: &str) -> Vec<String> {
     vec![

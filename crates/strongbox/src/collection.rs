@@ -8,6 +8,7 @@
 //! `get`; each page is one consistent read, and later pages may reflect later commits (a key is
 //! never yielded twice, since each page starts after the last key of the one before).
 
+use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 
@@ -92,6 +93,35 @@ impl Scan {
             limit,
         };
         (range, self.limit)
+    }
+
+    /// Narrows the scan to the keys that are also in `range`. An empty intersection reads
+    /// nothing. For example, the keys starting with `t07-` from `t07-r0100` on:
+    /// `Scan::prefix("t07-").within("t07-r0100"..)`.
+    pub fn within<'a>(mut self, range: impl RangeBounds<&'a str>) -> Self {
+        let other = Scan::range(range);
+        self.start = tighter(self.start, other.start, Ordering::Greater);
+        self.end = tighter(self.end, other.end, Ordering::Less);
+        self
+    }
+}
+
+/// The tighter of two bounds on the same side of a range: `inward` is how a bound nearer the
+/// middle compares with one further out (`Greater` for starts, `Less` for ends); of two bounds
+/// on one key, the excluding one.
+fn tighter(a: Bound<String>, b: Bound<String>, inward: Ordering) -> Bound<String> {
+    let order = match (&a, &b) {
+        (Bound::Unbounded, _) => return b,
+        (_, Bound::Unbounded) => return a,
+        (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
+            x.cmp(y)
+        }
+    };
+    match order {
+        Ordering::Equal if matches!(b, Bound::Excluded(_)) => b,
+        Ordering::Equal => a,
+        order if order == inward => a,
+        _ => b,
     }
 }
 
@@ -434,5 +464,24 @@ mod tests {
         assert!(range.reverse);
         assert_eq!(range.limit, Some(3));
         assert_eq!(Scan::range("k"..).end, Bound::Unbounded);
+    }
+
+    #[test]
+    fn within_keeps_the_tighter_bound_on_each_side() {
+        let narrowed = Scan::prefix("t07-").within("t07-r0100"..);
+        assert_eq!(narrowed.start, Bound::Included("t07-r0100".to_owned()));
+        assert_eq!(narrowed.end, Bound::Excluded("t07.".to_owned()));
+        let narrowed = Scan::prefix("t07-").within("a".."t07-r0200");
+        assert_eq!(narrowed.start, Bound::Included("t07-".to_owned()));
+        assert_eq!(narrowed.end, Bound::Excluded("t07-r0200".to_owned()));
+        let same_key = Scan::range("a"..="m").within("a".."m");
+        assert_eq!(same_key.end, Bound::Excluded("m".to_owned()));
+        let open = Scan::all().within((Bound::Excluded("k"), Bound::Unbounded));
+        assert_eq!(open.start, Bound::Excluded("k".to_owned()));
+        assert_eq!(open.end, Bound::Unbounded);
+        let reversed = Scan::prefix("b").reverse().limit(2).within(.."c");
+        assert!(reversed.reverse);
+        assert_eq!(reversed.limit, Some(2));
+        assert_eq!(reversed.end, Bound::Excluded("c".to_owned()));
     }
 }

@@ -41,7 +41,7 @@ async fn delete(store: &Store, args: &DeleteArgs) -> anyhow::Result<()> {
     if !existed {
         return Err(Failure::NotFound {
             collection: args.collection.clone(),
-            key: args.key.clone(),
+            keys: vec![args.key.clone()],
         }
         .into());
     }

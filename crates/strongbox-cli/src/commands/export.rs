@@ -5,7 +5,6 @@
 //! stored, never parsed into numbers on the way. On a terminal, a bar on standard error counts
 //! the records written.
 
-use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -156,11 +155,8 @@ async fn write_all(
 /// One record as a line of JSON, newline included, with the value's stored text as it is (only
 /// put on one line if a program stored it indented).
 fn to_line(collection: &str, key: &str, value: Box<RawValue>) -> anyhow::Result<Vec<u8>> {
-    let value = match crate::json::one_line(value.get()) {
-        Cow::Borrowed(_) => value,
-        Cow::Owned(text) => RawValue::from_string(text)
-            .with_context(|| format!("put the value of {collection}/{key} on one line"))?,
-    };
+    let value = crate::json::one_line_raw(value)
+        .with_context(|| format!("put the value of {collection}/{key} on one line"))?;
     let mut line = serde_json::to_vec(&Line {
         collection,
         key,

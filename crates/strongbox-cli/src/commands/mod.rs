@@ -15,6 +15,7 @@ pub mod maintenance;
 pub mod man;
 pub mod migrate;
 pub mod put;
+pub mod scan;
 pub mod serve_metrics;
 pub mod stats;
 pub mod verify;
@@ -34,12 +35,12 @@ pub const PAGE_KEYS: usize = 1000;
 /// A failure of a command that is not a library error but has its own exit code.
 #[derive(Debug)]
 pub enum Failure {
-    /// The key does not exist (exit code 3).
+    /// The key does not exist, or some of several keys do not (exit code 3).
     NotFound {
         /// Collection asked for.
         collection: String,
-        /// Key asked for.
-        key: String,
+        /// The keys asked for that do not exist, each once, in the order asked.
+        keys: Vec<String>,
     },
     /// Verification found problems (exit code 4).
     Problems {
@@ -48,10 +49,23 @@ pub enum Failure {
     },
 }
 
+/// Missing keys a [`Failure::NotFound`] names; it counts the others.
+const NOT_FOUND_SHOWN: usize = 10;
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::NotFound { collection, key } => write!(f, "not found: {collection}/{key}"),
+            Failure::NotFound { collection, keys } => {
+                f.write_str("not found: ")?;
+                for (at, key) in keys.iter().take(NOT_FOUND_SHOWN).enumerate() {
+                    let separator = if at == 0 { "" } else { ", " };
+                    write!(f, "{separator}{collection}/{key}")?;
+                }
+                match keys.len().saturating_sub(NOT_FOUND_SHOWN) {
+                    0 => Ok(()),
+                    more => write!(f, " and {more} more"),
+                }
+            }
             Failure::Problems { count } => write!(
                 f,
                 "verify found {count} problem{}",
@@ -74,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => get::run(&global, args).await,
         Command::Delete(args) => delete::run(&global, args).await,
         Command::List(args) => list::run(&global, args).await,
+        Command::Scan(args) => scan::run(&global, args).await,
         Command::Collections(args) => collections::run(&global, args).await,
         Command::Import(args) => import::run(&global, args).await,
         Command::Export(args) => export::run(&global, args).await,

@@ -15,4 +15,4 @@ mod number;
 mod pretty;
 
 pub use exact::check_exact;
-pub use pretty::{one_line, pretty};
+pub use pretty::{one_line_raw, pretty};

@@ -1,6 +1,9 @@
-//! [`pretty`] and [`one_line`]: layout that leaves numbers and strings as written.
+//! [`pretty`], [`one_line`] and [`one_line_raw`]: layout that leaves numbers and strings as
+//! written.
 
 use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 
 /// JSON text indented as `serde_json::to_string_pretty` does (two spaces, `"key": value`,
 /// `[]` and `{}` when empty), with every number and string copied as written.
@@ -103,6 +106,18 @@ pub fn one_line(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// A value's stored text on one line, as [`one_line`] puts it: the same value when it already
+/// is, else a new one.
+///
+/// # Errors
+/// Never on the text of a `RawValue`, which is valid JSON.
+pub fn one_line_raw(value: Box<RawValue>) -> serde_json::Result<Box<RawValue>> {
+    match one_line(value.get()) {
+        Cow::Borrowed(_) => Ok(value),
+        Cow::Owned(text) => RawValue::from_string(text),
+    }
 }
 
 /// The position of the first byte at or after `pos` that is not whitespace.

@@ -160,6 +160,29 @@ fn get_and_export_print_values_exactly_as_stored() {
     let human = stdout(&run(&db, &["get", "--meta", "big", "max"]));
     assert!(human.ends_with(&format!("value      {max}\n")), "{human}");
 
+    // Scan and a get of several keys print them as stored too, one record a line.
+    let scanned = run(&db, &["scan", "big", "--json"]);
+    assert_ok(&scanned);
+    assert_eq!(
+        stdout(&scanned),
+        format!(
+            "{{\"key\":\"indented\",\"version\":1,\"value\":{{\"n\":1}}}}\n\
+             {{\"key\":\"max\",\"version\":1,\"value\":{max}}}\n\
+             {{\"key\":\"nested\",\"version\":1,\"value\":{nested}}}\n"
+        )
+    );
+    let plain = stdout(&run(&db, &["scan", "big", "--from", "max"]));
+    assert_eq!(plain, format!("max  v1  {max}\nnested  v1  {nested}\n"));
+    let got = run(&db, &["get", "big", "max", "indented", "--json"]);
+    assert_ok(&got);
+    assert_eq!(
+        stdout(&got),
+        format!(
+            "{{\"key\":\"max\",\"is_found\":true,\"value\":{max}}}\n\
+             {{\"key\":\"indented\",\"is_found\":true,\"value\":{{\"n\":1}}}}\n"
+        )
+    );
+
     // Export keeps one record per line, whatever the stored layout.
     let exported = run(&db, &["export"]);
     assert_ok(&exported);

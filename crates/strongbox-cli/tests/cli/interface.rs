@@ -19,7 +19,14 @@ fn completions_and_the_manual_page_name_the_commands() {
         let output = run(&db, &["completions", shell]);
         assert_ok(&output);
         let script = stdout(&output);
-        for command in ["import", "export", "backup", "serve-metrics", "read-only"] {
+        for command in [
+            "import",
+            "export",
+            "scan",
+            "backup",
+            "serve-metrics",
+            "read-only",
+        ] {
             assert!(script.contains(command), "{shell}: {command}");
         }
     }
@@ -30,7 +37,14 @@ fn completions_and_the_manual_page_name_the_commands() {
         page.starts_with(".ie") || page.contains(".TH strongbox"),
         "{page}"
     );
-    for command in ["import", "verify", "backup", "completions", "Exit codes"] {
+    for command in [
+        "import",
+        "verify",
+        "scan",
+        "backup",
+        "completions",
+        "Exit codes",
+    ] {
         assert!(page.contains(command), "{command}");
     }
     assert!(!db.exists(), "neither opens a database");
@@ -147,6 +161,29 @@ fn every_json_output_is_one_line_of_snake_case_fields() {
         &["get", "bets", "b01", "--meta", "--json"],
     ] {
         json_of(&db, args);
+    }
+    // The commands that print a line a record: each line is one object of snake_case fields.
+    for (args, lines, code) in [
+        (&["scan", "bets", "--json"][..], 30, 0),
+        (
+            &["scan", "bets", "--json", "--reverse", "--limit", "3"],
+            3,
+            0,
+        ),
+        (&["get", "bets", "b01", "b02", "--json"], 2, 0),
+        (&["get", "bets", "b01", "nope", "--json"], 2, 3),
+    ] {
+        let output = run(&db, args);
+        assert_eq!(output.status.code(), Some(code), "{args:?}");
+        let text = stdout(&output);
+        assert_eq!(text.lines().count(), lines, "{args:?}: {text}");
+        for line in text.lines() {
+            let value: Value = serde_json::from_str(line).unwrap();
+            assert!(
+                value.is_object() && snake_case_keys(&value),
+                "{args:?}: {line}"
+            );
+        }
     }
 }
 

@@ -304,7 +304,9 @@ fn a_damaged_database_exits_7() {
     damage(&db, 0, 100);
     for args in [
         &["get", "players", "k0000"][..],
+        &["get", "players", "k0000", "k0002"],
         &["list", "players"],
+        &["scan", "players"],
         &["export"],
     ] {
         let output = run(&db, args);

@@ -218,6 +218,19 @@ fn a_postgres_database_is_named_by_its_redacted_url() {
         first.starts_with("database") && first.ends_with(&redacted),
         "{first}"
     );
+
+    // Scans and reads of several keys work there too; a key asked twice is found twice.
+    let banks = run(&db, &["scan", "balances", "--prefix", "bank-", "--json"]);
+    assert_ok(&banks);
+    assert_eq!(stdout(&banks).lines().count(), 2, "{}", stdout(&banks));
+    let keys = ["bank-t00", "bank-t00", "bank-t99", "bank-t01"];
+    let got = run(&db, &[&["get", "balances", "--json"][..], &keys].concat());
+    assert_exit(&got, 3);
+    let found: Vec<Value> = stdout(&got)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["is_found"].clone())
+        .collect();
+    assert_eq!(found, [true, true, false, true]);
 }
 
 #[test]
@@ -326,6 +339,8 @@ fn reading_commands_open_a_file_they_may_not_write_read_only() {
     let repo = dir.path().join("repo");
     for args in [
         &["list", "players"][..],
+        &["scan", "players"],
+        &["get", "players", "alice", "bob"],
         &["collections", "--json"],
         &["export"],
         &["stats", "--json"],

@@ -1,49 +1,23 @@
 //! Chips on the move: a bet takes the stake from a balance, a tip moves chips between two.
-//! Every change of a balance expects the version it was read at (`Expect::Version`), so
-//! concurrent changes of one balance conflict; a conflict is re-read and retried, never lost.
+//! Each is a `Store::transact` transaction: it reads the balances it changes and commits only
+//! if none changed meanwhile, else runs again on what is there now, so concurrent changes of
+//! one balance are never lost.
+//!
+//! A closure returns how many times it ran (its conflicts are the runs after the first) and
+//! what it decided: `Err` for the game's own failures (a missing balance, a bet already
+//! placed), found before the closure writes anything, so that nothing of it commits.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
 use serde_json::{Value, json};
-use strongbox::{Expect, Store, Version};
+use strongbox::Store;
 
 use super::Ctx;
 use super::rules::BetKind;
 use super::tally::Tally;
 
-/// Conflicts tolerated on one update before giving up.
-pub const MAX_RETRIES: u64 = 100;
-
-/// A balance as a table last saw it: chips and the version they were read or written at.
-pub type Balance = (i64, Version);
-
-/// Whether a failed commit met another version than it expected.
-pub fn is_conflict(error: &strongbox::Error) -> bool {
-    error.kind() == strongbox::ErrorKind::Conflict
-}
-
-/// The version a committed transaction left for its `index`-th write.
-///
-/// # Errors
-/// When the commit returned no version there.
-pub fn version_at(versions: &[Option<Version>], index: usize) -> anyhow::Result<Version> {
-    versions
-        .get(index)
-        .copied()
-        .flatten()
-        .with_context(|| format!("the commit returned no version for write {index}"))
-}
-
-/// Reads a balance with its version.
-///
-/// # Errors
-/// When the read fails or the balance is missing.
-pub async fn read_balance(store: &Store, id: &str) -> anyhow::Result<Balance> {
-    let record = store
-        .retrieve_record::<i64>("balances", id)
-        .await
-        .with_context(|| format!("read balances/{id}"))?
-        .with_context(|| format!("balances/{id} is missing"))?;
-    Ok((record.value, record.meta.version))
+/// The conflicts a transaction met: the runs of its closure after the first.
+pub fn retries(runs: u64) -> u64 {
+    runs.saturating_sub(1)
 }
 
 /// A bet placed and held in its record.
@@ -57,8 +31,6 @@ pub struct Bet {
     pub kind: BetKind,
     /// Chips staked.
     pub stake: i64,
-    /// Version of the bet record, from the commit that created it.
-    pub version: Version,
     /// The bet record as written (status `open`).
     pub record: Value,
 }
@@ -66,12 +38,8 @@ pub struct Bet {
 /// What placing a bet did.
 #[derive(Debug)]
 pub struct Placed {
-    /// The player's index.
-    pub player: usize,
     /// The bet, or `None` when the player could not afford it.
     pub bet: Option<Bet>,
-    /// The player's balance afterwards, as last read or written.
-    pub balance: Balance,
     /// Conflicts met on the way.
     pub retries: u64,
     /// What the bet's transaction wrote.
@@ -93,15 +61,15 @@ pub struct BetSlip {
     pub at_ms: i64,
 }
 
-/// Moves a stake from the player's balance (expected at `balance`) into a new bet record; on
-/// a conflict, re-reads the balance and tries again.
+/// Moves a stake from the player's balance into a new bet record, in one transaction that
+/// reads the balance and the bet's key (which must be free); it runs again if either changed
+/// before the commit.
 ///
 /// # Errors
-/// When a store call fails, or conflicts outlast [`MAX_RETRIES`].
-pub async fn place_bet(ctx: &Ctx, slip: BetSlip, balance: Balance) -> anyhow::Result<Placed> {
-    let store = &ctx.store;
-    let id = &ctx.players[slip.player].id;
-    let (key, stake, at_ms) = (&slip.key, slip.stake, slip.at_ms);
+/// When a store call fails, the balance is missing or the bet's key is taken.
+pub async fn place_bet(ctx: &Ctx, slip: BetSlip) -> anyhow::Result<Placed> {
+    let id = ctx.players[slip.player].id.as_str();
+    let (key, stake, at_ms) = (slip.key.as_str(), slip.stake, slip.at_ms);
     let record = json!({
         "player": id, "kind": slip.kind.name(), "stake": stake, "status": "open",
         "placed_at_ms": at_ms,
@@ -110,110 +78,107 @@ pub async fn place_bet(ctx: &Ctx, slip: BetSlip, balance: Balance) -> anyhow::Re
         "from": id, "to": format!("bets/{key}"), "amount": stake, "reason": "bet", "at_ms": at_ms,
     });
     let ledger_key = format!("bet-{key}");
+    // A closure inside `tokio::spawn` owns what it uses (see `Store::transact`).
+    let owned = (
+        id.to_owned(),
+        key.to_owned(),
+        record.clone(),
+        ledger_key.clone(),
+        ledger.clone(),
+    );
+    let mut runs = 0u64;
+    let (decided, runs) = ctx
+        .store
+        .transact(async move |tx| {
+            runs += 1;
+            let (id, key, record, ledger_key, ledger) = &owned;
+            let Some(chips) = tx.get::<i64>("balances", id).await? else {
+                return Ok((Err(anyhow!("balances/{id} is missing")), runs));
+            };
+            if chips < stake {
+                return Ok((Ok(false), runs));
+            }
+            if tx.get::<Value>("bets", key).await?.is_some() {
+                return Ok((Err(anyhow!("bets/{key} was placed already")), runs));
+            }
+            tx.put("balances", id, &(chips - stake))?;
+            tx.put("bets", key, record)?;
+            tx.put("ledger", ledger_key, ledger)?;
+            Ok((Ok(true), runs))
+        })
+        .await
+        .with_context(|| format!("place bet {key}"))?;
     let mut placed = Placed {
-        player: slip.player,
         bet: None,
-        balance,
-        retries: 0,
+        retries: retries(runs),
         tally: Tally::default(),
     };
-    loop {
-        let (chips, version) = placed.balance;
-        if chips < stake {
-            return Ok(placed);
-        }
-        let mut tx = store.transaction();
-        tx.store_if("balances", id, &(chips - stake), Expect::Version(version))?;
-        tx.store_if("bets", key, &record, Expect::Absent)?;
-        tx.store("ledger", &ledger_key, &ledger)?;
-        match tx.commit().await {
-            Ok(versions) => {
-                placed.balance = (chips - stake, version_at(&versions, 0)?);
-                placed.tally.writes = 3;
-                placed.tally.wrote("bets", key, record.clone());
-                placed.tally.wrote("ledger", &ledger_key, ledger);
-                placed.bet = Some(Bet {
-                    player: slip.player,
-                    key: slip.key,
-                    kind: slip.kind,
-                    stake,
-                    version: version_at(&versions, 1)?,
-                    record,
-                });
-                return Ok(placed);
-            }
-            Err(error) if is_conflict(&error) && placed.retries < MAX_RETRIES => {
-                placed.retries += 1;
-                placed.balance = read_balance(store, id).await?;
-            }
-            Err(error) => return Err(error).with_context(|| format!("place bet {key}")),
-        }
+    if decided.with_context(|| format!("place bet {key}"))? {
+        placed.tally.writes = 3;
+        placed.tally.wrote("bets", key, record.clone());
+        placed.tally.wrote("ledger", &ledger_key, ledger);
+        placed.bet = Some(Bet {
+            player: slip.player,
+            key: slip.key,
+            kind: slip.kind,
+            stake,
+            record,
+        });
     }
+    Ok(placed)
 }
 
 /// What a transfer did.
 #[derive(Debug)]
 pub struct Moved {
-    /// Payer's and payee's balances afterwards, or `None` when the payer could not afford it.
-    pub balances: Option<[Balance; 2]>,
+    /// Whether the chips moved (not when the payer could not afford them).
+    pub is_moved: bool,
     /// Conflicts met on the way.
     pub retries: u64,
 }
 
-/// Moves chips between two balances, expected at the given versions, with a ledger entry; on
-/// a conflict, re-reads both and tries again.
+/// Moves chips between two balances with a ledger entry, in one transaction that reads both
+/// balances; it runs again if either changed before the commit.
 ///
 /// # Errors
-/// When a store call fails, or conflicts outlast [`MAX_RETRIES`].
+/// When a store call fails or a balance is missing.
 pub async fn transfer(
     store: &Store,
-    [(from, mut payer), (to, mut payee)]: [(&str, Balance); 2],
+    [from, to]: [&str; 2],
     amount: i64,
     ledger_key: &str,
     entry: &Value,
 ) -> anyhow::Result<Moved> {
-    let mut retries = 0;
-    loop {
-        if payer.0 < amount {
-            return Ok(Moved {
-                balances: None,
-                retries,
-            });
-        }
-        let mut tx = store.transaction();
-        tx.store_if(
-            "balances",
-            from,
-            &(payer.0 - amount),
-            Expect::Version(payer.1),
-        )?;
-        tx.store_if(
-            "balances",
-            to,
-            &(payee.0 + amount),
-            Expect::Version(payee.1),
-        )?;
-        tx.store("ledger", ledger_key, entry)?;
-        match tx.commit().await {
-            Ok(versions) => {
-                let balances = [
-                    (payer.0 - amount, version_at(&versions, 0)?),
-                    (payee.0 + amount, version_at(&versions, 1)?),
-                ];
-                return Ok(Moved {
-                    balances: Some(balances),
-                    retries,
-                });
+    // A closure inside `tokio::spawn` owns what it uses (see `Store::transact`).
+    let owned = (
+        from.to_owned(),
+        to.to_owned(),
+        ledger_key.to_owned(),
+        entry.clone(),
+    );
+    let mut runs = 0u64;
+    let (decided, runs) = store
+        .transact(async move |tx| {
+            runs += 1;
+            let (from, to, ledger_key, entry) = &owned;
+            let payer = tx.get::<i64>("balances", from).await?;
+            let payee = tx.get::<i64>("balances", to).await?;
+            let (Some(payer), Some(payee)) = (payer, payee) else {
+                let missing = anyhow!("balances/{from} or balances/{to} is missing");
+                return Ok((Err(missing), runs));
+            };
+            if payer < amount {
+                return Ok((Ok(false), runs));
             }
-            Err(error) if is_conflict(&error) && retries < MAX_RETRIES => {
-                retries += 1;
-                payer = read_balance(store, from).await?;
-                payee = read_balance(store, to).await?;
-            }
-            Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("transfer {amount} from {from} to {to}"));
-            }
-        }
-    }
+            tx.put("balances", from, &(payer - amount))?;
+            tx.put("balances", to, &(payee + amount))?;
+            tx.put("ledger", ledger_key, entry)?;
+            Ok((Ok(true), runs))
+        })
+        .await
+        .with_context(|| format!("transfer {amount} from {from} to {to}"))?;
+    Ok(Moved {
+        is_moved: decided.with_context(|| format!("transfer {amount} from {from} to {to}"))?,
+        retries: retries(runs),
+    })
 }

@@ -1,14 +1,18 @@
 //! A deliberate conflict: two transfers from one player, both expecting the same version of the
 //! balance, committed at once: exactly one commits, the other fails with `Error::Conflict`.
+//! They are versioned conditional writes (`Expect::Version`) on purpose, and are not retried:
+//! the rest of the night moves chips with `Store::transact`, which runs again on a conflict.
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use strongbox::{Expect, Store, Transaction, Version};
+use strongbox::{ErrorKind, Expect, Store, Transaction, Version};
 
 use super::Ctx;
-use super::chips::{Balance, is_conflict, read_balance};
 use super::fixtures::BASE_MS;
 use super::tally::Tally;
+
+/// A balance with the version it was read at.
+type Balance = (i64, Version);
 
 /// One of the two transfers, besides its transaction.
 struct Planned {
@@ -50,7 +54,7 @@ pub async fn deliberate_conflict(ctx: &Ctx) -> anyhow::Result<(Tally, Vec<String
                 tally.writes += planned.writes;
                 tally.wrote("ledger", &planned.key, planned.entry);
             }
-            Err(error) if is_conflict(&error) => {
+            Err(error) if error.kind() == ErrorKind::Conflict => {
                 conflicts += 1;
                 lines.push(format!("              {what}: rejected: {error}"));
             }
@@ -61,6 +65,19 @@ pub async fn deliberate_conflict(ctx: &Ctx) -> anyhow::Result<(Tally, Vec<String
         bail!("expected exactly one of the two transfers to conflict, {conflicts} did");
     }
     Ok((tally, lines))
+}
+
+/// Reads a balance with its version.
+///
+/// # Errors
+/// When the read fails or the balance is missing.
+async fn read_balance(store: &Store, id: &str) -> anyhow::Result<Balance> {
+    let record = store
+        .retrieve_record::<i64>("balances", id)
+        .await
+        .with_context(|| format!("read balances/{id}"))?
+        .with_context(|| format!("balances/{id} is missing"))?;
+    Ok((record.value, record.meta.version))
 }
 
 /// Prepares transfer number `n` of up to `amount` chips from the payer to `to`, expecting the

@@ -4,8 +4,9 @@
 //!    achievements ([`fixtures`]), written in transactions by concurrent tasks.
 //! 2. **Game night** ([`table`]): one task per table, all concurrent: bets, chat, dice rolls
 //!    until the round is decided ([`rules`]), settlement against the table's bank ([`settle`]),
-//!    and tips to players at other tables, so updates of one balance race; a conflict is
-//!    re-read and retried, never lost ([`chips`]).
+//!    and tips to players at other tables, so updates of one balance race: each is a
+//!    `Store::transact` transaction, which runs again when what it read changed, so no update
+//!    is lost ([`chips`]).
 //! 3. **A deliberate conflict** ([`conflict`]): two transfers expecting the same version of one
 //!    balance; exactly one commits, the other fails with `Error::Conflict`.
 //! 4. **Read back** every record, compare each to what was last written ([`tally`]), check that

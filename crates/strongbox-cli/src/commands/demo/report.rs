@@ -23,7 +23,7 @@ pub fn setup(out: &mut Output, setup: &Tally, elapsed: Duration) -> anyhow::Resu
     out.flush()
 }
 
-/// The game night: what the tables did, how the bets went and how many conflicts were retried.
+/// The game night: what the tables did, how the bets went and how many transactions ran again.
 pub fn night(
     out: &mut Output,
     tables: usize,
@@ -40,8 +40,8 @@ pub fn night(
         output::count(night.tips),
     ))?;
     out.line(format_args!(
-        "            bets: {} won, {} lost, {} pushed; {} concurrent updates met a conflict and \
-         were re-read and retried",
+        "            bets: {} won, {} lost, {} pushed; {} transactions met a concurrent update \
+         and ran again",
         output::count(night.won),
         output::count(night.lost),
         output::count(night.pushed),

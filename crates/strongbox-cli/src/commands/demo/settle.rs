@@ -1,12 +1,15 @@
 //! Settling a decided round: every bet of the round, the bank and the players paid, the
-//! ledger, new achievements and the session, in one transaction that expects the balances the
-//! table knows; on a conflict, the balances are re-read and the transaction tried again.
+//! ledger, new achievements and the session, in one `Store::transact` transaction that reads
+//! the balances it changes and the bets it settles; it runs again if any changed meanwhile.
 
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, anyhow};
 use serde_json::{Value, json};
-use strongbox::{Expect, Store};
+use strongbox::Store;
 
 use super::Ctx;
-use super::chips::{Bet, MAX_RETRIES, is_conflict, read_balance, version_at};
+use super::chips::{Bet, retries};
 use super::rules::{RoundResult, Status, outcome};
 use super::table::TableState;
 use super::tally::Tally;
@@ -46,7 +49,7 @@ struct Settlement<'a> {
 /// Settles every bet of a round in one transaction against the table's bank.
 ///
 /// # Errors
-/// When a store call fails, or conflicts outlast [`MAX_RETRIES`].
+/// When a store call fails, a balance is missing or a bet changed since it was placed.
 pub async fn settle(
     ctx: &Ctx,
     round: &Round<'_>,
@@ -55,7 +58,7 @@ pub async fn settle(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let settlement = work_out(ctx, round, bets, state, tally);
-    let (writes, retries) = commit(&ctx.store, round, bets, &settlement, state).await?;
+    let (writes, retries) = commit(&ctx.store, round, bets, &settlement).await?;
     tally.writes += writes;
     tally.retries += retries;
     for (bet, record) in bets.iter().zip(settlement.records) {
@@ -134,52 +137,65 @@ fn work_out<'a>(
     settlement
 }
 
-/// Commits the settlement, expecting the balances `state` knows and re-reading those that
-/// conflicted; updates `state` with the new balances. Returns the records written and the
-/// conflicts met.
+/// Commits the settlement in one transaction that reads every bet it settles (each still as
+/// placed) and every balance it changes, then writes; the transaction runs again if any of
+/// them changed before the commit. Returns the records written and the conflicts met.
 async fn commit(
     store: &Store,
     round: &Round<'_>,
     bets: &[Bet],
     settlement: &Settlement<'_>,
-    state: &mut TableState,
 ) -> anyhow::Result<(u64, u64)> {
-    let mut retries = 0;
-    loop {
-        let mut tx = store.transaction();
-        let mut updated = Vec::with_capacity(settlement.changes.len());
-        for &(id, change) in &settlement.changes {
-            let (chips, version) = state.balance(id)?;
-            tx.store_if("balances", id, &(chips + change), Expect::Version(version))?;
-            updated.push((id, chips + change));
-        }
-        for (bet, record) in bets.iter().zip(&settlement.records) {
-            tx.store_if("bets", &bet.key, record, Expect::Version(bet.version))?;
-        }
-        for (key, ledger) in &settlement.ledgers {
-            tx.store("ledger", key, ledger)?;
-        }
-        for (id, value) in &settlement.achievements {
-            tx.store("achievements", id, value)?;
-        }
-        tx.store("sessions", round.session.0, round.session.1)?;
-        let writes = tx.len() as u64;
-        match tx.commit().await {
-            Ok(versions) => {
-                for (index, (id, chips)) in updated.into_iter().enumerate() {
-                    let balance = (chips, version_at(&versions, index)?);
-                    state.balances.insert(id.to_owned(), balance);
-                }
-                return Ok((writes, retries));
-            }
-            Err(error) if is_conflict(&error) && retries < MAX_RETRIES => {
-                retries += 1;
-                for (id, _) in updated {
-                    let balance = read_balance(store, id).await?;
-                    state.balances.insert(id.to_owned(), balance);
-                }
-            }
-            Err(error) => return Err(error.into()),
-        }
+    // A closure inside `tokio::spawn` owns what it uses (see `Store::transact`).
+    let mut changes: BTreeMap<String, i64> = BTreeMap::new();
+    for &(id, change) in &settlement.changes {
+        *changes.entry(id.to_owned()).or_default() += change;
     }
+    let placed: Vec<(String, Value)> = bets
+        .iter()
+        .map(|bet| (bet.key.clone(), bet.record.clone()))
+        .collect();
+    let owned = |collection: &str, key: &str, value: &Value| {
+        (collection.to_owned(), key.to_owned(), value.clone())
+    };
+    let bet_records = bets.iter().zip(&settlement.records);
+    let ledgers = settlement.ledgers.iter();
+    let achievements = settlement.achievements.iter();
+    let puts: Vec<(String, String, Value)> = bet_records
+        .map(|(bet, record)| owned("bets", &bet.key, record))
+        .chain(ledgers.map(|(key, ledger)| owned("ledger", key, ledger)))
+        .chain(achievements.map(|(id, value)| owned("achievements", id, value)))
+        .chain([owned("sessions", round.session.0, round.session.1)])
+        .collect();
+    let writes = (changes.len() + puts.len()) as u64;
+    let mut runs = 0u64;
+    let (decided, runs) = store
+        .transact(async move |tx| {
+            runs += 1;
+            // Every read and check first: a closure that returns writes what it staged.
+            for (key, record) in &placed {
+                if tx.get::<Value>("bets", key).await?.as_ref() != Some(record) {
+                    let changed = anyhow!("bets/{key} changed since it was placed");
+                    return Ok((Err(changed), runs));
+                }
+            }
+            let mut balances = Vec::with_capacity(changes.len());
+            for (id, change) in &changes {
+                let Some(chips) = tx.get::<i64>("balances", id).await? else {
+                    return Ok((Err(anyhow!("balances/{id} is missing")), runs));
+                };
+                balances.push((id, chips + change));
+            }
+            for (id, chips) in balances {
+                tx.put("balances", id, &chips)?;
+            }
+            for (collection, key, value) in &puts {
+                tx.put(collection, key, value)?;
+            }
+            Ok((Ok(()), runs))
+        })
+        .await
+        .with_context(|| format!("commit the settlement of {}", round.tag))?;
+    decided.with_context(|| format!("settle {}", round.tag))?;
+    Ok((writes, retries(runs)))
 }

@@ -1,9 +1,9 @@
 //! The game night: one task per table, all concurrent. Each round, seated players place bets at
-//! once (a transaction moves the stake from the balance into the bet record, with
-//! `Expect::Version` on the balance and `Expect::Absent` on the bet), chat, the shooter rolls
-//! until the round is decided, and the table settles every bet in one transaction against its
-//! bank. Players also tip players at other tables, so updates of one balance race. At the end
-//! of the night, each player's history is written.
+//! once (a `Store::transact` transaction moves the stake from the balance into the new bet
+//! record), chat, the shooter rolls until the round is decided, and the table settles every
+//! bet in one transaction against its bank. Players also tip players at other tables, so
+//! updates of one balance race, and the transactions that lose run again. At the end of the
+//! night, each player's history is written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::Ctx;
-use super::chips::{Balance, Bet, BetSlip, Placed, place_bet, read_balance, transfer};
+use super::chips::{Bet, BetSlip, Placed, place_bet, transfer};
 use super::dice::{fork, pick, roll};
 use super::fixtures::{BASE_MS, PHRASES, default_achievements, table_config};
 use super::rules::{BetKind, RoundResult, Shooter};
@@ -61,7 +61,7 @@ async fn play_table(
     if seated.is_empty() {
         return Ok(Tally::default());
     }
-    let mut table = Table::open(ctx, table, seated).await?;
+    let mut table = Table::open(ctx, table, seated);
     for round in 0..rounds {
         table.play_round(round, &mut rng).await?;
     }
@@ -72,9 +72,6 @@ async fn play_table(
 /// What a table remembers during the night.
 #[derive(Debug, Default)]
 pub struct TableState {
-    /// Its bank and seated players' balances, as last read or written: updates expect these
-    /// versions and re-read only when a conflict says another table's tip changed one.
-    pub balances: BTreeMap<String, Balance>,
     /// Achievements changed tonight, by player index.
     achievements: BTreeMap<usize, Value>,
     /// Each player's settled bets, written as their history at the end of the night.
@@ -82,17 +79,6 @@ pub struct TableState {
 }
 
 impl TableState {
-    /// The balance of `id` as the table last saw it.
-    ///
-    /// # Errors
-    /// When the table never read it.
-    pub fn balance(&self, id: &str) -> anyhow::Result<Balance> {
-        self.balances
-            .get(id)
-            .copied()
-            .with_context(|| format!("table does not know balances/{id}"))
-    }
-
     /// Counts a high payout towards the player's high roller achievement (unlocking it the
     /// first time); returns the player's achievements.
     pub fn high_roller(&mut self, player: usize) -> Value {
@@ -148,20 +134,15 @@ impl Turn {
 }
 
 impl Table {
-    /// Seats the players at table number `table` and reads its balances.
-    async fn open(ctx: Arc<Ctx>, table: usize, seated: Vec<usize>) -> anyhow::Result<Table> {
+    /// Seats the players at table number `table`.
+    fn open(ctx: Arc<Ctx>, table: usize, seated: Vec<usize>) -> Table {
         let name = format!("t{table:02}");
         let bank = format!("bank-{name}");
         let player_ids: Vec<String> = seated
             .iter()
             .map(|&player| ctx.players[player].id.clone())
             .collect();
-        let mut state = TableState::default();
-        for id in player_ids.iter().chain([&bank]) {
-            let balance = read_balance(&ctx.store, id).await?;
-            state.balances.insert(id.clone(), balance);
-        }
-        Ok(Table {
+        Table {
             ctx,
             number: table,
             name,
@@ -169,9 +150,9 @@ impl Table {
             seated,
             player_ids,
             config: table_config(),
-            state,
+            state: TableState::default(),
             tally: Tally::default(),
-        })
+        }
     }
 
     /// One round: open it, take bets and chat at once, roll until decided, settle, maybe tip.
@@ -195,7 +176,7 @@ impl Table {
         self.tally.writes += 1;
 
         // Everyone bets and chats at once: one task each.
-        let betting = self.start_bets(&turn, rng)?;
+        let betting = self.start_bets(&turn, rng);
         let chatting = self.start_chat(&turn, rng);
         let bets = self.collect_bets(betting).await?;
         self.collect_chat(chatting).await?;
@@ -227,7 +208,7 @@ impl Table {
         &self,
         turn: &Turn,
         rng: &mut SmallRng,
-    ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<Placed>>>> {
+    ) -> Vec<JoinHandle<anyhow::Result<Placed>>> {
         let mut betting = Vec::new();
         for &player in &self.seated {
             if !rng.random_ratio(60, 100) {
@@ -246,13 +227,10 @@ impl Table {
                 stake: 5 * rng.random_range(2..=20),
                 at_ms: turn.at(1),
             };
-            let balance = self.state.balance(&self.ctx.players[player].id)?;
             let ctx = Arc::clone(&self.ctx);
-            betting.push(tokio::spawn(
-                async move { place_bet(&ctx, slip, balance).await },
-            ));
+            betting.push(tokio::spawn(async move { place_bet(&ctx, slip).await }));
         }
-        Ok(betting)
+        betting
     }
 
     /// Starts a task for each chat message of this round (up to two).
@@ -289,8 +267,6 @@ impl Table {
             let placed = handle.await.context("join a bet")??;
             self.tally.retries += placed.retries;
             self.tally.add(placed.tally);
-            let id = &self.ctx.players[placed.player].id;
-            self.state.balances.insert(id.clone(), placed.balance);
             bets.extend(placed.bet);
         }
         self.tally.bets += bets.len() as u64;
@@ -375,19 +351,10 @@ impl Table {
             "from": from_id, "to": to_id, "amount": amount, "reason": "tip",
             "at_ms": turn.at(6),
         });
-        let payer = self.state.balance(from_id)?;
-        let payee = match self.state.balances.get(to_id) {
-            Some(known) => *known,
-            None => read_balance(&self.ctx.store, to_id).await?,
-        };
-        let parties = [(from_id.as_str(), payer), (to_id.as_str(), payee)];
+        let parties = [from_id.as_str(), to_id.as_str()];
         let moved = transfer(&self.ctx.store, parties, amount, &key, &entry).await?;
         self.tally.retries += moved.retries;
-        if let Some([payer, payee]) = moved.balances {
-            self.state.balances.insert(from_id.clone(), payer);
-            if let Some(known) = self.state.balances.get_mut(to_id) {
-                *known = payee;
-            }
+        if moved.is_moved {
             self.tally.writes += 3;
             self.tally.tips += 1;
             self.tally.wrote("ledger", &key, entry);

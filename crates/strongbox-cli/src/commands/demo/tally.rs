@@ -24,7 +24,7 @@ pub struct Tally {
     pub chats: u64,
     /// Tips between players.
     pub tips: u64,
-    /// Conflicts met by concurrent updates, each re-read and retried.
+    /// Conflicts met by concurrent updates: the transactions that ran again, counted per run.
     pub retries: u64,
     /// (collection, key, the value last written); balances are checked by their total.
     expected: Vec<(String, String, Value)>,

@@ -126,7 +126,7 @@ impl Reads for PostgresBackend {
             let record = stored_record(collection, &key, row, 1)?;
             found.insert(key, record);
         }
-        Ok(keys.iter().map(|key| found.remove(key)).collect())
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
     }
 
     async fn scan(

@@ -40,10 +40,19 @@ pub async fn a_typed_collection_puts_gets_updates_and_deletes(store: &Store) {
         players.get("alice").await.unwrap(),
         Some(player("alice", 100))
     );
-    let many = players.get_many(["bob", "nobody", "alice"]).await.unwrap();
+    let many = players
+        .get_many(["bob", "nobody", "alice", "bob"])
+        .await
+        .unwrap();
     assert_eq!(
         many,
-        [Some(player("bob", 50)), None, Some(player("alice", 100))]
+        [
+            Some(player("bob", 50)),
+            None,
+            Some(player("alice", 100)),
+            Some(player("bob", 50))
+        ],
+        "in the order asked, a repeated key each time"
     );
     assert!(matches!(
         players.get_many(["alice", ""]).await,
