@@ -65,10 +65,10 @@ macro_rules! range_sql {
     ($order:literal) => {
         concat!(
             "SELECT key, version FROM records
-             WHERE collection = ?1 AND key >= ?2 AND key > ?3 AND key <= ?4 AND key < ?5
+             WHERE collection = ?1 AND key >= ?2 AND key < ?3
              ORDER BY key ",
             $order,
-            " LIMIT ?6"
+            " LIMIT ?4"
         )
     };
 }
@@ -150,7 +150,7 @@ fn range_rows(
     collection: &str,
     range: &ScanRange,
 ) -> Result<Vec<(String, Version)>> {
-    let [lowest, above, highest, below] = scan_bounds(range);
+    let [lower, upper] = scan_bounds(range);
     let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
     let sql = if range.reverse {
         range_sql!("DESC")
@@ -160,10 +160,9 @@ fn range_rows(
     conn.prepare_cached(sql)
         .and_then(|mut statement| {
             statement
-                .query_map(
-                    params![collection, lowest, above, highest, below, limit],
-                    |row| Ok((row.get(0)?, Version::new(unsigned(row.get(1)?)))),
-                )?
+                .query_map(params![collection, lower, upper, limit], |row| {
+                    Ok((row.get(0)?, Version::new(unsigned(row.get(1)?))))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(map_err("check a scanned range"))

@@ -26,24 +26,26 @@ const BLOB_TOTALS: &str = "
 const LIST_KEYS: &str =
     "SELECT key FROM records WHERE collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3";
 
-/// Keys of a collection with a prefix (`key >= ?2 AND key < ?3`) after a cursor.
+/// Keys of a collection from `?2` (the greater of the prefix and the key after the cursor)
+/// up to `?3`, the prefix's end: one bound a side, so that SQLite seeks to the cursor instead
+/// of walking the prefix up to it.
 const LIST_PREFIXED_KEYS: &str = "
-    SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3 AND key > ?4
-    ORDER BY key LIMIT ?5";
+    SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3
+    ORDER BY key LIMIT ?4";
 
 /// Records of a collection between bounds (see [`scan_bounds`]), with their blobs, in the
-/// order given (`ASC` or `DESC`).
+/// order given (`ASC` or `DESC`). One bound a side: with two lower bounds SQLite seeks with one
+/// and walks the rest, so each page of a scan would start again from the range's beginning.
 macro_rules! scan_sql {
     ($order:literal) => {
         concat!(
             "SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
                     r.access_count, r.last_accessed, r.seal
              FROM records r LEFT JOIN blobs b ON b.ref = r.blob
-             WHERE r.collection = ?1 AND r.key >= ?2 AND r.key > ?3 AND r.key <= ?4
-               AND r.key < ?5
+             WHERE r.collection = ?1 AND r.key >= ?2 AND r.key < ?3
              ORDER BY r.key ",
             $order,
-            " LIMIT ?6"
+            " LIMIT ?4"
         )
     };
 }
@@ -99,17 +101,16 @@ impl Reads for SqliteBackend {
         let collection = collection.to_owned();
         self.readers
             .read(move |conn| {
-                let [lowest, above, highest, below] = scan_bounds(&range);
+                let [lower, upper] = scan_bounds(&range);
                 let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
                 let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
                 let rows = conn
                     .prepare_cached(sql)
                     .and_then(|mut statement| {
                         statement
-                            .query_map(
-                                params![collection, lowest, above, highest, below, limit],
-                                |row| Ok((row.get::<_, String>(0)?, record_columns(row, 1)?)),
-                            )?
+                            .query_map(params![collection, lower, upper, limit], |row| {
+                                Ok((row.get::<_, String>(0)?, record_columns(row, 1)?))
+                            })?
                             .collect::<rusqlite::Result<Vec<_>>>()
                     })
                     .map_err(map_err("scan records"))?;
@@ -156,16 +157,16 @@ impl Reads for SqliteBackend {
                     }),
                     Some(prefix) => {
                         let upper = prefix_upper_bound(&prefix);
+                        let lower = just_after(&start_after).max(prefix);
                         conn.prepare_cached(LIST_PREFIXED_KEYS)
                             .and_then(|mut statement| {
                                 let upper = rusqlite::types::ToSqlOutput::Borrowed(
                                     rusqlite::types::ValueRef::Text(&upper),
                                 );
                                 statement
-                                    .query_map(
-                                        params![collection, prefix, upper, start_after, limit],
-                                        |row| row.get(0),
-                                    )?
+                                    .query_map(params![collection, lower, upper, limit], |row| {
+                                        row.get(0)
+                                    })?
                                     .collect::<rusqlite::Result<Vec<String>>>()
                             })
                     }
@@ -255,25 +256,32 @@ fn prefix_upper_bound(prefix: &str) -> Vec<u8> {
     upper
 }
 
-/// The four bounds of `SCAN_UP`/`SCAN_DOWN` (`key >= ?2 AND key > ?3 AND key <= ?4 AND
-/// key < ?5`) for a range: an absent lower bound is the empty string (no key is empty), an
-/// absent upper bound a blob, which SQLite orders after every text.
-pub(super) fn scan_bounds(range: &ScanRange) -> [rusqlite::types::Value; 4] {
+/// The bounds of `SCAN_UP`/`SCAN_DOWN` (`key >= ?2 AND key < ?3`) for a range. No key holds a
+/// NUL byte, so the first key after `k` is `k` followed by NUL: "after k" is `>= k\0` and "up
+/// to k" is `< k\0`. An absent lower bound is the empty string (no key is empty), an absent
+/// upper bound a blob, which SQLite orders after every text.
+pub(super) fn scan_bounds(range: &ScanRange) -> [rusqlite::types::Value; 2] {
     use rusqlite::types::Value;
     use std::ops::Bound;
-    let none_below = || Value::Text(String::new());
-    let none_above = || Value::Blob(vec![0xFF]);
-    let (lowest, above) = match &range.start {
-        Bound::Included(key) => (Value::Text(key.clone()), none_below()),
-        Bound::Excluded(key) => (none_below(), Value::Text(key.clone())),
-        Bound::Unbounded => (none_below(), none_below()),
+    let lower = match &range.start {
+        Bound::Included(key) => key.clone(),
+        Bound::Excluded(key) => just_after(key),
+        Bound::Unbounded => String::new(),
     };
-    let (highest, below) = match &range.end {
-        Bound::Included(key) => (Value::Text(key.clone()), none_above()),
-        Bound::Excluded(key) => (none_above(), Value::Text(key.clone())),
-        Bound::Unbounded => (none_above(), none_above()),
+    let upper = match &range.end {
+        Bound::Included(key) => Value::Text(just_after(key)),
+        Bound::Excluded(key) => Value::Text(key.clone()),
+        Bound::Unbounded => Value::Blob(vec![0xFF]),
     };
-    [lowest, above, highest, below]
+    [Value::Text(lower), upper]
+}
+
+/// The first string after `key` in byte order: `key` and a NUL byte (which no key holds).
+fn just_after(key: &str) -> String {
+    let mut after = String::with_capacity(key.len() + 1);
+    after.push_str(key);
+    after.push('\0');
+    after
 }
 
 /// The columns of a record and its blob from `first` on: blob id, stored bytes, format, the
