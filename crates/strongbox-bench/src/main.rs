@@ -17,6 +17,18 @@
 //! against its counterpart. `--postgres URL` adds the same workloads on an (empty) PostgreSQL
 //! database.
 //!
+//! Two more workloads each have a baseline of their own, in the same run:
+//! - transfers ([`transfer`]): `--concurrency` tasks (64 by default) move money between 10,000
+//!   accounts drawn from a Zipfian distribution (0.99), each transfer a `Store::transact` that
+//!   reads two balances and writes two, for `--duration` seconds; against the same transfers on
+//!   rusqlite written the obvious way (`BEGIN IMMEDIATE`, two `SELECT`s, two `UPDATE`s,
+//!   `COMMIT`; WAL, `synchronous=FULL`, a busy timeout) on `--concurrency` threads, each with its
+//!   own connection. Both check afterwards that the balances still add up, and the bench fails
+//!   if they do not.
+//! - scan ([`scan`]): a collection of `--scan-records` records (100,000 by default, the
+//!   dataset's values copied) read once through `Collection::scan(Scan::all())` and once with
+//!   one `retrieve` per key in key order, from one task, both with the cache off.
+//!
 //! `--json` prints one object whose field names are stable: `records`, `raw_bytes`,
 //! `file_bytes`, `seed_file_bytes`, `peak_rss_bytes`, `cache_capacity_bytes`, `maintenance_ms`
 //! and `dictionaries_trained` (the maintenance run after the bulk load), and for each workload
@@ -24,7 +36,14 @@
 //! (concurrent), `write_single`, `read_hit`, `read_cold` (uniform), `read_cold_zipf`, `mixed`,
 //! `seed_bulk_load`, `seed_write`, `seed_read` (the original approach's cold reads: a select,
 //! gunzip and decode) and `seed_read_hit` (its cache hits: gunzip and decode); `ratios`
-//! (ours / the original's); and `postgres` (the same workload fields, or null). The `seed_`
+//! (ours / the original's); and `postgres` (the same workload fields, or null). The transfers
+//! give `transfer_ops_per_s` (committed transfers), `transfer_p50_us` and `transfer_p99_us` (a
+//! transfer's latency, its retries included), `transfer_retry_rate` (closure runs that did not
+//! commit, per committed transfer), `transfer_accounts`, and `baseline_transfer_ops_per_s`,
+//! `baseline_transfer_p50_us`, `baseline_transfer_p99_us` (rusqlite); the scan gives
+//! `scan_records`, `scan_values_per_s` and `scan_retrieve_values_per_s`. Their ratios are
+//! `ratios.transfer` (ours / rusqlite's), `ratios.transfer_to_write` (our transfers / our
+//! concurrent writes, `write`) and `ratios.scan` (scan / retrieve). The `seed_`
 //! prefix names the original approach. `ratios.read_hit` compares cache hits with the
 //! original's cache hits (`seed_read_hit`); before `seed_read_hit` existed it compared them with
 //! the original's uncached reads. `ratios.read_cold` and `ratios.read_cold_zipf` compare with
@@ -40,7 +59,9 @@ mod dataset;
 mod generate;
 mod ours;
 mod report;
+mod scan;
 mod seed;
+mod transfer;
 mod workload;
 
 use std::io::Write as _;
@@ -78,9 +99,13 @@ pub struct BenchArgs {
     /// Write the data set as JSON lines to FILE (for `strongbox import`) and stop.
     #[arg(long, value_name = "FILE")]
     pub write_dataset: Option<PathBuf>,
-    /// Tasks for the concurrent write and mixed workloads.
+    /// Tasks for the concurrent write, mixed and transfer workloads (and threads, each with its
+    /// own connection, for the transfers' rusqlite baseline).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Records of the collection the scan workload reads (the dataset's values, copied).
+    #[arg(long, value_name = "N", default_value_t = scan::DEFAULT_RECORDS)]
+    pub scan_records: usize,
     /// Seconds each timed workload runs.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
@@ -148,14 +173,27 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .close()
             .await?;
     }
-    let ours = ours::run(config, &dataset, args.concurrency, duration)
-        .await
-        .context("run the Strongbox workloads")?;
+    let ours = ours::run(
+        config,
+        &dataset,
+        args.concurrency,
+        duration,
+        args.scan_records,
+    )
+    .await
+    .context("run the Strongbox workloads")?;
     let seed_path = dir.path().join("seed.db");
     let seed_dataset = Arc::clone(&dataset);
     let seed = tokio::task::spawn_blocking(move || seed::run(&seed_path, &seed_dataset, duration))
         .await
         .context("run the original approach's workloads")??;
+    let transfer_path = dir.path().join("transfer.db");
+    let threads = args.concurrency;
+    let baseline_transfer = tokio::task::spawn_blocking(move || {
+        transfer::run_baseline(&transfer_path, threads, duration)
+    })
+    .await
+    .context("run the transfers on rusqlite")??;
     let postgres = match &args.postgres {
         Some(url) => Some(
             ours::run(
@@ -163,13 +201,21 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 &dataset,
                 args.concurrency,
                 duration,
+                args.scan_records,
             )
             .await
             .context("run the PostgreSQL workloads")?,
         ),
         None => None,
     };
-    let report = Report::new(&dataset, cache_capacity_bytes, ours, seed, postgres);
+    let report = Report::new(
+        &dataset,
+        cache_capacity_bytes,
+        ours,
+        seed,
+        baseline_transfer,
+        postgres,
+    );
     if args.json {
         println!(
             "{}",

@@ -1,5 +1,6 @@
 //! Strongbox's workloads on one backend: a bulk load and one maintenance run, then timed
-//! writes, cache-hit reads, cold reads and a read/update mix.
+//! writes, cache-hit reads, cold reads, a read/update mix, transfers (see `transfer`) and a
+//! scan (see `scan`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use serde::Serialize;
 use strongbox::{Config, Store};
 
 use crate::dataset::Dataset;
+use crate::scan::ScanFigures;
+use crate::transfer::TransferFigures;
 use crate::workload::{Measured, READ_TASKS, Zipf, run_for};
 
 /// Records in each transaction of the bulk load.
@@ -32,6 +35,12 @@ pub struct Figures {
     pub read_cold_zipf: Measured,
     /// Half reads, half updates, Zipfian keys, from `--concurrency` tasks.
     pub mixed: Measured,
+    /// Transfers between Zipfian accounts in `Store::transact`, from `--concurrency` tasks.
+    pub transfer: Measured,
+    /// Transfer closure runs that did not commit, per committed transfer.
+    pub transfer_retry_rate: f64,
+    /// A collection read by one scan, and by one retrieve per key.
+    pub scan: ScanFigures,
     /// File (or table) bytes after the bulk load and the maintenance run.
     pub file_bytes: u64,
     /// The maintenance run after the bulk load (it trains the dictionaries), in milliseconds.
@@ -73,15 +82,16 @@ struct Target {
 }
 
 /// Runs every workload on a new store of `config`, each timed one for `duration`; the
-/// concurrent ones on `concurrency` tasks.
+/// concurrent ones on `concurrency` tasks; the scan over `scan_records` records.
 ///
 /// # Errors
-/// When the store cannot be opened or an operation fails.
+/// When the store cannot be opened, an operation fails or the transfers lose money.
 pub async fn run(
     config: Config,
     dataset: &Arc<Dataset>,
     concurrency: usize,
     duration: Duration,
+    scan_records: usize,
 ) -> anyhow::Result<Figures> {
     let concurrency = concurrency.max(1);
     let store = Store::open(config.clone())
@@ -102,7 +112,7 @@ pub async fn run(
     }
     let read_hit = target.reads(KeyChoice::Uniform, duration).await?;
 
-    let mut cold_config = config;
+    let mut cold_config = config.clone();
     cold_config.cache_capacity_bytes = 0;
     let cold = Target {
         store: Store::open(cold_config)
@@ -115,6 +125,15 @@ pub async fn run(
     cold.store.close().await?;
 
     let mixed = target.mixed(concurrency, duration).await?;
+    let TransferFigures {
+        measured: transfer,
+        retry_rate: transfer_retry_rate,
+    } = crate::transfer::run_ours(&store, concurrency, duration)
+        .await
+        .context("run the transfers")?;
+    let scan = crate::scan::run(&config, &store, dataset, scan_records)
+        .await
+        .context("run the scan")?;
     store.close().await?;
     Ok(Figures {
         bulk_load,
@@ -124,6 +143,9 @@ pub async fn run(
         read_cold,
         read_cold_zipf,
         mixed,
+        transfer,
+        transfer_retry_rate,
+        scan,
         file_bytes,
         maintenance_ms: maintenance.elapsed_ms,
         dictionaries_trained: maintenance.dictionaries_trained,

@@ -6,7 +6,9 @@ use serde_json::{Map, Value, json};
 
 use crate::dataset::Dataset;
 use crate::ours::Figures;
+use crate::scan::ScanFigures;
 use crate::seed::SeedFigures;
+use crate::transfer::ACCOUNTS;
 use crate::workload::{Measured, peak_rss_bytes};
 
 /// Everything measured, ready to print.
@@ -17,6 +19,8 @@ pub struct Report {
     peak_rss_bytes: u64,
     ours: Figures,
     seed: SeedFigures,
+    /// The transfers on rusqlite, the obvious way.
+    baseline_transfer: Measured,
     postgres: Option<Figures>,
 }
 
@@ -27,6 +31,7 @@ impl Report {
         cache_capacity_bytes: u64,
         ours: Figures,
         seed: SeedFigures,
+        baseline_transfer: Measured,
         postgres: Option<Figures>,
     ) -> Self {
         Report {
@@ -36,6 +41,7 @@ impl Report {
             peak_rss_bytes: peak_rss_bytes(),
             ours,
             seed,
+            baseline_transfer,
             postgres,
         }
     }
@@ -76,9 +82,19 @@ impl Report {
         put("seed_write", &self.seed.write);
         put("seed_read", &self.seed.read);
         put("seed_read_hit", &self.seed.read_hit);
+        put("transfer", &self.ours.transfer);
+        put("baseline_transfer", &self.baseline_transfer);
         object.insert("ratios".into(), Value::Object(self.ratios()));
         let ours = &self.ours;
         let totals = [
+            ("transfer_retry_rate", json!(ours.transfer_retry_rate)),
+            ("transfer_accounts", json!(ACCOUNTS)),
+            ("scan_records", json!(ours.scan.records)),
+            ("scan_values_per_s", json!(ours.scan.values_per_s)),
+            (
+                "scan_retrieve_values_per_s",
+                json!(ours.scan.retrieve_values_per_s),
+            ),
             ("records", json!(self.records)),
             ("raw_bytes", json!(self.raw_bytes)),
             ("file_bytes", json!(ours.file_bytes)),
@@ -95,7 +111,8 @@ impl Report {
         Value::Object(object)
     }
 
-    /// Ours over the original's: throughput of each workload that has a baseline, and file size.
+    /// Ours over the original's: throughput of each workload that has a baseline, and file size;
+    /// then our transfers over rusqlite's and over our concurrent writes, and scan over retrieve.
     fn ratios(&self) -> Map<String, Value> {
         let mut ratios = Map::new();
         for (name, measured, baseline) in self.rows() {
@@ -113,6 +130,24 @@ impl Report {
                 self.seed.file_bytes as f64
             )),
         );
+        let ours = &self.ours;
+        let others = [
+            (
+                "transfer",
+                ratio(ours.transfer.ops_per_s, self.baseline_transfer.ops_per_s),
+            ),
+            (
+                "transfer_to_write",
+                ratio(ours.transfer.ops_per_s, ours.write.ops_per_s),
+            ),
+            (
+                "scan",
+                ratio(ours.scan.values_per_s, ours.scan.retrieve_values_per_s),
+            ),
+        ];
+        for (name, value) in others {
+            ratios.insert(name.into(), json!(value));
+        }
         ratios
     }
 
@@ -162,9 +197,41 @@ impl Report {
             self.peak_rss_bytes >> 20,
             self.cache_capacity_bytes >> 20
         );
+        self.print_transfer_and_scan();
         if let Some(postgres) = &self.postgres {
             self.print_postgres(postgres);
         }
+    }
+
+    /// Prints the transfers against rusqlite's and against our writes, and the scan against
+    /// retrieves.
+    fn print_transfer_and_scan(&self) {
+        let (ours, baseline) = (&self.ours, &self.baseline_transfer);
+        println!(
+            "\ntransfers: read 2 balances, write 2, serializable; {ACCOUNTS} Zipfian accounts, \
+             same transfers on both sides"
+        );
+        println!(
+            "{:<24} {:>12} {:>9} {:>9}",
+            "", "transfers/s", "p50 µs", "p99 µs"
+        );
+        for (name, measured) in [
+            ("Store::transact", &ours.transfer),
+            ("rusqlite BEGIN IMMEDIATE", baseline),
+        ] {
+            println!(
+                "{name:<24} {:>12.0} {:>9} {:>9}",
+                measured.ops_per_s, measured.p50_us, measured.p99_us
+            );
+        }
+        println!(
+            "ratio {:.2}x rusqlite's; {:.2}x our concurrent durable writes (write); retry rate \
+             {:.3} (closure runs that did not commit, per transfer)",
+            ratio(ours.transfer.ops_per_s, baseline.ops_per_s),
+            ratio(ours.transfer.ops_per_s, ours.write.ops_per_s),
+            ours.transfer_retry_rate
+        );
+        print_scan(&ours.scan);
     }
 
     /// Prints PostgreSQL's figures against SQLite's.
@@ -181,8 +248,32 @@ impl Report {
                 ratio(pg.ops_per_s, sqlite.ops_per_s)
             );
         }
+        let (pg, sqlite) = (&postgres.transfer, &self.ours.transfer);
+        println!(
+            "{:<16} {:>12.0} {:>9} {:>9} {:>12.0} {:>7.2}x  (retry rate {:.3})",
+            "transfer",
+            pg.ops_per_s,
+            pg.p50_us,
+            pg.p99_us,
+            sqlite.ops_per_s,
+            ratio(pg.ops_per_s, sqlite.ops_per_s),
+            postgres.transfer_retry_rate
+        );
         println!("{:<16} {:>12}", "table bytes", postgres.file_bytes);
+        print_scan(&postgres.scan);
     }
+}
+
+/// Prints a scan against retrieves.
+fn print_scan(scan: &ScanFigures) {
+    println!(
+        "scan of {} records, cache off, one task: {:.0} values/s; one retrieve per key in key \
+         order: {:.0} values/s; ratio {:.2}x",
+        scan.records,
+        scan.values_per_s,
+        scan.retrieve_values_per_s,
+        ratio(scan.values_per_s, scan.retrieve_values_per_s)
+    );
 }
 
 /// `ours / theirs`, or 0 when there is nothing to compare with.

@@ -102,12 +102,27 @@ pub fn run_threads_for(
     duration: Duration,
     operation: impl Fn(SmallRng) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<Measured> {
+    run_threads_with(vec![(); threads.max(1)], duration, |(), rng| operation(rng))
+}
+
+/// Runs a blocking `operation` on one thread per state (a connection, say) until `duration` has
+/// passed; measures each call. Each call gets its thread's state and a generator of its own,
+/// thread `i` the same generators as task `i` of [`run_for`].
+pub fn run_threads_with<S: Send>(
+    states: Vec<S>,
+    duration: Duration,
+    operation: impl Fn(&mut S, SmallRng) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Measured> {
     let started = Instant::now();
     let deadline = started + duration;
     let operation = &operation;
     let per_thread: Vec<anyhow::Result<Vec<u64>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|thread| scope.spawn(move || time_until(deadline, thread, operation)))
+        let handles: Vec<_> = states
+            .into_iter()
+            .enumerate()
+            .map(|(thread, mut state)| {
+                scope.spawn(move || time_until(deadline, thread, |rng| operation(&mut state, rng)))
+            })
             .collect();
         handles
             .into_iter()

@@ -29,6 +29,8 @@ fn the_bench_prints_the_documented_fields() {
             "0.2",
             "--concurrency",
             "4",
+            "--scan-records",
+            "700",
             "--json",
         ])
         .output()
@@ -56,6 +58,14 @@ fn the_bench_prints_the_documented_fields() {
         "read_hit_p99_us",
         "seed_read_hit_ops_per_s",
         "seed_read_hit_p99_us",
+        "transfer_ops_per_s",
+        "transfer_p50_us",
+        "transfer_p99_us",
+        "baseline_transfer_ops_per_s",
+        "baseline_transfer_p99_us",
+        "transfer_accounts",
+        "scan_values_per_s",
+        "scan_retrieve_values_per_s",
     ] {
         assert!(
             report[field].as_f64().is_some_and(|value| value > 0.0),
@@ -64,7 +74,21 @@ fn the_bench_prints_the_documented_fields() {
         );
     }
     assert_eq!(report["records"], 300);
-    for ratio in ["read_hit", "read_cold", "write", "file_bytes"] {
+    assert_eq!(report["scan_records"], 700);
+    assert!(
+        report["transfer_retry_rate"]
+            .as_f64()
+            .is_some_and(|rate| rate >= 0.0)
+    );
+    for ratio in [
+        "read_hit",
+        "read_cold",
+        "write",
+        "file_bytes",
+        "transfer",
+        "transfer_to_write",
+        "scan",
+    ] {
         assert!(report["ratios"][ratio].as_f64().is_some(), "{ratio}");
     }
 }
@@ -129,6 +153,8 @@ fn without_a_dataset_it_benchmarks_the_same_generated_game_data_every_run() {
         "0.1",
         "--concurrency",
         "2",
+        "--scan-records",
+        "300",
         "--json",
     ]);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
