@@ -5,14 +5,7 @@ use std::sync::Arc;
 use strongbox::{Entry, Error, ListOptions, Scan, Store};
 use tokio::task::JoinSet;
 
-/// Increments per task: `STRONGBOX_TRANSACT_INCREMENTS`, default 20 (1,280 in all; 200 gives
-/// the 12,800 of a soak run, which on PostgreSQL takes minutes on one contended row).
-fn increments_per_task() -> u64 {
-    std::env::var("STRONGBOX_TRANSACT_INCREMENTS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(20)
-}
+use crate::common::increments_per_task;
 
 /// 64 tasks each add one to a shared counter through `transact`: no increment is lost.
 pub async fn concurrent_increments_are_exact(store: &Store) {
