@@ -1,5 +1,6 @@
 //! Test scaffolding: a store on a fresh SQLite file in a temporary directory, or on a scratch
-//! PostgreSQL database created for the test and dropped after it.
+//! PostgreSQL database created for the test and dropped after it; and a test of this binary
+//! run again as a child process (`run_child`), for what one process cannot show.
 //!
 //! The PostgreSQL server is `$STRONGBOX_TEST_POSTGRES` (a server URL without a database
 //! name), by default `postgres://postgres@127.0.0.1:5432`, the one `.ci/run` starts. When no
@@ -14,6 +15,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strongbox::{Config, Store};
 use tempfile::TempDir;
+
+/// Increments per task of the shared-counter tests: `STRONGBOX_TRANSACT_INCREMENTS`, default
+/// 200 (64 tasks make 12,800 in all, every one a conflict for most of them on one contended
+/// row; on PostgreSQL in a debug build that takes a few minutes).
+pub fn increments_per_task() -> u64 {
+    std::env::var("STRONGBOX_TRANSACT_INCREMENTS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Runs the test `name` of this test binary again, as a child process with `env` set, and
+/// returns what it printed. Fails unless the child ran exactly that one test and it passed.
+///
+/// `name` is the test's path in the binary (`module::function`), as `--exact` matches it.
+pub async fn run_child(name: &str, env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .envs(env.iter().copied());
+    // The child runs for seconds: wait for it on a blocking thread, not a runtime worker.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "the child {name} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The number a child printed after `label`, as in `child: committed 640` (the test harness
+/// may have printed the test's name before it on the same line).
+pub fn reported(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|line| {
+            let (_, after) = line.split_once(label)?;
+            after.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("the child did not report {label:?}:\n{stdout}"))
+}
 
 /// A store and what it lives in, cleaned up at the end of the test.
 pub struct Harness {

@@ -16,4 +16,6 @@ mod metrics;
 mod model;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod processes;
 mod read_only;
+mod scan_memory;

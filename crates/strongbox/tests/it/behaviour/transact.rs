@@ -5,15 +5,7 @@ use std::sync::Arc;
 use strongbox::{Entry, Error, ListOptions, Scan, Store};
 use tokio::task::JoinSet;
 
-/// Increments per task: `STRONGBOX_TRANSACT_INCREMENTS`, default 200 (12,800 in all: every
-/// one a conflict for most of the 64 tasks, one contended row; on PostgreSQL in a debug build
-/// that takes a few minutes).
-fn increments_per_task() -> u64 {
-    std::env::var("STRONGBOX_TRANSACT_INCREMENTS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(200)
-}
+use crate::common::increments_per_task;
 
 /// 64 tasks each add one to a shared counter through `transact`: no increment is lost.
 pub async fn concurrent_increments_are_exact(store: &Store) {
