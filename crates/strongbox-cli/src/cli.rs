@@ -97,6 +97,10 @@ pub enum Command {
     Export(commands::export::ExportArgs),
     /// Show what the database holds and what compression and deduplication save.
     Stats(commands::stats::StatsArgs),
+    /// Print the change feed after a sequence number: one line (or JSON object) per change.
+    Changes(commands::changes::ChangesArgs),
+    /// Follow the change feed (of one collection, or all) until interrupted (Ctrl-C: exit 0).
+    Watch(commands::watch::WatchArgs),
     /// Check every stored value against its hash and every reference (exit code 4 on problems).
     Verify(commands::verify::VerifyArgs),
     /// Simulate a BitCraps game night on a temporary database (or on --db) and report.

@@ -138,6 +138,20 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// The change feed no longer holds changes after `requested`: they were trimmed
+    /// (`Config::changes_retention_secs`, `Config::changes_retention_count`). Read again from
+    /// `oldest - 1`, having reconciled what the trimmed changes would have told.
+    #[error(
+        "the changes after {requested} were trimmed from the change feed; the oldest still held is {oldest} (resume from a newer sequence, or keep changes longer with changes_retention_secs and changes_retention_count)"
+    )]
+    ChangesTrimmed {
+        /// The sequence number asked to resume after.
+        requested: u64,
+        /// The oldest sequence number still held (the next one to be written, when the feed
+        /// is empty).
+        oldest: u64,
+    },
+
     /// A [`crate::blocking`] call was made inside a tokio runtime, where waiting would stall
     /// the runtime's thread; nothing was done. Call the async [`crate::Store`] there instead.
     #[error(
@@ -262,6 +276,7 @@ impl Error {
             Error::ReadOnly { .. } => ErrorKind::ReadOnly,
             Error::Closed => ErrorKind::Closed,
             Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
+            Error::ChangesTrimmed { .. } => ErrorKind::ChangesTrimmed,
         }
     }
 }
@@ -299,11 +314,13 @@ pub enum ErrorKind {
     Closed,
     /// [`Error::BlockingInAsync`]: `"blocking_in_async"`.
     BlockingInAsync,
+    /// [`Error::ChangesTrimmed`]: `"changes_trimmed"`.
+    ChangesTrimmed,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 13] = [
+    pub(crate) const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -317,6 +334,7 @@ impl ErrorKind {
         ErrorKind::ReadOnly,
         ErrorKind::Closed,
         ErrorKind::BlockingInAsync,
+        ErrorKind::ChangesTrimmed,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -336,6 +354,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "read_only",
             ErrorKind::Closed => "closed",
             ErrorKind::BlockingInAsync => "blocking_in_async",
+            ErrorKind::ChangesTrimmed => "changes_trimmed",
         }
     }
 }

@@ -28,8 +28,8 @@ pub struct MaintenanceOptions {
 /// One step of a maintenance run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepReport {
-    /// The step's name: `flush_read_counts`, `collect_orphans`, `compress`, `optimize`,
-    /// `reindex`, `vacuum`, `backup`, `checkpoint`, `integrity_check`, `cache_cleanup`.
+    /// The step's name: `flush_read_counts`, `collect_orphans`, `trim_changes`, `compress`,
+    /// `optimize`, `reindex`, `vacuum`, `backup`, `checkpoint`, `integrity_check`, `cache_cleanup`.
     pub name: &'static str,
     /// How long it took, in milliseconds.
     pub elapsed_ms: u64,
@@ -58,6 +58,9 @@ pub struct MaintenanceReport {
     /// Blobs whose last reference was released since the last sweep, now removed (on SQLite,
     /// a delete or an overwrite leaves the old value for this sweep).
     pub released_blobs_removed: u64,
+    /// Changes trimmed from the change feed (`changes_retention_secs`,
+    /// `changes_retention_count`).
+    pub changes_trimmed: u64,
     /// Compression dictionaries trained (see `Store::train_dictionaries`).
     pub dictionaries_trained: u64,
     /// Values rewritten with a new dictionary.
@@ -80,7 +83,8 @@ pub struct MaintenanceReport {
 }
 
 impl Store {
-    /// Runs the default maintenance: save read counts, collect orphan blobs, train compression
+    /// Runs the default maintenance: save read counts, collect orphan blobs, trim the change
+    /// feed, train compression
     /// dictionaries where they pay (and recompress), refresh planner statistics, return free pages to the file system, checkpoint the WAL, check integrity,
     /// sweep the cache.
     ///
@@ -135,6 +139,12 @@ impl Store {
         })
         .await;
         let orphans = run.step("collect_orphans", self.collect_orphans()).await;
+        let trimmed = run
+            .step("trim_changes", async {
+                let trimmed = self.trim_changes().await?;
+                Ok((format!("trimmed {trimmed} changes from the feed"), trimmed))
+            })
+            .await;
         let compressed = run.step("compress", self.compress()).await;
         run.step("optimize", self.optimize(options.is_full)).await;
         if options.reindex {
@@ -172,6 +182,7 @@ impl Store {
             .await;
 
         (report.orphan_blobs_removed, report.released_blobs_removed) = orphans.unwrap_or((0, 0));
+        report.changes_trimmed = trimmed.unwrap_or(0);
         (report.dictionaries_trained, report.values_recompressed) = compressed.unwrap_or((0, 0));
         report.pages_vacuumed = pages.unwrap_or(0);
         if let Some(problems) = problems {

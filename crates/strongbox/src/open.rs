@@ -6,7 +6,7 @@
 //! dictionaries loaded, its tasks started. The tasks hold weak handles (see `tasks`), so this
 //! module may name what sits above `store` (maintenance) without `store` naming it.
 
-use crate::backend::{Backend, Change, Engine};
+use crate::backend::{Backend, Engine, Invalidation};
 use crate::config::Config;
 use crate::error::Result;
 use crate::maintenance::MaintenanceOptions;
@@ -83,7 +83,7 @@ fn start_tasks(store: &Store) {
             tracing::debug!(evicted, "cache swept");
         },
     );
-    if let Some(changes) = store.backend().take_changes() {
+    if let Some(changes) = store.backend().take_invalidations() {
         // Drops cache entries that other servers' writes made stale, as the backend hears of them.
         tasks.follow(
             "cache coherence",
@@ -92,10 +92,10 @@ fn start_tasks(store: &Store) {
             |inner, change| {
                 let store = Store::from_inner(inner);
                 match change {
-                    Change::Key { collection, key } => {
+                    Invalidation::Key { collection, key } => {
                         store.cache().written(&collection, &key, None)
                     }
-                    Change::All => store.cache().clear(),
+                    Invalidation::All => store.cache().clear(),
                 }
             },
         );

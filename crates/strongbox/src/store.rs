@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// Held while maintenance runs, so that it never runs twice at once.
     maintenance: tokio::sync::Mutex<()>,
     tasks: Tasks,
+    /// Bumped after each write this process committed, to wake the change feed's subscribers.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for Inner {
@@ -71,6 +73,7 @@ impl Store {
                 access: AccessLog::default(),
                 maintenance: tokio::sync::Mutex::new(()),
                 tasks: Tasks::new(),
+                committed: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -99,6 +102,11 @@ impl Store {
 
     pub(crate) fn maintenance_lock(&self) -> &tokio::sync::Mutex<()> {
         &self.inner.maintenance
+    }
+
+    /// Wakes when this process commits a write (see `Store::subscribe`).
+    pub(crate) fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.committed.subscribe()
     }
 
     pub(crate) fn tasks(&self) -> &Tasks {

@@ -3,6 +3,7 @@
 //! and reading many values in parallel.
 
 pub mod backup;
+pub mod changes;
 pub mod collections;
 pub mod completions;
 pub mod delete;
@@ -19,6 +20,7 @@ pub mod scan;
 pub mod serve_metrics;
 pub mod stats;
 pub mod verify;
+pub mod watch;
 
 use std::fmt;
 
@@ -101,6 +103,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             "the benchmark is not part of `strongbox` any more: in the Strongbox repository, run \
              `cargo run --release -p strongbox-bench` (it generates its data; --help for more)"
         )),
+        Command::Changes(args) => changes::run(&global, args).await,
+        Command::Watch(args) => watch::run(&global, args).await,
         Command::Backup(args) => backup::run(&global, args).await,
         Command::Migrate(args) => migrate::run(&global, args).await,
         Command::Completions(args) => completions::run(&args),

@@ -26,6 +26,8 @@ fn completions_and_the_manual_page_name_the_commands() {
             "backup",
             "serve-metrics",
             "read-only",
+            "changes",
+            "watch",
         ] {
             assert!(script.contains(command), "{shell}: {command}");
         }
@@ -328,4 +330,67 @@ fn quiet_still_reports_a_failure_and_conflicts_with_verbose() {
     );
     let both = run(&db, &["-q", "-v", "stats"]);
     assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn changes_and_watch_print_one_json_line_per_change() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("feed.db");
+    assert_ok(&run(&db, &["put", "players", "alice", "1"]));
+    assert_ok(&run(&db, &["put", "players", "alice", "2"]));
+    assert_ok(&run(&db, &["delete", "players", "alice"]));
+
+    let output = run(&db, &["changes", "--since", "0", "--json"]);
+    assert_ok(&output);
+    let changes: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let kinds: Vec<(&str, u64)> = changes
+        .iter()
+        .map(|change| {
+            (
+                change["kind"].as_str().unwrap(),
+                change["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("put", 1), ("put", 2), ("delete", 2)]);
+    let first = &changes[0];
+    assert_eq!(first["seq"], 1);
+    assert_eq!(
+        (first["collection"].as_str(), first["key"].as_str()),
+        (Some("players"), Some("alice"))
+    );
+    let at = first["at"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(at).is_ok(), "{at}");
+    assert_eq!(first["blob_id"].as_str().map(str::len), Some(64));
+    assert!(changes[2].get("blob_id").is_none());
+    let paged = run(&db, &["changes", "--since", "1", "--limit", "1", "--json"]);
+    assert_eq!(stdout(&paged).lines().count(), 1);
+    assert!(stdout(&paged).contains("\"seq\":2"));
+
+    // `watch` prints what is there, then what another process writes, until Ctrl-C.
+    let mut watcher = strongbox(&db)
+        .args(["watch", "scores", "--from", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert_ok(&run(&db, &["put", "players", "bob", "3"]));
+    assert_ok(&run(&db, &["put", "scores", "bob", "42"]));
+    let seen: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (seen["collection"].as_str(), seen["key"].as_str()),
+        (Some("scores"), Some("bob"))
+    );
+    assert_eq!(seen["kind"], "put");
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = watcher.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "watch exits 0 on Ctrl-C");
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, ScanRange, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord,
-    WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
+    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, StorageTotals,
+    StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -34,10 +34,10 @@ pub trait Engine {
     /// Total time callers waited for a free connection, in microseconds.
     fn connection_wait_micros(&self) -> u64;
 
-    /// The feed of writes committed by other servers sharing the database, so that caches stay
-    /// coherent; `None` after the first call, and from an engine without such servers (an
+    /// The keys written by other servers sharing the database, heard as they commit, so that
+    /// caches stay coherent; `None` after the first call, and from an engine without such servers (an
     /// SQLite file belongs to one process's store).
-    fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<Change>>;
+    fn take_invalidations(&self) -> Option<mpsc::UnboundedReceiver<Invalidation>>;
 
     /// Finishes what is queued and stops; later calls fail with `Error::Closed`.
     async fn close(&self) -> Result<()>;
@@ -198,6 +198,26 @@ pub trait DictionaryStorage {
     /// (blobs deleted meanwhile are skipped); returns how many were replaced. The caller
     /// guarantees that each new encoding decodes to the blob's value.
     async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64>;
+}
+
+/// The change feed: every committed put and delete, numbered in commit order.
+///
+/// Each write that changes a record appends its change in the write's own transaction, so a
+/// change exists exactly when its write committed; `seq` is store-wide and strictly increasing
+/// in commit order, so no change below a number already seen can commit later.
+pub trait Feed {
+    /// Up to `limit` changes with `seq > since` (of `collection` only, if given), ascending,
+    /// with where the feed stands, all from one snapshot.
+    async fn changes_after(
+        &self,
+        since: u64,
+        limit: usize,
+        collection: Option<&str>,
+    ) -> Result<FeedPage>;
+
+    /// Deletes the oldest changes as `trim` says, always a prefix of the feed, and records the
+    /// highest sequence number deleted; returns how many were deleted.
+    async fn trim_changes(&self, trim: FeedTrim) -> Result<u64>;
 }
 
 /// Two different dictionaries with the same id: zstd derives ids from content, so this is a

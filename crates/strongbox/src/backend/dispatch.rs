@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::contract::{Checks, DictionaryStorage, Engine, Reads, Snapshots, Upkeep, Writes};
+use super::contract::{Checks, DictionaryStorage, Engine, Feed, Reads, Snapshots, Upkeep, Writes};
 #[cfg(feature = "postgres")]
 use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, ScanRange, SnapshotItem, StorageTotals, StoredDictionary, StoredRecord,
-    WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
+    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, StorageTotals,
+    StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::config::Config;
@@ -76,8 +76,8 @@ impl Engine for Backend {
         forward!(self, engine => engine.connection_wait_micros())
     }
 
-    fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
-        forward!(self, engine => engine.take_changes())
+    fn take_invalidations(&self) -> Option<mpsc::UnboundedReceiver<Invalidation>> {
+        forward!(self, engine => engine.take_invalidations())
     }
 
     async fn close(&self) -> Result<()> {
@@ -244,5 +244,20 @@ impl DictionaryStorage for Backend {
 
     async fn rewrite_blobs(&self, blobs: Vec<(BlobId, Vec<u8>)>) -> Result<u64> {
         forward!(self, engine => engine.rewrite_blobs(blobs).await)
+    }
+}
+
+impl Feed for Backend {
+    async fn changes_after(
+        &self,
+        since: u64,
+        limit: usize,
+        collection: Option<&str>,
+    ) -> Result<FeedPage> {
+        forward!(self, engine => engine.changes_after(since, limit, collection).await)
+    }
+
+    async fn trim_changes(&self, trim: FeedTrim) -> Result<u64> {
+        forward!(self, engine => engine.trim_changes(trim).await)
     }
 }

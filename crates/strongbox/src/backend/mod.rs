@@ -5,7 +5,7 @@
 //! Collection names and keys are always bound as parameters, never formatted into SQL text.
 //!
 //! - [`contract`]: what an engine does, as traits ([`Reads`], [`Writes`], [`Snapshots`],
-//!   [`Checks`], [`Upkeep`], [`DictionaryStorage`], and [`Engine`] for the rest); each means
+//!   [`Checks`], [`Upkeep`], [`DictionaryStorage`], [`Feed`], and [`Engine`] for the rest); each means
 //!   the same on both engines.
 //! - [`types`]: the plain data of that contract.
 //! - [`plan`]: the write rule (condition, next version, metadata, seal, which blob to reference
@@ -26,14 +26,14 @@ mod range;
 mod sqlite;
 mod types;
 
-pub use contract::{Checks, DictionaryStorage, Engine, Reads, Snapshots, Upkeep, Writes};
+pub use contract::{Checks, DictionaryStorage, Engine, Feed, Reads, Snapshots, Upkeep, Writes};
 pub(crate) use contract::{dictionary_clash, inconsistent_store};
 pub use dispatch::Backend;
 /// An embedded database file's companions and whether it is in use (SQLite's: a PostgreSQL
 /// store has no files of its own).
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};
 pub use types::{
-    AccessUpdate, BlobCursor, Change, Checkpoint, KeyRange, Measurement, OrphanSweep, RecordCheck,
-    RefcountMismatch, ScanRange, SnapshotItem, SnapshotRecord, StorageTotals, StoredDictionary,
-    StoredRecord, WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
+    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, SnapshotRecord,
+    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };

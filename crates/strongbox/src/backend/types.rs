@@ -337,7 +337,7 @@ pub struct RefcountMismatch {
     expect(dead_code, reason = "only PostgreSQL hears of other servers' writes")
 )]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub enum Invalidation {
     /// This key changed.
     Key {
         /// Collection of the key.
@@ -347,4 +347,28 @@ pub enum Change {
     },
     /// Changes may have been missed (the listener reconnected): forget everything cached.
     All,
+}
+
+/// A page of the change feed and where the feed stands, read in one snapshot (see
+/// [`Feed::changes_after`](super::Feed::changes_after)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    /// The changes found, in ascending `seq`.
+    pub changes: Vec<crate::change::Change>,
+    /// Every change up to and including this sequence number was trimmed (0: none).
+    pub trimmed_through: u64,
+    /// The oldest change still held, if any.
+    pub oldest: Option<u64>,
+    /// The newest sequence number committed (at least `trimmed_through`): no change at or
+    /// below it can commit after this snapshot.
+    pub newest: u64,
+}
+
+/// What a trim of the change feed keeps; a change goes when either bound says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedTrim {
+    /// Trim the changes committed before this time, in milliseconds since the Unix epoch.
+    pub older_than_ms: Option<i64>,
+    /// Keep at most this many of the newest changes.
+    pub keep_count: Option<u64>,
 }

@@ -17,6 +17,11 @@ impl Config {
         Duration::from_millis(self.busy_timeout_ms)
     }
 
+    /// How long the change feed keeps a change (`changes_retention_secs`; zero: any age).
+    pub fn changes_retention(&self) -> Duration {
+        Duration::from_secs(self.changes_retention_secs)
+    }
+
     /// How long an entry stays in the cache (`cache_ttl_secs`).
     pub fn cache_ttl(&self) -> Duration {
         Duration::from_secs(self.cache_ttl_secs)
@@ -193,6 +198,19 @@ impl Config {
     /// Sets `backup_retention`.
     pub fn with_backup_retention(mut self, retention: Retention) -> Self {
         self.backup_retention = retention;
+        self
+    }
+
+    /// Sets `changes_retention_secs`, rounded up to a whole second (`Duration::ZERO` keeps
+    /// changes whatever their age).
+    pub fn with_changes_retention(mut self, retention: Duration) -> Self {
+        self.changes_retention_secs = secs_rounded_up(retention);
+        self
+    }
+
+    /// Sets `changes_retention_count` (0 keeps any number).
+    pub fn with_changes_retention_count(mut self, count: u64) -> Self {
+        self.changes_retention_count = count;
         self
     }
 }

@@ -27,6 +27,9 @@ pub(super) const BUSY_TIMEOUT_MS: RangeInclusive<u64> = 1..=i32::MAX as u64;
 pub(super) const CACHE_TTL_SECS: RangeInclusive<u64> = 1..=1_000 * YEAR_SECS;
 /// Seconds between runs of a background task or scheduled backups; 0 turns it off.
 pub(super) const INTERVAL_SECS: RangeInclusive<u64> = 0..=YEAR_SECS;
+/// Seconds the change feed keeps a change (0: any age), bounded so that the age in
+/// milliseconds fits an `i64`.
+pub(super) const RETENTION_SECS: RangeInclusive<u64> = 0..=1_000 * YEAR_SECS;
 /// Percent of the file that may be slack.
 pub(super) const SLACK_PERCENT: RangeInclusive<u64> = 0..=100;
 
@@ -102,6 +105,12 @@ impl Config {
             u64::from(self.vacuum_slack_percent),
             SLACK_PERCENT,
             "",
+        )?;
+        check_range(
+            "changes_retention_secs",
+            self.changes_retention_secs,
+            RETENTION_SECS,
+            " (1,000 years; 0 keeps changes whatever their age)",
         )?;
         self.check_retention()
     }
@@ -207,6 +216,9 @@ mod tests {
             }),
             ("vacuum_slack_percent", SLACK_PERCENT, |c, v| {
                 c.vacuum_slack_percent = u8::try_from(v).unwrap_or(u8::MAX)
+            }),
+            ("changes_retention_secs", RETENTION_SECS, |c, v| {
+                c.changes_retention_secs = v
             }),
         ]
     }

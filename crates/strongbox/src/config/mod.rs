@@ -184,6 +184,13 @@ pub struct Config {
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
     /// Valid: 0 to 31,536,000 (365 days). See [`Config::cache_eviction_interval`].
     pub cache_eviction_interval_secs: u64,
+    /// Seconds the change feed keeps a change (`Store::changes`, `Store::subscribe`);
+    /// maintenance trims older ones. Default 604,800 (7 days); 0 keeps changes whatever their
+    /// age. Valid: 0 to 31,536,000,000 (1,000 years). See [`Config::changes_retention`].
+    pub changes_retention_secs: u64,
+    /// The most changes the change feed keeps; maintenance trims the oldest beyond it.
+    /// Default 1,000,000; 0 keeps any number. Valid: any.
+    pub changes_retention_count: u64,
 }
 
 impl Default for Config {
@@ -216,6 +223,8 @@ impl Default for Config {
             backup_retention: Retention::default(),
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,
+            changes_retention_secs: 7 * 24 * 3_600,
+            changes_retention_count: 1_000_000,
         }
     }
 }
@@ -326,6 +335,8 @@ mod tests {
         backup_interval_secs = 7200
         maintenance_interval_secs = 600
         cache_eviction_interval_secs = 20
+        changes_retention_secs = 3600
+        changes_retention_count = 5000
 
         [compression]
         algorithm = "gzip"
@@ -347,6 +358,8 @@ mod tests {
         assert_eq!(config.maintenance_interval(), Duration::from_secs(600));
         assert_eq!(config.cache_eviction_interval(), Duration::from_secs(20));
         assert_eq!(config.backup_interval(), Duration::from_secs(7_200));
+        assert_eq!(config.changes_retention(), Duration::from_secs(3_600));
+        assert_eq!(config.changes_retention_count, 5_000);
         assert_eq!(
             config.backup_retention,
             Retention {

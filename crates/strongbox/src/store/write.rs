@@ -199,6 +199,9 @@ impl Store {
         let cache = &self.inner.cache;
         match &result {
             Ok(outcomes) => {
+                self.inner
+                    .committed
+                    .send_modify(|commits| *commits = commits.wrapping_add(1));
                 for (touched, outcome) in touched.into_iter().zip(outcomes) {
                     let Some((collection, key, value)) = touched else {
                         continue;

@@ -255,6 +255,8 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     drop(conn);
 
     let store = Store::open(Config::new(&path)).await.unwrap();
+    // Version 5: the change feed starts empty, and records written from now on are in it.
+    assert!(store.changes(0, 10).await.unwrap().is_empty());
     let alice = store
         .retrieve_record::<serde_json::Value>("players", "alice")
         .await
@@ -286,7 +288,14 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    let changes: i64 = conn
+        .query_row("SELECT count(*) FROM changes", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        changes, 3,
+        "the delete and the two puts after the migration"
+    );
     // Version 3: the blob ids are indexed by their first 8 bytes only.
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'blobs'")

@@ -49,6 +49,7 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
         [
             "flush_read_counts",
             "collect_orphans",
+            "trim_changes",
             "compress",
             "optimize",
             "vacuum",
@@ -390,8 +391,8 @@ mod on_postgres {
             SELECT sum(pg_total_relation_size(name::regclass))::BIGINT,
                    (pg_total_relation_size('strongbox_records')
                     + pg_total_relation_size('strongbox_blobs'))::BIGINT
-            FROM unnest(ARRAY['strongbox_records', 'strongbox_blobs', 'strongbox_dictionaries',
-                              'strongbox_meta']) AS name";
+            FROM unnest(ARRAY['strongbox_records', 'strongbox_changes', 'strongbox_blobs',
+                              'strongbox_dictionaries', 'strongbox_meta']) AS name";
         let mut measured = None;
         for _ in 0..10 {
             let before = admin.query_one(TABLE_BYTES, &[]).await.unwrap();
@@ -462,6 +463,7 @@ async fn a_failing_step_is_reported_and_every_other_step_still_runs() {
         [
             "flush_read_counts",
             "collect_orphans",
+            "trim_changes",
             "compress",
             "optimize",
             "vacuum",

@@ -195,6 +195,50 @@ async fn servers_starting_at_once_migrate_once() {
     }
 }
 
+/// A database of schema version 3, from before the change feed: a store of today with the
+/// feed's objects dropped and the version set back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
+    let Some(scratch) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    store.store("players", "alice", &1000).await.unwrap();
+    store.store("players", "bob", &500).await.unwrap();
+    store.close().await.unwrap();
+    let client = scratch.connect().await;
+    client
+        .batch_execute(
+            "DROP TABLE strongbox_changes; DROP SEQUENCE strongbox_changes_seq;
+             DELETE FROM strongbox_meta WHERE name = 'changes_trimmed_through';
+             UPDATE strongbox_meta SET value = 3 WHERE name = 'schema_version';",
+        )
+        .await
+        .unwrap();
+
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    assert_eq!(
+        store.retrieve::<i64>("players", "alice").await.unwrap(),
+        Some(1000)
+    );
+    assert!(store.changes(0, 10).await.unwrap().is_empty());
+    store.store("players", "carol", &250).await.unwrap();
+    let changes = store.changes(0, 10).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].key, "carol");
+    assert!(store.verify().await.unwrap().is_clean());
+    store.close().await.unwrap();
+    let version: i64 = client
+        .query_one(
+            "SELECT value FROM strongbox_meta WHERE name = 'schema_version'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 4);
+}
+
 #[tokio::test]
 async fn a_bad_url_is_a_clear_error_without_the_password() {
     let error = Store::open(Config::postgres(

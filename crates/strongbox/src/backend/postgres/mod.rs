@@ -14,11 +14,13 @@
 
 //!
 //! Rooms: [`read`], [`write`] (with [`refs`], the reference-count deltas), [`snapshot`],
-//! [`verify`], [`maintenance`], [`dictionaries`], [`notify`] (the change listener), [`schema`],
+//! [`verify`], [`maintenance`], [`dictionaries`], [`feed`] (the change feed), [`notify`] (the
+//! cache invalidations other servers announce), [`schema`],
 //! [`tls`], [`convert`].
 
 mod convert;
 mod dictionaries;
+mod feed;
 mod maintenance;
 mod notify;
 mod read;
@@ -40,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::convert::{Column, map_err, unsigned};
 use self::tls::tls_connector;
-use crate::backend::{Change, Engine};
+use crate::backend::{Engine, Invalidation};
 use crate::config::{Config, Durability, PostgresUrl};
 use crate::error::{Error, Result};
 
@@ -59,7 +61,7 @@ pub struct PostgresBackend {
     notifies: bool,
     wait_micros: AtomicU64,
     listener: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
-    changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    changes: Mutex<Option<mpsc::UnboundedReceiver<Invalidation>>>,
     /// Opened with `Config::read_only`: every session is read-only, writes fail with
     /// `Error::ReadOnly` before reaching the server, and read counts are not kept.
     read_only: bool,
@@ -207,7 +209,7 @@ impl Engine for PostgresBackend {
         "postgres"
     }
 
-    fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
+    fn take_invalidations(&self) -> Option<mpsc::UnboundedReceiver<Invalidation>> {
         self.changes
             .lock()
             .ok()

@@ -2,7 +2,7 @@
 //! servers and passes them on as [`Change`]s, so each server can drop stale cache entries.
 //!
 //! When the connection drops, notifications may have been missed: the listener sends
-//! [`Change::All`] and reconnects with a growing pause (up to five seconds). It stops when its
+//! [`Invalidation::All`] and reconnects with a growing pause (up to five seconds). It stops when its
 //! token is cancelled (by `Backend::close` or when the backend is dropped).
 
 use std::future::poll_fn;
@@ -14,14 +14,14 @@ use tokio_postgres::{AsyncMessage, Socket};
 use tokio_util::sync::CancellationToken;
 
 use super::write::CHANGES_CHANNEL;
-use crate::backend::Change;
+use crate::backend::Invalidation;
 
 /// Runs until cancelled.
 pub async fn listen<T>(
     config: tokio_postgres::Config,
     tls: T,
     instance_id: u64,
-    changes: mpsc::UnboundedSender<Change>,
+    changes: mpsc::UnboundedSender<Invalidation>,
     cancel: CancellationToken,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -50,7 +50,7 @@ pub async fn listen<T>(
                                 is_listening = true;
                                 pause = Duration::from_millis(50);
                                 // Writes may have committed while nobody listened.
-                                if changes.send(Change::All).is_err() {
+                                if changes.send(Invalidation::All).is_err() {
                                     return;
                                 }
                             }
@@ -79,7 +79,7 @@ pub async fn listen<T>(
             }
             Err(error) => tracing::warn!(%error, "the change listener cannot connect"),
         }
-        if changes.send(Change::All).is_err() {
+        if changes.send(Invalidation::All).is_err() {
             return;
         }
         tokio::select! {
@@ -91,11 +91,11 @@ pub async fn listen<T>(
 }
 
 /// A change from a notification payload `[instance, collection, key]`, unless it is our own.
-fn parse(payload: &str, own_id: &str) -> Option<Change> {
+fn parse(payload: &str, own_id: &str) -> Option<Invalidation> {
     match serde_json::from_str::<(String, String, String)>(payload) {
         Ok((instance, _, _)) if instance == own_id => None,
-        Ok((_, collection, key)) => Some(Change::Key { collection, key }),
+        Ok((_, collection, key)) => Some(Invalidation::Key { collection, key }),
         // Not ours to read: drop everything rather than risk a stale entry.
-        Err(_) => Some(Change::All),
+        Err(_) => Some(Invalidation::All),
     }
 }

@@ -12,11 +12,12 @@ use crate::error::{Error, Result};
 use crate::record::seal;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Every table Strongbox creates: what maintenance vacuums, measures and checks.
-pub(super) const TABLES: [&str; 4] = [
+pub(super) const TABLES: [&str; 5] = [
     "strongbox_records",
+    "strongbox_changes",
     "strongbox_blobs",
     "strongbox_dictionaries",
     "strongbox_meta",
@@ -66,6 +67,26 @@ CREATE TABLE strongbox_dictionaries (
 /// Version 3: every record carries its seal, as on SQLite (schema version 4 there; see
 /// `record::seal`). Existing records are sealed as they are by [`seal_every_record`].
 const V3: &str = "ALTER TABLE strongbox_records ADD COLUMN seal BIGINT NOT NULL DEFAULT 0;";
+
+/// Version 4: the change feed (see `super::feed`). `strongbox_changes` holds one row per
+/// committed put or delete, numbered from `strongbox_changes_seq` (a number is never handed
+/// out twice, so none is reused after a trim); `kind` is `ChangeKind::code`, `at` the commit
+/// time in milliseconds, `blob_id` the value written (a put). `changes_trimmed_through` in
+/// `strongbox_meta` is the highest number trimmed. An existing store starts with an empty feed.
+const V4: &str = r#"
+CREATE SEQUENCE strongbox_changes_seq AS BIGINT;
+CREATE TABLE strongbox_changes (
+    seq BIGINT PRIMARY KEY,
+    collection TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    kind SMALLINT NOT NULL,
+    version BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    blob_id BYTEA
+);
+INSERT INTO strongbox_meta (name, value) VALUES ('changes_trimmed_through', 0)
+    ON CONFLICT (name) DO NOTHING;
+"#;
 
 /// The schema version recorded in `strongbox_meta` (0: none recorded).
 async fn schema_version(client: &impl deadpool_postgres::GenericClient) -> Result<i64> {
@@ -145,6 +166,11 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             .await
             .map_err(map_err("migrate the schema to version 3"))?;
         seal_every_record(&tx).await?;
+    }
+    if version < 4 {
+        tx.batch_execute(V4)
+            .await
+            .map_err(map_err("migrate the schema to version 4"))?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(

@@ -10,6 +10,8 @@
 //!   retry it whole (the operations are plain data), a bounded number of times.
 //! - Every written key is announced with `pg_notify` inside the transaction, so other servers
 //!   hear of it exactly when it commits.
+//! - The changes go to the change feed last, numbered under the feed's lock (see
+//!   [`super::feed`]), which is then held only until `COMMIT`.
 
 use std::time::Duration;
 
@@ -19,12 +21,14 @@ use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
 use super::convert::{Column, format, map_err, meta, to_i64, unsigned};
+use super::feed::NewChanges;
 use super::read::scan_bounds;
 use super::refs::RefChanges;
 use crate::backend::plan::{Current, Plan, Reference, plan};
 use crate::backend::range::check_range;
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome, Writes};
 use crate::blob::BlobId;
+use crate::change::ChangeKind;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::record::Version;
@@ -208,6 +212,7 @@ impl PostgresBackend {
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut refs = RefChanges::default();
+        let mut changes = NewChanges::default();
         for op in ops {
             if let WriteOp::CheckRange {
                 collection,
@@ -222,6 +227,7 @@ impl PostgresBackend {
             }
             let (collection, key) = op.target();
             let current = current(tx, collection, key).await?;
+            let deleted_version = current.as_ref().map(|current| current.meta.version);
             let outcome = match plan(op, current.as_ref(), now)? {
                 Plan::Absent => WriteOutcome::Deleted(false),
                 Plan::Checked => WriteOutcome::Checked,
@@ -236,6 +242,8 @@ impl PostgresBackend {
                     if let Some(Some(blob_id)) = release {
                         refs.release(blob_id);
                     }
+                    let version = deleted_version.unwrap_or(Version::FIRST);
+                    changes.push((collection, key), ChangeKind::Delete, version, None);
                     WriteOutcome::Deleted(true)
                 }
                 Plan::Put {
@@ -247,39 +255,20 @@ impl PostgresBackend {
                     replaces,
                     release,
                 } => {
-                    let row = if replaces {
-                        UPDATE_RECORD
-                    } else {
-                        INSERT_RECORD
-                    };
-                    let statement = tx
-                        .prepare_cached(row)
-                        .await
-                        .map_err(classify("prepare a record write"))?;
-                    tx.execute(
-                        &statement,
-                        &[
-                            &collection,
-                            &key,
-                            &blob.id.as_bytes().as_slice(),
-                            &i16::from(format),
-                            &to_i64(meta.version.get()),
-                            &meta.created_at_ms,
-                            &meta.updated_at_ms,
-                            &to_i64(meta.size_bytes),
-                            &to_i64(meta.access_count),
-                            &meta.last_accessed_ms,
-                            &seal,
-                        ],
-                    )
-                    .await
-                    .map_err(classify("write a record"))?;
+                    write_record(tx, (collection, key), blob, format, &meta, seal, replaces)
+                        .await?;
                     if reference == Reference::Add {
                         refs.add(blob, outcomes.len());
                     }
                     if let Some(Some(blob_id)) = release {
                         refs.release(blob_id);
                     }
+                    changes.push(
+                        (collection, key),
+                        ChangeKind::Put,
+                        meta.version,
+                        Some(&blob.id),
+                    );
                     let deduplicated = matches!(reference, Reference::Keep(_));
                     WriteOutcome::Stored { meta, deduplicated }
                 }
@@ -296,6 +285,7 @@ impl PostgresBackend {
                 *deduplicated = true;
             }
         }
+        changes.append(tx, now).await?;
         Ok(outcomes)
     }
 
@@ -355,6 +345,46 @@ async fn range_rows(
             Ok((row.column(0)?, Version::new(unsigned(version))))
         })
         .collect()
+}
+
+/// Inserts a record's row (`replaces`: updates the row found).
+async fn write_record(
+    tx: &Transaction<'_>,
+    (collection, key): (&str, &str),
+    blob: &crate::blob::EncodedBlob,
+    format: u8,
+    meta: &crate::record::RecordMeta,
+    seal: i64,
+    replaces: bool,
+) -> Result<(), Failure> {
+    let row = if replaces {
+        UPDATE_RECORD
+    } else {
+        INSERT_RECORD
+    };
+    let statement = tx
+        .prepare_cached(row)
+        .await
+        .map_err(classify("prepare a record write"))?;
+    tx.execute(
+        &statement,
+        &[
+            &collection,
+            &key,
+            &blob.id.as_bytes().as_slice(),
+            &i16::from(format),
+            &to_i64(meta.version.get()),
+            &meta.created_at_ms,
+            &meta.updated_at_ms,
+            &to_i64(meta.size_bytes),
+            &to_i64(meta.access_count),
+            &meta.last_accessed_ms,
+            &seal,
+        ],
+    )
+    .await
+    .map_err(classify("write a record"))?;
+    Ok(())
 }
 
 async fn current(

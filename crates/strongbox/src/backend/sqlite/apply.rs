@@ -4,11 +4,13 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::convert::{map_err, meta, to_i64, unsigned};
+use super::feed::append_change;
 use super::read::scan_bounds;
 use crate::backend::plan::{Current, Plan, Reference, plan};
 use crate::backend::range::check_range;
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome};
 use crate::blob::{BlobId, EncodedBlob};
+use crate::change::ChangeKind;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::record::Version;
@@ -91,6 +93,7 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
         }
         let (collection, key) = op.target();
         let current = current(conn, collection, key)?;
+        let deleted_version = current.as_ref().map(|current| current.meta.version);
         let outcome = match plan(op, current.as_ref(), now)? {
             Plan::Absent => WriteOutcome::Deleted(false),
             Plan::Checked => WriteOutcome::Checked,
@@ -101,6 +104,16 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
                 if let Some(blob_ref) = release {
                     release_blob_ref(conn, blob_ref)?;
                 }
+                let version = deleted_version.unwrap_or(Version::FIRST);
+                append_change(
+                    conn,
+                    collection,
+                    key,
+                    ChangeKind::Delete,
+                    version,
+                    now,
+                    None,
+                )?;
                 WriteOutcome::Deleted(true)
             }
             Plan::Put {
@@ -136,6 +149,8 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
                 if let Some(old_ref) = release {
                     release_blob_ref(conn, old_ref)?;
                 }
+                let (kind, version) = (ChangeKind::Put, meta.version);
+                append_change(conn, collection, key, kind, version, now, Some(&blob.id))?;
                 WriteOutcome::Stored { meta, deduplicated }
             }
         };

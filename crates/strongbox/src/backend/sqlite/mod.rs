@@ -16,12 +16,14 @@
 
 //!
 //! Rooms: [`files`] (creating the file, its companions, whether it is in use), [`read`],
-//! [`writer`] (the group-commit thread) and [`apply`] (the write plans it executes),
+//! [`writer`] (the group-commit thread) and [`apply`] (the write plans it executes), [`feed`]
+//! (the change feed),
 //! [`snapshot`], [`verify`], [`maintenance`], [`dictionaries`], [`schema`], [`convert`].
 
 mod apply;
 mod convert;
 mod dictionaries;
+mod feed;
 mod files;
 mod maintenance;
 mod read;
@@ -42,7 +44,7 @@ pub use self::files::{COMPANION_SUFFIXES, database_files, is_in_use};
 use self::files::{create_database, no_database, open_connection, set_new_file_layout};
 use self::reader::ReaderPool;
 use self::writer::Request;
-use crate::backend::{Change, Engine};
+use crate::backend::{Engine, Invalidation};
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 
@@ -252,7 +254,7 @@ impl Engine for SqliteBackend {
         Ok(())
     }
 
-    fn take_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+    fn take_invalidations(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {
         None
     }
 }

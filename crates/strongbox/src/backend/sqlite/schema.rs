@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version, seal};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1. Never edit it: add a migration instead.
 ///
@@ -150,6 +150,33 @@ CREATE INDEX blobs_by_id ON blobs (substr(id, 1, 8));
 /// another record's value. Existing records are sealed as they are by [`seal_every_record`].
 const V4: &str = "ALTER TABLE records ADD COLUMN seal INTEGER NOT NULL DEFAULT 0;";
 
+/// Version 5: the change feed.
+///
+/// - `changes`: one row per committed put or delete, appended in the write's own savepoint.
+///   `seq` is `AUTOINCREMENT`, so a number is never handed out again after its row was
+///   trimmed; `kind` is `ChangeKind::code` (1 put, 2 delete, 3 expired); `at` is the commit
+///   time in milliseconds since the epoch; `blob_id` the value written (a put), else `NULL`.
+/// - `feed`: one row; `trimmed_through` is the highest sequence number trimmed, so that a
+///   reader asking for a trimmed change is told instead of silently skipping it.
+///
+/// An existing store starts with an empty feed.
+const V5: &str = "
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    blob_id BLOB
+);
+CREATE TABLE feed (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    trimmed_through INTEGER NOT NULL
+);
+INSERT INTO feed (id, trimmed_through) VALUES (0, 0);
+";
+
 /// Brings the database to [`SCHEMA_VERSION`]. A database without any schema (version 0) is a
 /// new store only when `is_new` (this process just created it); otherwise it is an empty or
 /// foreign file, refused rather than taken for an empty store.
@@ -184,6 +211,10 @@ pub fn migrate(conn: &mut Connection, is_new: bool) -> Result<()> {
         tx.execute_batch(V4)
             .map_err(map_err("migrate the schema to version 4"))?;
         seal_every_record(&tx)?;
+    }
+    if version < 5 {
+        tx.execute_batch(V5)
+            .map_err(map_err("migrate the schema to version 5"))?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)

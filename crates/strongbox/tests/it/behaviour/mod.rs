@@ -4,6 +4,7 @@
 mod collections;
 mod dedup;
 mod errors;
+mod feed;
 mod keys;
 mod transact;
 mod transactions;
@@ -59,4 +60,8 @@ behaviours!(
     errors::invalid_names_are_rejected,
     errors::oversized_values_are_rejected,
     errors::nan_and_infinite_floats_are_refused_and_nothing_is_written,
+    feed::committed_writes_are_numbered_in_commit_order,
+    feed::a_subscriber_catches_up_then_sees_every_concurrent_write_once,
+    feed::a_subscriber_hears_another_store_on_the_same_database,
+    feed::trimmed_changes_are_an_error_naming_the_oldest_held,
 );
