@@ -84,8 +84,8 @@ pub struct MaintenanceReport {
 
 impl Store {
     /// Runs the default maintenance: save read counts, collect orphan blobs, trim the change
-    /// feed, train compression
-    /// dictionaries where they pay (and recompress), refresh planner statistics, return free pages to the file system, checkpoint the WAL, check integrity,
+    /// feed, train compression dictionaries where they pay (and recompress), refresh planner
+    /// statistics, return free pages to the file system, checkpoint the WAL, check integrity,
     /// sweep the cache.
     ///
     /// # Errors

@@ -199,9 +199,18 @@ impl Store {
         let cache = &self.inner.cache;
         match &result {
             Ok(outcomes) => {
-                self.inner
-                    .committed
-                    .send_modify(|commits| *commits = commits.wrapping_add(1));
+                // Only a batch that changed a record adds to the change feed.
+                let changed = outcomes.iter().any(|outcome| {
+                    !matches!(
+                        outcome,
+                        WriteOutcome::Checked | WriteOutcome::Deleted(false)
+                    )
+                });
+                if changed {
+                    self.inner
+                        .committed
+                        .send_modify(|commits| *commits = commits.wrapping_add(1));
+                }
                 for (touched, outcome) in touched.into_iter().zip(outcomes) {
                     let Some((collection, key, value)) = touched else {
                         continue;

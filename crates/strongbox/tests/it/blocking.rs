@@ -6,12 +6,11 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use serde::{Deserialize, Serialize};
 use strongbox::blocking::{Collection, ScanIter, Store, Transaction};
 use strongbox::{Config, Error, ErrorKind, Expect, ListOptions, Scan};
 use tempfile::TempDir;
 
-use crate::common::ScratchDatabase;
+use crate::common::{Player, ScratchDatabase, player};
 
 /// Where a test's store lives, cleaned up when dropped (after the store is closed).
 struct Place {
@@ -75,19 +74,6 @@ on_every_engine!(
     scans_walk_pages_and_match_a_model,
     a_transaction_body_that_fails_or_panics_writes_nothing,
 );
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Player {
-    name: String,
-    chips: u64,
-}
-
-fn player(name: &str, chips: u64) -> Player {
-    Player {
-        name: name.to_owned(),
-        chips,
-    }
-}
 
 /// Checks that the store is consistent, and closes it.
 fn finish(store: Store) {

@@ -26,6 +26,52 @@ pub fn increments_per_task() -> u64 {
         .unwrap_or(200)
 }
 
+/// `tasks` tasks each add one to the counter `counters/shared` `increments` times through
+/// `Store::transact`; returns how many times the closures ran (a run past the first is a retry
+/// after a conflict).
+pub async fn increment_shared_counter(store: &Store, tasks: u64, increments: u64) -> u64 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let runs = Arc::new(AtomicU64::new(0));
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let (store, runs) = (store.clone(), Arc::clone(&runs));
+        running.spawn(async move {
+            for _ in 0..increments {
+                let runs = Arc::clone(&runs);
+                store
+                    .transact(async move |tx| {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                        let count: u64 = tx.get("counters", "shared").await?.unwrap_or(0);
+                        tx.put("counters", "shared", &(count + 1))?;
+                        Ok(())
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(result) = running.join_next().await {
+        result.unwrap();
+    }
+    runs.load(Ordering::Relaxed)
+}
+
+/// The typed value of the collection tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Player {
+    pub name: String,
+    pub chips: u64,
+}
+
+/// A player with `chips`.
+pub fn player(name: &str, chips: u64) -> Player {
+    Player {
+        name: name.to_owned(),
+        chips,
+    }
+}
+
 /// Runs the test `name` of this test binary again, as a child process with `env` set, and
 /// returns what it printed. Fails unless the child ran exactly that one test and it passed.
 ///

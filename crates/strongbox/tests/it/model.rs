@@ -241,6 +241,14 @@ async fn run(steps: Vec<Step>, cache_mode: CacheMode) {
     store.close().await.unwrap();
 }
 
+/// A store (`Some`) or a delete (`None`) of `key` in the model.
+fn apply_write(model: &mut Model, key: &str, value: Option<u8>) {
+    match value {
+        Some(value) => drop(apply_store(model, key, value)),
+        None => drop(model.remove(key)),
+    }
+}
+
 /// What a transaction observed: each `Get`'s value, each `Scan`'s `(key, version, value)`s.
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
@@ -386,10 +394,7 @@ async fn run_transact(store: &Store, model: &mut Model, transact: Transact) {
         );
     }
     if let Some((key, value)) = transact.disturbance {
-        match value {
-            Some(value) => drop(apply_store(model, &key_name(key), value)),
-            None => drop(model.remove(&key_name(key))),
-        }
+        apply_write(model, &key_name(key), value);
     }
     if transact.fails {
         return;
@@ -403,10 +408,7 @@ async fn run_transact(store: &Store, model: &mut Model, transact: Transact) {
     );
     result.unwrap();
     for (key, value) in pending {
-        match value {
-            Some(value) => drop(apply_store(model, &key, value)),
-            None => drop(model.remove(&key)),
-        }
+        apply_write(model, &key, value);
     }
 }
 

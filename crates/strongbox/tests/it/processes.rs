@@ -6,14 +6,13 @@
 //! `a_child_increments_the_shared_counter`, naming the store in `STRONGBOX_TEST_COUNTER_DB`
 //! (a file path or a `postgres://` URL); without that variable the child test does nothing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use strongbox::{Config, Store};
-use tokio::task::JoinSet;
 
-use crate::common::{Harness, ScratchDatabase, increments_per_task, reported, run_child};
+use crate::common::{
+    Harness, ScratchDatabase, increment_shared_counter, increments_per_task, reported, run_child,
+};
 
 /// Where the child finds the store: a file path or a PostgreSQL URL.
 const COUNTER_DB: &str = "STRONGBOX_TEST_COUNTER_DB";
@@ -25,7 +24,7 @@ const CHILD: &str = "processes::a_child_increments_the_shared_counter";
 const TASKS: u64 = 32;
 
 /// Two processes on one SQLite file each run 32 tasks that add one to a shared counter
-/// `STRONGBOX_TRANSACT_INCREMENTS` times (default 20) through `Store::transact`: the counter
+/// `STRONGBOX_TRANSACT_INCREMENTS` times (default 200) through `Store::transact`: the counter
 /// ends at exactly 2 × 32 × N.
 ///
 /// The processes share nothing but the file: each has its own writer, its own group commits
@@ -105,31 +104,9 @@ async fn a_child_increments_the_shared_counter() {
     let store = Store::open(config).await.unwrap();
     wait_for_the_other_child(&store).await;
     let increments = increments_per_task();
-    let runs = Arc::new(AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for _ in 0..TASKS {
-        let store = store.clone();
-        let runs = Arc::clone(&runs);
-        tasks.spawn(async move {
-            for _ in 0..increments {
-                let runs = Arc::clone(&runs);
-                store
-                    .transact(async move |tx| {
-                        runs.fetch_add(1, Ordering::Relaxed);
-                        let count: u64 = tx.get("counters", "shared").await?.unwrap_or(0);
-                        tx.put("counters", "shared", &(count + 1))?;
-                        Ok(())
-                    })
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result.unwrap();
-    }
+    let runs = increment_shared_counter(&store, TASKS, increments).await;
     println!("child: committed {}", TASKS * increments);
-    println!("child: runs {}", runs.load(Ordering::Relaxed));
+    println!("child: runs {runs}");
     store.close().await.unwrap();
 }
 

@@ -386,6 +386,7 @@ mod tests {
             // Ten rows take some hundreds of steps; walking the 9,000 keys on the far side of
             // the cursor would take tens of thousands.
             let steps = statement.get_status(StatementStatus::VmStep);
+            println!("{steps} steps for a page of {range:?}");
             assert!(steps < 2_000, "{steps} steps for a page of {range:?}");
         }
         Ok(())

@@ -1,21 +1,9 @@
 //! Typed collections: put, get, get_many, update, delete, and scans as streams.
 
 use futures_util::TryStreamExt;
-use serde::{Deserialize, Serialize};
 use strongbox::{Entry, Error, Scan, Store};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Player {
-    name: String,
-    chips: u64,
-}
-
-fn player(name: &str, chips: u64) -> Player {
-    Player {
-        name: name.to_owned(),
-        chips,
-    }
-}
+use crate::common::{Player, player};
 
 /// The keys a scan yields, in order.
 async fn keys(

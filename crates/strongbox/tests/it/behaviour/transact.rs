@@ -5,31 +5,12 @@ use std::sync::Arc;
 use strongbox::{Entry, Error, ListOptions, Scan, Store};
 use tokio::task::JoinSet;
 
-use crate::common::increments_per_task;
+use crate::common::{increment_shared_counter, increments_per_task};
 
 /// 64 tasks each add one to a shared counter through `transact`: no increment is lost.
 pub async fn concurrent_increments_are_exact(store: &Store) {
     let increments = increments_per_task();
-    let store = Arc::new(store.clone());
-    let mut tasks = JoinSet::new();
-    for _ in 0..64 {
-        let store = Arc::clone(&store);
-        tasks.spawn(async move {
-            for _ in 0..increments {
-                store
-                    .transact(async |tx| {
-                        let count: u64 = tx.get("counters", "shared").await?.unwrap_or(0);
-                        tx.put("counters", "shared", &(count + 1))?;
-                        Ok(())
-                    })
-                    .await
-                    .unwrap();
-            }
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result.unwrap();
-    }
+    increment_shared_counter(store, 64, increments).await;
     assert_eq!(
         store.retrieve::<u64>("counters", "shared").await.unwrap(),
         Some(64 * increments)
