@@ -146,6 +146,14 @@ pub fn storage_rows(stats: &StorageStats) -> Vec<(String, String)> {
     let row = |label: &str, text: String| (label.to_owned(), text);
     vec![
         row("records", count(stats.records)),
+        row(
+            "expiry",
+            format!(
+                "{} records will expire; {} expired, removed by the next sweep",
+                count(stats.expiring),
+                count(stats.expired)
+            ),
+        ),
         row("collections", count(stats.collections)),
         row("unique values", count(stats.blobs)),
         row(

@@ -828,6 +828,8 @@ fn verify_of_a_healthy_database_exits_0_and_stats_has_the_documented_fields() {
         .collect();
     let mut documented = vec![
         "records",
+        "expiring",
+        "expired",
         "collections",
         "blobs",
         "logical_bytes",

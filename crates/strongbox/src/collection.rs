@@ -11,16 +11,18 @@
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::{Reads, ScanRange, WriteOutcome};
+use crate::clock::now_ms;
 use crate::error::Result;
 use crate::name::{prefix_successor, validate_collection, validate_key};
-use crate::record::{Expect, Version};
-use crate::store::{ListOptions, Store, delete_op};
+use crate::record::{Expect, PutOptions, Version};
+use crate::store::{ListOptions, Store, delete_op, has_expired};
 
 /// Records a scan reads per round trip.
 pub const SCAN_PAGE: usize = 256;
@@ -230,6 +232,30 @@ where
         self.store.store(&self.name, key, value).await
     }
 
+    /// Stores `value` under `key` with `options` (a condition, an expiry). As
+    /// [`Store::store_with`].
+    ///
+    /// # Errors
+    /// As [`Store::store_if`].
+    ///
+    /// # Cancel safety
+    /// As [`Store::store`].
+    pub async fn put_with(&self, key: &str, value: &T, options: PutOptions) -> Result<Version> {
+        self.store.store_with(&self.name, key, value, options).await
+    }
+
+    /// Stores `value` under `key`, to expire `ttl` from now: from then on it is absent for
+    /// every read (see [`Expiry`](crate::Expiry)).
+    ///
+    /// # Errors
+    /// As [`Store::store`].
+    ///
+    /// # Cancel safety
+    /// As [`Store::store`].
+    pub async fn put_with_ttl(&self, key: &str, value: &T, ttl: Duration) -> Result<Version> {
+        self.put_with(key, value, PutOptions::new().ttl(ttl)).await
+    }
+
     /// The value under `key`. As [`Store::retrieve`].
     ///
     /// # Errors
@@ -268,8 +294,10 @@ where
             .get_many(&self.name, keys.clone())
             .await?;
         let mut values = Vec::with_capacity(keys.len());
+        let now = now_ms();
         for (key, fetched) in keys.iter().zip(fetched) {
             values.push(match fetched {
+                Some(fetched) if has_expired(&self.name, key, &fetched, now)? => None,
                 Some(fetched) => Some(
                     self.store
                         .decode_fetched::<T>(&self.name, key, &fetched)
@@ -450,38 +478,4 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ScanState<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scans_are_built_from_prefixes_and_ranges() {
-        let prefix = Scan::prefix("table-7:");
-        assert_eq!(prefix.start, Bound::Included("table-7:".to_owned()));
-        assert_eq!(prefix.end, Bound::Excluded("table-7;".to_owned()));
-        let range = Scan::range("a".."m").reverse().limit(3);
-        assert_eq!(range.start, Bound::Included("a".to_owned()));
-        assert_eq!(range.end, Bound::Excluded("m".to_owned()));
-        assert!(range.reverse);
-        assert_eq!(range.limit, Some(3));
-        assert_eq!(Scan::range("k"..).end, Bound::Unbounded);
-    }
-
-    #[test]
-    fn within_keeps_the_tighter_bound_on_each_side() {
-        let narrowed = Scan::prefix("t07-").within("t07-r0100"..);
-        assert_eq!(narrowed.start, Bound::Included("t07-r0100".to_owned()));
-        assert_eq!(narrowed.end, Bound::Excluded("t07.".to_owned()));
-        let narrowed = Scan::prefix("t07-").within("a".."t07-r0200");
-        assert_eq!(narrowed.start, Bound::Included("t07-".to_owned()));
-        assert_eq!(narrowed.end, Bound::Excluded("t07-r0200".to_owned()));
-        let same_key = Scan::range("a"..="m").within("a".."m");
-        assert_eq!(same_key.end, Bound::Excluded("m".to_owned()));
-        let open = Scan::all().within((Bound::Excluded("k"), Bound::Unbounded));
-        assert_eq!(open.start, Bound::Excluded("k".to_owned()));
-        assert_eq!(open.end, Bound::Unbounded);
-        let reversed = Scan::prefix("b").reverse().limit(2).within(.."c");
-        assert!(reversed.reverse);
-        assert_eq!(reversed.limit, Some(2));
-        assert_eq!(reversed.end, Bound::Excluded("c".to_owned()));
-    }
-}
+mod tests;

@@ -28,8 +28,9 @@ pub struct MaintenanceOptions {
 /// One step of a maintenance run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepReport {
-    /// The step's name: `flush_read_counts`, `collect_orphans`, `trim_changes`, `compress`,
-    /// `optimize`, `reindex`, `vacuum`, `backup`, `checkpoint`, `integrity_check`, `cache_cleanup`.
+    /// The step's name: `flush_read_counts`, `sweep_expired`, `collect_orphans`,
+    /// `trim_changes`, `compress`, `optimize`, `reindex`, `vacuum`, `backup`, `checkpoint`,
+    /// `integrity_check`, `cache_cleanup`.
     pub name: &'static str,
     /// How long it took, in milliseconds.
     pub elapsed_ms: u64,
@@ -58,6 +59,8 @@ pub struct MaintenanceReport {
     /// Blobs whose last reference was released since the last sweep, now removed (on SQLite,
     /// a delete or an overwrite leaves the old value for this sweep).
     pub released_blobs_removed: u64,
+    /// Expired records deleted (see `Store::sweep_expired`).
+    pub records_expired: u64,
     /// Changes trimmed from the change feed (`changes_retention_secs`,
     /// `changes_retention_count`).
     pub changes_trimmed: u64,
@@ -138,6 +141,13 @@ impl Store {
             Ok("queued".to_owned())
         })
         .await;
+        // Before the orphan sweep, which then removes the values only they held.
+        let expired = run
+            .step("sweep_expired", async {
+                let swept = self.sweep_expired().await?;
+                Ok((format!("deleted {swept} expired records"), swept))
+            })
+            .await;
         let orphans = run.step("collect_orphans", self.collect_orphans()).await;
         let trimmed = run
             .step("trim_changes", async {
@@ -182,6 +192,7 @@ impl Store {
             .await;
 
         (report.orphan_blobs_removed, report.released_blobs_removed) = orphans.unwrap_or((0, 0));
+        report.records_expired = expired.unwrap_or(0);
         report.changes_trimmed = trimmed.unwrap_or(0);
         (report.dictionaries_trained, report.values_recompressed) = compressed.unwrap_or((0, 0));
         report.pages_vacuumed = pages.unwrap_or(0);

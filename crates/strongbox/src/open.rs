@@ -74,6 +74,23 @@ fn start_tasks(store: &Store) {
             }
         },
     );
+    let expiry_sweep_interval_secs = if config.read_only {
+        0
+    } else {
+        config.expiry_sweep_interval_secs
+    };
+    tasks.every(
+        "expiry sweep",
+        expiry_sweep_interval_secs,
+        store.downgrade(),
+        |inner, _| async move {
+            match Store::from_inner(inner).sweep_expired().await {
+                Ok(0) => {}
+                Ok(swept) => tracing::debug!(swept, "expired records swept"),
+                Err(error) => tracing::warn!(%error, "cannot sweep expired records"),
+            }
+        },
+    );
     tasks.every(
         "cache eviction",
         config.cache_eviction_interval_secs,

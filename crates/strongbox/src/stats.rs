@@ -14,8 +14,15 @@ use crate::telemetry::{OpStats, Operation, WriteStats, name};
 /// Totals over a whole store. The field names are a stable interface (the CLI's `stats --json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StorageStats {
-    /// Number of records.
+    /// Number of records stored, counting those expired and not yet swept (`expired`).
     pub records: u64,
+    /// Records that carry an expiry instant still ahead of them.
+    #[serde(default)]
+    pub expiring: u64,
+    /// Records past their expiry instant: absent for every read, deleted by the next sweep
+    /// (maintenance, or the expiry task every `expiry_sweep_interval_secs`).
+    #[serde(default)]
+    pub expired: u64,
     /// Number of collections holding at least one record.
     pub collections: u64,
     /// Number of unique values stored.
@@ -49,6 +56,8 @@ impl From<StorageTotals> for StorageStats {
     fn from(totals: StorageTotals) -> Self {
         StorageStats {
             records: totals.records,
+            expiring: totals.expiring,
+            expired: totals.expired,
             collections: totals.collections,
             blobs: totals.blobs,
             logical_bytes: totals.logical_bytes,
@@ -150,6 +159,7 @@ impl Store {
                 let storage = &stats.storage;
                 for (gauge, value) in [
                     (name::RECORDS, storage.records),
+                    (name::EXPIRED_RECORDS, storage.expired),
                     (name::BLOBS, storage.blobs),
                     (name::LOGICAL_BYTES, storage.logical_bytes),
                     (name::STORED_BYTES, storage.stored_bytes),

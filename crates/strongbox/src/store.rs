@@ -16,6 +16,7 @@ mod write;
 use std::sync::Arc;
 
 pub use read::ListOptions;
+pub(crate) use read::has_expired;
 pub(crate) use write::delete_op;
 
 use crate::access::AccessLog;
@@ -107,6 +108,13 @@ impl Store {
     /// Wakes when this process commits a write (see `Store::subscribe`).
     pub(crate) fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.committed.subscribe()
+    }
+
+    /// Wakes this process's subscribers: a write of this process added to the change feed.
+    pub(crate) fn note_commit(&self) {
+        self.inner
+            .committed
+            .send_modify(|commits| *commits = commits.wrapping_add(1));
     }
 
     pub(crate) fn tasks(&self) -> &Tasks {

@@ -38,6 +38,7 @@ pub(crate) mod name {
     pub const WRITTEN_RAW_BYTES: &str = "strongbox_written_raw_bytes_total";
     pub const WRITTEN_STORED_BYTES: &str = "strongbox_written_stored_bytes_total";
     pub const RECORDS: &str = "strongbox_records";
+    pub const EXPIRED_RECORDS: &str = "strongbox_expired_records";
     pub const BLOBS: &str = "strongbox_blobs";
     pub const LOGICAL_BYTES: &str = "strongbox_logical_bytes";
     pub const STORED_BYTES: &str = "strongbox_stored_bytes";
@@ -56,7 +57,7 @@ enum Kind {
 }
 
 /// Every metric's kind, unit and help text.
-const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 20] = {
+const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 21] = {
     use Kind::{Counter, Gauge, Histogram};
     use metrics::Unit::{Bytes, Count, Seconds};
     use name::*;
@@ -119,6 +120,12 @@ const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 20] = {
             "Encoded bytes of every value written, after compression, before deduplication",
         ),
         (RECORDS, Gauge, Count, "Records in the store"),
+        (
+            EXPIRED_RECORDS,
+            Gauge,
+            Count,
+            "Records past their expiry, waiting for the sweep",
+        ),
         (BLOBS, Gauge, Count, "Unique values stored"),
         (
             LOGICAL_BYTES,

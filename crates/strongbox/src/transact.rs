@@ -22,10 +22,11 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{Reads, ScanRange, WriteOp};
 use crate::blob::EncodedBlob;
+use crate::clock::now_ms;
 use crate::collection::{Entry, Scan};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
-use crate::record::{Expect, RecordMeta, Version};
+use crate::record::{Expect, Expiry, RecordMeta, Version};
 use crate::store::Store;
 use crate::telemetry::Operation;
 
@@ -45,6 +46,8 @@ enum Pending {
         blob: EncodedBlob,
         /// Its format tag.
         format: u8,
+        /// When it expires (`None`: never).
+        expires_at_ms: Option<i64>,
     },
     /// A delete.
     Delete,
@@ -194,7 +197,7 @@ impl ReadWriteTransaction {
     ) -> Result<Option<T>> {
         match pending {
             Pending::Delete => Ok(None),
-            Pending::Put { blob, format } => {
+            Pending::Put { blob, format, .. } => {
                 let meta = RecordMeta {
                     version: Version::FIRST,
                     created_at_ms: 0,
@@ -202,6 +205,7 @@ impl ReadWriteTransaction {
                     size_bytes: blob.raw_len,
                     access_count: 0,
                     last_accessed_ms: 0,
+                    expires_at_ms: None,
                 };
                 self.store
                     .decode(collection, key, &blob.id, &blob.stored, *format, &meta)
@@ -222,8 +226,30 @@ impl ReadWriteTransaction {
         key: &str,
         value: &T,
     ) -> Result<()> {
+        self.put_with(collection, key, value, Expiry::Never)
+    }
+
+    /// Writes `value` under `key` when the transaction commits, expiring as `expiry` says (a
+    /// time to live counts from this call). Reads later in this transaction see the value
+    /// whatever its expiry.
+    ///
+    /// # Errors
+    /// As [`ReadWriteTransaction::put`].
+    pub fn put_with<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<()> {
         let (blob, format) = self.store.encode_value(collection, key, value)?;
-        self.stage(collection, key, Pending::Put { blob, format });
+        let expires_at_ms = expiry.instant_ms(now_ms());
+        let pending = Pending::Put {
+            blob,
+            format,
+            expires_at_ms,
+        };
+        self.stage(collection, key, pending);
         Ok(())
     }
 
@@ -284,12 +310,17 @@ impl ReadWriteTransaction {
         for ((collection, key), (_, pending)) in writes {
             let expect = expect_of(self.reads.get(&(collection.clone(), key.clone())).copied());
             ops.push(match pending {
-                Pending::Put { blob, format } => WriteOp::Put {
+                Pending::Put {
+                    blob,
+                    format,
+                    expires_at_ms,
+                } => WriteOp::Put {
                     collection,
                     key,
                     blob,
                     format,
                     expect,
+                    expires_at_ms,
                 },
                 Pending::Delete => WriteOp::Delete {
                     collection,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::backend::{WriteOp, WriteOutcome};
 use crate::error::Result;
-use crate::record::{Expect, Version};
+use crate::record::{Expect, PutOptions, Version};
 use crate::store::{Store, delete_op};
 use crate::telemetry::Operation;
 
@@ -79,8 +79,23 @@ impl Transaction {
         value: &T,
         expect: Expect,
     ) -> Result<&mut Self> {
+        self.store_with(collection, key, value, PutOptions::new().expect(expect))
+    }
+
+    /// Adds a store with `options`: a condition, checked at commit as [`Transaction::store_if`]
+    /// says, and an expiry (a time to live counts from this call).
+    ///
+    /// # Errors
+    /// As [`Transaction::store`].
+    pub fn store_with<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        options: PutOptions,
+    ) -> Result<&mut Self> {
         self.ops
-            .push(self.store.encode_put(collection, key, value, expect)?);
+            .push(self.store.encode_put(collection, key, value, options)?);
         Ok(self)
     }
 

@@ -58,6 +58,9 @@ struct WithMeta<'a> {
     size_bytes: u64,
     access_count: u64,
     last_accessed_ms: i64,
+    /// When the record expires; absent for one that never does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<i64>,
 }
 
 /// One line of `get --json` with several keys.
@@ -118,6 +121,7 @@ async fn get(store: &Store, args: &GetArgs, key: &str) -> anyhow::Result<()> {
                 size_bytes: meta.size_bytes,
                 access_count: meta.access_count,
                 last_accessed_ms: meta.last_accessed_ms,
+                expires_at_ms: meta.expires_at_ms,
             };
             let text = serde_json::to_string(&with_meta).context("serialize JSON")?;
             out.line(shown(&text))?;
@@ -214,6 +218,11 @@ fn meta_rows(meta: &RecordMeta) -> Vec<(String, String)> {
         ("updated", output::time(meta.updated_at_ms)),
         ("last read", last_read),
         ("reads", output::count(meta.access_count)),
+        (
+            "expires",
+            meta.expires_at_ms
+                .map_or_else(|| "never".to_owned(), output::time),
+        ),
         (
             "size",
             format!(

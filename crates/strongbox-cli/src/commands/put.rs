@@ -1,10 +1,11 @@
-//! `strongbox put COLLECTION KEY [JSON]`: store a value, optionally on a condition.
+//! `strongbox put COLLECTION KEY [JSON]`: store a value, optionally on a condition and with a
+//! time to live.
 
 use std::io::Read as _;
 
 use anyhow::Context as _;
 use serde_json::Value;
-use strongbox::{Expect, Store, Version};
+use strongbox::{Expect, PutOptions, Store, Version};
 
 use crate::cli::GlobalOptions;
 use crate::output::Output;
@@ -27,6 +28,10 @@ pub struct PutArgs {
     /// Store only if the key does not exist yet (else exit code 5).
     #[arg(long)]
     pub if_absent: bool,
+    /// Time to live: the record expires this long after the write (`30s`, `15m`, `2h 30m`,
+    /// `7days`), and is then absent for every read. Without it the record never expires.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
 }
 
 /// Stores the value and prints its new version.
@@ -41,14 +46,23 @@ pub async fn run(global: &GlobalOptions, args: PutArgs) -> anyhow::Result<()> {
         (None, true) => Expect::Absent,
         (None, false) => Expect::Any,
     };
+    let mut options = PutOptions::new().expect(expect);
+    if let Some(ttl) = args.ttl {
+        options = options.ttl(ttl);
+    }
     let store = crate::commands::open(global).await?;
-    let result = put(&store, &args, &value, expect).await;
+    let result = put(&store, &args, &value, options).await;
     crate::commands::close(store, result).await
 }
 
-async fn put(store: &Store, args: &PutArgs, value: &Value, expect: Expect) -> anyhow::Result<()> {
+async fn put(
+    store: &Store,
+    args: &PutArgs,
+    value: &Value,
+    options: PutOptions,
+) -> anyhow::Result<()> {
     let version = store
-        .store_if(&args.collection, &args.key, value, expect)
+        .store_with(&args.collection, &args.key, value, options)
         .await
         .with_context(|| format!("put {}/{}", args.collection, args.key))?;
     let mut out = Output::stdout();

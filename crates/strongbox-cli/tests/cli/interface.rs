@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{assert_ok, line, run, stderr, stdout, strongbox, write_file};
+use super::{assert_exit, assert_ok, line, run, stats, stderr, stdout, strongbox, write_file};
 
 #[test]
 fn completions_and_the_manual_page_name_the_commands() {
@@ -393,4 +393,33 @@ fn changes_and_watch_print_one_json_line_per_change() {
     assert!(interrupted.success());
     let status = watcher.wait().unwrap();
     assert_eq!(status.code(), Some(0), "watch exits 0 on Ctrl-C");
+}
+
+#[test]
+fn a_put_with_a_ttl_expires_and_is_swept_with_an_expired_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ttl.db");
+    assert_ok(&run(
+        &db,
+        &["put", "sessions", "s1", "\"alice\"", "--ttl", "1s"],
+    ));
+    assert_ok(&run(&db, &["put", "sessions", "s2", "\"bob\""]));
+    assert_ok(&run(&db, &["get", "sessions", "s1"]));
+    assert_eq!(stats(&db)["expiring"], 1);
+    let bad = run(&db, &["put", "sessions", "s3", "1", "--ttl", "soon"]);
+    assert_exit(&bad, 2);
+
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_exit(&run(&db, &["get", "sessions", "s1"]), 3);
+    let listed = run(&db, &["list", "sessions"]);
+    assert_eq!(stdout(&listed).lines().collect::<Vec<_>>(), ["s2"]);
+    assert_eq!(stats(&db)["expired"], 1);
+    assert_ok(&run(&db, &["maintenance"]));
+    assert_eq!(stats(&db)["expired"], 0);
+    let output = run(&db, &["changes", "--since", "0", "--json"]);
+    let last: Value = serde_json::from_str(stdout(&output).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["key"].as_str(), last["kind"].as_str()),
+        (Some("s1"), Some("expired"))
+    );
 }

@@ -44,6 +44,10 @@ pub trait Engine {
 }
 
 /// Point reads and listings.
+///
+/// Expiry: `get` and `get_many` return a record whatever its expiry instant, so that the
+/// caller compares its seal before believing the instant (`store::has_expired`); every other
+/// read leaves out the records expired at the time of the call.
 pub trait Reads {
     /// Fetches one record with its blob.
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>>;
@@ -162,6 +166,13 @@ pub trait Upkeep {
 
     /// Rebuilds every index.
     async fn reindex(&self) -> Result<()>;
+
+    /// Deletes up to `limit` records expired at `now_ms`, soonest first, in one transaction,
+    /// each as a write that finds an expired record does: its reference released and an
+    /// `expired` change appended. Returns `(examined, deleted)`: fewer examined than `limit`
+    /// means none is left; a damaged record (one that does not match its seal) is examined
+    /// but left for `verify`.
+    async fn sweep_expired(&self, now_ms: i64, limit: usize) -> Result<(usize, u64)>;
 }
 
 /// Compression dictionaries and the values they are trained on and applied to.

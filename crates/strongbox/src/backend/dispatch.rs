@@ -209,6 +209,10 @@ impl Upkeep for Backend {
     async fn reindex(&self) -> Result<()> {
         forward!(self, engine => engine.reindex().await)
     }
+
+    async fn sweep_expired(&self, now_ms: i64, limit: usize) -> Result<(usize, u64)> {
+        forward!(self, engine => engine.sweep_expired(now_ms, limit).await)
+    }
 }
 
 impl DictionaryStorage for Backend {

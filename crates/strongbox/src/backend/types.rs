@@ -21,6 +21,8 @@ pub enum WriteOp {
         format: u8,
         /// The condition on the record replaced.
         expect: Expect,
+        /// When the record expires, in milliseconds since the Unix epoch (`None`: never).
+        expires_at_ms: Option<i64>,
     },
     /// Remove a record (a no-op when absent, if `expect` allows it).
     Delete {
@@ -262,8 +264,12 @@ impl BlobCursor {
 /// Totals over the whole database.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageTotals {
-    /// Number of records.
+    /// Number of records stored, with those expired and not yet swept.
     pub records: u64,
+    /// Records that carry an expiry instant still ahead.
+    pub expiring: u64,
+    /// Records past their expiry instant, absent for every read, waiting for the sweep.
+    pub expired: u64,
     /// Number of collections holding at least one record.
     pub collections: u64,
     /// Number of unique values stored.

@@ -143,6 +143,10 @@ pub(super) struct RecordLine<S> {
     pub(super) size_bytes: u64,
     pub(super) access_count: u64,
     pub(super) last_accessed_ms: i64,
+    /// When the record expires; absent for a record that never does (and in manifests
+    /// written before records could expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) expires_at_ms: Option<i64>,
 }
 
 /// The totals and checksum of the end line.
@@ -337,6 +341,7 @@ impl ManifestReader {
             size_bytes: entry.size_bytes,
             access_count: entry.access_count,
             last_accessed_ms: entry.last_accessed_ms,
+            expires_at_ms: entry.expires_at_ms,
         };
         check_record(entry.format, &meta)
             .map_err(|what| self.corrupt(format!("line {line_number} {what}")))?;

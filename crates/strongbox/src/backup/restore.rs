@@ -34,6 +34,7 @@ use crate::backend::{
     Checkpoint, DictionaryStorage, Measurement, Reads, StoredDictionary, Upkeep, WriteOp, Writes,
 };
 use crate::blob::{BlobId, EncodedBlob};
+use crate::clock::now_ms;
 use crate::codec::Dictionary;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
@@ -54,11 +55,14 @@ struct Plan {
     records: u64,
     blobs: u64,
     logical_bytes: u64,
+    /// When the restore started: a record that had expired by then is not restored.
+    now_ms: i64,
 }
 
 impl Plan {
     fn wants(&self, entry: &Entry) -> bool {
-        self.collections.is_empty() || self.collections.contains(&entry.collection)
+        (self.collections.is_empty() || self.collections.contains(&entry.collection))
+            && !entry.meta.is_expired_at(self.now_ms)
     }
 }
 
@@ -180,6 +184,7 @@ impl Repository {
             records: 0,
             blobs: 0,
             logical_bytes: 0,
+            now_ms: now_ms(),
         };
         let mut present: HashSet<String> = HashSet::new();
         let mut blobs: HashSet<BlobId> = HashSet::new();
@@ -481,4 +486,5 @@ fn quiet(config: &mut Config) {
     config.stats_interval_secs = 0;
     config.maintenance_interval_secs = 0;
     config.cache_eviction_interval_secs = 0;
+    config.expiry_sweep_interval_secs = 0;
 }

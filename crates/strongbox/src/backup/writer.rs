@@ -59,6 +59,7 @@ impl ManifestWriter {
                 size_bytes: meta.size_bytes,
                 access_count: meta.access_count,
                 last_accessed_ms: meta.last_accessed_ms,
+                expires_at_ms: meta.expires_at_ms,
             },
             true,
         )

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::Store;
 use crate::collection::{Entry, Scan};
 use crate::error::Result;
-use crate::record::Version;
+use crate::record::{PutOptions, Version};
 
 /// A typed handle on one collection of a blocking store (see [`Store::collection`]): the
 /// methods of [`crate::Collection`], each waiting for its result. Cheap to clone.
@@ -61,6 +61,25 @@ where
     /// As [`crate::Store::store`]; `Error::BlockingInAsync` inside a tokio runtime.
     pub fn put(&self, key: &str, value: &T) -> Result<Version> {
         self.store.run("store a value", self.inner.put(key, value))
+    }
+
+    /// Stores `value` under `key` with `options`. As [`crate::Collection::put_with`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::store_if`]; `Error::BlockingInAsync` inside a tokio runtime.
+    pub fn put_with(&self, key: &str, value: &T, options: PutOptions) -> Result<Version> {
+        self.store
+            .run("store a value", self.inner.put_with(key, value, options))
+    }
+
+    /// Stores `value` under `key`, to expire `ttl` from now. As
+    /// [`crate::Collection::put_with_ttl`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::store`]; `Error::BlockingInAsync` inside a tokio runtime.
+    pub fn put_with_ttl(&self, key: &str, value: &T, ttl: std::time::Duration) -> Result<Version> {
+        self.store
+            .run("store a value", self.inner.put_with_ttl(key, value, ttl))
     }
 
     /// The value under `key`, or `None`. As [`crate::Collection::get`].

@@ -16,7 +16,7 @@ use super::{Collection, ReadWriteTransaction, Transaction};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::maintenance::{MaintenanceOptions, MaintenanceReport};
-use crate::record::{Expect, Record, Version};
+use crate::record::{Expect, PutOptions, Record, Version};
 use crate::stats::StatsSnapshot;
 use crate::store::ListOptions;
 use crate::verify::VerifyReport;
@@ -213,6 +213,25 @@ impl Store {
         self.run(
             "store a value",
             self.shared.store.store_if(collection, key, value, expect),
+        )
+    }
+
+    /// Stores `value` with `options` (a condition, an expiry). As [`crate::Store::store_with`].
+    ///
+    /// # Errors
+    /// As [`crate::Store::store_if`]; `Error::BlockingInAsync` inside a tokio runtime.
+    pub fn store_with<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        options: PutOptions,
+    ) -> Result<Version> {
+        self.run(
+            "store a value",
+            self.shared
+                .store
+                .store_with(collection, key, value, options),
         )
     }
 

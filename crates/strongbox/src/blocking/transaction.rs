@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::Store;
 use crate::collection::{Entry, Scan};
 use crate::error::Result;
-use crate::record::{Expect, Version};
+use crate::record::{Expect, Expiry, PutOptions, Version};
 
 /// Writes that commit together or not at all, with their conditions checked at commit. As
 /// [`crate::Transaction`], from [`Store::transaction`]; dropping it writes nothing.
@@ -55,6 +55,22 @@ impl Transaction {
         expect: Expect,
     ) -> Result<&mut Self> {
         self.inner.store_if(collection, key, value, expect)?;
+        Ok(self)
+    }
+
+    /// Adds a store with `options` (a condition, an expiry). As
+    /// [`crate::Transaction::store_with`].
+    ///
+    /// # Errors
+    /// As [`Transaction::store`].
+    pub fn store_with<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        options: PutOptions,
+    ) -> Result<&mut Self> {
+        self.inner.store_with(collection, key, value, options)?;
         Ok(self)
     }
 
@@ -152,6 +168,21 @@ impl<'a> ReadWriteTransaction<'a> {
         value: &T,
     ) -> Result<()> {
         self.inner.put(collection, key, value)
+    }
+
+    /// Writes `value` under `key` when the transaction commits, expiring as `expiry` says. As
+    /// [`crate::ReadWriteTransaction::put_with`].
+    ///
+    /// # Errors
+    /// As [`ReadWriteTransaction::put`].
+    pub fn put_with<T: Serialize + ?Sized>(
+        &mut self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        expiry: Expiry,
+    ) -> Result<()> {
+        self.inner.put_with(collection, key, value, expiry)
     }
 
     /// Deletes `key` when the transaction commits. As [`crate::ReadWriteTransaction::delete`].

@@ -42,6 +42,12 @@ impl Config {
         Duration::from_secs(self.cache_eviction_interval_secs)
     }
 
+    /// Time between sweeps of expired records (`expiry_sweep_interval_secs`); zero when the
+    /// task is off.
+    pub fn expiry_sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.expiry_sweep_interval_secs)
+    }
+
     /// Time between scheduled backups (`backup_interval_secs`); zero when scheduling is off.
     pub fn backup_interval(&self) -> Duration {
         Duration::from_secs(self.backup_interval_secs)
@@ -77,6 +83,13 @@ impl Config {
     /// turns the sweeps off.
     pub fn with_cache_eviction_interval(mut self, interval: Duration) -> Self {
         self.cache_eviction_interval_secs = secs_rounded_up(interval);
+        self
+    }
+
+    /// Sets `expiry_sweep_interval_secs`, rounded up to a whole second; `Duration::ZERO` turns
+    /// the expiry task off (maintenance still sweeps).
+    pub fn with_expiry_sweep_interval(mut self, interval: Duration) -> Self {
+        self.expiry_sweep_interval_secs = secs_rounded_up(interval);
         self
     }
 

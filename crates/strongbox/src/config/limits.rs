@@ -83,6 +83,10 @@ impl Config {
                 "cache_eviction_interval_secs",
                 self.cache_eviction_interval_secs,
             ),
+            (
+                "expiry_sweep_interval_secs",
+                self.expiry_sweep_interval_secs,
+            ),
             ("backup_interval_secs", self.backup_interval_secs),
         ];
         for (field, value) in intervals {
@@ -210,6 +214,9 @@ mod tests {
             }),
             ("cache_eviction_interval_secs", INTERVAL_SECS, |c, v| {
                 c.cache_eviction_interval_secs = v
+            }),
+            ("expiry_sweep_interval_secs", INTERVAL_SECS, |c, v| {
+                c.expiry_sweep_interval_secs = v
             }),
             ("backup_interval_secs", INTERVAL_SECS, |c, v| {
                 c.backup_interval_secs = v

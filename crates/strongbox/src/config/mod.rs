@@ -184,6 +184,12 @@ pub struct Config {
     /// Seconds between sweeps of expired cache entries. Default 300; 0 turns the task off.
     /// Valid: 0 to 31,536,000 (365 days). See [`Config::cache_eviction_interval`].
     pub cache_eviction_interval_secs: u64,
+    /// Seconds between sweeps of expired records (deleted in batches, each with an `expired`
+    /// change; see [`Expiry`](crate::Expiry)). Default 60; 0 turns the task off (maintenance
+    /// still sweeps). An expired record is absent for reads from its expiry instant whatever
+    /// this says: the sweep only reclaims its space. Valid: 0 to 31,536,000 (365 days). See
+    /// [`Config::expiry_sweep_interval`].
+    pub expiry_sweep_interval_secs: u64,
     /// Seconds the change feed keeps a change (`Store::changes`, `Store::subscribe`);
     /// maintenance trims older ones. Default 604,800 (7 days); 0 keeps changes whatever their
     /// age. Valid: 0 to 31,536,000,000 (1,000 years). See [`Config::changes_retention`].
@@ -223,6 +229,7 @@ impl Default for Config {
             backup_retention: Retention::default(),
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,
+            expiry_sweep_interval_secs: 60,
             changes_retention_secs: 7 * 24 * 3_600,
             changes_retention_count: 1_000_000,
         }
@@ -335,6 +342,7 @@ mod tests {
         backup_interval_secs = 7200
         maintenance_interval_secs = 600
         cache_eviction_interval_secs = 20
+        expiry_sweep_interval_secs = 5
         changes_retention_secs = 3600
         changes_retention_count = 5000
 
@@ -360,6 +368,7 @@ mod tests {
         assert_eq!(config.backup_interval(), Duration::from_secs(7_200));
         assert_eq!(config.changes_retention(), Duration::from_secs(3_600));
         assert_eq!(config.changes_retention_count, 5_000);
+        assert_eq!(config.expiry_sweep_interval_secs, 5);
         assert_eq!(
             config.backup_retention,
             Retention {

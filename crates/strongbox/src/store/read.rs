@@ -13,6 +13,7 @@ use super::Store;
 use crate::backend::{KeyRange, Reads, StoredRecord};
 use crate::blob::{self, BlobId, VerifyError};
 use crate::cache::CachedValue;
+use crate::clock::now_ms;
 use crate::codec::{DecodeError, Format};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
@@ -105,7 +106,12 @@ impl Store {
         validate_collection(collection)?;
         validate_key(key)?;
         let cache = &self.inner.cache;
+        let now = now_ms();
         if let Some(hit) = cache.get(collection, key) {
+            // The cache holds the latest committed record; past its expiry it is absent.
+            if hit.meta.is_expired_at(now) {
+                return Ok(None);
+            }
             let value = self
                 .decode(
                     collection,
@@ -126,6 +132,9 @@ impl Store {
         let Some(fetched) = self.inner.backend.get(collection, key).await? else {
             return Ok(None);
         };
+        if has_expired(collection, key, &fetched, now)? {
+            return Ok(None);
+        }
         let record = self.decode_fetched::<T>(collection, key, &fetched).await?;
         if let (Some(ticket), Some(stored)) = (ticket, fetched.stored) {
             let cached = CachedValue {
@@ -300,6 +309,26 @@ impl Store {
                 source: source.into(),
             })
     }
+}
+
+/// Whether a fetched record has expired at `now_ms`, once it matched its seal (so that a
+/// damaged expiry instant is an error, never a record silently taken for absent). Point reads
+/// fetch a record whatever its expiry and ask this; scans and listings leave expired records
+/// out in their queries.
+///
+/// # Errors
+/// `Error::Corrupt` for a record that does not match its seal.
+pub(crate) fn has_expired(
+    collection: &str,
+    key: &str,
+    fetched: &StoredRecord,
+    now_ms: i64,
+) -> Result<bool> {
+    if !fetched.meta.is_expired_at(now_ms) {
+        return Ok(false);
+    }
+    check_seal(collection, key, fetched)?;
+    Ok(true)
 }
 
 /// Compares a fetched record with its seal (see `record::seal`): a damaged key, version or

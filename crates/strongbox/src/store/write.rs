@@ -12,10 +12,11 @@ use super::Store;
 use crate::backend::{WriteOp, WriteOutcome, Writes};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::cache::CachedValue;
+use crate::clock::now_ms;
 use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
-use crate::record::{Expect, Version};
+use crate::record::{Expect, PutOptions, Version};
 use crate::telemetry::Operation;
 
 impl Store {
@@ -53,8 +54,36 @@ impl Store {
         value: &T,
         expect: Expect,
     ) -> Result<Version> {
+        self.store_with(collection, key, value, PutOptions::new().expect(expect))
+            .await
+    }
+
+    /// Stores `value` with `options`: a condition on the record replaced and an expiry (see
+    /// [`Expiry`](crate::Expiry)); returns its new version.
+    ///
+    /// ```no_run
+    /// # async fn login(store: &strongbox::Store) -> strongbox::Result<()> {
+    /// use std::time::Duration;
+    /// use strongbox::PutOptions;
+    /// let ttl = PutOptions::new().ttl(Duration::from_secs(30 * 60));
+    /// store.store_with("sessions", "s-81f2", &"alice", ttl).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::store_if`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe, as [`Store::store`].
+    pub async fn store_with<T: Serialize + ?Sized>(
+        &self,
+        collection: &str,
+        key: &str,
+        value: &T,
+        options: PutOptions,
+    ) -> Result<Version> {
         let started = Instant::now();
-        let result = match self.encode_put(collection, key, value, expect) {
+        let result = match self.encode_put(collection, key, value, options) {
             Ok(op) => match self.write_one(op).await {
                 Ok(WriteOutcome::Stored { meta, .. }) => Ok(meta.version),
                 Ok(WriteOutcome::Deleted(_) | WriteOutcome::Checked) => Err(unexpected_outcome()),
@@ -104,13 +133,13 @@ impl Store {
         result
     }
 
-    /// Serializes, hashes and encodes a value into a write.
+    /// Serializes, hashes and encodes a value into a write; a time to live counts from now.
     pub(crate) fn encode_put<T: Serialize + ?Sized>(
         &self,
         collection: &str,
         key: &str,
         value: &T,
-        expect: Expect,
+        options: PutOptions,
     ) -> Result<WriteOp> {
         let (blob, format) = self.encode_value(collection, key, value)?;
         Ok(WriteOp::Put {
@@ -118,7 +147,8 @@ impl Store {
             key: key.to_owned(),
             blob,
             format,
-            expect,
+            expect: options.expect,
+            expires_at_ms: options.expiry.instant_ms(now_ms()),
         })
     }
 
@@ -207,9 +237,7 @@ impl Store {
                     )
                 });
                 if changed {
-                    self.inner
-                        .committed
-                        .send_modify(|commits| *commits = commits.wrapping_add(1));
+                    self.note_commit();
                 }
                 for (touched, outcome) in touched.into_iter().zip(outcomes) {
                     let Some((collection, key, value)) = touched else {

@@ -139,6 +139,7 @@ async fn settings_at_their_maxima_open_and_run_and_one_past_is_refused() {
     config.stats_interval_secs = 365 * 24 * 3_600;
     config.maintenance_interval_secs = 365 * 24 * 3_600;
     config.cache_eviction_interval_secs = 365 * 24 * 3_600;
+    config.expiry_sweep_interval_secs = 365 * 24 * 3_600;
     config.backup_interval_secs = 365 * 24 * 3_600;
     config.max_batch_requests = 65_536;
     config.max_value_bytes = 1 << 30;
@@ -149,7 +150,7 @@ async fn settings_at_their_maxima_open_and_run_and_one_past_is_refused() {
     store.store("k", "x", &1.5).await.unwrap();
     assert_eq!(store.retrieve::<f64>("k", "x").await.unwrap(), Some(1.5));
     tokio::task::yield_now().await;
-    assert_eq!(store.running_tasks(), 3, "every background task is alive");
+    assert_eq!(store.running_tasks(), 4, "every background task is alive");
     store.close().await.unwrap();
 
     let refused = Config::new(dir.path().join("refused.db"));
@@ -181,6 +182,12 @@ async fn settings_at_their_maxima_open_and_run_and_one_past_is_refused() {
             refused
                 .clone()
                 .with_cache_eviction_interval(Duration::from_secs(365 * 24 * 3_600 + 1)),
+        ),
+        (
+            "expiry_sweep_interval_secs",
+            refused
+                .clone()
+                .with_expiry_sweep_interval(Duration::from_secs(365 * 24 * 3_600 + 1)),
         ),
         (
             "read_connections",
@@ -288,7 +295,7 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let changes: i64 = conn
         .query_row("SELECT count(*) FROM changes", [], |row| row.get(0))
         .unwrap();

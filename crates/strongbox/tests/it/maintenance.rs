@@ -48,6 +48,7 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
         names,
         [
             "flush_read_counts",
+            "sweep_expired",
             "collect_orphans",
             "trim_changes",
             "compress",
@@ -240,6 +241,7 @@ async fn background_tasks_run_and_stop_with_the_store() {
         config.stats_interval_secs = 1;
         config.maintenance_interval_secs = 1;
         config.cache_eviction_interval_secs = 1;
+        config.expiry_sweep_interval_secs = 1;
     })
     .await;
     harness.store.store("players", "alice", &1).await.unwrap();
@@ -257,7 +259,7 @@ async fn background_tasks_run_and_stop_with_the_store() {
     .unwrap();
     drop(conn);
     harness.reopen().await;
-    assert_eq!(harness.store.running_tasks(), 3);
+    assert_eq!(harness.store.running_tasks(), 4);
     harness
         .store
         .retrieve::<i32>("players", "alice")
@@ -273,6 +275,22 @@ async fn background_tasks_run_and_stop_with_the_store() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(blobs, 1);
+    // The expiry task deletes an expired record within a few of its one-second periods.
+    let ttl = strongbox::PutOptions::new().ttl(Duration::from_millis(50));
+    harness
+        .store
+        .store_with("sessions", "s1", &1, ttl)
+        .await
+        .unwrap();
+    let mut records = 2;
+    for _ in 0..100 {
+        records = harness.store.storage_stats().await.unwrap().records;
+        if records == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(records, 1, "the expired record was swept");
     // The statistics task saved the read count while the store is still open.
     let conn = rusqlite::Connection::open(harness.path()).unwrap();
     let mut reads = 0i64;
@@ -462,6 +480,7 @@ async fn a_failing_step_is_reported_and_every_other_step_still_runs() {
         names,
         [
             "flush_read_counts",
+            "sweep_expired",
             "collect_orphans",
             "trim_changes",
             "compress",

@@ -195,8 +195,8 @@ async fn servers_starting_at_once_migrate_once() {
     }
 }
 
-/// A database of schema version 3, from before the change feed: a store of today with the
-/// feed's objects dropped and the version set back.
+/// A database of schema version 3, from before the change feed and expiry: a store of today
+/// with the feed's objects and the expiry column dropped and the version set back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
     let Some(scratch) = ScratchDatabase::create().await else {
@@ -211,6 +211,7 @@ async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
         .batch_execute(
             "DROP TABLE strongbox_changes; DROP SEQUENCE strongbox_changes_seq;
              DELETE FROM strongbox_meta WHERE name = 'changes_trimmed_through';
+             ALTER TABLE strongbox_records DROP COLUMN expires_at;
              UPDATE strongbox_meta SET value = 3 WHERE name = 'schema_version';",
         )
         .await
@@ -236,7 +237,7 @@ async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[tokio::test]
@@ -387,7 +388,7 @@ async fn without_notifications_caches_fall_back_to_their_ttl() {
     };
     let first = Store::open(quiet(300)).await.unwrap();
     let second = Store::open(quiet(1)).await.unwrap();
-    assert_eq!(second.running_tasks(), 3, "no change listener");
+    assert_eq!(second.running_tasks(), 4, "no change listener");
     first.store("scores", "carol", &1i64).await.unwrap();
     time_until_seen(&second, "carol", Some(1)).await;
     first.store("scores", "carol", &2i64).await.unwrap();

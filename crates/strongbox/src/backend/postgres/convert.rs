@@ -66,8 +66,9 @@ pub(super) fn map_err(action: impl Into<String>) -> impl FnOnce(tokio_postgres::
     }
 }
 
-/// The metadata in six columns from `first` on, in this order: `version, created_at,
-/// updated_at, size, access_count, last_accessed` (the order of `strongbox_records`).
+/// The metadata in seven columns from `first` on, in this order: `version, created_at,
+/// updated_at, size, access_count, last_accessed, expires_at` (the order of
+/// `strongbox_records`).
 pub(super) fn meta(row: &Row, first: usize) -> Result<RecordMeta> {
     Ok(RecordMeta {
         version: Version::new(unsigned(row.column(first)?)),
@@ -76,6 +77,7 @@ pub(super) fn meta(row: &Row, first: usize) -> Result<RecordMeta> {
         size_bytes: unsigned(row.column(first + 3)?),
         access_count: unsigned(row.column(first + 4)?),
         last_accessed_ms: row.column(first + 5)?,
+        expires_at_ms: row.column(first + 6)?,
     })
 }
 

@@ -3,12 +3,17 @@
 //! write-ahead log, and measures the free space inside its pages only through an extension,
 //! so those steps report that they do not apply rather than a figure nobody measured.
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, Transaction};
 
 use super::PostgresBackend;
-use super::convert::{Column, map_err, unsigned};
+use super::convert::{Column, format, map_err, meta, unsigned};
+use super::feed::NewChanges;
+use super::refs::RefChanges;
 use super::schema::TABLES;
+use super::write::{Failure, classify, expire};
+use crate::backend::plan::{Current, has_expired};
 use crate::backend::{Checkpoint, Measurement, OrphanSweep, Upkeep, inconsistent_store};
+use crate::blob::BlobId;
 use crate::error::Result;
 
 /// The size of the tables named in `$1` with their indexes, TOAST data and maps, in pages
@@ -111,6 +116,37 @@ impl Upkeep for PostgresBackend {
         ))
     }
 
+    /// Rows are locked `FOR UPDATE SKIP LOCKED`: a record a writer holds is left to that
+    /// writer (which expires it itself) or to the next batch, and two servers sweeping at once
+    /// share the work instead of queueing.
+    async fn sweep_expired(&self, now_ms: i64, limit: usize) -> Result<(usize, u64)> {
+        let mut client = self.client().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(map_err("begin the expiry sweep"))?;
+            let result = match sweep_in(&tx, now_ms, limit).await {
+                Ok(swept) => tx
+                    .commit()
+                    .await
+                    .map(|()| swept)
+                    .map_err(classify("commit the expiry sweep")),
+                Err(failure) => Err(failure),
+            };
+            match result {
+                Ok(swept) => return Ok(swept),
+                Err(Failure::Fatal(error)) => return Err(error),
+                Err(Failure::Retry(error)) if attempt >= SWEEP_ATTEMPTS => {
+                    return Err(map_err("sweep expired records")(error));
+                }
+                Err(Failure::Retry(_)) => {}
+            }
+        }
+    }
+
     async fn reindex(&self) -> Result<()> {
         let client = self.client().await?;
         let statements: Vec<String> = TABLES
@@ -122,6 +158,56 @@ impl Upkeep for PostgresBackend {
             .await
             .map_err(map_err("rebuild the indexes"))
     }
+}
+
+/// Attempts of an expiry sweep that keeps losing races (deadlocks on reference counts).
+const SWEEP_ATTEMPTS: u32 = 5;
+
+/// Up to `$2` records expired at `$1`, soonest first, locked (skipping those a writer holds).
+const EXPIRED: &str = "
+    SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
+           access_count, last_accessed, expires_at, seal
+    FROM strongbox_records WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2
+    FOR UPDATE SKIP LOCKED";
+
+/// One batch of the expiry sweep in `tx`: `(examined, deleted)`.
+async fn sweep_in(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+    limit: usize,
+) -> std::result::Result<(usize, u64), Failure> {
+    let statement = tx
+        .prepare_cached(EXPIRED)
+        .await
+        .map_err(classify("prepare the expiry sweep"))?;
+    let rows = tx
+        .query(
+            &statement,
+            &[&now_ms, &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+        .await
+        .map_err(classify("find expired records"))?;
+    let mut refs = RefChanges::default();
+    let mut changes = NewChanges::default();
+    let mut deleted = 0;
+    for row in &rows {
+        let (collection, key): (String, String) = (row.column(0)?, row.column(1)?);
+        let blob_id = BlobId::from_slice(row.column(2)?);
+        let found = Current {
+            blob_id,
+            blob_ref: blob_id,
+            format: format(row, 3)?,
+            meta: meta(row, 4)?,
+            seal: row.column(11)?,
+        };
+        if has_expired(Some(&found), &collection, &key, now_ms) {
+            expire(tx, (&collection, &key), &found, &mut refs, &mut changes).await?;
+            deleted += 1;
+        }
+    }
+    refs.apply(tx).await?;
+    changes.append(tx, now_ms).await?;
+    Ok((rows.len(), deleted))
 }
 
 /// The size of every Strongbox table with its indexes, TOAST data and maps, in pages.

@@ -4,6 +4,7 @@ use super::PostgresBackend;
 use super::convert::{Column, format, map_err, meta, unsigned};
 use crate::backend::{KeyRange, Reads, ScanRange, StorageTotals, StoredRecord};
 use crate::blob::BlobId;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::name::prefix_successor;
 use crate::record::Version;
@@ -12,21 +13,22 @@ use crate::record::Version;
 /// Several records of a collection with their blobs, by key.
 const GET_MANY: &str = "
     SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
+           r.access_count, r.last_accessed, r.expires_at, r.seal
     FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
     WHERE r.collection = $1 AND r.key = ANY($2)";
 
-/// Records of a collection between optional bounds (`NULL`: none), with their blobs, in the
-/// order given (`ASC` or `DESC`).
+/// Records of a collection between optional bounds (`NULL`: none) that have not expired at
+/// `$7`, with their blobs, in the order given (`ASC` or `DESC`).
 macro_rules! scan_sql {
     ($order:literal) => {
         concat!(
             "SELECT r.key, r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at,
-                    r.size, r.access_count, r.last_accessed, r.seal
+                    r.size, r.access_count, r.last_accessed, r.expires_at, r.seal
              FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
              WHERE r.collection = $1
                AND ($2::text IS NULL OR r.key >= $2) AND ($3::text IS NULL OR r.key > $3)
                AND ($4::text IS NULL OR r.key <= $4) AND ($5::text IS NULL OR r.key < $5)
+               AND (r.expires_at IS NULL OR r.expires_at > $7)
              ORDER BY r.key ",
             $order,
             " LIMIT $6"
@@ -61,16 +63,20 @@ pub(super) fn scan_bounds(range: &ScanRange) -> ([Option<String>; 4], i64) {
 const LIST_PREFIXED_KEYS: &str = "
     SELECT key FROM strongbox_records
     WHERE collection = $1 AND key >= $2 AND key < $3 AND key > $4
+      AND (expires_at IS NULL OR expires_at > $6)
     ORDER BY key LIMIT $5";
 
 /// Keys of a collection from `$2` on, after a cursor (a prefix with no upper bound).
 const LIST_KEYS: &str = "
     SELECT key FROM strongbox_records WHERE collection = $1 AND key >= $2 AND key > $3
+      AND (expires_at IS NULL OR expires_at > $5)
     ORDER BY key LIMIT $4";
 
-/// Records, collections and their values' serialized size.
+/// Records, collections and their values' serialized size; records that expire after `$1`
+/// and those expired at `$1`.
 const RECORD_TOTALS: &str = "
-    SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT
+    SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0)::BIGINT,
+           count(*) FILTER (WHERE expires_at > $1), count(*) FILTER (WHERE expires_at <= $1)
     FROM strongbox_records";
 
 /// Blobs in use, their raw and stored sizes, and the stored size of blobs left at zero
@@ -88,7 +94,7 @@ impl Reads for PostgresBackend {
         let statement = client
             .prepare_cached(
                 "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                        r.access_count, r.last_accessed, r.seal
+                        r.access_count, r.last_accessed, r.expires_at, r.seal
                  FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
                  WHERE r.collection = $1 AND r.key = $2",
             )
@@ -144,7 +150,15 @@ impl Reads for PostgresBackend {
         let rows = client
             .query(
                 &statement,
-                &[&collection, &lowest, &above, &highest, &below, &limit],
+                &[
+                    &collection,
+                    &lowest,
+                    &above,
+                    &highest,
+                    &below,
+                    &limit,
+                    &now_ms(),
+                ],
             )
             .await
             .map_err(map_err("scan records"))?;
@@ -161,12 +175,13 @@ impl Reads for PostgresBackend {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT version FROM strongbox_records WHERE collection = $1 AND key = $2",
+                "SELECT version FROM strongbox_records WHERE collection = $1 AND key = $2
+                 AND (expires_at IS NULL OR expires_at > $3)",
             )
             .await
             .map_err(map_err("prepare a version read"))?;
         client
-            .query_opt(&statement, &[&collection, &key])
+            .query_opt(&statement, &[&collection, &key, &now_ms()])
             .await
             .map_err(map_err("read a record's version"))?
             .map(|row| Ok(Version::new(unsigned(row.column(0)?))))
@@ -178,6 +193,7 @@ impl Reads for PostgresBackend {
         let start_after = range.start_after.unwrap_or_default();
         let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
         let prefix = range.prefix.unwrap_or_default();
+        let now = now_ms();
         let rows = match prefix_successor(&prefix) {
             Some(upper) => {
                 let statement = client
@@ -187,7 +203,7 @@ impl Reads for PostgresBackend {
                 client
                     .query(
                         &statement,
-                        &[&collection, &prefix, &upper, &start_after, &limit],
+                        &[&collection, &prefix, &upper, &start_after, &limit, &now],
                     )
                     .await
             }
@@ -197,7 +213,10 @@ impl Reads for PostgresBackend {
                     .await
                     .map_err(map_err("prepare a key listing"))?;
                 client
-                    .query(&statement, &[&collection, &prefix, &start_after, &limit])
+                    .query(
+                        &statement,
+                        &[&collection, &prefix, &start_after, &limit, &now],
+                    )
                     .await
             }
         }
@@ -208,11 +227,14 @@ impl Reads for PostgresBackend {
     async fn count(&self, collection: &str) -> Result<u64> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached("SELECT count(*) FROM strongbox_records WHERE collection = $1")
+            .prepare_cached(
+                "SELECT count(*) FROM strongbox_records WHERE collection = $1
+                 AND (expires_at IS NULL OR expires_at > $2)",
+            )
             .await
             .map_err(map_err("prepare a count"))?;
         let row = client
-            .query_one(&statement, &[&collection])
+            .query_one(&statement, &[&collection, &now_ms()])
             .await
             .map_err(map_err("count records"))?;
         Ok(unsigned(row.column(0)?))
@@ -222,8 +244,9 @@ impl Reads for PostgresBackend {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT DISTINCT collection FROM strongbox_records ORDER BY collection",
-                &[],
+                "SELECT DISTINCT collection FROM strongbox_records
+                 WHERE expires_at IS NULL OR expires_at > $1 ORDER BY collection",
+                &[&now_ms()],
             )
             .await
             .map_err(map_err("list collections"))?;
@@ -235,7 +258,7 @@ impl Reads for PostgresBackend {
         // One snapshot for both queries.
         let tx = read_snapshot(&mut client, "begin a read").await?;
         let records = tx
-            .query_one(RECORD_TOTALS, &[])
+            .query_one(RECORD_TOTALS, &[&now_ms()])
             .await
             .map_err(map_err("sum up the records"))?;
         let blobs = tx
@@ -245,6 +268,8 @@ impl Reads for PostgresBackend {
         tx.commit().await.map_err(map_err("end a read"))?;
         Ok(StorageTotals {
             records: unsigned(records.column(0)?),
+            expiring: unsigned(records.column(3)?),
+            expired: unsigned(records.column(4)?),
             collections: unsigned(records.column(1)?),
             logical_bytes: unsigned(records.column(2)?),
             blobs: unsigned(blobs.column(0)?),
@@ -271,7 +296,7 @@ pub(super) async fn read_snapshot<'a>(
         .map_err(map_err(action))
 }
 
-/// A fetched record from the columns at `first` on (blob id, stored bytes, format, the six
+/// A fetched record from the columns at `first` on (blob id, stored bytes, format, the seven
 /// metadata columns, seal).
 fn stored_record(
     collection: &str,
@@ -287,6 +312,6 @@ fn stored_record(
         stored: row.column(first + 1)?,
         format: format(row, first + 2)?,
         meta: meta(row, first + 3)?,
-        seal: row.column(first + 9)?,
+        seal: row.column(first + 10)?,
     })
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::record::seal;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Every table Strongbox creates: what maintenance vacuums, measures and checks.
 pub(super) const TABLES: [&str; 5] = [
@@ -87,6 +87,15 @@ CREATE TABLE strongbox_changes (
 INSERT INTO strongbox_meta (name, value) VALUES ('changes_trimmed_through', 0)
     ON CONFLICT (name) DO NOTHING;
 "#;
+
+/// Version 5: records that expire, as on SQLite (schema version 6 there). `expires_at` is the
+/// instant in milliseconds since the epoch (`NULL`: never, every record written before), and a
+/// partial index holds only the records that expire, for the sweep.
+const V5: &str = "
+ALTER TABLE strongbox_records ADD COLUMN expires_at BIGINT;
+CREATE INDEX strongbox_records_by_expiry ON strongbox_records (expires_at)
+    WHERE expires_at IS NOT NULL;
+";
 
 /// The schema version recorded in `strongbox_meta` (0: none recorded).
 async fn schema_version(client: &impl deadpool_postgres::GenericClient) -> Result<i64> {
@@ -172,6 +181,11 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
             .await
             .map_err(map_err("migrate the schema to version 4"))?;
     }
+    if version < 5 {
+        tx.batch_execute(V5)
+            .await
+            .map_err(map_err("migrate the schema to version 5"))?;
+    }
     if version < SCHEMA_VERSION {
         tx.execute(
             "INSERT INTO strongbox_meta (name, value) VALUES ('schema_version', $1)
@@ -191,7 +205,7 @@ async fn seal_every_record(tx: &deadpool_postgres::Transaction<'_>) -> Result<()
     let rows = tx
         .query(
             "SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
-                    access_count, last_accessed
+                    access_count, last_accessed, NULL::BIGINT
              FROM strongbox_records",
             &[],
         )

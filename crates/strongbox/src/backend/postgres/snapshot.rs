@@ -15,6 +15,7 @@ use super::convert::{Column, format, map_err, meta, unsigned};
 use super::read::read_snapshot;
 use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 /// Records fetched per round trip.
@@ -35,18 +36,26 @@ impl Snapshots for PostgresBackend {
         };
         let mut client = self.client().await?;
         let tx = read_snapshot(&mut client, "begin a snapshot").await?;
+        // A record expired at the snapshot's instant is absent from it, as from every read.
+        let now = now_ms();
         let count: i64 = tx
-            .query_one("SELECT count(*) FROM strongbox_records", &[])
+            .query_one(
+                "SELECT count(*) FROM strongbox_records
+                 WHERE expires_at IS NULL OR expires_at > $1",
+                &[&now],
+            )
             .await
             .map_err(map_err("count records for a snapshot"))?
             .column(0)?;
         send(SnapshotItem::Records(unsigned(count))).await?;
-        tx.batch_execute(
+        // A cursor's query takes no parameters; `now` is a number, written out.
+        tx.batch_execute(&format!(
             "DECLARE strongbox_snapshot NO SCROLL CURSOR FOR
              SELECT collection, key, blob_id, format, version, created_at, updated_at, size,
-                    access_count, last_accessed
-             FROM strongbox_records ORDER BY collection, key",
-        )
+                    access_count, last_accessed, expires_at
+             FROM strongbox_records WHERE expires_at IS NULL OR expires_at > {now}
+             ORDER BY collection, key"
+        ))
         .await
         .map_err(map_err("open the snapshot cursor"))?;
         // Blobs to send, with the first record needing each (to name it if it is missing).

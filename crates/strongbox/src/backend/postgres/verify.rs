@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// Records after a `(collection, key)`, with whether their blob exists.
 const RECORDS_AFTER: &str = "
     SELECT r.collection, r.key, r.blob_id, r.format, r.version, r.created_at, r.updated_at,
-           r.size, r.access_count, r.last_accessed, r.seal, b.id IS NOT NULL
+           r.size, r.access_count, r.last_accessed, r.expires_at, r.seal, b.id IS NOT NULL
     FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
     WHERE (r.collection, r.key) > ($1, $2)
     ORDER BY r.collection, r.key LIMIT $3";
@@ -111,14 +111,14 @@ impl Checks for PostgresBackend {
             .map(|row| {
                 let collection: String = row.column(0)?;
                 let key: String = row.column(1)?;
-                let has_blob: bool = row.column(11)?;
+                let has_blob: bool = row.column(12)?;
                 Ok(RecordCheck {
                     collection: collection.into_bytes(),
                     key: key.into_bytes(),
                     blob_id: BlobId::from_slice(row.column(2)?).filter(|_| has_blob),
                     format: format(row, 3)?,
                     meta: meta(row, 4)?,
-                    seal: row.column(10)?,
+                    seal: row.column(11)?,
                 })
             })
             .collect()

@@ -24,7 +24,7 @@ use super::convert::{Column, format, map_err, meta, to_i64, unsigned};
 use super::feed::NewChanges;
 use super::read::scan_bounds;
 use super::refs::RefChanges;
-use crate::backend::plan::{Current, Plan, Reference, plan};
+use crate::backend::plan::{Current, Plan, Reference, has_expired, plan};
 use crate::backend::range::check_range;
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome, Writes};
 use crate::blob::BlobId;
@@ -39,11 +39,11 @@ const MAX_ATTEMPTS: u32 = 12;
 /// A record's current row, locked until the transaction ends.
 const CURRENT: &str = "
     SELECT blob_id, format, version, created_at, updated_at, size, access_count, last_accessed,
-           seal
+           expires_at, seal
     FROM strongbox_records WHERE collection = $1 AND key = $2 FOR UPDATE";
 
-/// The keys and versions of a collection's records between optional bounds (`NULL`: none),
-/// in the order given: what a range check compares.
+/// The keys and versions of a collection's records between optional bounds (`NULL`: none)
+/// that have not expired at `$7`, in the order given: what a range check compares.
 macro_rules! range_sql {
     ($order:literal) => {
         concat!(
@@ -51,6 +51,7 @@ macro_rules! range_sql {
              WHERE collection = $1
                AND ($2::text IS NULL OR key >= $2) AND ($3::text IS NULL OR key > $3)
                AND ($4::text IS NULL OR key <= $4) AND ($5::text IS NULL OR key < $5)
+               AND (expires_at IS NULL OR expires_at > $7)
              ORDER BY key ",
             $order,
             " LIMIT $6"
@@ -61,14 +62,15 @@ macro_rules! range_sql {
 /// Replaces a record's row.
 const UPDATE_RECORD: &str = "
     UPDATE strongbox_records SET blob_id = $3, format = $4, version = $5, created_at = $6,
-        updated_at = $7, size = $8, access_count = $9, last_accessed = $10, seal = $11
+        updated_at = $7, size = $8, access_count = $9, last_accessed = $10, expires_at = $11,
+        seal = $12
     WHERE collection = $1 AND key = $2";
 
 /// Creates a record's row.
 const INSERT_RECORD: &str = "
     INSERT INTO strongbox_records (collection, key, blob_id, format, version, created_at,
-        updated_at, size, access_count, last_accessed, seal)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        updated_at, size, access_count, last_accessed, expires_at, seal)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// Removes one record.
 const DELETE_RECORD: &str = "DELETE FROM strongbox_records WHERE collection = $1 AND key = $2";
@@ -220,13 +222,19 @@ impl PostgresBackend {
                 seen,
             } = op
             {
-                let found = range_rows(tx, collection, range).await?;
+                let found = range_rows(tx, collection, range, now).await?;
                 check_range(collection, range.reverse, seen, &found)?;
                 outcomes.push(WriteOutcome::Checked);
                 continue;
             }
             let (collection, key) = op.target();
-            let current = current(tx, collection, key).await?;
+            let mut current = current(tx, collection, key).await?;
+            if let Some(found) =
+                current.filter(|found| has_expired(Some(found), collection, key, now))
+            {
+                expire(tx, (collection, key), &found, &mut refs, &mut changes).await?;
+                current = None;
+            }
             let deleted_version = current.as_ref().map(|current| current.meta.version);
             let outcome = match plan(op, current.as_ref(), now)? {
                 Plan::Absent => WriteOutcome::Deleted(false),
@@ -312,15 +320,42 @@ impl PostgresBackend {
     }
 }
 
-/// The current row of a record, locked (`FOR UPDATE`) so that its version check and increment
-/// are exact while other servers write the same key. The handle on its blob is the blob's id
-/// (`None` when the stored id is not 32 bytes, which only damage makes).
+/// Deletes a record that has expired (`plan::has_expired`), releases its reference and adds
+/// its `expired` change: what a write that finds it does first, and what the sweep does to
+/// each record it deletes.
+pub(super) async fn expire(
+    tx: &Transaction<'_>,
+    (collection, key): (&str, &str),
+    found: &Current<Option<BlobId>>,
+    refs: &mut RefChanges<'_>,
+    changes: &mut NewChanges,
+) -> Result<(), Failure> {
+    let statement = tx
+        .prepare_cached(DELETE_RECORD)
+        .await
+        .map_err(classify("prepare a record delete"))?;
+    tx.execute(&statement, &[&collection, &key])
+        .await
+        .map_err(classify("delete an expired record"))?;
+    if let Some(blob_id) = found.blob_ref {
+        refs.release(blob_id);
+    }
+    changes.push(
+        (collection, key),
+        ChangeKind::Expired,
+        found.meta.version,
+        None,
+    );
+    Ok(())
+}
+
 /// The `(key, version)` rows `range` selects now (the transaction is SERIALIZABLE, so an
 /// insert into the range by a concurrent transaction also fails one of the two).
 async fn range_rows(
     tx: &Transaction<'_>,
     collection: &str,
     range: &ScanRange,
+    now: i64,
 ) -> Result<Vec<(String, Version)>, Failure> {
     let ([lowest, above, highest, below], limit) = scan_bounds(range);
     let sql = if range.reverse {
@@ -335,7 +370,7 @@ async fn range_rows(
     let rows = tx
         .query(
             &statement,
-            &[&collection, &lowest, &above, &highest, &below, &limit],
+            &[&collection, &lowest, &above, &highest, &below, &limit, &now],
         )
         .await
         .map_err(classify("check a scanned range"))?;
@@ -379,6 +414,7 @@ async fn write_record(
             &to_i64(meta.size_bytes),
             &to_i64(meta.access_count),
             &meta.last_accessed_ms,
+            &meta.expires_at_ms,
             &seal,
         ],
     )
@@ -387,6 +423,9 @@ async fn write_record(
     Ok(())
 }
 
+/// The current row of a record, locked (`FOR UPDATE`) so that its version check and increment
+/// are exact while other servers write the same key. The handle on its blob is the blob's id
+/// (`None` when the stored id is not 32 bytes, which only damage makes).
 async fn current(
     tx: &Transaction<'_>,
     collection: &str,
@@ -409,6 +448,6 @@ async fn current(
         blob_ref: blob_id,
         format: format(&row, 1)?,
         meta: meta(&row, 2)?,
-        seal: row.column(8)?,
+        seal: row.column(9)?,
     }))
 }

@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::convert::{map_err, meta, to_i64, unsigned};
 use super::feed::append_change;
 use super::read::scan_bounds;
-use crate::backend::plan::{Current, Plan, Reference, plan};
+use crate::backend::plan::{Current, Plan, Reference, has_expired, plan};
 use crate::backend::range::check_range;
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome};
 use crate::blob::{BlobId, EncodedBlob};
@@ -18,20 +18,28 @@ use crate::record::Version;
 /// A record's current row: what `plan` needs, with the blob's `ref`.
 const CURRENT: &str = "
     SELECT b.id, r.blob, r.format, r.version, r.created_at, r.updated_at, r.size,
-           r.access_count, r.last_accessed, r.seal
+           r.access_count, r.last_accessed, r.expires_at, r.seal
     FROM records r LEFT JOIN blobs b ON b.ref = r.blob
     WHERE r.collection = ?1 AND r.key = ?2";
+
+/// Up to `?2` records expired at `?1`, soonest first, with what `plan` needs: what the sweep
+/// deletes (the partial index `records_by_expiry` finds them).
+const EXPIRED: &str = "
+    SELECT r.collection, r.key, b.id, r.blob, r.format, r.version, r.created_at, r.updated_at,
+           r.size, r.access_count, r.last_accessed, r.expires_at, r.seal
+    FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+    WHERE r.expires_at <= ?1 ORDER BY r.expires_at LIMIT ?2";
 
 /// Writes a record, inserting or replacing its row.
 const PUT_RECORD: &str = "
     INSERT INTO records (collection, key, blob, format, version, created_at, updated_at, size,
-                         access_count, last_accessed, seal)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         access_count, last_accessed, expires_at, seal)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
     ON CONFLICT (collection, key) DO UPDATE SET
         blob = excluded.blob, format = excluded.format, version = excluded.version,
         created_at = excluded.created_at, updated_at = excluded.updated_at, size = excluded.size,
         access_count = excluded.access_count, last_accessed = excluded.last_accessed,
-        seal = excluded.seal";
+        expires_at = excluded.expires_at, seal = excluded.seal";
 
 /// Removes a record.
 const DELETE_RECORD: &str = "DELETE FROM records WHERE collection = ?1 AND key = ?2";
@@ -62,12 +70,14 @@ const ADD_ACCESS: &str = "
     WHERE collection = ?1 AND key = ?2";
 
 /// The keys and versions of a collection's records between bounds (see
-/// `read::scan_bounds`), in the order given: what a range check compares.
+/// `read::scan_bounds`) that have not expired at `?5`, in the order given: what a range check
+/// compares.
 macro_rules! range_sql {
     ($order:literal) => {
         concat!(
             "SELECT key, version FROM records
              WHERE collection = ?1 AND key >= ?2 AND key < ?3
+               AND (expires_at IS NULL OR expires_at > ?5)
              ORDER BY key ",
             $order,
             " LIMIT ?4"
@@ -86,13 +96,18 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
             seen,
         } = op
         {
-            let found = range_rows(conn, collection, range)?;
+            let found = range_rows(conn, collection, range, now)?;
             check_range(collection, range.reverse, seen, &found)?;
             outcomes.push(WriteOutcome::Checked);
             continue;
         }
         let (collection, key) = op.target();
-        let current = current(conn, collection, key)?;
+        let mut current = current(conn, collection, key)?;
+        if let Some(found) = current.filter(|found| has_expired(Some(found), collection, key, now))
+        {
+            expire(conn, collection, key, &found, now)?;
+            current = None;
+        }
         let deleted_version = current.as_ref().map(|current| current.meta.version);
         let outcome = match plan(op, current.as_ref(), now)? {
             Plan::Absent => WriteOutcome::Deleted(false),
@@ -142,6 +157,7 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
                             to_i64(meta.size_bytes),
                             to_i64(meta.access_count),
                             meta.last_accessed_ms,
+                            meta.expires_at_ms,
                             seal
                         ])
                     })
@@ -159,11 +175,71 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
     Ok(outcomes)
 }
 
+/// Deletes a record that has expired (`plan::has_expired`), releases its reference and
+/// appends its `expired` change: what a write that finds it does first, and what the sweep
+/// does to each record it deletes.
+fn expire(
+    conn: &Connection,
+    collection: &str,
+    key: &str,
+    found: &Current<i64>,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(DELETE_RECORD)
+        .and_then(|mut statement| statement.execute(params![collection, key]))
+        .map_err(map_err("delete an expired record"))?;
+    release_blob_ref(conn, found.blob_ref)?;
+    let version = found.meta.version;
+    append_change(
+        conn,
+        collection,
+        key,
+        ChangeKind::Expired,
+        version,
+        now,
+        None,
+    )
+}
+
+/// Deletes up to `limit` records expired at `now` (the writer's transaction is open): returns
+/// how many it examined and how many it deleted. A damaged record is left for `verify`.
+pub(super) fn sweep_expired(conn: &Connection, now: i64, limit: usize) -> Result<(usize, u64)> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let found = conn
+        .prepare_cached(EXPIRED)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![now, limit], |row| {
+                    let current = Current {
+                        blob_id: row
+                            .get::<_, Option<Vec<u8>>>(2)?
+                            .and_then(|id| BlobId::from_slice(&id)),
+                        blob_ref: row.get(3)?,
+                        format: row.get(4)?,
+                        meta: meta(row, 5)?,
+                        seal: row.get(12)?,
+                    };
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, current))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(map_err("find expired records"))?;
+    let mut deleted = 0;
+    for (collection, key, current) in &found {
+        if has_expired(Some(current), collection, key, now) {
+            expire(conn, collection, key, current, now)?;
+            deleted += 1;
+        }
+    }
+    Ok((found.len(), deleted))
+}
+
 /// The `(key, version)` rows `range` selects now.
 fn range_rows(
     conn: &Connection,
     collection: &str,
     range: &ScanRange,
+    now: i64,
 ) -> Result<Vec<(String, Version)>> {
     let [lower, upper] = scan_bounds(range);
     let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
@@ -175,7 +251,7 @@ fn range_rows(
     conn.prepare_cached(sql)
         .and_then(|mut statement| {
             statement
-                .query_map(params![collection, lower, upper, limit], |row| {
+                .query_map(params![collection, lower, upper, limit, now], |row| {
                     Ok((row.get(0)?, Version::new(unsigned(row.get(1)?))))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -196,7 +272,7 @@ fn current(conn: &Connection, collection: &str, key: &str) -> Result<Option<Curr
                         blob_ref: row.get(1)?,
                         format: row.get(2)?,
                         meta: meta(row, 3)?,
-                        seal: row.get(9)?,
+                        seal: row.get(10)?,
                     })
                 })
                 .optional()

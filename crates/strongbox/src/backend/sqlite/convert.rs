@@ -32,8 +32,9 @@ pub(super) fn unsigned(value: i64) -> u64 {
     value.max(0).unsigned_abs()
 }
 
-/// The metadata in six columns from `first` on, in this order: `version, created_at,
-/// updated_at, size, access_count, last_accessed` (the order of the `records` table).
+/// The metadata in seven columns from `first` on, in this order: `version, created_at,
+/// updated_at, size, access_count, last_accessed, expires_at` (the order of the `records`
+/// table).
 pub(super) fn meta(row: &Row<'_>, first: usize) -> rusqlite::Result<RecordMeta> {
     Ok(RecordMeta {
         version: Version::new(unsigned(row.get(first)?)),
@@ -42,6 +43,7 @@ pub(super) fn meta(row: &Row<'_>, first: usize) -> rusqlite::Result<RecordMeta> 
         size_bytes: unsigned(row.get(first + 3)?),
         access_count: unsigned(row.get(first + 4)?),
         last_accessed_ms: row.get(first + 5)?,
+        expires_at_ms: row.get(first + 6)?,
     })
 }
 

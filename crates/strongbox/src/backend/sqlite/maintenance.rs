@@ -6,6 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::SqliteBackend;
+use super::apply::sweep_expired;
 use super::convert::{map_err, unsigned};
 use super::writer::Request;
 use crate::backend::{Checkpoint, Measurement, OrphanSweep, Upkeep, inconsistent_store};
@@ -173,6 +174,18 @@ impl Upkeep for SqliteBackend {
             conn.busy_timeout(busy_timeout)
                 .map_err(map_err("set the busy timeout"))?;
             checkpoint.map(Measurement::Measured)
+        })
+        .await
+    }
+
+    async fn sweep_expired(&self, now_ms: i64, limit: usize) -> Result<(usize, u64)> {
+        self.exclusive(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err("begin the expiry sweep"))?;
+            let swept = sweep_expired(&tx, now_ms, limit)?;
+            tx.commit().map_err(map_err("commit the expiry sweep"))?;
+            Ok(swept)
         })
         .await
     }

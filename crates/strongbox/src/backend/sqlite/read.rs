@@ -6,12 +6,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::SqliteBackend;
 use super::convert::{blob_id_at, map_err, meta, unsigned};
 use crate::backend::{KeyRange, Reads, ScanRange, StorageTotals, StoredRecord};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::record::Version;
 
-/// Records, collections and their values' serialized size.
-const RECORD_TOTALS: &str =
-    "SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0) FROM records";
+/// Records, collections and their values' serialized size; records that expire after `?1`
+/// and those expired at `?1`.
+const RECORD_TOTALS: &str = "
+    SELECT count(*), count(DISTINCT collection), coalesce(sum(size), 0),
+           count(*) FILTER (WHERE expires_at > ?1), count(*) FILTER (WHERE expires_at <= ?1)
+    FROM records";
 
 /// Blobs in use, their raw and stored sizes, and the stored size of those waiting for the sweep
 /// (left at zero references), counted apart.
@@ -23,26 +27,30 @@ const BLOB_TOTALS: &str = "
     FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref";
 
 /// Keys of a collection after a cursor.
-const LIST_KEYS: &str =
-    "SELECT key FROM records WHERE collection = ?1 AND key > ?2 ORDER BY key LIMIT ?3";
+const LIST_KEYS: &str = "
+    SELECT key FROM records
+    WHERE collection = ?1 AND key > ?2 AND (expires_at IS NULL OR expires_at > ?4)
+    ORDER BY key LIMIT ?3";
 
 /// Keys of a collection from `?2` (the greater of the prefix and the key after the cursor)
 /// up to `?3`, the prefix's end: one bound a side, so that SQLite seeks to the cursor instead
 /// of walking the prefix up to it.
 const LIST_PREFIXED_KEYS: &str = "
-    SELECT key FROM records WHERE collection = ?1 AND key >= ?2 AND key < ?3
+    SELECT key FROM records
+    WHERE collection = ?1 AND key >= ?2 AND key < ?3 AND (expires_at IS NULL OR expires_at > ?5)
     ORDER BY key LIMIT ?4";
 
-/// Records of a collection between bounds (see [`scan_bounds`]), with their blobs, in the
-/// order given (`ASC` or `DESC`). One bound a side: with two lower bounds SQLite seeks with one
+/// Records of a collection between bounds (see [`scan_bounds`]) that have not expired at `?5`,
+/// with their blobs, in the order given (`ASC` or `DESC`). One bound a side: with two lower bounds SQLite seeks with one
 /// and walks the rest, so each page of a scan would start again from the range's beginning.
 macro_rules! scan_sql {
     ($order:literal) => {
         concat!(
             "SELECT r.key, b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                    r.access_count, r.last_accessed, r.seal
+                    r.access_count, r.last_accessed, r.expires_at, r.seal
              FROM records r LEFT JOIN blobs b ON b.ref = r.blob
              WHERE r.collection = ?1 AND r.key >= ?2 AND r.key < ?3
+               AND (r.expires_at IS NULL OR r.expires_at > ?5)
              ORDER BY r.key ",
             $order,
             " LIMIT ?4"
@@ -104,11 +112,12 @@ impl Reads for SqliteBackend {
                 let [lower, upper] = scan_bounds(&range);
                 let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
                 let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
+                let now = now_ms();
                 let rows = conn
                     .prepare_cached(sql)
                     .and_then(|mut statement| {
                         statement
-                            .query_map(params![collection, lower, upper, limit], |row| {
+                            .query_map(params![collection, lower, upper, limit, now], |row| {
                                 Ok((row.get::<_, String>(0)?, record_columns(row, 1)?))
                             })?
                             .collect::<rusqlite::Result<Vec<_>>>()
@@ -129,11 +138,14 @@ impl Reads for SqliteBackend {
         self.readers
             .read(move |conn| {
                 conn.prepare_cached(
-                    "SELECT version FROM records WHERE collection = ?1 AND key = ?2",
+                    "SELECT version FROM records WHERE collection = ?1 AND key = ?2
+                     AND (expires_at IS NULL OR expires_at > ?3)",
                 )
                 .and_then(|mut statement| {
                     statement
-                        .query_row(params![collection, key], |row| row.get::<_, i64>(0))
+                        .query_row(params![collection, key, now_ms()], |row| {
+                            row.get::<_, i64>(0)
+                        })
                         .optional()
                 })
                 .map(|version| version.map(|v| Version::new(unsigned(v))))
@@ -149,10 +161,13 @@ impl Reads for SqliteBackend {
                 // An empty key is invalid, so "after the empty key" means from the first key.
                 let start_after = range.start_after.unwrap_or_default();
                 let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+                let now = now_ms();
                 let keys = match range.prefix.filter(|prefix| !prefix.is_empty()) {
                     None => conn.prepare_cached(LIST_KEYS).and_then(|mut statement| {
                         statement
-                            .query_map(params![collection, start_after, limit], |row| row.get(0))?
+                            .query_map(params![collection, start_after, limit, now], |row| {
+                                row.get(0)
+                            })?
                             .collect::<rusqlite::Result<Vec<String>>>()
                     }),
                     Some(prefix) => {
@@ -164,9 +179,10 @@ impl Reads for SqliteBackend {
                                     rusqlite::types::ValueRef::Text(&upper),
                                 );
                                 statement
-                                    .query_map(params![collection, lower, upper, limit], |row| {
-                                        row.get(0)
-                                    })?
+                                    .query_map(
+                                        params![collection, lower, upper, limit, now],
+                                        |row| row.get(0),
+                                    )?
                                     .collect::<rusqlite::Result<Vec<String>>>()
                             })
                     }
@@ -180,12 +196,15 @@ impl Reads for SqliteBackend {
         let collection = collection.to_owned();
         self.readers
             .read(move |conn| {
-                conn.prepare_cached("SELECT count(*) FROM records WHERE collection = ?1")
-                    .and_then(|mut statement| {
-                        statement.query_row([collection], |row| row.get::<_, i64>(0))
-                    })
-                    .map(unsigned)
-                    .map_err(map_err("count records"))
+                conn.prepare_cached(
+                    "SELECT count(*) FROM records WHERE collection = ?1
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                )
+                .and_then(|mut statement| {
+                    statement.query_row(params![collection, now_ms()], |row| row.get::<_, i64>(0))
+                })
+                .map(unsigned)
+                .map_err(map_err("count records"))
             })
             .await
     }
@@ -193,13 +212,16 @@ impl Reads for SqliteBackend {
     async fn collections(&self) -> Result<Vec<String>> {
         self.readers
             .read(|conn| {
-                conn.prepare_cached("SELECT DISTINCT collection FROM records ORDER BY collection")
-                    .and_then(|mut statement| {
-                        statement
-                            .query_map([], |row| row.get(0))?
-                            .collect::<rusqlite::Result<Vec<String>>>()
-                    })
-                    .map_err(map_err("list collections"))
+                conn.prepare_cached(
+                    "SELECT DISTINCT collection FROM records
+                     WHERE expires_at IS NULL OR expires_at > ?1 ORDER BY collection",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_map([now_ms()], |row| row.get(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(map_err("list collections"))
             })
             .await
     }
@@ -211,9 +233,15 @@ impl Reads for SqliteBackend {
                 conn.execute_batch("BEGIN")
                     .map_err(map_err("begin a read"))?;
                 let totals = (|| {
-                    let (records, collections, logical_bytes) =
-                        conn.query_row(RECORD_TOTALS, [], |row| {
-                            Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get(2)?))
+                    let (records, collections, logical_bytes, expiring, expired) =
+                        conn.query_row(RECORD_TOTALS, [now_ms()], |row| {
+                            Ok((
+                                row.get::<_, i64>(0)?,
+                                row.get(1)?,
+                                row.get(2)?,
+                                row.get::<_, i64>(3)?,
+                                row.get::<_, i64>(4)?,
+                            ))
                         })?;
                     // Blobs left at zero references wait for the sweep: counted apart.
                     let (blobs, unique_bytes, stored_bytes, released_bytes) =
@@ -227,6 +255,8 @@ impl Reads for SqliteBackend {
                         })?;
                     Ok(StorageTotals {
                         records: unsigned(records),
+                        expiring: unsigned(expiring),
+                        expired: unsigned(expired),
                         collections: unsigned(collections),
                         blobs: unsigned(blobs),
                         logical_bytes: unsigned(logical_bytes),
@@ -285,7 +315,7 @@ fn just_after(key: &str) -> String {
 }
 
 /// The columns of a record and its blob from `first` on: blob id, stored bytes, format, the
-/// six metadata columns, seal.
+/// seven metadata columns, seal.
 type RecordColumns = (
     Option<Vec<u8>>,
     Option<Vec<u8>>,
@@ -300,7 +330,7 @@ fn record_columns(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Rec
         row.get(first + 1)?,
         row.get(first + 2)?,
         meta(row, first + 3)?,
-        row.get(first + 9)?,
+        row.get(first + 10)?,
     ))
 }
 
@@ -322,7 +352,7 @@ fn stored_record(collection: &str, key: &str, columns: RecordColumns) -> Result<
 fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
     conn.prepare_cached(
         "SELECT b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                r.access_count, r.last_accessed, r.seal
+                r.access_count, r.last_accessed, r.expires_at, r.seal
          FROM records r LEFT JOIN blobs b ON b.ref = r.blob
          WHERE r.collection = ?1 AND r.key = ?2",
     )
@@ -378,7 +408,7 @@ mod tests {
             let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
             let mut statement = conn.prepare(sql)?;
             let keys = statement
-                .query_map(params!["c", lower, upper, 10], |row| {
+                .query_map(params!["c", lower, upper, 10, 0], |row| {
                     row.get::<_, String>(0)
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

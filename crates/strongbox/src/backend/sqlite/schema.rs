@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::record::{RecordMeta, Version, seal};
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1. Never edit it: add a migration instead.
 ///
@@ -177,6 +177,17 @@ CREATE TABLE feed (
 INSERT INTO feed (id, trimmed_through) VALUES (0, 0);
 ";
 
+/// Version 6: records that expire.
+///
+/// - `records.expires_at`: the instant the record expires, in milliseconds since the epoch;
+///   `NULL` (every record written before) never expires. The seal covers it when set.
+/// - `records_by_expiry`: a partial index of the records that expire, which the sweep reads
+///   in expiry order; records that never expire cost it nothing.
+const V6: &str = "
+ALTER TABLE records ADD COLUMN expires_at INTEGER;
+CREATE INDEX records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+";
+
 /// Brings the database to [`SCHEMA_VERSION`]. A database without any schema (version 0) is a
 /// new store only when `is_new` (this process just created it); otherwise it is an empty or
 /// foreign file, refused rather than taken for an empty store.
@@ -215,6 +226,10 @@ pub fn migrate(conn: &mut Connection, is_new: bool) -> Result<()> {
     if version < 5 {
         tx.execute_batch(V5)
             .map_err(map_err("migrate the schema to version 5"))?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)
+            .map_err(map_err("migrate the schema to version 6"))?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -301,6 +316,7 @@ fn seal_every_record(conn: &Connection) -> Result<()> {
                             size_bytes: row.get::<_, i64>(7)?.max(0).unsigned_abs(),
                             access_count: 0,
                             last_accessed_ms: 0,
+                            expires_at_ms: None,
                         },
                     ))
                 })?

@@ -15,6 +15,7 @@ use super::SqliteBackend;
 use super::convert::{map_err, meta, unsigned};
 use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 impl Snapshots for SqliteBackend {
@@ -45,22 +46,29 @@ fn stream(
     items: &mpsc::Sender<SnapshotItem>,
 ) -> Result<()> {
     let send = |item| items.blocking_send(item).map_err(|_| Error::Closed);
+    // A record expired at the snapshot's instant is absent from it, as from every read.
+    let now = now_ms();
     let count: i64 = conn
-        .query_row("SELECT count(*) FROM records", [], |row| row.get(0))
+        .query_row(
+            "SELECT count(*) FROM records WHERE expires_at IS NULL OR expires_at > ?1",
+            [now],
+            |row| row.get(0),
+        )
         .map_err(map_err("count records for a snapshot"))?;
     send(SnapshotItem::Records(unsigned(count)))?;
     let mut records = conn
         .prepare(
             "SELECT r.collection, r.key, b.id, r.format, r.version, r.created_at, r.updated_at,
-                    r.size, r.access_count, r.last_accessed, r.blob
+                    r.size, r.access_count, r.last_accessed, r.expires_at, r.blob
              FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+             WHERE r.expires_at IS NULL OR r.expires_at > ?1
              ORDER BY r.collection, r.key",
         )
         .map_err(map_err("prepare the snapshot"))?;
     let mut blob = conn
         .prepare("SELECT data FROM blobs WHERE ref = ?1")
         .map_err(map_err("prepare the snapshot's blob read"))?;
-    let mut rows = records.query([]).map_err(map_err("read records"))?;
+    let mut rows = records.query([now]).map_err(map_err("read records"))?;
     let mut sent: HashSet<BlobId> = HashSet::new();
     while let Some(row) = rows.next().map_err(map_err("read records"))? {
         let Some(record) = record_of(row).map_err(map_err("read a record"))? else {
@@ -74,7 +82,7 @@ fn stream(
                 "the record's value is missing",
             ));
         };
-        let blob_ref: i64 = row.get(10).map_err(map_err("read a record"))?;
+        let blob_ref: i64 = row.get(11).map_err(map_err("read a record"))?;
         let blob_id = record.blob_id;
         let (collection, key) = (record.collection.clone(), record.key.clone());
         send(SnapshotItem::Record(record))?;

@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 /// Records after a `(collection, key)` cursor, names as bytes, with what their seal covers.
 const RECORDS_AFTER: &str = "
     SELECT CAST(r.collection AS BLOB), CAST(r.key AS BLOB), b.id, r.format,
-           r.version, r.created_at, r.updated_at, r.size, r.access_count, r.last_accessed, r.seal
+           r.version, r.created_at, r.updated_at, r.size, r.access_count, r.last_accessed,
+           r.expires_at, r.seal
     FROM records r LEFT JOIN blobs b ON b.ref = r.blob
     WHERE (r.collection, r.key) > (CAST(?1 AS TEXT), CAST(?2 AS TEXT))
     ORDER BY r.collection, r.key LIMIT ?3";
@@ -49,7 +50,7 @@ impl Checks for SqliteBackend {
                                         .and_then(|id| BlobId::from_slice(&id)),
                                     format: row.get(3)?,
                                     meta: meta(row, 4)?,
-                                    seal: row.get(10)?,
+                                    seal: row.get(11)?,
                                 })
                             })?
                             .collect::<rusqlite::Result<Vec<_>>>()

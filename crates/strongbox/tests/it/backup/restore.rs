@@ -224,3 +224,66 @@ async fn an_empty_store_backs_up_and_restores() {
     assert!(restored_contents(&target).await.is_empty());
     harness.finish().await;
 }
+
+/// A backup keeps each record's expiry instant: restored before it, the record is there and
+/// still expires on time; restored after it, the record is not brought back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_keeps_expiry_and_a_restore_does_not_resurrect_what_expired() {
+    use std::time::{Duration, Instant};
+    use strongbox::PutOptions;
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    let repository = new_repository(&harness).await;
+    let written = Instant::now();
+    let ttl = PutOptions::new().ttl(Duration::from_secs(2));
+    store
+        .store_with("sessions", "short", &value(1), ttl)
+        .await
+        .unwrap();
+    store.store("sessions", "kept", &value(2)).await.unwrap();
+    let summary = repository.backup(store, |_| {}).await.unwrap();
+    assert_eq!(summary.records, 2);
+
+    let early = harness.dir.path().join("early.db");
+    let restored = restore(
+        &repository,
+        &BackupRef::Latest,
+        &early,
+        RestoreOptions::all(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.records, 2);
+    let reopened = Store::open(Config::new(&early)).await.unwrap();
+    let meta = reopened
+        .retrieve_record::<Value>("sessions", "short")
+        .await
+        .unwrap()
+        .expect("not expired yet")
+        .meta;
+    assert!(meta.expires_at_ms.is_some(), "{meta:?}");
+    assert_eq!(reopened.stats().await.unwrap().storage.expiring, 1);
+    reopened.close().await.unwrap();
+
+    tokio::time::sleep_until((written + Duration::from_millis(2_100)).into()).await;
+    let late = harness.dir.path().join("late.db");
+    let restored = restore(
+        &repository,
+        &BackupRef::Latest,
+        &late,
+        RestoreOptions::all(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.records, 1);
+    let all = restored_contents(&late).await;
+    let keys: Vec<&str> = all.keys().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(keys, ["kept"]);
+    assert!(
+        restored_contents(&early)
+            .await
+            .keys()
+            .all(|(_, key)| key == "kept")
+    );
+    harness.finish().await;
+}

@@ -4,6 +4,7 @@
 mod collections;
 mod dedup;
 mod errors;
+mod expiry;
 mod feed;
 mod keys;
 mod transact;
@@ -64,4 +65,6 @@ behaviours!(
     feed::a_subscriber_catches_up_then_sees_every_concurrent_write_once,
     feed::a_subscriber_hears_another_store_on_the_same_database,
     feed::trimmed_changes_are_an_error_naming_the_oldest_held,
+    expiry::an_expired_record_is_absent_from_every_read_and_swept,
+    expiry::a_transaction_that_read_before_expiry_conflicts,
 );
