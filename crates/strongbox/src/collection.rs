@@ -312,7 +312,8 @@ where
 
     /// Replaces the value under `key` with `change(current)` (`None` in: there is none; `None`
     /// out: delete it), atomically: `change` runs again if the value changed meanwhile (see
-    /// [`Store::transact`]). Returns the value written.
+    /// [`Store::transact`]). Returns the value written. The record written does not expire,
+    /// as with every write without an expiry (a transaction's `put_with` keeps one).
     ///
     /// # Errors
     /// As [`Store::transact`].
