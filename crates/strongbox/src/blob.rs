@@ -6,9 +6,10 @@
 //! 1. Writing a record whose value hashes to `id` adds one reference to blob `id`, inserting the
 //!    blob if it is new.
 //! 2. A record that pointed at another blob releases one reference to it. A blob whose count
-//!    reaches zero is deleted in the same transaction (PostgreSQL) or left, unreferenced, for
-//!    maintenance's orphan sweep (SQLite: a write then touches no page of values); a write of
-//!    the same value before the sweep takes it back.
+//!    reaches zero is left, unreferenced, for maintenance's orphan sweep (a write then touches
+//!    no page of values), which deletes it once no change of the change feed names it (a put's
+//!    value stays readable while its change is held); a write of the same value before the
+//!    sweep takes it back.
 //! 3. Rewriting a record with the same value changes no count.
 //!
 //! So `refcount` always equals the number of records pointing at the blob, and no record can

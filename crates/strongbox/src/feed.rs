@@ -12,10 +12,12 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::stream::{self, BoxStream, StreamExt};
+use serde::de::DeserializeOwned;
 
 use crate::backend::{Feed, FeedPage, FeedTrim};
-use crate::change::Change;
+use crate::change::{Change, ChangeKind};
 use crate::clock::now_ms;
+use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
@@ -96,6 +98,45 @@ impl Store {
             Some((item, state))
         })
         .boxed()
+    }
+
+    /// The value a put change wrote, even when its record was overwritten or deleted since:
+    /// the store keeps a value while a record or a change of the feed names it. `None` for a
+    /// delete or an expiry, and for a put whose value is gone (its change was trimmed, and no
+    /// record held the value at the next maintenance run's orphan sweep).
+    ///
+    /// The value is checked as a read's is: its decoded bytes must hash to the change's
+    /// `blob_id` (BLAKE3), then they are deserialized into a `T`.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` naming the change's collection and key when the stored value does not
+    /// decode or does not match its id; `Error::Serialization` when it is not a `T`; the
+    /// engine's errors (`Error::Closed` once the store is closed).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn change_value<T: DeserializeOwned>(&self, change: &Change) -> Result<Option<T>> {
+        let (ChangeKind::Put, Some(blob_id)) = (change.kind, change.blob_id) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.backend().blob(blob_id).await? else {
+            return Ok(None);
+        };
+        let (collection, key) = (&change.collection, &change.key);
+        let raw = self
+            .decode_blob(&blob_id, &stored)
+            .await
+            .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;
+        // Every value is stored in the one format there is; a change does not record it.
+        Format::default()
+            .deserialize(&raw)
+            .map(Some)
+            .map_err(|source| Error::Serialization {
+                action: "deserialize",
+                collection: collection.clone(),
+                key: key.clone(),
+                source: source.into(),
+            })
     }
 
     /// Trims the change feed to the configured retention (`changes_retention_secs`,

@@ -57,6 +57,7 @@ mod cache;
 mod change;
 mod clock;
 pub mod codec;
+mod coherence;
 mod collection;
 mod config;
 mod dictionaries;

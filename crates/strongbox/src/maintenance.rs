@@ -28,8 +28,8 @@ pub struct MaintenanceOptions {
 /// One step of a maintenance run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepReport {
-    /// The step's name: `flush_read_counts`, `sweep_expired`, `collect_orphans`,
-    /// `trim_changes`, `compress`, `optimize`, `reindex`, `vacuum`, `backup`, `checkpoint`,
+    /// The step's name: `flush_read_counts`, `sweep_expired`, `trim_changes`,
+    /// `collect_orphans`, `compress`, `optimize`, `reindex`, `vacuum`, `backup`, `checkpoint`,
     /// `integrity_check`, `cache_cleanup`.
     pub name: &'static str,
     /// How long it took, in milliseconds.
@@ -56,8 +56,9 @@ pub struct MaintenanceReport {
     /// only copy of that record's value: the sweep then deletes nothing and its step fails,
     /// naming the problem (see `Store::verify`).
     pub orphan_blobs_removed: u64,
-    /// Blobs whose last reference was released since the last sweep, now removed (on SQLite,
-    /// a delete or an overwrite leaves the old value for this sweep).
+    /// Blobs whose last reference was released, now removed: a delete or an overwrite leaves
+    /// the old value for this sweep, which removes it once no change of the feed names it
+    /// (a put's value stays readable while its change is held; see `Store::change_value`).
     pub released_blobs_removed: u64,
     /// Expired records deleted (see `Store::sweep_expired`).
     pub records_expired: u64,
@@ -86,8 +87,8 @@ pub struct MaintenanceReport {
 }
 
 impl Store {
-    /// Runs the default maintenance: save read counts, collect orphan blobs, trim the change
-    /// feed, train compression dictionaries where they pay (and recompress), refresh planner
+    /// Runs the default maintenance: save read counts, trim the change feed, collect orphan
+    /// blobs, train compression dictionaries where they pay (and recompress), refresh planner
     /// statistics, return free pages to the file system, checkpoint the WAL, check integrity,
     /// sweep the cache.
     ///
@@ -141,20 +142,21 @@ impl Store {
             Ok("queued".to_owned())
         })
         .await;
-        // Before the orphan sweep, which then removes the values only they held.
+        // Expired records first, then the feed: the orphan sweep then frees the values that
+        // only they and trimmed changes held.
         let expired = run
             .step("sweep_expired", async {
                 let swept = self.sweep_expired().await?;
                 Ok((format!("deleted {swept} expired records"), swept))
             })
             .await;
-        let orphans = run.step("collect_orphans", self.collect_orphans()).await;
         let trimmed = run
             .step("trim_changes", async {
                 let trimmed = self.trim_changes().await?;
                 Ok((format!("trimmed {trimmed} changes from the feed"), trimmed))
             })
             .await;
+        let orphans = run.step("collect_orphans", self.collect_orphans()).await;
         let compressed = run.step("compress", self.compress()).await;
         run.step("optimize", self.optimize(options.is_full)).await;
         if options.reindex {
@@ -216,7 +218,8 @@ impl Store {
 /// The steps of a maintenance run that take more than a line: each returns its description
 /// and the value the report keeps.
 impl Store {
-    /// Deletes the blobs whose last reference was released: (orphans, released) removed.
+    /// Deletes the blobs whose last reference was released and that no change of the feed
+    /// names: (orphans, released) removed.
     async fn collect_orphans(&self) -> Result<(String, (u64, u64))> {
         let sweep = self.backend().collect_orphan_blobs().await?;
         Ok((

@@ -6,7 +6,7 @@
 //! dictionaries loaded, its tasks started. The tasks hold weak handles (see `tasks`), so this
 //! module may name what sits above `store` (maintenance) without `store` naming it.
 
-use crate::backend::{Backend, Engine, Invalidation};
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::Result;
 use crate::maintenance::MaintenanceOptions;
@@ -29,6 +29,7 @@ impl Store {
         let store = Store::assemble(config, backend);
         store.dictionaries().reload(store.backend()).await?;
         start_tasks(&store);
+        crate::coherence::start(&store).await;
         Ok(store)
     }
 }
@@ -100,21 +101,4 @@ fn start_tasks(store: &Store) {
             tracing::debug!(evicted, "cache swept");
         },
     );
-    if let Some(changes) = store.backend().take_invalidations() {
-        // Drops cache entries that other servers' writes made stale, as the backend hears of them.
-        tasks.follow(
-            "cache coherence",
-            changes,
-            store.downgrade(),
-            |inner, change| {
-                let store = Store::from_inner(inner);
-                match change {
-                    Invalidation::Key { collection, key } => {
-                        store.cache().written(&collection, &key, None)
-                    }
-                    Invalidation::All => store.cache().clear(),
-                }
-            },
-        );
-    }
 }

@@ -44,10 +44,11 @@ pub struct StorageStats {
     /// Collections whose new values are compressed with a trained zstd dictionary.
     #[serde(default)]
     pub dictionary_collections: u64,
-    /// Stored bytes of values no record refers to any more, which the next maintenance run's
-    /// orphan sweep removes (SQLite leaves them there so that a write touches no page of values;
-    /// PostgreSQL deletes a value with its last reference, so there it is 0 unless a count was
-    /// left at zero outside Strongbox's writes). Not part of `stored_bytes`.
+    /// Stored bytes of values no record refers to any more. A write leaves them for
+    /// maintenance's orphan sweep, which removes each once no change of the change feed names
+    /// it: the value of a put stays readable while its change is held (`Store::change_value`),
+    /// so this includes the old values of the changes within `changes_retention_secs` and
+    /// `changes_retention_count`. Not part of `stored_bytes`.
     #[serde(default)]
     pub released_bytes: u64,
 }

@@ -61,23 +61,29 @@ impl Tasks {
         });
     }
 
-    /// Hands each event of `events` to `on_event`, with a strong handle upgraded from `handle`,
-    /// until cancelled, the sender is gone or the handle's owner is gone. The whole loop is in
-    /// a `strongbox_task` span named `name`.
-    pub fn follow<T, H, F>(
+    /// Folds the events of `events` into a state, from `state`: `step` takes a strong handle
+    /// upgraded from `handle`, the state and an event, and returns the next state. Runs until
+    /// cancelled (a step in progress is dropped), the sender is gone or the handle's owner is
+    /// gone; one step at a time, in the events' order. The whole loop is in a
+    /// `strongbox_task` span named `name`.
+    pub fn follow<T, H, S, F, Fut>(
         &self,
         name: &'static str,
         mut events: mpsc::UnboundedReceiver<T>,
         handle: Weak<H>,
-        on_event: F,
+        state: S,
+        step: F,
     ) where
         T: Send + 'static,
         H: Send + Sync + 'static,
-        F: Fn(Arc<H>, T) + Send + 'static,
+        S: Send + 'static,
+        F: Fn(Arc<H>, S, T) -> Fut + Send + 'static,
+        Fut: Future<Output = S> + Send,
     {
         let cancel = self.cancel.clone();
         self.tracker.spawn(
             async move {
+                let mut state = state;
                 loop {
                     let event = tokio::select! {
                         () = cancel.cancelled() => break,
@@ -86,7 +92,10 @@ impl Tasks {
                     let (Some(event), Some(strong)) = (event, handle.upgrade()) else {
                         break;
                     };
-                    on_event(strong, event);
+                    state = tokio::select! {
+                        () = cancel.cancelled() => break,
+                        state = step(strong, state, event) => state,
+                    };
                 }
             }
             .instrument(tracing::info_span!("strongbox_task", task = name)),

@@ -34,9 +34,10 @@ pub trait Engine {
     /// Total time callers waited for a free connection, in microseconds.
     fn connection_wait_micros(&self) -> u64;
 
-    /// The keys written by other servers sharing the database, heard as they commit, so that
-    /// caches stay coherent; `None` after the first call, and from an engine without such servers (an
-    /// SQLite file belongs to one process's store).
+    /// The keys written by other servers sharing the database, heard as they commit, and when
+    /// to catch up from the change feed on what may not have been heard ([`Invalidation`]), so
+    /// that caches stay coherent; `None` after the first call, and from an engine without such
+    /// servers (an SQLite file belongs to one process's store).
     fn take_invalidations(&self) -> Option<mpsc::UnboundedReceiver<Invalidation>>;
 
     /// Finishes what is queued and stops; later calls fail with `Error::Closed`.
@@ -147,8 +148,10 @@ pub trait Upkeep {
     /// Refreshes the query planner's statistics (`full`: analyze everything).
     async fn optimize(&self, full: bool) -> Result<()>;
 
-    /// Deletes the blobs no record points at and none is counted for. A blob counted as in use
-    /// that no record points at fails the sweep with [`inconsistent_store`], deleting nothing.
+    /// Deletes the blobs no record points at, none is counted for and no change of the feed
+    /// names (a put's value stays readable while its change is in the feed). A blob counted
+    /// as in use that no record points at fails the sweep with [`inconsistent_store`],
+    /// deleting nothing.
     async fn collect_orphan_blobs(&self) -> Result<OrphanSweep>;
 
     /// Returns free space to the file system (`full`: rebuild everything); returns the number
@@ -229,6 +232,11 @@ pub trait Feed {
     /// Deletes the oldest changes as `trim` says, always a prefix of the feed, and records the
     /// highest sequence number deleted; returns how many were deleted.
     async fn trim_changes(&self, trim: FeedTrim) -> Result<u64>;
+
+    /// The stored bytes (codec tag and payload) of the blob `blob_id`, as a change names it;
+    /// `None` when the store no longer holds it. The orphan sweep keeps every blob a change
+    /// names ([`Upkeep::collect_orphan_blobs`]), so a put's value is here while its change is.
+    async fn blob(&self, blob_id: BlobId) -> Result<Option<Vec<u8>>>;
 }
 
 /// Two different dictionaries with the same id: zstd derives ids from content, so this is a

@@ -264,4 +264,8 @@ impl Feed for Backend {
     async fn trim_changes(&self, trim: FeedTrim) -> Result<u64> {
         forward!(self, engine => engine.trim_changes(trim).await)
     }
+
+    async fn blob(&self, blob_id: BlobId) -> Result<Option<Vec<u8>>> {
+        forward!(self, engine => engine.blob(blob_id).await)
+    }
 }

@@ -280,9 +280,8 @@ pub struct StorageTotals {
     pub unique_bytes: u64,
     /// Stored size of every unique value (after deduplication and compression).
     pub stored_bytes: u64,
-    /// Stored size of the values no record refers to any more, waiting for the orphan sweep.
-    /// Measured on both engines; on PostgreSQL it is 0 unless a count was left at zero outside
-    /// a write, since a write deletes a value with its last reference. Not in `stored_bytes`.
+    /// Stored size of the values no record refers to any more: those the change feed still
+    /// names, and those waiting for the orphan sweep. Not in `stored_bytes`.
     pub released_bytes: u64,
 }
 
@@ -294,7 +293,8 @@ pub struct OrphanSweep {
     pub blobs: u64,
     /// Their stored bytes.
     pub bytes: u64,
-    /// Blobs whose last reference was released (on SQLite they wait for the sweep).
+    /// Blobs whose last reference was released and that no change names (writes leave them
+    /// for the sweep).
     pub released: u64,
     /// Their stored bytes.
     pub released_bytes: u64,
@@ -337,7 +337,8 @@ pub struct RefcountMismatch {
     pub actual: i64,
 }
 
-/// A write committed by another server, heard through the backend's change feed.
+/// What the backend heard of other servers' writes, for the cache (see `crate::coherence`,
+/// which keeps the cache's position in the change feed).
 #[cfg_attr(
     not(feature = "postgres"),
     expect(dead_code, reason = "only PostgreSQL hears of other servers' writes")
@@ -351,8 +352,17 @@ pub enum Invalidation {
         /// The key.
         key: String,
     },
-    /// Changes may have been missed (the listener reconnected): forget everything cached.
+    /// Something changed that cannot be told apart (an announcement this version cannot
+    /// read): forget everything cached.
     All,
+    /// Announcements may have been missed (the listener lost its connection, or listens
+    /// again): invalidate the keys of the changes in the feed after the last one accounted
+    /// for, or everything when that cannot be done. Every later commit is announced, or
+    /// followed by another `CatchUp`.
+    CatchUp,
+    /// Every change numbered up to this one is accounted for by the invalidations sent before
+    /// this one (and the catch-ups before them), so a later `CatchUp` may start after it.
+    HeardThrough(u64),
 }
 
 /// A page of the change feed and where the feed stands, read in one snapshot (see

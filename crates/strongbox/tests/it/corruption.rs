@@ -241,3 +241,49 @@ async fn a_damaged_or_truncated_wal_loses_its_tail_but_never_returns_a_wrong_val
         store.close().await.unwrap();
     }
 }
+
+/// A damaged value that only the change feed still names is `Error::Corrupt` naming the
+/// change's collection and key from `Store::change_value`, never another value, and `verify`
+/// reports it.
+#[tokio::test]
+async fn a_damaged_value_kept_for_the_feed_is_an_error_from_change_value() {
+    let mut harness = Harness::sqlite().await;
+    let old = "the first profile of alice ".repeat(40);
+    harness.store.store("players", "alice", &old).await.unwrap();
+    harness
+        .store
+        .store("players", "alice", &"the second")
+        .await
+        .unwrap();
+    let first = harness.store.changes(0, 1).await.unwrap().remove(0);
+    assert_eq!(
+        harness.store.change_value::<String>(&first).await.unwrap(),
+        Some(old)
+    );
+    harness.store.close().await.unwrap();
+    let conn = Connection::open(harness.path()).unwrap();
+    let (id, mut data): (Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT id, data FROM blobs WHERE ref NOT IN (SELECT blob FROM records)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 1;
+    conn.execute("UPDATE blobs SET data = ?1 WHERE id = ?2", (data, id))
+        .unwrap();
+    drop(conn);
+    harness.reopen().await;
+    let error = harness
+        .store
+        .change_value::<String>(&first)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt { collection: Some(c), key: Some(k), .. } if c == "players" && k == "alice"),
+        "{error}"
+    );
+    assert!(!harness.store.verify().await.unwrap().is_clean());
+    harness.store.close().await.unwrap();
+}

@@ -342,7 +342,10 @@ async fn an_empty_file_is_not_taken_for_a_new_store_and_is_left_as_it_was() {
 async fn maintenance_reclaims_space_while_another_store_writes_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let store = Store::open(Config::new(&path)).await.unwrap();
+    // The feed keeps few changes, so that the deleted values are the sweep's to remove.
+    let mut config = Config::new(&path);
+    config.changes_retention_count = 1;
+    let store = Store::open(config).await.unwrap();
     for index in 0..200 {
         store
             .store("old", &format!("k{index}"), &format!("old value {index}"))

@@ -21,7 +21,8 @@ fn bulky(i: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
-    let harness = Harness::sqlite().await;
+    // The feed keeps one change, so that the deleted values are not kept for their puts.
+    let harness = Harness::sqlite_with(|config| config.changes_retention_count = 1).await;
     let store = &harness.store;
     for batch in 0..20 {
         let mut tx = store.transaction();
@@ -49,8 +50,8 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
         [
             "flush_read_counts",
             "sweep_expired",
-            "collect_orphans",
             "trim_changes",
+            "collect_orphans",
             "compress",
             "optimize",
             "vacuum",
@@ -87,10 +88,11 @@ async fn maintenance_after_deleting_half_the_data_shrinks_the_file() {
 }
 
 /// A released blob waits for the sweep; a write of the same value before it takes the blob
-/// back, and the sweep then leaves it alone.
+/// back, and the sweep then leaves it alone. (The feed keeps one change, so that no change of
+/// a put holds the released values.)
 #[tokio::test]
 async fn a_released_value_written_again_survives_the_sweep() {
-    let harness = Harness::sqlite().await;
+    let harness = Harness::sqlite_with(|config| config.changes_retention_count = 1).await;
     let store = &harness.store;
     store.store("players", "alice", &bulky(1)).await.unwrap();
     store.delete("players", "alice").await.unwrap();
@@ -120,7 +122,8 @@ async fn a_released_value_written_again_survives_the_sweep() {
 
 #[tokio::test]
 async fn orphan_collection_removes_released_blobs_and_never_a_possibly_needed_orphan() {
-    let mut harness = Harness::sqlite().await;
+    // The feed keeps one change (the last delete), so that no put's change holds a value.
+    let mut harness = Harness::sqlite_with(|config| config.changes_retention_count = 1).await;
     harness
         .store
         .store("players", "alice", &"alice")
@@ -366,7 +369,9 @@ mod on_postgres {
         let Some(scratch) = ScratchDatabase::create().await else {
             return;
         };
-        let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+        // The feed keeps one change, so that the deleted values are not kept for their puts.
+        let config = Config::postgres(scratch.url()).with_changes_retention_count(1);
+        let store = Store::open(config).await.unwrap();
         let admin = scratch.connect().await;
         for n in 0..300 {
             store
@@ -453,6 +458,8 @@ async fn a_failing_step_is_reported_and_every_other_step_still_runs() {
     let harness = Harness::sqlite_with(|config| {
         config.backup_repository = Some(not_a_directory.clone());
         config.cache_ttl_secs = 1;
+        // The feed then holds only the last put, so the first value is released to the sweep.
+        config.changes_retention_count = 1;
     })
     .await;
     harness
@@ -481,8 +488,8 @@ async fn a_failing_step_is_reported_and_every_other_step_still_runs() {
         [
             "flush_read_counts",
             "sweep_expired",
-            "collect_orphans",
             "trim_changes",
+            "collect_orphans",
             "compress",
             "optimize",
             "vacuum",

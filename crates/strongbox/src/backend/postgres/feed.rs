@@ -62,6 +62,9 @@ const RECORD_TRIM: &str = "
     UPDATE strongbox_meta SET value = GREATEST(value, $1)
     WHERE name = 'changes_trimmed_through'";
 
+/// The stored bytes of a blob.
+const BLOB: &str = "SELECT data FROM strongbox_blobs WHERE id = $1";
+
 /// The changes one write transaction makes, gathered as columns.
 #[derive(Debug, Default)]
 pub(super) struct NewChanges {
@@ -190,6 +193,20 @@ impl Feed for PostgresBackend {
             .await
             .map_err(map_err("commit the trim of the change feed"))?;
         Ok(deleted)
+    }
+
+    async fn blob(&self, blob_id: BlobId) -> Result<Option<Vec<u8>>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(BLOB)
+            .await
+            .map_err(map_err("prepare reading the value of a change"))?;
+        client
+            .query_opt(&statement, &[&blob_id.as_bytes().as_slice()])
+            .await
+            .map_err(map_err("read the value of a change"))?
+            .map(|row| row.column(0))
+            .transpose()
     }
 }
 

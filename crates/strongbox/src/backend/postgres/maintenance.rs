@@ -32,10 +32,13 @@ impl Upkeep for PostgresBackend {
             .map_err(map_err("analyze the tables"))
     }
 
-    /// Runs at REPEATABLE READ: if a concurrent writer references a blob the sweep would delete,
-    /// the sweep fails with a serialization error (and is retried at the next maintenance)
-    /// instead of freeing a blob in use. A blob with a positive count and no record (a damaged
-    /// reference) stops the sweep: nothing is deleted.
+    /// Deletes the blobs left at zero references that no record points at and no change of the
+    /// feed names (a put's value stays readable while its change is held). Runs at REPEATABLE
+    /// READ: if a concurrent writer references a blob the sweep would delete (every put that
+    /// names a blob in the feed also counts a reference to it), the sweep fails with a
+    /// serialization error (and is retried at the next maintenance) instead of freeing a blob
+    /// in use. A blob with a positive count and no record (a damaged reference) stops the
+    /// sweep: nothing is deleted.
     async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
         let mut client = self.client().await?;
         let tx = client
@@ -63,6 +66,7 @@ impl Upkeep for PostgresBackend {
                     DELETE FROM strongbox_blobs b
                     WHERE b.refcount = 0
                       AND NOT EXISTS (SELECT 1 FROM strongbox_records r WHERE r.blob_id = b.id)
+                      AND NOT EXISTS (SELECT 1 FROM strongbox_changes c WHERE c.blob_id = b.id)
                     RETURNING length(b.data) AS bytes)
                  SELECT count(*), coalesce(sum(bytes), 0)::BIGINT FROM gone",
                 &[],
@@ -72,7 +76,6 @@ impl Upkeep for PostgresBackend {
         tx.commit()
             .await
             .map_err(map_err("commit the orphan sweep"))?;
-        // Writers delete a blob with its last reference; a count left at zero is released.
         Ok(OrphanSweep {
             blobs: 0,
             bytes: 0,

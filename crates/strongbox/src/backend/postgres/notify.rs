@@ -1,27 +1,69 @@
-//! The change listener: a dedicated connection that `LISTEN`s for writes committed by other
-//! servers and passes them on as [`Change`]s, so each server can drop stale cache entries.
+//! The change listener: a dedicated connection (`application_name` [`APPLICATION_NAME`] in
+//! `pg_stat_activity`) that `LISTEN`s for the writes every server announces and passes them on
+//! as [`Invalidation`]s, so each server can drop stale cache entries.
 //!
-//! When the connection drops, notifications may have been missed: the listener sends
-//! [`Invalidation::All`] and reconnects with a growing pause (up to five seconds). It stops when its
-//! token is cancelled (by `Backend::close` or when the backend is dropped).
+//! **Nothing is missed for long.** Notifications sent while the connection is down are lost,
+//! but every change is also in the change feed. So the listener sends
+//! [`Invalidation::CatchUp`] when its connection is lost, after each failed attempt to
+//! reconnect, and once it listens again (after `LISTEN`, so that every later commit is heard):
+//! the store then invalidates the keys of the feed's changes after the last one it has
+//! accounted for (`crate::coherence`).
+//!
+//! **Marks keep that catch-up short.** A listener that heard changes marks its place at most
+//! once a [`MARK_INTERVAL`]: one statement reads the feed's newest number N and `NOTIFY`s it
+//! on the channel, and when its own mark comes back the listener sends
+//! [`Invalidation::HeardThrough`]`(N)`. Every change up to N committed before that statement
+//! began (the feed's numbers follow commit order), each write announces its keys in its own
+//! transaction, and PostgreSQL delivers notifications in commit order: so each change up to N
+//! was heard before the mark, or committed while no connection listened, and then the
+//! catch-up sent after that connection's loss or after this one's `LISTEN`, which comes before
+//! anything this connection delivers, read it from the feed.
+//!
+//! The listener reconnects with a growing pause (up to five seconds). It stops when its token
+//! is cancelled (by `Backend::close` or when the backend is dropped), or when nobody takes its
+//! invalidations any more.
 
 use std::future::poll_fn;
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
 use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Socket};
 use tokio_util::sync::CancellationToken;
 
 use super::write::CHANGES_CHANNEL;
 use crate::backend::Invalidation;
 
-/// Runs until cancelled.
+/// The listener connection's `application_name`, by which an operator (or a test) finds it in
+/// `pg_stat_activity`.
+const APPLICATION_NAME: &str = "strongbox listener";
+
+/// How often, at most, a listener that heard changes marks its place in the feed.
+const MARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The pause before the first attempt to reconnect; it doubles after each failure.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between attempts to reconnect.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// A mark, in one statement (one snapshot): the feed's newest number (as `Feed::changes_after`
+/// reads it), notified on the channel `$1` as `[instance $2, "", newest]`.
+const MARK: &str = "
+    SELECT pg_notify($1, json_build_array($2::text, '', feed.newest::text)::text)
+    FROM (SELECT GREATEST(m.value, coalesce((SELECT max(seq) FROM strongbox_changes), 0))
+                 AS newest
+          FROM strongbox_meta m WHERE m.name = 'changes_trimmed_through') AS feed";
+
+/// Runs until cancelled, or until nobody takes the invalidations.
 pub async fn listen<T>(
-    config: tokio_postgres::Config,
+    mut config: tokio_postgres::Config,
     tls: T,
     instance_id: u64,
-    changes: mpsc::UnboundedSender<Invalidation>,
+    invalidations: mpsc::UnboundedSender<Invalidation>,
     cancel: CancellationToken,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -29,73 +71,174 @@ pub async fn listen<T>(
     T::TlsConnect: Send,
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
+    config.application_name(APPLICATION_NAME);
     let own_id = instance_id.to_string();
-    let mut pause = Duration::from_millis(50);
+    let mut pause = FIRST_PAUSE;
     loop {
-        let connected = tokio::select! {
+        let ended = tokio::select! {
             () = cancel.cancelled() => return,
-                        connected = config.connect(tls.clone()) => connected,
+            ended = session(&config, tls.clone(), &own_id, &invalidations, &mut pause) => ended,
         };
-        match connected {
-            Ok((client, mut connection)) => {
-                let listen_sql = format!("LISTEN {CHANGES_CHANNEL}");
-                let listen = client.batch_execute(&listen_sql);
-                tokio::pin!(listen);
-                let mut is_listening = false;
-                loop {
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        result = &mut listen, if !is_listening => match result {
-                            Ok(()) => {
-                                is_listening = true;
-                                pause = Duration::from_millis(50);
-                                // Writes may have committed while nobody listened.
-                                if changes.send(Invalidation::All).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "cannot listen for changes");
-                                break;
-                            }
-                        },
-                        message = poll_fn(|cx| connection.poll_message(cx)) => match message {
-                            Some(Ok(AsyncMessage::Notification(notification))) => {
-                                if let Some(change) = parse(notification.payload(), &own_id)
-                                    && changes.send(change).is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(error)) => {
-                                tracing::warn!(%error, "the change listener lost its connection");
-                                break;
-                            }
-                            None => break,
-                        },
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "the change listener cannot connect"),
+        match ended {
+            Ended::Unheard => return,
+            Ended::Failed(why) => tracing::warn!("the change listener {why}"),
         }
-        if changes.send(Invalidation::All).is_err() {
+        // What was announced while nobody listened is in the feed.
+        if invalidations.send(Invalidation::CatchUp).is_err() {
             return;
         }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
         }
-        pause = (pause * 2).min(Duration::from_secs(5));
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
-/// A change from a notification payload `[instance, collection, key]`, unless it is our own.
-fn parse(payload: &str, own_id: &str) -> Option<Invalidation> {
+/// Why a connection's session ended.
+enum Ended {
+    /// Nobody takes the invalidations any more: the store is gone.
+    Unheard,
+    /// The connection failed, or a statement on it did: what happened, for the log.
+    Failed(String),
+}
+
+/// One connection's life: connect, `LISTEN`, then pass on what it hears and mark its place,
+/// until the connection fails. A successful `LISTEN` resets `pause`.
+async fn session<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    own_id: &str,
+    invalidations: &mpsc::UnboundedSender<Invalidation>,
+    pause: &mut Duration,
+) -> Ended
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, mut connection) = match config.connect(tls).await {
+        Ok(connected) => connected,
+        Err(error) => return Ended::Failed(format!("cannot connect: {error}")),
+    };
+    let listen_sql = format!("LISTEN {CHANGES_CHANNEL}");
+    let mark_params: [&(dyn ToSql + Sync); 2] = [&CHANGES_CHANNEL, &own_id];
+    // The statement in flight on the connection: `LISTEN` first, then one mark at a time,
+    // while the connection keeps delivering notifications.
+    let mut request = Some(client.batch_execute(&listen_sql).boxed());
+    let mut is_listening = false;
+    let mut has_unmarked = false;
+    let mut marks = tokio::time::interval(MARK_INTERVAL);
+    marks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = finish(&mut request) => {
+                request = None;
+                if let Err(error) = result {
+                    let doing = if is_listening { "cannot mark its place" } else { "cannot listen" };
+                    return Ended::Failed(format!("{doing}: {error}"));
+                }
+                if !is_listening {
+                    is_listening = true;
+                    *pause = FIRST_PAUSE;
+                    // Every commit from now on is heard; the feed holds those before.
+                    if invalidations.send(Invalidation::CatchUp).is_err() {
+                        return Ended::Unheard;
+                    }
+                }
+            }
+            _ = marks.tick(), if has_unmarked && request.is_none() => {
+                has_unmarked = false;
+                request = Some(client.execute(MARK, &mark_params).map_ok(|_| ()).boxed());
+            }
+            message = poll_fn(|cx| connection.poll_message(cx)) => {
+                let heard = match message {
+                    Some(Ok(AsyncMessage::Notification(notification))) => {
+                        parse(notification.payload(), own_id)
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => {
+                        return Ended::Failed(format!("lost its connection: {error}"));
+                    }
+                    None => return Ended::Failed("lost its connection".to_owned()),
+                };
+                let invalidation = match heard {
+                    Heard::OwnChange => {
+                        has_unmarked = true;
+                        continue;
+                    }
+                    Heard::Change(invalidation) => {
+                        has_unmarked = true;
+                        invalidation
+                    }
+                    Heard::Mark(seq) => Invalidation::HeardThrough(seq),
+                    Heard::OtherMark => continue,
+                };
+                if invalidations.send(invalidation).is_err() {
+                    return Ended::Unheard;
+                }
+            }
+        }
+    }
+}
+
+/// The result of the statement in flight; pending forever when there is none.
+async fn finish(
+    request: &mut Option<BoxFuture<'_, Result<(), tokio_postgres::Error>>>,
+) -> Result<(), tokio_postgres::Error> {
+    match request {
+        Some(request) => request.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one notification tells this listener.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// A change this server wrote: its own cache is up to date.
+    OwnChange,
+    /// A change another server wrote (`All` for a payload this version cannot read).
+    Change(Invalidation),
+    /// This listener's mark came back: every change up to this number is accounted for.
+    Mark(u64),
+    /// Another server's mark.
+    OtherMark,
+}
+
+/// A notification's payload: `[instance, collection, key]` announces a change, and
+/// `[instance, "", seq]` is a mark (no collection's name is empty).
+fn parse(payload: &str, own_id: &str) -> Heard {
     match serde_json::from_str::<(String, String, String)>(payload) {
-        Ok((instance, _, _)) if instance == own_id => None,
-        Ok((_, collection, key)) => Some(Invalidation::Key { collection, key }),
+        Ok((instance, collection, seq)) if collection.is_empty() => match seq.parse() {
+            Ok(seq) if instance == own_id => Heard::Mark(seq),
+            _ => Heard::OtherMark,
+        },
+        Ok((instance, _, _)) if instance == own_id => Heard::OwnChange,
+        Ok((_, collection, key)) => Heard::Change(Invalidation::Key { collection, key }),
         // Not ours to read: drop everything rather than risk a stale entry.
-        Err(_) => Some(Invalidation::All),
+        Err(_) => Heard::Change(Invalidation::All),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_changes_or_marks() {
+        assert_eq!(parse(r#"["7","players","alice"]"#, "7"), Heard::OwnChange);
+        assert_eq!(
+            parse(r#"["8","players","alice"]"#, "7"),
+            Heard::Change(Invalidation::Key {
+                collection: "players".into(),
+                key: "alice".into()
+            })
+        );
+        // As `json_build_array` writes it, with spaces.
+        assert_eq!(parse(r#"["7", "", "42"]"#, "7"), Heard::Mark(42));
+        assert_eq!(parse(r#"["8", "", "42"]"#, "7"), Heard::OtherMark);
+        assert_eq!(parse(r#"["7", "", "x"]"#, "7"), Heard::OtherMark);
+        assert_eq!(parse("not json", "7"), Heard::Change(Invalidation::All));
     }
 }

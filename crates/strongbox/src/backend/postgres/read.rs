@@ -275,8 +275,6 @@ impl Reads for PostgresBackend {
             blobs: unsigned(blobs.column(0)?),
             unique_bytes: unsigned(blobs.column(1)?),
             stored_bytes: unsigned(blobs.column(2)?),
-            // 0 unless a count was left at zero outside a write: a release that leaves a blob
-            // without references deletes it in the same transaction (`super::refs`).
             released_bytes: unsigned(blobs.column(3)?),
         })
     }

@@ -2,9 +2,12 @@
 //! blob-id order (rules 1 and 2 of `crate::blob`).
 //!
 //! A reference is added with an `INSERT ... ON CONFLICT DO UPDATE` of the count, which locks
-//! the blob row; a release decrements under the same lock and deletes the row at zero. A writer
-//! adding a reference to a blob being freed waits for that commit and then inserts the blob
-//! afresh (it has the bytes), so a blob is never freed under a reference.
+//! the blob row; a release decrements under the same lock. A blob left at zero stays, as on
+//! SQLite, until maintenance's orphan sweep deletes it, and only once no change of the feed
+//! names it: a put's value stays readable while its change is held (finding out here would
+//! cost every write a look through the feed). A writer adding a reference to a blob the sweep
+//! is deleting waits for that commit and then inserts the blob afresh (it has the bytes), or
+//! makes the sweep fail, so a blob is never freed under a reference.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -21,12 +24,8 @@ const ADD_REFS: &str = "
     ON CONFLICT (id) DO UPDATE SET refcount = strongbox_blobs.refcount + excluded.refcount
     RETURNING refcount";
 
-/// Releases references (`$2` is negative); returns the count after.
-const RELEASE_REFS: &str =
-    "UPDATE strongbox_blobs SET refcount = refcount + $2 WHERE id = $1 RETURNING refcount";
-
-/// Deletes a blob left without references.
-const DELETE_UNREFERENCED: &str = "DELETE FROM strongbox_blobs WHERE id = $1 AND refcount <= 0";
+/// Releases references (`$2` is negative).
+const RELEASE_REFS: &str = "UPDATE strongbox_blobs SET refcount = refcount + $2 WHERE id = $1";
 
 /// The net change of one blob: the delta, the bytes to insert it with, and the outcomes (by
 /// index) whose writes added it.
@@ -90,26 +89,14 @@ impl<'a> RefChanges<'a> {
     }
 }
 
-/// Releases `-delta` references to a blob, deleting it when none is left.
+/// Releases `-delta` references to a blob; one left at zero waits for the orphan sweep.
 async fn release(tx: &Transaction<'_>, id: &[u8], delta: i64) -> Result<(), Failure> {
     let statement = tx
         .prepare_cached(RELEASE_REFS)
         .await
         .map_err(classify("prepare a blob release"))?;
-    let remaining = tx
-        .query_opt(&statement, &[&id, &delta])
+    tx.execute(&statement, &[&id, &delta])
         .await
-        .map_err(classify("release a blob reference"))?
-        .map(|row| row.column::<i64>(0))
-        .transpose()?;
-    if remaining.is_some_and(|remaining| remaining <= 0) {
-        let statement = tx
-            .prepare_cached(DELETE_UNREFERENCED)
-            .await
-            .map_err(classify("prepare a blob delete"))?;
-        tx.execute(&statement, &[&id])
-            .await
-            .map_err(classify("delete an unreferenced blob"))?;
-    }
+        .map_err(classify("release a blob reference"))?;
     Ok(())
 }

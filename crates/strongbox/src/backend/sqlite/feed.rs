@@ -5,7 +5,7 @@
 //! commits, so numbers grow in commit order, and `sqlite_sequence` never hands out a number
 //! again once it committed, even after the rows holding it were trimmed.
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteBackend;
 use super::convert::{map_err, to_i64, unsigned};
@@ -48,6 +48,9 @@ const TRIM: &str = "DELETE FROM changes WHERE seq <= ?1";
 
 /// Records how far the feed was trimmed.
 const RECORD_TRIM: &str = "UPDATE feed SET trimmed_through = max(trimmed_through, ?1) WHERE id = 0";
+
+/// The stored bytes of a blob, found by its id (the index holds the id's first 8 bytes).
+const BLOB: &str = "SELECT data FROM blobs WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1";
 
 /// Appends the change a write made, inside the writer's savepoint (so a request that fails
 /// leaves none).
@@ -127,6 +130,20 @@ impl Feed for SqliteBackend {
             Ok(deleted as u64)
         })
         .await
+    }
+
+    async fn blob(&self, blob_id: BlobId) -> Result<Option<Vec<u8>>> {
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached(BLOB)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_row([blob_id.as_bytes().as_slice()], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(map_err("read the value of a change"))
+            })
+            .await
     }
 }
 

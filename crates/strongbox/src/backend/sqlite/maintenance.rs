@@ -18,15 +18,27 @@ const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(20
 /// Free pages returned to the file system per incremental-vacuum job.
 const VACUUM_CHUNK_PAGES: i64 = 2048;
 
-/// The blobs no record points at: released ones (count 0) and orphans (a positive count), with
-/// their stored bytes.
+/// The blobs no record points at: released ones (count 0) that no change of the feed names,
+/// which the sweep deletes, and orphans (a positive count), with their stored bytes. (`IN` a
+/// subquery that yields a NULL is never false: hence `IS NOT NULL`.)
 const UNREFERENCED_BLOBS: &str = "
-    SELECT count(*) FILTER (WHERE coalesce(c.refcount, 0) = 0),
-           coalesce(sum(length(b.data)) FILTER (WHERE coalesce(c.refcount, 0) = 0), 0),
-           count(*) FILTER (WHERE c.refcount > 0),
-           coalesce(sum(length(b.data)) FILTER (WHERE c.refcount > 0), 0)
-    FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
-    WHERE b.ref NOT IN (SELECT blob FROM records)";
+    WITH unreferenced AS (
+        SELECT length(b.data) AS bytes, coalesce(c.refcount, 0) AS refcount,
+               b.id IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL) AS is_in_feed
+        FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
+        WHERE b.ref NOT IN (SELECT blob FROM records))
+    SELECT count(*) FILTER (WHERE refcount = 0 AND NOT is_in_feed),
+           coalesce(sum(bytes) FILTER (WHERE refcount = 0 AND NOT is_in_feed), 0),
+           count(*) FILTER (WHERE refcount > 0),
+           coalesce(sum(bytes) FILTER (WHERE refcount > 0), 0)
+    FROM unreferenced";
+
+/// Deletes the released blobs (count 0, no record) that no change names, then their counts.
+const DELETE_RELEASED: &str = "
+    DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)
+      AND coalesce((SELECT refcount FROM blob_refs c WHERE c.ref = blobs.ref), 0) = 0
+      AND id NOT IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL);
+    DELETE FROM blob_refs WHERE ref NOT IN (SELECT ref FROM blobs);";
 
 /// Bytes holding no data (unused parts of pages and free pages), and the database's size.
 const SLACK: &str = "
@@ -68,10 +80,11 @@ impl Upkeep for SqliteBackend {
         .await
     }
 
-    /// Only a blob whose count is zero *and* that no record points at is deleted. A blob with a
-    /// positive count and no record (an orphan) means that a record's reference was damaged
-    /// (it then points elsewhere, and this blob may be the only copy of its value): the sweep
-    /// then deletes nothing and fails with `Error::Corrupt`. It runs in an immediate
+    /// Only a blob whose count is zero, that no record points at *and* that no change of the
+    /// feed names is deleted (a put's value stays readable while its change is held). A blob
+    /// with a positive count and no record (an orphan) means that a record's reference was
+    /// damaged (it then points elsewhere, and this blob may be the only copy of its value): the
+    /// sweep then deletes nothing and fails with `Error::Corrupt`. It runs in an immediate
     /// transaction (the write lock is taken at the start, waiting up to the busy timeout), so
     /// writers in other processes delay it but cannot make it fail half-way.
     async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
@@ -87,12 +100,8 @@ impl Upkeep for SqliteBackend {
             if orphans > 0 {
                 return Err(inconsistent_store(orphans, orphan_bytes));
             }
-            tx.execute_batch(
-                "DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)
-                   AND coalesce((SELECT refcount FROM blob_refs c WHERE c.ref = blobs.ref), 0) = 0;
-                 DELETE FROM blob_refs WHERE ref NOT IN (SELECT ref FROM blobs);",
-            )
-            .map_err(map_err("delete unreferenced blobs"))?;
+            tx.execute_batch(DELETE_RELEASED)
+                .map_err(map_err("delete unreferenced blobs"))?;
             tx.commit().map_err(map_err("commit the orphan sweep"))?;
             Ok(OrphanSweep {
                 blobs: 0,

@@ -195,3 +195,77 @@ pub async fn trimmed_changes_are_an_error_naming_the_oldest_held(store: &Store) 
     let mut stream = store.subscribe(oldest - 1, ChangeFilter::all());
     assert_eq!(take(&mut stream, 4).await, before[6..]);
 }
+
+/// The value a change wrote, as a `String`.
+async fn value(store: &Store, change: &Change) -> strongbox::Result<Option<String>> {
+    store.change_value(change).await
+}
+
+/// A put's value stays readable from its change (`Store::change_value`) after the record was
+/// overwritten or deleted, through the orphan sweep, with `verify` clean; once the feed no
+/// longer holds the change, the sweep removes the value (unless a record still holds it).
+pub async fn a_change_keeps_its_value_until_it_is_trimmed(store: &Store) {
+    let (first, second, third) = (
+        "the first layout ".repeat(30),
+        "the second layout ".repeat(30),
+        "a board soon deleted ".repeat(30),
+    );
+    store.store("boards", "b1", &first).await.unwrap();
+    store.store("boards", "b1", &second).await.unwrap();
+    store.store("boards", "b2", &third).await.unwrap();
+    store.delete("boards", "b2").await.unwrap();
+    let changes = store.changes(0, 100).await.unwrap();
+    assert_eq!(changes.len(), 4);
+
+    let report = store.maintenance().await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.released_blobs_removed, 0, "{report:?}");
+    assert_eq!(
+        value(store, &changes[0]).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        value(store, &changes[1]).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        value(store, &changes[2]).await.unwrap(),
+        Some(third.clone())
+    );
+    assert_eq!(
+        value(store, &changes[3]).await.unwrap(),
+        None,
+        "a delete has no value"
+    );
+    let error = store.change_value::<u64>(&changes[0]).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Serialization { key, .. } if key == "b1"),
+        "{error:?}"
+    );
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    let stats = store.storage_stats().await.unwrap();
+    assert_eq!(
+        stats.blobs, 1,
+        "only the second layout is a record's: {stats:?}"
+    );
+    assert!(stats.released_bytes > 0, "{stats:?}");
+
+    // Keep one change (the delete): the puts' changes go, and so do the values only they held.
+    let trimmer = Store::open(store.config().clone().with_changes_retention_count(1))
+        .await
+        .unwrap();
+    let report = trimmer.maintenance().await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.changes_trimmed, 3, "{report:?}");
+    assert_eq!(report.released_blobs_removed, 2, "{report:?}");
+    trimmer.close().await.unwrap();
+    assert_eq!(value(store, &changes[0]).await.unwrap(), None);
+    assert_eq!(value(store, &changes[2]).await.unwrap(), None);
+    // The record b1 still holds the second layout.
+    assert_eq!(value(store, &changes[1]).await.unwrap(), Some(second));
+    let stats = store.storage_stats().await.unwrap();
+    assert_eq!((stats.blobs, stats.released_bytes), (1, 0), "{stats:?}");
+    let report = store.verify().await.unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+}

@@ -67,4 +67,5 @@ behaviours!(
     feed::trimmed_changes_are_an_error_naming_the_oldest_held,
     expiry::an_expired_record_is_absent_from_every_read_and_swept,
     expiry::a_transaction_that_read_before_expiry_conflicts,
+    feed::a_change_keeps_its_value_until_it_is_trimmed,
 );
