@@ -64,4 +64,5 @@ behaviours!(
     feed::a_subscriber_catches_up_then_sees_every_concurrent_write_once,
     feed::a_subscriber_hears_another_store_on_the_same_database,
     feed::trimmed_changes_are_an_error_naming_the_oldest_held,
+    feed::a_store_with_the_feed_off_records_no_change_and_reads_none,
 );
