@@ -28,6 +28,11 @@
 //! - scan ([`scan`]): a collection of `--scan-records` records (100,000 by default, the
 //!   dataset's values copied) read once through `Collection::scan(Scan::all())` and once with
 //!   one `retrieve` per key in key order, from one task, both with the cache off.
+//! - the change feed ([`feed`]): the concurrent durable updates through a handle with the feed
+//!   off (`Config::with_change_feed(false)`) and one with it on, in turns, for `--duration`
+//!   each in all; then the same updates for `--duration` while a subscriber on the writing
+//!   handle and one on a second handle (which polls) receive them: their lag, from a write's
+//!   acknowledgement to its receipt.
 //!
 //! `--json` prints one object whose field names are stable: `records`, `raw_bytes`,
 //! `file_bytes`, `seed_file_bytes`, `peak_rss_bytes`, `cache_capacity_bytes`, `maintenance_ms`
@@ -41,9 +46,14 @@
 //! transfer's latency, its retries included), `transfer_retry_rate` (closure runs that did not
 //! commit, per committed transfer), `transfer_accounts`, and `baseline_transfer_ops_per_s`,
 //! `baseline_transfer_p50_us`, `baseline_transfer_p99_us` (rusqlite); the scan gives
-//! `scan_records`, `scan_values_per_s` and `scan_retrieve_values_per_s`. Their ratios are
+//! `scan_records`, `scan_values_per_s` and `scan_retrieve_values_per_s`; the change feed
+//! `feed_write_off_*` and `feed_write_on_*` (`_ops_per_s`, `_p50_us`, `_p99_us`: updates),
+//! `feed_lag_*` and `feed_lag_polled_*` (`_ops_per_s`: changes received per second of the
+//! run; `_p50_us`, `_p99_us`: their lag). Their ratios are
 //! `ratios.transfer` (ours / rusqlite's), `ratios.transfer_to_write` (our transfers / our
-//! concurrent writes, `write`) and `ratios.scan` (scan / retrieve). The `seed_`
+//! concurrent writes, `write`), `ratios.scan` (scan / retrieve) and `ratios.feed_write`
+//! (updates with the feed on / off). With `--postgres`, `postgres.feed` holds the same
+//! figures (`write_off`, `write_on`, `lag`, `lag_polled`). The `seed_`
 //! prefix names the original approach. `ratios.read_hit` compares cache hits with the
 //! original's cache hits (`seed_read_hit`); before `seed_read_hit` existed it compared them with
 //! the original's uncached reads. `ratios.read_cold` and `ratios.read_cold_zipf` compare with
@@ -56,6 +66,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod dataset;
+mod feed;
 mod generate;
 mod ours;
 mod report;

@@ -1,6 +1,6 @@
 //! Strongbox's workloads on one backend: a bulk load and one maintenance run, then timed
-//! writes, cache-hit reads, cold reads, a read/update mix, transfers (see `transfer`) and a
-//! scan (see `scan`).
+//! writes, the change feed's cost and lag (see `feed`), cache-hit reads, cold reads, a
+//! read/update mix, transfers (see `transfer`) and a scan (see `scan`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +11,10 @@ use serde::Serialize;
 use strongbox::{Config, Store};
 
 use crate::dataset::Dataset;
+use crate::feed::FeedFigures;
 use crate::scan::ScanFigures;
 use crate::transfer::TransferFigures;
-use crate::workload::{Measured, READ_TASKS, Zipf, run_for};
+use crate::workload::{Latencies, Measured, READ_TASKS, Zipf, run_for, time_tasks};
 
 /// Records in each transaction of the bulk load.
 const BULK_BATCH: usize = 1000;
@@ -39,6 +40,8 @@ pub struct Figures {
     pub transfer: Measured,
     /// Transfer closure runs that did not commit, per committed transfer.
     pub transfer_retry_rate: f64,
+    /// Concurrent updates with the change feed off and on, and a subscriber's lag.
+    pub feed: FeedFigures,
     /// A collection read by one scan, and by one retrieve per key.
     pub scan: ScanFigures,
     /// File (or table) bytes after the bulk load and the maintenance run.
@@ -107,6 +110,9 @@ pub async fn run(
     };
     let write_single = target.writes(1, duration).await?;
     let write = target.writes(concurrency, duration).await?;
+    let feed = crate::feed::run(&config, &store, dataset, concurrency, duration)
+        .await
+        .context("run the change feed's workloads")?;
     for (collection, key, _) in &dataset.records {
         store.retrieve::<serde_json::Value>(collection, key).await?;
     }
@@ -145,6 +151,7 @@ pub async fn run(
         mixed,
         transfer,
         transfer_retry_rate,
+        feed,
         scan,
         file_bytes,
         maintenance_ms: maintenance.elapsed_ms,
@@ -173,20 +180,36 @@ async fn bulk_load(store: &Store, dataset: &Dataset) -> anyhow::Result<Measured>
     })
 }
 
+/// Durable single-record updates on `tasks` tasks for `duration`: a random key gets another
+/// value of its collection.
+///
+/// # Errors
+/// When a write fails.
+pub async fn timed_updates(
+    store: &Store,
+    dataset: &Arc<Dataset>,
+    tasks: usize,
+    duration: Duration,
+) -> anyhow::Result<Latencies> {
+    time_tasks(
+        tasks,
+        duration,
+        (store.clone(), Arc::clone(dataset)),
+        |(store, dataset), mut rng| async move {
+            let (collection, key, value) = dataset.update(&mut rng);
+            store.store(collection, key, value).await?;
+            Ok(())
+        },
+    )
+    .await
+}
+
 impl Target {
-    /// Durable single-record updates: a random key gets another value of its collection.
+    /// Durable single-record updates ([`timed_updates`]).
     async fn writes(&self, tasks: usize, duration: Duration) -> anyhow::Result<Measured> {
-        run_for(
-            tasks,
-            duration,
-            self.clone(),
-            |target, mut rng| async move {
-                let (collection, key, value) = target.dataset.update(&mut rng);
-                target.store.store(collection, key, value).await?;
-                Ok(())
-            },
-        )
-        .await
+        Ok(timed_updates(&self.store, &self.dataset, tasks, duration)
+            .await?
+            .measured())
     }
 
     /// Reads of keys that exist, on [`READ_TASKS`] tasks.

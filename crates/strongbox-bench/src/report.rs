@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::dataset::Dataset;
+use crate::feed::FeedFigures;
 use crate::ours::Figures;
 use crate::scan::ScanFigures;
 use crate::seed::SeedFigures;
@@ -84,6 +85,11 @@ impl Report {
         put("seed_read_hit", &self.seed.read_hit);
         put("transfer", &self.ours.transfer);
         put("baseline_transfer", &self.baseline_transfer);
+        let feed = &self.ours.feed;
+        put("feed_write_off", &feed.write_off);
+        put("feed_write_on", &feed.write_on);
+        put("feed_lag", &feed.lag);
+        put("feed_lag_polled", &feed.lag_polled);
         object.insert("ratios".into(), Value::Object(self.ratios()));
         let ours = &self.ours;
         let totals = [
@@ -112,7 +118,8 @@ impl Report {
     }
 
     /// Ours over the original's: throughput of each workload that has a baseline, and file size;
-    /// then our transfers over rusqlite's and over our concurrent writes, and scan over retrieve.
+    /// then our transfers over rusqlite's and over our concurrent writes, scan over retrieve,
+    /// and writes with the change feed on over writes with it off.
     fn ratios(&self) -> Map<String, Value> {
         let mut ratios = Map::new();
         for (name, measured, baseline) in self.rows() {
@@ -143,6 +150,10 @@ impl Report {
             (
                 "scan",
                 ratio(ours.scan.values_per_s, ours.scan.retrieve_values_per_s),
+            ),
+            (
+                "feed_write",
+                ratio(ours.feed.write_on.ops_per_s, ours.feed.write_off.ops_per_s),
             ),
         ];
         for (name, value) in others {
@@ -232,6 +243,7 @@ impl Report {
             ours.transfer_retry_rate
         );
         print_scan(&ours.scan);
+        print_feed(&ours.feed);
     }
 
     /// Prints PostgreSQL's figures against SQLite's.
@@ -261,7 +273,49 @@ impl Report {
         );
         println!("{:<16} {:>12}", "table bytes", postgres.file_bytes);
         print_scan(&postgres.scan);
+        print_feed(&postgres.feed);
     }
+}
+
+/// Prints the change feed's cost (writes with it off and on) and a subscriber's lag.
+fn print_feed(feed: &FeedFigures) {
+    println!(
+        "\nchange feed: concurrent durable updates through a handle with the feed off and one \
+         with it on, in turns (off, on, on, off)"
+    );
+    println!(
+        "{:<32} {:>12} {:>9} {:>9}",
+        "", "updates/s", "p50 µs", "p99 µs"
+    );
+    for (name, measured) in [("feed off", &feed.write_off), ("feed on", &feed.write_on)] {
+        print_row(name, measured);
+    }
+    println!(
+        "ratio on/off {:.2}x (the target: at least 0.90)",
+        ratio(feed.write_on.ops_per_s, feed.write_off.ops_per_s)
+    );
+    println!(
+        "subscriber lag under the same updates, from a write's acknowledgement to its receipt \
+         (the target: p99 under 50,000 µs on SQLite)"
+    );
+    println!(
+        "{:<32} {:>12} {:>9} {:>9}",
+        "", "changes/s", "p50 µs", "p99 µs"
+    );
+    for (name, measured) in [
+        ("on the writing handle", &feed.lag),
+        ("on another handle (polls)", &feed.lag_polled),
+    ] {
+        print_row(name, measured);
+    }
+}
+
+/// Prints one row of a table of rates and latencies.
+fn print_row(name: &str, measured: &Measured) {
+    println!(
+        "{name:<32} {:>12.0} {:>9} {:>9}",
+        measured.ops_per_s, measured.p50_us, measured.p99_us
+    );
 }
 
 /// Prints a scan against retrieves.

@@ -45,6 +45,30 @@ impl Measured {
     }
 }
 
+/// The latency of each call of a timed run, in microseconds, and the run's wall time: runs
+/// of one workload merge before their percentiles are taken.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    /// One latency per call, in microseconds.
+    pub micros: Vec<u64>,
+    /// Wall time of the run (of all the runs merged).
+    pub elapsed: Duration,
+}
+
+impl Latencies {
+    /// Both runs as one: their calls together, over their wall times added.
+    pub fn merge(mut self, other: Latencies) -> Latencies {
+        self.micros.extend(other.micros);
+        self.elapsed += other.elapsed;
+        self
+    }
+
+    /// Throughput and percentiles.
+    pub fn measured(self) -> Measured {
+        Measured::from_latencies(self.micros, self.elapsed)
+    }
+}
+
 /// Runs `operation` on `tasks` tasks until `duration` has passed; measures each call. Each
 /// call gets a clone of `context` and a generator of its own ([`rng_for`]).
 pub async fn run_for<C, F, Fut>(
@@ -53,6 +77,23 @@ pub async fn run_for<C, F, Fut>(
     context: C,
     operation: F,
 ) -> anyhow::Result<Measured>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, SmallRng) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    Ok(time_tasks(tasks, duration, context, operation)
+        .await?
+        .measured())
+}
+
+/// [`run_for`], returning each call's latency rather than their summary.
+pub async fn time_tasks<C, F, Fut>(
+    tasks: usize,
+    duration: Duration,
+    context: C,
+    operation: F,
+) -> anyhow::Result<Latencies>
 where
     C: Clone + Send + 'static,
     F: Fn(C, SmallRng) -> Fut + Send + Sync + 'static,
@@ -81,7 +122,10 @@ where
     for handle in handles {
         latencies.extend(handle.await??);
     }
-    Ok(Measured::from_latencies(latencies, started.elapsed()))
+    Ok(Latencies {
+        micros: latencies,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Runs a blocking `operation` on this thread until `duration` has passed; measures each call.

@@ -66,6 +66,11 @@ fn the_bench_prints_the_documented_fields() {
         "transfer_accounts",
         "scan_values_per_s",
         "scan_retrieve_values_per_s",
+        "feed_write_off_ops_per_s",
+        "feed_write_on_ops_per_s",
+        "feed_write_on_p99_us",
+        "feed_lag_ops_per_s",
+        "feed_lag_polled_ops_per_s",
     ] {
         assert!(
             report[field].as_f64().is_some_and(|value| value > 0.0),
@@ -80,6 +85,19 @@ fn the_bench_prints_the_documented_fields() {
             .as_f64()
             .is_some_and(|rate| rate >= 0.0)
     );
+    // A change may reach a subscriber before its writer hears of the commit: a lag of 0.
+    for field in [
+        "feed_lag_p50_us",
+        "feed_lag_p99_us",
+        "feed_lag_polled_p50_us",
+        "feed_lag_polled_p99_us",
+    ] {
+        assert!(
+            report[field].as_u64().is_some(),
+            "{field}: {}",
+            report[field]
+        );
+    }
     for ratio in [
         "read_hit",
         "read_cold",
@@ -88,6 +106,7 @@ fn the_bench_prints_the_documented_fields() {
         "transfer",
         "transfer_to_write",
         "scan",
+        "feed_write",
     ] {
         assert!(report["ratios"][ratio].as_f64().is_some(), "{ratio}");
     }

@@ -6,7 +6,8 @@
 //! out, in ascending order, so it delivers each change once, in order; it never skips one
 //! silently: when changes it has not read were trimmed it ends with `Error::ChangesTrimmed`.
 //! Both rest on the engines' promise (`backend::Feed`) that no change below a number already
-//! visible can commit later.
+//! visible can commit later. A store opened with the feed off (`Config::change_feed`)
+//! records no change, and its reads of the feed fail with `Error::InvalidConfig`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -58,12 +59,14 @@ impl Store {
     /// committed put and delete of every collection (start with `since = 0`).
     ///
     /// # Errors
-    /// `Error::ChangesTrimmed` when changes after `since` were already trimmed; the engine's
-    /// errors.
+    /// `Error::ChangesTrimmed` when changes after `since` were already trimmed;
+    /// `Error::InvalidConfig` when this store was opened with the feed off
+    /// (`Config::change_feed`); the engine's errors.
     ///
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn changes(&self, since: u64, limit: usize) -> Result<Vec<Change>> {
+        self.check_feed_is_on()?;
         let page = self.backend().changes_after(since, limit, None).await?;
         check_not_trimmed(since, &page)?;
         Ok(page.changes)
@@ -76,15 +79,19 @@ impl Store {
     /// consumer that stores the `seq` of the last change it handled resumes from it.
     ///
     /// The stream ends after yielding an error: `Error::ChangesTrimmed` when changes it had
-    /// not delivered were trimmed (at the start, or when it falls that far behind), or the
-    /// engine's error (`Error::Closed` once the store is closed). It holds a handle on the
-    /// store while it lives.
+    /// not delivered were trimmed (at the start, or when it falls that far behind),
+    /// `Error::InvalidConfig` at once when this store was opened with the feed off
+    /// (`Config::change_feed`), or the engine's error (`Error::Closed` once the store is
+    /// closed). It holds a handle on the store while it lives.
     ///
     /// # Cancel safety
     /// Cancel safe: a change is handed out only when the stream yields it, so dropping the
     /// stream or a `next()` loses nothing that a new subscription from the last `seq` seen
     /// would not deliver again.
     pub fn subscribe(&self, from: u64, filter: ChangeFilter) -> BoxStream<'static, Result<Change>> {
+        if let Err(error) = self.check_feed_is_on() {
+            return stream::once(async { Err(error) }).boxed();
+        }
         let state = Subscription {
             store: self.clone(),
             commits: self.commits(),
@@ -141,7 +148,8 @@ impl Store {
 
     /// Trims the change feed to the configured retention (`changes_retention_secs`,
     /// `changes_retention_count`; 0 keeps everything by that measure): a maintenance step.
-    /// Returns how many changes were deleted.
+    /// Returns how many changes were deleted. It trims with the feed off too (what was
+    /// recorded before it was turned off).
     ///
     /// # Errors
     /// The engine's.
@@ -166,6 +174,19 @@ impl Store {
                 keep_count,
             })
             .await
+    }
+
+    /// `Error::InvalidConfig` when this store records no changes: a feed read through it
+    /// would silently miss its own writes.
+    fn check_feed_is_on(&self) -> Result<()> {
+        if self.config().change_feed {
+            return Ok(());
+        }
+        Err(Error::InvalidConfig(
+            "change_feed is off for this store, so it records no changes and reads none; \
+             open it with change_feed on to use the change feed"
+                .into(),
+        ))
     }
 }
 

@@ -10,19 +10,24 @@
 //! - the total of all balances never changed, and each balance equals its opening amount plus
 //!   the ledger entries that moved chips in or out (so every committed transaction is whole);
 //! - `verify` is clean: every blob matches its hash and every reference count is exact;
-//! - the backup repository, killed mid-backup any number of times, still verifies.
+//! - the backup repository, killed mid-backup any number of times, still verifies;
+//! - the change feed agrees with the records: its sequence numbers strictly increase, and a
+//!   record exists at version v exactly when the last change of its key is a put of version v
+//!   (a key whose last change is a delete has no record). The children keep every change
+//!   (no retention), so each key's history is complete.
 //!
 //! `STRONGBOX_CRASH_KILLS` sets the number of kill rounds (default 100; soak: thousands).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use strongbox::backup::{Repository, Retention};
-use strongbox::{Config, Error, Expect, ListOptions, Store};
+use strongbox::{ChangeKind, Config, Error, Expect, ListOptions, Scan, Store, Version};
 
 const ACCOUNTS: u64 = 16;
 const OPENING_BALANCE: i64 = 1_000;
@@ -99,6 +104,7 @@ fn parent() {
             .as_nanos() as u64,
     );
     let mut acknowledged: HashSet<String> = HashSet::new();
+    let mut feed = FeedSoFar::default();
     let mut kills = 0u64;
     for round in 0..rounds / 2 {
         // Two processes on one database; each is killed at its own random moment.
@@ -152,25 +158,31 @@ fn parent() {
         }
         // The full reconciliation reads the whole ledger; every round checks the cheap invariants.
         let is_full = round % 5 == 4 || round + 1 == rounds / 2;
-        runtime.block_on(check(&db, &acknowledged, is_full));
+        runtime.block_on(check(&db, &acknowledged, is_full, &mut feed));
     }
     assert!(
         !acknowledged.is_empty(),
         "no transfer was acknowledged in {kills} runs: the harness tested nothing"
     );
     println!(
-        "crash harness: {kills} kills survived, {} acknowledged transfers checked, 0 lost, in {:.1} s",
+        "crash harness: {kills} kills survived, {} acknowledged transfers checked, 0 lost, \
+         {} changes in the feed agreeing with the records, in {:.1} s",
         acknowledged.len(),
+        feed.changes,
         started.elapsed().as_secs_f64()
     );
     // The closing line in the format CI counts.
     println!("crash: {} passed, 0 failed", 1);
 }
 
-/// Reopens the database and checks the invariants: acknowledged entries present and the total
-/// unchanged always; with `is_full`, every balance against the ledger and `verify`.
-async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool) {
-    let store = Store::open(Config::new(db)).await.unwrap();
+/// Reopens the database and checks the invariants: acknowledged entries present, the total
+/// unchanged and the feed in agreement with the records always; with `is_full`, every balance
+/// against the ledger and `verify`.
+async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool, feed: &mut FeedSoFar) {
+    let store = Store::open(keep_every_change(Config::new(db)))
+        .await
+        .unwrap();
+    feed.check(&store).await;
     let ledger_keys = store.list("ledger", ListOptions::all()).await.unwrap();
     let present: HashSet<&String> = ledger_keys.iter().collect();
     let lost: Vec<&String> = acknowledged
@@ -225,6 +237,82 @@ async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool) {
     }
 }
 
+/// The change feed read so far: the last change of each key, up to `seq`. The feed only
+/// grows (nothing is trimmed), so each check reads only what was added since the last.
+#[derive(Default)]
+struct FeedSoFar {
+    seq: u64,
+    /// Changes read.
+    changes: u64,
+    last: HashMap<(String, String), (ChangeKind, Version)>,
+}
+
+impl FeedSoFar {
+    /// Reads the changes after `seq`, checking that their numbers strictly increase, then
+    /// checks every record against the last change of its key, and every key whose last
+    /// change is no put against the absence of its record.
+    async fn check(&mut self, store: &Store) {
+        loop {
+            // `ChangesTrimmed` here would mean the harness lost the history it checks.
+            let page = store.changes(self.seq, 1_000).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            for change in page {
+                assert!(
+                    change.seq > self.seq,
+                    "change {} came after change {}",
+                    change.seq,
+                    self.seq
+                );
+                self.seq = change.seq;
+                self.changes += 1;
+                self.last.insert(
+                    (change.collection, change.key),
+                    (change.kind, change.version),
+                );
+            }
+        }
+        let mut with_record = HashSet::new();
+        for collection in store.collections().await.unwrap() {
+            let mut entries = store
+                .collection::<serde_json::Value>(&collection)
+                .unwrap()
+                .scan(Scan::all());
+            while let Some(entry) = entries.try_next().await.unwrap() {
+                let id = (collection.clone(), entry.key);
+                let last = self.last.get(&id);
+                assert_eq!(
+                    last,
+                    Some(&(ChangeKind::Put, entry.version)),
+                    "{}/{} is at version {}, and the last change of its key in the feed is {last:?}",
+                    id.0,
+                    id.1,
+                    entry.version.get()
+                );
+                with_record.insert(id);
+            }
+        }
+        for (id, (kind, version)) in &self.last {
+            assert!(
+                with_record.contains(id) || *kind != ChangeKind::Put,
+                "{}/{} has no record, and the last change of its key is a put of version {}",
+                id.0,
+                id.1,
+                version.get()
+            );
+        }
+    }
+}
+
+/// `config` keeping every change of the feed, whatever its age and number, so that the
+/// harness checks every key's whole history.
+fn keep_every_change(config: Config) -> Config {
+    config
+        .with_changes_retention(Duration::ZERO)
+        .with_changes_retention_count(0)
+}
+
 /// The backup repository beside the database.
 fn repository_of(db: &Path) -> std::path::PathBuf {
     db.with_extension("backups")
@@ -234,7 +322,7 @@ fn repository_of(db: &Path) -> std::path::PathBuf {
 fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut config = Config::new(db);
+        let mut config = keep_every_change(Config::new(db));
         config.busy_timeout_ms = 30_000;
         // Maintenance then trains dictionaries and recompresses values, and gets killed doing it.
         config.dictionary_min_values = 50;

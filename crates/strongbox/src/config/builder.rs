@@ -226,6 +226,12 @@ impl Config {
         self.changes_retention_count = count;
         self
     }
+
+    /// Sets `change_feed`: `false` records no change of this store's writes.
+    pub fn with_change_feed(mut self, change_feed: bool) -> Self {
+        self.change_feed = change_feed;
+        self
+    }
 }
 
 /// Whole milliseconds, rounded up; saturating (validation then refuses the value).
@@ -300,7 +306,8 @@ mod tests {
             .with_cache_mode(CacheMode::WriteAround)
             .with_vacuum_slack_percent(10)
             .with_backup_repository("backups")
-            .with_backup_retention(Retention::last(2));
+            .with_backup_retention(Retention::last(2))
+            .with_change_feed(false);
         let mut expected = Config::postgres("postgres://db/app");
         expected.create_if_missing = false;
         expected.read_only = true;
@@ -320,6 +327,7 @@ mod tests {
         expected.vacuum_slack_percent = 10;
         expected.backup_repository = Some("backups".into());
         expected.backup_retention = Retention::last(2);
+        expected.change_feed = false;
         assert_eq!(built, expected);
     }
 }

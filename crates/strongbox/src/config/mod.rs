@@ -197,6 +197,12 @@ pub struct Config {
     /// The most changes the change feed keeps; maintenance trims the oldest beyond it.
     /// Default 1,000,000; 0 keeps any number. Valid: any.
     pub changes_retention_count: u64,
+    /// Whether this store's writes are recorded in the change feed. Default true. Off, a write
+    /// appends no change (one row less per write), and `Store::changes` and `Store::subscribe`
+    /// fail with `Error::InvalidConfig`. Every process and server writing a database should
+    /// agree: a subscriber elsewhere never sees the writes of a store with the feed off.
+    /// Valid: either.
+    pub change_feed: bool,
 }
 
 impl Default for Config {
@@ -232,6 +238,7 @@ impl Default for Config {
             expiry_sweep_interval_secs: 60,
             changes_retention_secs: 7 * 24 * 3_600,
             changes_retention_count: 1_000_000,
+            change_feed: true,
         }
     }
 }
@@ -345,6 +352,7 @@ mod tests {
         expiry_sweep_interval_secs = 5
         changes_retention_secs = 3600
         changes_retention_count = 5000
+        change_feed = false
 
         [compression]
         algorithm = "gzip"
@@ -369,6 +377,7 @@ mod tests {
         assert_eq!(config.changes_retention(), Duration::from_secs(3_600));
         assert_eq!(config.changes_retention_count, 5_000);
         assert_eq!(config.expiry_sweep_interval_secs, 5);
+        assert!(!config.change_feed);
         assert_eq!(
             config.backup_retention,
             Retention {

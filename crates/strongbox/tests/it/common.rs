@@ -77,10 +77,7 @@ pub fn player(name: &str, chips: u64) -> Player {
 ///
 /// `name` is the test's path in the binary (`module::function`), as `--exact` matches it.
 pub async fn run_child(name: &str, env: &[(&str, &str)]) -> String {
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
-        .envs(env.iter().copied());
+    let mut command = child_command(name, env);
     // The child runs for seconds: wait for it on a blocking thread, not a runtime worker.
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -94,6 +91,16 @@ pub async fn run_child(name: &str, env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
+}
+
+/// The command that runs the test `name` of this test binary alone, with `env` set (see
+/// [`run_child`]); for a child the test starts, kills and waits for itself.
+pub fn child_command(name: &str, env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .envs(env.iter().copied());
+    command
 }
 
 /// The number a child printed after `label`, as in `child: committed 640` (the test harness

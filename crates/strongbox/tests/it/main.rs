@@ -11,6 +11,7 @@ mod concurrency;
 mod corruption;
 mod dictionaries;
 mod exhaustion;
+mod feed_processes;
 mod files;
 mod integrity;
 mod maintenance;

@@ -65,9 +65,12 @@ const RECORD_TRIM: &str = "
 /// The stored bytes of a blob.
 const BLOB: &str = "SELECT data FROM strongbox_blobs WHERE id = $1";
 
-/// The changes one write transaction makes, gathered as columns.
-#[derive(Debug, Default)]
+/// The changes one write transaction makes, gathered as columns; none when the store's
+/// change feed is off (`Config::change_feed`).
+#[derive(Debug)]
 pub(super) struct NewChanges {
+    /// Whether the changes are recorded at all.
+    is_on: bool,
     collections: Vec<String>,
     keys: Vec<String>,
     kinds: Vec<i16>,
@@ -76,7 +79,19 @@ pub(super) struct NewChanges {
 }
 
 impl NewChanges {
-    /// Adds a change, after those already added.
+    /// No changes yet; with `is_on` false (the feed is off) none is ever added.
+    pub(super) fn new(is_on: bool) -> Self {
+        NewChanges {
+            is_on,
+            collections: Vec::new(),
+            keys: Vec::new(),
+            kinds: Vec::new(),
+            versions: Vec::new(),
+            blob_ids: Vec::new(),
+        }
+    }
+
+    /// Adds a change, after those already added (nothing when the feed is off).
     pub(super) fn push(
         &mut self,
         (collection, key): (&str, &str),
@@ -84,6 +99,9 @@ impl NewChanges {
         version: Version,
         blob_id: Option<&BlobId>,
     ) {
+        if !self.is_on {
+            return;
+        }
         self.collections.push(collection.to_owned());
         self.keys.push(key.to_owned());
         self.kinds.push(i16::from(kind.code()));
@@ -92,7 +110,8 @@ impl NewChanges {
     }
 
     /// Numbers and appends the changes: the write transaction's last statement before
-    /// `COMMIT`, so that the feed's lock is held as briefly as possible.
+    /// `COMMIT`, so that the feed's lock is held as briefly as possible. With none (the feed
+    /// is off, or the write changed no record) it takes no lock.
     pub(super) async fn append(self, tx: &Transaction<'_>, at_ms: i64) -> Result<(), Failure> {
         if self.keys.is_empty() {
             return Ok(());

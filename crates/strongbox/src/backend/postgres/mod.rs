@@ -59,6 +59,8 @@ pub struct PostgresBackend {
     instance_id: u64,
     /// Whether writes are announced (`pg_notify`) and a listener runs.
     notifies: bool,
+    /// Whether writes append their changes to the change feed (`Config::change_feed`).
+    is_change_feed_on: bool,
     wait_micros: AtomicU64,
     listener: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Invalidation>>>,
@@ -141,6 +143,7 @@ impl PostgresBackend {
             busy_timeout,
             instance_id,
             notifies: config.postgres_notify,
+            is_change_feed_on: config.change_feed,
             wait_micros: AtomicU64::new(0),
             listener: Mutex::new(None),
             changes: Mutex::new(None),

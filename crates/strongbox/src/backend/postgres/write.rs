@@ -214,7 +214,7 @@ impl PostgresBackend {
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut refs = RefChanges::default();
-        let mut changes = NewChanges::default();
+        let mut changes = NewChanges::new(self.is_change_feed_on);
         for op in ops {
             if let WriteOp::CheckRange {
                 collection,

@@ -5,6 +5,8 @@
 //! commits, so numbers grow in commit order, and `sqlite_sequence` never hands out a number
 //! again once it committed, even after the rows holding it were trimmed.
 
+use std::cell::Cell;
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteBackend;
@@ -52,8 +54,21 @@ const RECORD_TRIM: &str = "UPDATE feed SET trimmed_through = max(trimmed_through
 /// The stored bytes of a blob, found by its id (the index holds the id's first 8 bytes).
 const BLOB: &str = "SELECT data FROM blobs WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1";
 
+thread_local! {
+    /// Whether the writer running on this thread appends changes (`Config::change_feed`), set
+    /// once as its thread starts ([`record_changes_on_this_thread`]). A writer owns its thread
+    /// and is the only caller of [`append_change`]; any other thread records every change.
+    static IS_RECORDING: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Tells [`append_change`] whether the writer on the calling thread records changes: its
+/// store's `Config::change_feed`. Called first thing on the writer's own thread.
+pub(super) fn record_changes_on_this_thread(is_on: bool) {
+    IS_RECORDING.set(is_on);
+}
+
 /// Appends the change a write made, inside the writer's savepoint (so a request that fails
-/// leaves none).
+/// leaves none); nothing when the store's change feed is off.
 pub(super) fn append_change(
     conn: &Connection,
     collection: &str,
@@ -63,6 +78,9 @@ pub(super) fn append_change(
     at_ms: i64,
     blob_id: Option<&BlobId>,
 ) -> Result<()> {
+    if !IS_RECORDING.get() {
+        return Ok(());
+    }
     conn.prepare_cached(APPEND)
         .and_then(|mut statement| {
             statement.execute(params![

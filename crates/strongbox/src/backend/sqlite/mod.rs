@@ -160,9 +160,13 @@ impl SqliteBackend {
 
         let (requests, receiver) = mpsc::channel();
         let max_batch_requests = config.max_batch_requests;
+        let change_feed = config.change_feed;
         let thread = std::thread::Builder::new()
             .name("strongbox-writer".into())
-            .spawn(move || writer::run(conn, receiver, max_batch_requests))
+            .spawn(move || {
+                feed::record_changes_on_this_thread(change_feed);
+                writer::run(conn, receiver, max_batch_requests);
+            })
             .map_err(|source| Error::Io {
                 action: "start the writer thread".into(),
                 source,

@@ -269,3 +269,43 @@ pub async fn a_change_keeps_its_value_until_it_is_trimmed(store: &Store) {
     let report = store.verify().await.unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
 }
+
+/// A store with the change feed off records no change and refuses to read the feed.
+pub async fn a_store_with_the_feed_off_records_no_change_and_reads_none(store: &Store) {
+    store.store("players", "alice", &1).await.unwrap();
+    let quiet = Store::open(store.config().clone().with_change_feed(false))
+        .await
+        .unwrap();
+    quiet.store("players", "bob", &2).await.unwrap();
+    quiet.store("players", "alice", &3).await.unwrap();
+    assert!(quiet.delete("players", "bob").await.unwrap());
+    let mut tx = quiet.transaction();
+    tx.store("ledger", "0001", &"alice pays bob").unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(quiet.count("players").await.unwrap(), 1);
+
+    // Its reads of the feed are refused, naming the setting, rather than missing its writes.
+    let error = quiet.changes(0, 10).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidConfig(message) if message.contains("change_feed")),
+        "{error:?}"
+    );
+    let mut stream = quiet.subscribe(0, ChangeFilter::all());
+    let first = stream.next().await;
+    assert!(
+        matches!(first, Some(Err(Error::InvalidConfig(_)))),
+        "{first:?}"
+    );
+    assert!(stream.next().await.is_none());
+    quiet.close().await.unwrap();
+
+    // The store with the feed on, on the same database, still records its own writes only.
+    store.store("players", "carol", &4).await.unwrap();
+    assert_eq!(
+        shape(&store.changes(0, 10).await.unwrap()),
+        [
+            row("players", "alice", ChangeKind::Put, 1),
+            row("players", "carol", ChangeKind::Put, 1),
+        ]
+    );
+}

@@ -68,4 +68,5 @@ behaviours!(
     expiry::an_expired_record_is_absent_from_every_read_and_swept,
     expiry::a_transaction_that_read_before_expiry_conflicts,
     feed::a_change_keeps_its_value_until_it_is_trimmed,
+    feed::a_store_with_the_feed_off_records_no_change_and_reads_none,
 );
