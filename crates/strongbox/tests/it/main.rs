@@ -4,6 +4,8 @@ mod backup;
 mod behaviour;
 mod blocking;
 mod cache;
+#[cfg(feature = "postgres")]
+mod cluster;
 mod common;
 mod concurrency;
 mod corruption;
