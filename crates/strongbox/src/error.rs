@@ -79,6 +79,26 @@ pub enum Error {
         waited_ms: u64,
     },
 
+    /// The database server cannot be reached, or stopped answering during the call: it crashed,
+    /// is shutting down or restarting, or is a standby that cannot write (a failover is under
+    /// way). Retryable ([`Error::is_retryable`]): with a multi-host PostgreSQL URL and
+    /// `target_session_attrs=read-write`, the next connection goes to the new primary.
+    ///
+    /// **The outcome of a write that fails with it is unknown** when the connection broke
+    /// during its commit: it may have committed. Read the key's version (`Store::version`) to
+    /// learn which before retrying a write that must not apply twice, or retry it
+    /// conditionally (`Expect::Version`).
+    #[error(
+        "database unavailable: cannot {action} (the server is down, restarting or failing over: retry; a write's outcome is unknown, check its version)"
+    )]
+    Unavailable {
+        /// What was being done, as an action.
+        action: String,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// A value could not be serialized (a NaN or infinite float, which could not be read back
     /// as it was; a map with non-string keys), or the stored value does not match the requested
     /// type.
@@ -224,8 +244,19 @@ impl Error {
                 action: action.clone(),
                 source: source.to_string().into(),
             },
+            Error::Unavailable { action, source } => Error::Unavailable {
+                action: action.clone(),
+                source: source.to_string().into(),
+            },
             other => Error::backend("complete a shared operation", other.to_string()),
         }
+    }
+
+    /// Whether the same call may succeed if simply made again later: [`Error::Busy`] and
+    /// [`Error::Unavailable`]. (A [`Error::Conflict`] needs a fresh read first.) A write that
+    /// failed with `Unavailable` may have committed: see there.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::Unavailable { .. })
     }
 
     /// Fills in how long a busy call waited, which the engine's error does not say.
@@ -246,6 +277,12 @@ impl Error {
                 action: format!("{action} (database {location})"),
                 source,
             },
+            Error::Unavailable { action, source } if !action.contains(location) => {
+                Error::Unavailable {
+                    action: format!("{action} (database {location})"),
+                    source,
+                }
+            }
             Error::Corrupt {
                 collection: None,
                 key: None,
@@ -268,6 +305,7 @@ impl Error {
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Busy { .. } => ErrorKind::Busy,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Serialization { .. } => ErrorKind::Serialization,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::Backend { .. } => ErrorKind::Backend,
@@ -316,11 +354,13 @@ pub enum ErrorKind {
     BlockingInAsync,
     /// [`Error::ChangesTrimmed`]: `"changes_trimmed"`.
     ChangesTrimmed,
+    /// [`Error::Unavailable`]: `"unavailable"`.
+    Unavailable,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 14] = [
+    pub(crate) const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -335,6 +375,7 @@ impl ErrorKind {
         ErrorKind::Closed,
         ErrorKind::BlockingInAsync,
         ErrorKind::ChangesTrimmed,
+        ErrorKind::Unavailable,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -355,6 +396,7 @@ impl ErrorKind {
             ErrorKind::Closed => "closed",
             ErrorKind::BlockingInAsync => "blocking_in_async",
             ErrorKind::ChangesTrimmed => "changes_trimmed",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -381,6 +423,14 @@ mod tests {
             Error::Busy { waited_ms: 5 }.duplicate().kind(),
             ErrorKind::Busy
         );
+        let unavailable = Error::Unavailable {
+            action: "commit a write transaction".into(),
+            source: "connection closed".into(),
+        };
+        assert!(unavailable.is_retryable());
+        assert!(unavailable.duplicate().is_retryable());
+        assert_eq!(unavailable.duplicate().kind(), ErrorKind::Unavailable);
+        assert!(!Error::Closed.is_retryable());
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod behaviour;
 mod blocking;
 mod cache;
 #[cfg(feature = "postgres")]
+mod cluster;
+#[cfg(feature = "postgres")]
 mod coherence;
 mod common;
 mod concurrency;

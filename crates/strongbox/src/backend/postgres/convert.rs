@@ -52,17 +52,50 @@ pub(super) fn unsigned(value: i64) -> u64 {
 }
 
 /// Turns a driver error into a Strongbox error, naming the action that failed.
+///
+/// A lost or refused connection, a server shutting down, and a read-only session (a standby:
+/// a store opened `read_only` refuses writes before they reach the server, so only a server
+/// that cannot write answers this) are [`Error::Unavailable`]: retryable, the next pooled
+/// connection going to whichever server now takes writes.
 pub(super) fn map_err(action: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
     let action = action.into();
     move |error| match error.code() {
+        _ if is_unavailable(&error) => Error::Unavailable {
+            action,
+            source: error.into(),
+        },
         Some(code) if *code == SqlState::DISK_FULL => Error::StorageFull { action },
-        Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => Error::ReadOnly { action },
         Some(code)
             if *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED =>
         {
             Error::Busy { waited_ms: 0 }
         }
         _ => Error::backend(action, error),
+    }
+}
+
+/// Whether a driver error means that the server is gone or cannot write, rather than that the
+/// statement failed: the connection closed or broke (an I/O error, a refused connection, no
+/// host that allows writes, a timeout), the server is shutting down or restarting (`57P01`,
+/// `57P02`, `57P03`), a connection exception (class `08`), or a read-only session (`25006`).
+pub(super) fn is_unavailable(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        Some(code) => {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+                || code.code().starts_with("08")
+        }
+        // The driver exposes its error kinds only through their messages; a TLS failure (a
+        // certificate refused) also carries an I/O error, and is no outage.
+        None => {
+            let message = error.to_string();
+            error.is_closed()
+                || message.starts_with("error communicating with the server")
+                || message.starts_with("error connecting to server")
+                || message.starts_with("timeout waiting for server")
+        }
     }
 }
 

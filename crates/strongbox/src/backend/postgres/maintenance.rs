@@ -131,7 +131,7 @@ impl Upkeep for PostgresBackend {
                 .transaction()
                 .await
                 .map_err(map_err("begin the expiry sweep"))?;
-            let result = match sweep_in(&tx, now_ms, limit).await {
+            let result = match sweep_in(&tx, now_ms, limit, self.is_change_feed_on).await {
                 Ok(swept) => tx
                     .commit()
                     .await
@@ -173,11 +173,13 @@ const EXPIRED: &str = "
     FROM strongbox_records WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2
     FOR UPDATE SKIP LOCKED";
 
-/// One batch of the expiry sweep in `tx`: `(examined, deleted)`.
+/// One batch of the expiry sweep in `tx`: `(examined, deleted)`; `expired` changes only when
+/// the store's change feed is on.
 async fn sweep_in(
     tx: &Transaction<'_>,
     now_ms: i64,
     limit: usize,
+    is_change_feed_on: bool,
 ) -> std::result::Result<(usize, u64), Failure> {
     let statement = tx
         .prepare_cached(EXPIRED)
@@ -191,7 +193,7 @@ async fn sweep_in(
         .await
         .map_err(classify("find expired records"))?;
     let mut refs = RefChanges::default();
-    let mut changes = NewChanges::default();
+    let mut changes = NewChanges::new(is_change_feed_on);
     let mut deleted = 0;
     for row in &rows {
         let (collection, key): (String, String) = (row.column(0)?, row.column(1)?);

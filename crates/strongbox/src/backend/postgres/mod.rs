@@ -9,6 +9,9 @@
 //! - Waiting: a caller waits up to `busy_timeout_ms` for a pooled connection, and each
 //!   connection's `lock_timeout` is the same bound; past it the call fails with `Error::Busy`.
 //! - Secrets: the URL's password never appears in errors or logs (`PostgresUrl`).
+//! - Failover: with a multi-host URL and `target_session_attrs=read-write`, connections reach
+//!   whichever server takes writes ([`connect`]); a lost connection or a server that cannot
+//!   write is `Error::Unavailable`, retryable.
 //! - TLS: with `sslmode=require` in the URL, connections use rustls and verify the server
 //!   against the web's roots plus `postgres_tls_ca_file`.
 
@@ -16,8 +19,9 @@
 //! Rooms: [`read`], [`write`] (with [`refs`], the reference-count deltas), [`snapshot`],
 //! [`verify`], [`maintenance`], [`dictionaries`], [`feed`] (the change feed), [`notify`] (the
 //! cache invalidations other servers announce), [`schema`],
-//! [`tls`], [`convert`].
+//! [`connect`], [`tls`], [`convert`].
 
+mod connect;
 mod convert;
 mod dictionaries;
 mod feed;
@@ -43,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use self::convert::{Column, map_err, unsigned};
 use self::tls::tls_connector;
 use crate::backend::{Engine, Invalidation};
-use crate::config::{Config, Durability, PostgresUrl};
+use crate::config::{Config, PostgresUrl};
 use crate::error::{Error, Result};
 
 /// The size of the tables named in `$1` with their indexes, TOAST data and maps, in bytes.
@@ -91,33 +95,11 @@ impl PostgresBackend {
     /// Connects, migrates the schema and starts the change listener.
     ///
     /// # Errors
-    /// `Error::InvalidConfig` for a malformed URL or a newer schema, `Error::Backend` when the
-    /// server cannot be reached, `Error::Busy` when no connection comes in time.
+    /// `Error::InvalidConfig` for a malformed URL or a newer schema, `Error::Unavailable` when
+    /// no server can be reached (or none takes writes), `Error::Busy` when no connection comes
+    /// in time.
     pub async fn open(url: &PostgresUrl, config: &Config) -> Result<Self> {
-        let mut pg_config: tokio_postgres::Config = url.expose().parse().map_err(|error| {
-            Error::InvalidConfig(format!(
-                "cannot parse the PostgreSQL URL {}: {error}",
-                url.redacted()
-            ))
-        })?;
-        let synchronous_commit = match config.durability {
-            Durability::Full => "on",
-            Durability::Process => "off",
-        };
-        // A read-only store's sessions are read-only too, so that nothing can write through
-        // them even past this code's own refusals.
-        let read_only = if config.read_only {
-            " -c default_transaction_read_only=on"
-        } else {
-            ""
-        };
-        let options = format!(
-            "{} -c lock_timeout={} -c synchronous_commit={synchronous_commit}{read_only}",
-            pg_config.get_options().unwrap_or_default(),
-            config.busy_timeout_ms
-        );
-        pg_config.options(options.trim());
-        pg_config.connect_timeout(Duration::from_secs(10));
+        let pg_config = connect::pg_config(url, config)?;
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         let tls = tls_connector(&pg_config, config)?;
         let manager_config = || ManagerConfig {
