@@ -240,13 +240,7 @@ impl PostgresBackend {
                 Plan::Absent => WriteOutcome::Deleted(false),
                 Plan::Checked => WriteOutcome::Checked,
                 Plan::Delete { release } => {
-                    let statement = tx
-                        .prepare_cached(DELETE_RECORD)
-                        .await
-                        .map_err(classify("prepare a record delete"))?;
-                    tx.execute(&statement, &[&collection, &key])
-                        .await
-                        .map_err(classify("delete a record"))?;
+                    delete_row(tx, (collection, key), "delete a record").await?;
                     if let Some(Some(blob_id)) = release {
                         refs.release(blob_id);
                     }
@@ -320,6 +314,22 @@ impl PostgresBackend {
     }
 }
 
+/// Deletes a record's row (`action` names why, for the error).
+async fn delete_row(
+    tx: &Transaction<'_>,
+    (collection, key): (&str, &str),
+    action: &'static str,
+) -> Result<(), Failure> {
+    let statement = tx
+        .prepare_cached(DELETE_RECORD)
+        .await
+        .map_err(classify("prepare a record delete"))?;
+    tx.execute(&statement, &[&collection, &key])
+        .await
+        .map_err(classify(action))?;
+    Ok(())
+}
+
 /// Deletes a record that has expired (`plan::has_expired`), releases its reference and adds
 /// its `expired` change: what a write that finds it does first, and what the sweep does to
 /// each record it deletes.
@@ -330,13 +340,7 @@ pub(super) async fn expire(
     refs: &mut RefChanges<'_>,
     changes: &mut NewChanges,
 ) -> Result<(), Failure> {
-    let statement = tx
-        .prepare_cached(DELETE_RECORD)
-        .await
-        .map_err(classify("prepare a record delete"))?;
-    tx.execute(&statement, &[&collection, &key])
-        .await
-        .map_err(classify("delete an expired record"))?;
+    delete_row(tx, (collection, key), "delete an expired record").await?;
     if let Some(blob_id) = found.blob_ref {
         refs.release(blob_id);
     }
