@@ -166,8 +166,8 @@ async fn servers_starting_at_once_migrate_once() {
     }
 }
 
-/// A database of schema version 3, from before the change feed and expiry: a store of today
-/// with the feed's objects and the expiry column dropped and the version set back.
+/// A database of schema version 3, from before the change feed, expiry and the reference-count
+/// function: a store of today with those dropped and the version set back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
     let Some(scratch) = ScratchDatabase::create().await else {
@@ -183,6 +183,7 @@ async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
             "DROP TABLE strongbox_changes; DROP SEQUENCE strongbox_changes_seq;
              DELETE FROM strongbox_meta WHERE name = 'changes_trimmed_through';
              ALTER TABLE strongbox_records DROP COLUMN expires_at;
+             DROP FUNCTION strongbox_change_refs;
              UPDATE strongbox_meta SET value = 3 WHERE name = 'schema_version';",
         )
         .await
@@ -208,7 +209,7 @@ async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 #[tokio::test]

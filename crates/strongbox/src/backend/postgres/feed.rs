@@ -11,6 +11,7 @@
 //! `transact` commit) do not fail on each other's numbering.
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use super::PostgresBackend;
 use super::convert::{Column, map_err, to_i64, unsigned};
@@ -27,7 +28,7 @@ const FEED_LOCK: i64 = 0x0053_5452_4645_4544;
 
 /// Takes the feed's lock, then appends a write's changes with consecutive numbers in
 /// operation order (volatile expressions are evaluated after `ORDER BY`).
-const APPEND: &str = "
+pub(super) const APPEND: &str = "
     WITH feed_lock AS (SELECT pg_advisory_xact_lock($7))
     INSERT INTO strongbox_changes (seq, collection, key, kind, version, at, blob_id)
     SELECT nextval('strongbox_changes_seq'), c.collection, c.key, c.kind, c.version, $6,
@@ -109,31 +110,37 @@ impl NewChanges {
         self.blob_ids.push(blob_id.map(|id| id.as_bytes().to_vec()));
     }
 
+    /// The parameters of [`APPEND`] for these changes at `at_ms`, or `None` when there are
+    /// none (the feed is off, or nothing changed): then no statement runs and no lock is taken.
+    pub(super) fn params<'s>(&'s self, at_ms: &'s i64) -> Option<[&'s (dyn ToSql + Sync); 7]> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        Some([
+            &self.collections,
+            &self.keys,
+            &self.kinds,
+            &self.versions,
+            &self.blob_ids,
+            at_ms,
+            &FEED_LOCK,
+        ])
+    }
+
     /// Numbers and appends the changes: the write transaction's last statement before
     /// `COMMIT`, so that the feed's lock is held as briefly as possible. With none (the feed
     /// is off, or the write changed no record) it takes no lock.
     pub(super) async fn append(self, tx: &Transaction<'_>, at_ms: i64) -> Result<(), Failure> {
-        if self.keys.is_empty() {
+        let Some(params) = self.params(&at_ms) else {
             return Ok(());
-        }
+        };
         let statement = tx
             .prepare_cached(APPEND)
             .await
             .map_err(classify("prepare recording the changes"))?;
-        tx.execute(
-            &statement,
-            &[
-                &self.collections,
-                &self.keys,
-                &self.kinds,
-                &self.versions,
-                &self.blob_ids,
-                &at_ms,
-                &FEED_LOCK,
-            ],
-        )
-        .await
-        .map_err(classify("record the changes"))?;
+        tx.execute(&statement, &params)
+            .await
+            .map_err(classify("record the changes"))?;
         Ok(())
     }
 }

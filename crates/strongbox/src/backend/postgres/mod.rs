@@ -5,6 +5,8 @@
 //! reads run on pooled connections with cached prepared statements. A dedicated connection
 //! listens for other servers' writes ([`notify`]) so their caches stay coherent.
 //!
+//! - Group commit: writes queued from many tasks commit together, one transaction and one WAL
+//!   flush per group ([`group`], [`batch`], [`rows`]).
 //! - Durability: PostgreSQL's own; `Durability::Process` sets `synchronous_commit = off`.
 //! - Waiting: a caller waits up to `busy_timeout_ms` for a pooled connection, and each
 //!   connection's `lock_timeout` is the same bound; past it the call fails with `Error::Busy`.
@@ -16,27 +18,31 @@
 //!   against the web's roots plus `postgres_tls_ca_file`.
 
 //!
-//! Rooms: [`read`], [`write`] (with [`refs`], the reference-count deltas), [`snapshot`],
+//! Rooms: [`read`], [`write`] (with [`group`], [`batch`], [`rows`] and [`refs`], the
+//! reference-count deltas), [`snapshot`],
 //! [`verify`], [`maintenance`], [`dictionaries`], [`feed`] (the change feed), [`notify`] (the
 //! cache invalidations other servers announce), [`schema`],
 //! [`connect`], [`tls`], [`convert`].
 
+mod batch;
 mod connect;
 mod convert;
 mod dictionaries;
 mod feed;
+mod group;
 mod maintenance;
 mod notify;
 mod read;
 mod refs;
+mod rows;
 mod schema;
 mod snapshot;
 mod tls;
 mod verify;
 mod write;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -44,7 +50,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+use self::batch::Settings;
 use self::convert::{Column, map_err, unsigned};
+use self::group::{GroupWriter, Shared};
 use self::tls::tls_connector;
 use crate::backend::{Engine, Invalidation};
 use crate::config::{Config, PostgresUrl};
@@ -61,11 +69,11 @@ pub struct PostgresBackend {
     busy_timeout: Duration,
     /// Tags this server's notifications, so it ignores its own.
     instance_id: u64,
-    /// Whether writes are announced (`pg_notify`) and a listener runs.
-    notifies: bool,
     /// Whether writes append their changes to the change feed (`Config::change_feed`).
     is_change_feed_on: bool,
-    wait_micros: AtomicU64,
+    wait_micros: Arc<AtomicU64>,
+    /// The queue of writes and its group-commit tasks.
+    writer: GroupWriter,
     listener: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<Invalidation>>>,
     /// Opened with `Config::read_only`: every session is read-only, writes fail with
@@ -120,13 +128,24 @@ impl PostgresBackend {
             })?;
         let instance_id =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), Instant::now());
+        let wait_micros = Arc::new(AtomicU64::new(0));
+        let writer = GroupWriter::start(Shared {
+            pool: pool.clone(),
+            busy_timeout,
+            wait_micros: Arc::clone(&wait_micros),
+            settings: Settings {
+                instance_id,
+                notifies: config.postgres_notify,
+                is_change_feed_on: config.change_feed,
+            },
+        });
         let backend = PostgresBackend {
             pool,
             busy_timeout,
             instance_id,
-            notifies: config.postgres_notify,
             is_change_feed_on: config.change_feed,
-            wait_micros: AtomicU64::new(0),
+            wait_micros,
+            writer,
             listener: Mutex::new(None),
             changes: Mutex::new(None),
             read_only: config.read_only,
@@ -174,19 +193,32 @@ impl PostgresBackend {
 
     /// A pooled connection, waiting at most the busy timeout.
     async fn client(&self) -> Result<deadpool_postgres::Client> {
-        let started = Instant::now();
-        let client = self.pool.get().await;
-        let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.wait_micros.fetch_add(waited, Ordering::Relaxed);
-        client.map_err(|error| match error {
-            PoolError::Timeout(_) => Error::Busy {
-                waited_ms: u64::try_from(self.busy_timeout.as_millis()).unwrap_or(u64::MAX),
-            },
-            PoolError::Closed => Error::Closed,
-            PoolError::Backend(error) => map_err("connect to PostgreSQL")(error),
-            other => Error::backend("connect to PostgreSQL", other.to_string()),
-        })
+        pooled(&self.pool, self.busy_timeout, &self.wait_micros).await
     }
+}
+
+/// A connection from `pool`, waiting at most `busy_timeout` (the wait is added to `wait_micros`).
+///
+/// # Errors
+/// `Error::Busy` past the wait, `Error::Closed` once the pool is closed, `Error::Unavailable`
+/// when no server can be reached.
+async fn pooled(
+    pool: &Pool,
+    busy_timeout: Duration,
+    wait_micros: &AtomicU64,
+) -> Result<deadpool_postgres::Client> {
+    let started = Instant::now();
+    let client = pool.get().await;
+    let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    wait_micros.fetch_add(waited, Ordering::Relaxed);
+    client.map_err(|error| match error {
+        PoolError::Timeout(_) => Error::Busy {
+            waited_ms: u64::try_from(busy_timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        PoolError::Closed => Error::Closed,
+        PoolError::Backend(error) => map_err("connect to PostgreSQL")(error),
+        other => Error::backend("connect to PostgreSQL", other.to_string()),
+    })
 }
 
 impl Engine for PostgresBackend {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::record::seal;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Every table Strongbox creates: what maintenance vacuums, measures and checks.
 pub(super) const TABLES: [&str; 5] = [
@@ -96,6 +96,39 @@ ALTER TABLE strongbox_records ADD COLUMN expires_at BIGINT;
 CREATE INDEX strongbox_records_by_expiry ON strongbox_records (expires_at)
     WHERE expires_at IS NOT NULL;
 ";
+
+/// Version 6: reference counts change through one function call per write transaction (see
+/// `super::refs`): each blob's net delta, in blob-id order, so that two transactions sharing
+/// values lock their rows in the same order and queue instead of deadlocking. A positive delta
+/// inserts the blob (with its bytes) or adds to its count, and returns the count after; a
+/// negative one subtracts (a blob left at zero waits for the orphan sweep).
+const V6: &str = r#"
+CREATE FUNCTION strongbox_change_refs(ids BYTEA[], datas BYTEA[], raw_sizes BIGINT[],
+                                      deltas BIGINT[])
+RETURNS TABLE (blob_id BYTEA, refcount_after BIGINT)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    d RECORD;
+BEGIN
+    FOR d IN SELECT u.id, u.data, u.raw_size, u.delta
+             FROM unnest(ids, datas, raw_sizes, deltas) AS u(id, data, raw_size, delta)
+             ORDER BY u.id
+    LOOP
+        IF d.delta > 0 THEN
+            INSERT INTO strongbox_blobs AS b (id, data, raw_size, refcount)
+            VALUES (d.id, d.data, d.raw_size, d.delta)
+            ON CONFLICT (id) DO UPDATE SET refcount = b.refcount + excluded.refcount
+            RETURNING b.refcount INTO refcount_after;
+            blob_id := d.id;
+            RETURN NEXT;
+        ELSIF d.delta < 0 THEN
+            UPDATE strongbox_blobs SET refcount = refcount + d.delta WHERE id = d.id;
+        END IF;
+    END LOOP;
+END
+$$;
+"#;
 
 /// The schema version recorded in `strongbox_meta` (0: none recorded).
 async fn schema_version(client: &impl deadpool_postgres::GenericClient) -> Result<i64> {
@@ -185,6 +218,11 @@ pub async fn migrate(client: &mut Client) -> Result<()> {
         tx.batch_execute(V5)
             .await
             .map_err(map_err("migrate the schema to version 5"))?;
+    }
+    if version < 6 {
+        tx.batch_execute(V6)
+            .await
+            .map_err(map_err("migrate the schema to version 6"))?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(
