@@ -59,6 +59,11 @@
 //! the original's uncached reads. `ratios.read_cold` and `ratios.read_cold_zipf` compare with
 //! `seed_read`, as before.
 //!
+//! With `--postgres`, the engine's own ceiling ([`upserts`]): `--concurrency` connections each
+//! running one-statement upsert transactions, as `pgbench` would, is `postgres.engine_upsert`
+//! (`ops_per_s`, `p50_us`, `p99_us`), and `postgres.write` is compared with it
+//! (`ratios.postgres_write_to_upsert`).
+//!
 //! It is its own binary so that the product, `strongbox`, carries neither the baseline nor its
 //! dependencies (rusqlite directly, flate2, BLAKE3): run it with
 //! `cargo run --release -p strongbox-bench`.
@@ -73,6 +78,7 @@ mod report;
 mod scan;
 mod seed;
 mod transfer;
+mod upserts;
 mod workload;
 
 use std::io::Write as _;
@@ -218,6 +224,16 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .context("run the PostgreSQL workloads")?,
         ),
         None => None,
+    };
+    let postgres = match (postgres, &args.postgres) {
+        (Some(mut figures), Some(url)) => {
+            let upserts = upserts::run_baseline(url, args.concurrency, duration)
+                .await
+                .context("run the engine's own upserts")?;
+            figures.engine_upsert = Some(upserts);
+            Some(figures)
+        }
+        _ => None,
     };
     let report = Report::new(
         &dataset,

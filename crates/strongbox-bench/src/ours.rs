@@ -50,6 +50,8 @@ pub struct Figures {
     pub maintenance_ms: u64,
     /// Dictionaries it trained.
     pub dictionaries_trained: u64,
+    /// PostgreSQL only: the engine's own upserts from as many connections (see `upserts`).
+    pub engine_upsert: Option<Measured>,
 }
 
 impl Figures {
@@ -156,6 +158,7 @@ pub async fn run(
         file_bytes,
         maintenance_ms: maintenance.elapsed_ms,
         dictionaries_trained: maintenance.dictionaries_trained,
+        engine_upsert: None,
     })
 }
 

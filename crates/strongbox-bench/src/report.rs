@@ -159,6 +159,14 @@ impl Report {
         for (name, value) in others {
             ratios.insert(name.into(), json!(value));
         }
+        if let Some(postgres) = &self.postgres
+            && let Some(upserts) = &postgres.engine_upsert
+        {
+            ratios.insert(
+                "postgres_write_to_upsert".into(),
+                json!(ratio(postgres.write.ops_per_s, upserts.ops_per_s)),
+            );
+        }
         ratios
     }
 
@@ -272,6 +280,18 @@ impl Report {
             postgres.transfer_retry_rate
         );
         println!("{:<16} {:>12}", "table bytes", postgres.file_bytes);
+        if let Some(upserts) = &postgres.engine_upsert {
+            println!(
+                "\nconcurrent durable writes against the engine's own upserts (pgbench-like, as \
+                 many connections):\n{:<16} {:>12.0} {:>9} {:>9} {:>12.0} {:>7.2}x",
+                "write",
+                postgres.write.ops_per_s,
+                postgres.write.p50_us,
+                postgres.write.p99_us,
+                upserts.ops_per_s,
+                ratio(postgres.write.ops_per_s, upserts.ops_per_s)
+            );
+        }
         print_scan(&postgres.scan);
         print_feed(&postgres.feed);
     }

@@ -203,7 +203,7 @@ fn time_until(
 
 /// The generator of operation `n` of task `task`: the same numbers in every run, different
 /// ones for every operation.
-fn rng_for(task: usize, n: u64) -> SmallRng {
+pub fn rng_for(task: usize, n: u64) -> SmallRng {
     SmallRng::seed_from_u64((task as u64) << 32 | n)
 }
 
