@@ -42,7 +42,11 @@ const UPSERT: &str = "
 ///
 /// # Errors
 /// When the server cannot be reached or a statement fails.
-pub async fn run_baseline(url: &str, clients: usize, duration: Duration) -> anyhow::Result<Measured> {
+pub async fn run_baseline(
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
     let admin = connect(url).await?;
     admin
         .batch_execute(SETUP)
