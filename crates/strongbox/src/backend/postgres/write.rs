@@ -126,6 +126,9 @@ impl Writes for PostgresBackend {
             .prepare_cached(ADD_ACCESS)
             .await
             .map_err(map_err("prepare the access update"))?;
+        // In key order, as groups lock rows, so the two queue instead of deadlocking.
+        let mut updates = updates;
+        updates.sort_by(|a, b| (&a.collection, &a.key).cmp(&(&b.collection, &b.key)));
         for update in &updates {
             tx.execute(
                 &statement,
