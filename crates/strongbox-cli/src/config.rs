@@ -52,10 +52,11 @@ pub fn load_single_pass(global: &GlobalOptions) -> anyhow::Result<Config> {
 }
 
 /// The configuration with its database replaced by the file `path` (a PostgreSQL URL it named
-/// is dropped: the demo's temporary file wins over `STRONGBOX_DB`).
+/// is dropped, with its standbys: the demo's temporary file wins over `STRONGBOX_DB`).
 pub fn with_path(mut config: Config, path: PathBuf) -> Config {
     config.path = path;
     config.postgres_url = None;
+    config.postgres_replicas.clear();
     config
 }
 

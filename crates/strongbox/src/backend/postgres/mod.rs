@@ -16,7 +16,10 @@
 //!   against the web's roots plus `postgres_tls_ca_file`.
 
 //!
-//! Rooms: [`read`], [`write`] (with [`refs`], the reference-count deltas), [`snapshot`],
+//! - Read replicas: with `Config::postgres_replicas`, reads go to standbys that have replayed
+//!   this store's writes, else to the primary ([`replicas`]).
+//!
+//! Rooms: [`read`], [`replicas`], [`write`] (with [`refs`], the reference-count deltas), [`snapshot`],
 //! [`verify`], [`maintenance`], [`dictionaries`], [`feed`] (the change feed), [`notify`] (the
 //! cache invalidations other servers announce), [`schema`],
 //! [`connect`], [`tls`], [`convert`].
@@ -29,6 +32,7 @@ mod maintenance;
 mod notify;
 mod read;
 mod refs;
+mod replicas;
 mod schema;
 mod snapshot;
 mod tls;
@@ -45,8 +49,9 @@ use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use self::convert::{Column, map_err, unsigned};
+use self::replicas::Replicas;
 use self::tls::tls_connector;
-use crate::backend::{Engine, Invalidation};
+use crate::backend::{Engine, Invalidation, ReplicaTotals};
 use crate::config::{Config, PostgresUrl};
 use crate::error::{Error, Result};
 
@@ -71,6 +76,8 @@ pub struct PostgresBackend {
     /// Opened with `Config::read_only`: every session is read-only, writes fail with
     /// `Error::ReadOnly` before reaching the server, and read counts are not kept.
     read_only: bool,
+    /// The standbys that serve reads (`Config::postgres_replicas`), if any.
+    replicas: Option<Replicas>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -102,22 +109,14 @@ impl PostgresBackend {
         let pg_config = connect::pg_config(url, config)?;
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         let tls = tls_connector(&pg_config, config)?;
-        let manager_config = || ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            Some(tls) => Manager::from_config(pg_config.clone(), tls.clone(), manager_config()),
-            None => Manager::from_config(pg_config.clone(), NoTls, manager_config()),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(config.postgres_pool_size)
-            .wait_timeout(Some(busy_timeout))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|error| {
-                Error::InvalidConfig(format!("cannot build the PostgreSQL pool: {error}"))
-            })?;
+        let pool = build_pool(
+            pg_config.clone(),
+            config,
+            config.postgres_pool_size,
+            busy_timeout,
+            Duration::from_secs(10),
+        )?;
+        let replicas = Replicas::open(config)?;
         let instance_id =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), Instant::now());
         let backend = PostgresBackend {
@@ -130,6 +129,7 @@ impl PostgresBackend {
             listener: Mutex::new(None),
             changes: Mutex::new(None),
             read_only: config.read_only,
+            replicas,
         };
         let mut client = backend
             .client()
@@ -189,6 +189,35 @@ impl PostgresBackend {
     }
 }
 
+/// A pool of `size` connections made with `pg_config` (over TLS when it asks), waiting at most
+/// `wait` for a free connection and `create` for a new one.
+///
+/// # Errors
+/// `Error::InvalidConfig` when TLS is asked for and cannot be set up, or the pool not built.
+fn build_pool(
+    pg_config: tokio_postgres::Config,
+    config: &Config,
+    size: usize,
+    wait: Duration,
+    create: Duration,
+) -> Result<Pool> {
+    let tls = tls_connector(&pg_config, config)?;
+    let manager_config = || ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(pg_config, tls, manager_config()),
+        None => Manager::from_config(pg_config, NoTls, manager_config()),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(create))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|error| Error::InvalidConfig(format!("cannot build the PostgreSQL pool: {error}")))
+}
+
 impl Engine for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -214,6 +243,10 @@ impl Engine for PostgresBackend {
         Ok(unsigned(row.column(0)?))
     }
 
+    async fn replica_totals(&self) -> Option<ReplicaTotals> {
+        PostgresBackend::replica_totals(self).await
+    }
+
     async fn close(&self) -> Result<()> {
         let listener = self
             .listener
@@ -225,6 +258,7 @@ impl Engine for PostgresBackend {
             let _ = handle.await;
         }
         self.pool.close();
+        self.close_replicas();
         Ok(())
     }
 }

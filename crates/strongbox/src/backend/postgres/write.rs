@@ -157,7 +157,10 @@ impl Writes for PostgresBackend {
                 }
             };
             match result {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(outcomes) => {
+                    self.after_commit(&client).await;
+                    return Ok(outcomes);
+                }
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) if attempt >= MAX_ATTEMPTS => {
                     return Err(Error::backend(
