@@ -202,6 +202,25 @@ mod tests {
     }
 
     #[test]
+    fn the_file_names_standbys_for_the_primary_db_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("replicas.toml");
+        std::fs::write(
+            &file,
+            "postgres_replicas = [\"postgres://app@db2/game\", \"postgres://app@db3/game\"]\n\
+             replica_wait_ms = 20\n",
+        )
+        .unwrap();
+        let config = load(&options(Some("postgres://app@db1/game"), Some(file))).unwrap();
+        assert!(config.postgres_url.is_some());
+        assert_eq!(config.postgres_replicas.len(), 2);
+        assert_eq!(config.replica_wait_ms, 20);
+        assert!(config.validate().is_ok());
+        let demo = with_path(config, "demo.db".into());
+        assert!(demo.postgres_replicas.is_empty() && demo.validate().is_ok());
+    }
+
+    #[test]
     fn single_pass_commands_turn_the_cache_off_unless_the_file_sets_it() {
         let default = Config::default().cache_capacity_bytes;
         assert!(default > 0);
