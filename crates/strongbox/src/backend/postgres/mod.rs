@@ -147,12 +147,14 @@ impl PostgresBackend {
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
+        let heard = backend.replicas.as_ref().map(Replicas::unknown_counter);
         let handle = match tls {
             Some(tls) => tokio::spawn(notify::listen(
                 pg_config,
                 tls,
                 instance_id,
                 sender,
+                heard,
                 cancel.clone(),
             )),
             None => tokio::spawn(notify::listen(
@@ -160,6 +162,7 @@ impl PostgresBackend {
                 NoTls,
                 instance_id,
                 sender,
+                heard,
                 cancel.clone(),
             )),
         };

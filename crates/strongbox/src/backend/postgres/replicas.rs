@@ -13,12 +13,19 @@
 //! the read without asking; else it is polled every millisecond for up to
 //! `Config::replica_wait_ms`, and then the read goes to the primary.
 //!
+//! Other servers' commits: when the change listener hears of one (and before the cache drops
+//! the key), it counts a commit of unknown position; the next standby read first reads the
+//! primary's position, past that commit, and waits for it. So a read after an invalidation
+//! never fills the cache from a standby that lacks the write, and a standby read is never older
+//! than what this store's cache has heard of.
+//!
 //! **Invariant:** a read through this store never sees a state older than a write this store
 //! committed, and never fails because of a standby: a standby that is behind, unreachable, no
 //! longer in recovery or failing the query leaves the read to the primary (a fallback, counted),
 //! and one that failed to connect is skipped for [`BACKOFF`]. With no standby configured no
 //! query is added to any path.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -69,9 +76,10 @@ pub(super) struct Replicas {
     next: AtomicUsize,
     /// The highest WAL position of a commit made through this store, in bytes.
     committed: AtomicU64,
-    /// Commits whose position could not be read (the connection broke just after `COMMIT`):
-    /// until a later read of the primary's position covers them, reads go to the primary.
-    unknown: AtomicU64,
+    /// Commits whose position is unknown: this store's whose position could not be read (the
+    /// connection broke just after `COMMIT`), and other servers' heard of (`notify`); the
+    /// next standby read first reads the primary's position, which covers them.
+    unknown: Arc<AtomicU64>,
     wait: Duration,
     epoch: Instant,
     reads: AtomicU64,
@@ -121,12 +129,18 @@ impl Replicas {
             standbys,
             next: AtomicUsize::new(0),
             committed: AtomicU64::new(0),
-            unknown: AtomicU64::new(0),
+            unknown: Arc::new(AtomicU64::new(0)),
             wait: config.replica_wait(),
             epoch: Instant::now(),
             reads: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
         }))
+    }
+
+    /// The count of commits whose position is unknown, for the change listener to raise when
+    /// it hears of other servers' commits.
+    pub(super) fn unknown_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.unknown)
     }
 
     fn now_ms(&self) -> u64 {
@@ -216,8 +230,8 @@ impl PostgresBackend {
         }
     }
 
-    /// After a commit whose position is unknown: the primary's current position, read now,
-    /// covers it. `false` when it cannot be read (the read then goes to the primary).
+    /// After commits whose position is unknown: the primary's current position, read now,
+    /// covers them. `false` when it cannot be read (the read then goes to the primary).
     async fn settle_unknown(&self, replicas: &Replicas) -> bool {
         let unknown = replicas.unknown.load(Ordering::Acquire);
         if unknown == 0 {

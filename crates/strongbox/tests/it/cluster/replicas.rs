@@ -192,3 +192,50 @@ async fn a_standby_whose_replay_is_paused_still_shows_this_stores_writes() {
     }
     store.close().await.unwrap();
 }
+
+/// Another server's writes, heard through its notifications, are never hidden behind a
+/// cached value that a lagging standby served: each one shows within the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_servers_writes_show_through_a_cache_filled_from_a_standby() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let reader = Store::open(
+        Config::postgres(Cluster::node_url(&cluster.primary))
+            .with_postgres_replica(Cluster::node_url(&cluster.standby))
+            .with_replica_wait(Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let writer = Store::open(Config::postgres(Cluster::node_url(&cluster.primary)))
+        .await
+        .unwrap();
+    let mut last_seen = 0u64;
+    for value in 1..=30u64 {
+        writer.store("players", "bob", &value).await.unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            let seen = reader
+                .retrieve::<u64>("players", "bob")
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            assert!(seen >= last_seen, "went back from {last_seen} to {seen}");
+            last_seen = seen;
+            if seen == value {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the reader kept {seen}, not {value}: a stale value stuck in its cache"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    eprintln!(
+        "another server's writes: {:?}",
+        replica_stats(&reader).await
+    );
+    writer.close().await.unwrap();
+    reader.close().await.unwrap();
+}
