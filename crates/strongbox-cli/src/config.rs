@@ -52,10 +52,11 @@ pub fn load_single_pass(global: &GlobalOptions) -> anyhow::Result<Config> {
 }
 
 /// The configuration with its database replaced by the file `path` (a PostgreSQL URL it named
-/// is dropped: the demo's temporary file wins over `STRONGBOX_DB`).
+/// is dropped, with its standbys: the demo's temporary file wins over `STRONGBOX_DB`).
 pub fn with_path(mut config: Config, path: PathBuf) -> Config {
     config.path = path;
     config.postgres_url = None;
+    config.postgres_replicas.clear();
     config
 }
 
@@ -198,6 +199,25 @@ mod tests {
         let overridden = load(&options(Some("cli.db"), Some(file))).unwrap();
         assert_eq!(overridden.path, PathBuf::from("cli.db"));
         assert_eq!(overridden.busy_timeout_ms, 1234);
+    }
+
+    #[test]
+    fn the_file_names_standbys_for_the_primary_db_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("replicas.toml");
+        std::fs::write(
+            &file,
+            "postgres_replicas = [\"postgres://app@db2/game\", \"postgres://app@db3/game\"]\n\
+             replica_wait_ms = 20\n",
+        )
+        .unwrap();
+        let config = load(&options(Some("postgres://app@db1/game"), Some(file))).unwrap();
+        assert!(config.postgres_url.is_some());
+        assert_eq!(config.postgres_replicas.len(), 2);
+        assert_eq!(config.replica_wait_ms, 20);
+        assert!(config.validate().is_ok());
+        let demo = with_path(config, "demo.db".into());
+        assert!(demo.postgres_replicas.is_empty() && demo.validate().is_ok());
     }
 
     #[test]

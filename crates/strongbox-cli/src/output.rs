@@ -140,6 +140,23 @@ pub fn time(ms_since_epoch: i64) -> String {
     }
 }
 
+/// The `replicas` row of `stats`: standbys answering, lag, reads served and fallbacks.
+pub fn replica_row(replicas: &strongbox::ReplicaStats) -> (String, String) {
+    let lag = replicas
+        .lag_bytes
+        .map_or_else(|| "unknown".to_owned(), bytes);
+    (
+        "replicas".to_owned(),
+        format!(
+            "{} of {} standbys answering, {lag} behind; {} reads served, {} fell back to the primary",
+            replicas.healthy,
+            replicas.standbys,
+            count(replicas.reads),
+            count(replicas.fallbacks)
+        ),
+    )
+}
+
 /// The human form of [`StorageStats`]: what is stored, then the savings from deduplication and
 /// from compression apart, then the file size.
 pub fn storage_rows(stats: &StorageStats) -> Vec<(String, String)> {

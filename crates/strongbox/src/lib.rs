@@ -88,7 +88,7 @@ pub use feed::{ChangeFilter, FEED_PAGE, FEED_POLL};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};
 pub use migrate::CopySummary;
 pub use record::{Expect, Expiry, PutOptions, Record, RecordMeta, Version};
-pub use stats::{StatsSnapshot, StorageStats};
+pub use stats::{ReplicaStats, StatsSnapshot, StorageStats};
 pub use store::{ListOptions, Store};
 pub use telemetry::{OpStats, WriteStats, describe_metrics};
 pub use training::{CollectionCompression, CompressionReport};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::{Engine, Reads, StorageTotals};
+use crate::backend::{Engine, Reads, ReplicaTotals, StorageTotals};
 use crate::backup::Repository;
 use crate::cache::CacheStats;
 use crate::clock::now_ms;
@@ -73,6 +73,37 @@ impl From<StorageTotals> for StorageStats {
     }
 }
 
+/// What a PostgreSQL store's read replicas (`Config::postgres_replicas`) did, and their lag.
+/// The field names are a stable interface (the CLI's `stats --json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaStats {
+    /// Standbys configured.
+    pub standbys: u64,
+    /// Standbys that answered when the statistics were read.
+    pub healthy: u64,
+    /// How far the furthest behind of those had replayed the primary's WAL, in bytes,
+    /// measured when the statistics were read (`None` when no standby or the primary did not
+    /// answer).
+    pub lag_bytes: Option<u64>,
+    /// Reads a standby served since the store opened (cache hits are not reads here).
+    pub reads: u64,
+    /// Reads that went to the primary instead since the store opened: no standby had replayed
+    /// this store's latest commit within `replica_wait_ms`, or the standbys failed.
+    pub fallbacks: u64,
+}
+
+impl From<ReplicaTotals> for ReplicaStats {
+    fn from(totals: ReplicaTotals) -> Self {
+        ReplicaStats {
+            standbys: totals.standbys,
+            healthy: totals.healthy,
+            lag_bytes: totals.lag_bytes,
+            reads: totals.reads,
+            fallbacks: totals.fallbacks,
+        }
+    }
+}
+
 impl StorageStats {
     /// `stored_bytes / logical_bytes`: what a byte of values costs on disk (1.0 for an empty store).
     pub fn stored_ratio(&self) -> f64 {
@@ -98,6 +129,19 @@ impl Store {
         stats.dictionary_collections = self.dictionaries().load().collections() as u64;
         Ok(stats)
     }
+
+    /// What the read replicas served and how far behind they are now (each standby asked
+    /// for its position, waiting at most a second for each); `None` without
+    /// `Config::postgres_replicas`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn replica_stats(&self) -> Option<ReplicaStats> {
+        self.backend()
+            .replica_totals()
+            .await
+            .map(ReplicaStats::from)
+    }
 }
 
 /// Everything an operator wants to know about a store at one moment.
@@ -119,6 +163,9 @@ pub struct StatsSnapshot {
     pub writes: WriteStats,
     /// Total time reads waited for a free connection, in milliseconds.
     pub connection_wait_ms: u64,
+    /// The read replicas, on PostgreSQL with `Config::postgres_replicas`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaStats>,
     /// Failed calls by `Error::kind`, since the store opened.
     pub errors: BTreeMap<String, u64>,
 }
@@ -142,6 +189,7 @@ impl Store {
             cache: self.cache().stats(),
             writes: recorder.write_stats(),
             connection_wait_ms: self.backend().connection_wait_micros() / 1000,
+            replicas: self.replica_stats().await,
             errors: recorder.errors(),
         })
     }
@@ -171,6 +219,9 @@ impl Store {
                     (name::CACHE_BYTES, stats.cache.bytes),
                 ] {
                     metrics::gauge!(gauge).set(value as f64);
+                }
+                if let Some(replicas) = &stats.replicas {
+                    publish_replicas(replicas);
                 }
                 tracing::info!(
                     records = storage.records,
@@ -210,4 +261,14 @@ impl Store {
             }
         }
     }
+}
+
+/// The replicas' lag gauge and their counters (set to the store's own counts: the backend
+/// counts in memory, below the `metrics` facade, and the counters follow at each report).
+fn publish_replicas(replicas: &ReplicaStats) {
+    if let Some(lag) = replicas.lag_bytes {
+        metrics::gauge!(name::REPLICA_LAG_BYTES).set(lag as f64);
+    }
+    metrics::counter!(name::REPLICA_READS).absolute(replicas.reads);
+    metrics::counter!(name::REPLICA_FALLBACKS).absolute(replicas.fallbacks);
 }

@@ -16,7 +16,9 @@
 //!   `written_stored_bytes_total`;
 //! - `records`, `blobs`, `logical_bytes`, `stored_bytes`, `file_bytes`,
 //!   `dictionary_collections`, `released_bytes`, and `backup_age_seconds` when a backup
-//!   repository is configured (gauges, refreshed by the statistics task).
+//!   repository is configured (gauges, refreshed by the statistics task);
+//! - with PostgreSQL read replicas: `replica_lag_bytes` (gauge), `replica_reads_total` and
+//!   `replica_fallbacks_total` (counters), refreshed by the statistics task.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +48,9 @@ pub(crate) mod name {
     pub const RELEASED_BYTES: &str = "strongbox_released_bytes";
     pub const DICTIONARY_COLLECTIONS: &str = "strongbox_dictionary_collections";
     pub const BACKUP_AGE: &str = "strongbox_backup_age_seconds";
+    pub const REPLICA_LAG_BYTES: &str = "strongbox_replica_lag_bytes";
+    pub const REPLICA_READS: &str = "strongbox_replica_reads_total";
+    pub const REPLICA_FALLBACKS: &str = "strongbox_replica_fallbacks_total";
 }
 
 /// The kind of a metric, for its description.
@@ -57,7 +62,7 @@ enum Kind {
 }
 
 /// Every metric's kind, unit and help text.
-const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 21] = {
+const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 24] = {
     use Kind::{Counter, Gauge, Histogram};
     use metrics::Unit::{Bytes, Count, Seconds};
     use name::*;
@@ -162,6 +167,24 @@ const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 21] = {
             Gauge,
             Seconds,
             "Seconds since the newest backup in the configured repository (+Inf when it has none)",
+        ),
+        (
+            REPLICA_LAG_BYTES,
+            Gauge,
+            Bytes,
+            "How far the furthest behind PostgreSQL standby is from the primary's WAL",
+        ),
+        (
+            REPLICA_READS,
+            Counter,
+            Count,
+            "Reads served by a PostgreSQL standby",
+        ),
+        (
+            REPLICA_FALLBACKS,
+            Counter,
+            Count,
+            "Reads that went to the primary because no standby had this store's writes or answered",
         ),
     ]
 };

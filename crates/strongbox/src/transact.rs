@@ -27,7 +27,7 @@ use crate::collection::{Entry, Scan};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{Expect, Expiry, RecordMeta, Version};
-use crate::store::Store;
+use crate::store::{Source, Store};
 use crate::telemetry::Operation;
 
 /// A (collection, key) pair.
@@ -99,7 +99,11 @@ impl ReadWriteTransaction {
         if let Some((_, pending)) = self.writes.get(&name) {
             return self.decode_pending(collection, key, pending).await;
         }
-        let record = self.store.retrieve_record::<T>(collection, key).await?;
+        // Its version becomes a condition of the commit: read it where the commit checks it.
+        let record = self
+            .store
+            .retrieve_from::<T>(collection, key, Source::Primary)
+            .await?;
         let version = record.as_ref().map(|record| record.meta.version);
         self.reads.entry(name).or_insert(version);
         Ok(record.map(|record| record.value))
@@ -143,7 +147,11 @@ impl ReadWriteTransaction {
         // Each own delete can hide one committed record: read that many more, so that what
         // is left after the overlay still fills the limit.
         range.limit = limit.saturating_add(own.len());
-        let committed = self.store.backend().scan(collection, range.clone()).await?;
+        let committed = self
+            .store
+            .backend()
+            .scan_latest(collection, range.clone())
+            .await?;
         let mut entries = BTreeMap::new();
         for (key, fetched) in &committed {
             if self

@@ -55,13 +55,29 @@ async fn stats(store: &Store, args: &StatsArgs) -> anyhow::Result<()> {
         .storage_stats()
         .await
         .context("read storage statistics")?;
+    let replicas = store.replica_stats().await;
     let mut out = Output::stdout();
     if args.json {
-        out.json(&stats)?;
+        out.json(&Shown {
+            storage: stats,
+            replicas,
+        })?;
     } else {
         let mut rows = vec![("database".to_owned(), store.config().location())];
         rows.extend(output::storage_rows(&stats));
+        if let Some(replicas) = &replicas {
+            rows.push(output::replica_row(replicas));
+        }
         out.table(&rows)?;
     }
     out.finish()
+}
+
+/// What `--json` prints: the storage totals' fields, and the replicas' when there are any.
+#[derive(serde::Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    storage: strongbox::StorageStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<strongbox::ReplicaStats>,
 }

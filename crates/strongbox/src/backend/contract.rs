@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 
 use super::types::{
     AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, StorageTotals,
-    StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
+    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -40,6 +40,12 @@ pub trait Engine {
     /// servers (an SQLite file belongs to one process's store).
     fn take_invalidations(&self) -> Option<mpsc::UnboundedReceiver<Invalidation>>;
 
+    /// What the read replicas served and how far behind they are, measured now; `None` for a
+    /// store without replicas (and every SQLite store).
+    async fn replica_totals(&self) -> Option<ReplicaTotals> {
+        None
+    }
+
     /// Finishes what is queued and stops; later calls fail with `Error::Closed`.
     async fn close(&self) -> Result<()>;
 }
@@ -51,7 +57,18 @@ pub trait Engine {
 /// read leaves out the records expired at the time of the call.
 pub trait Reads {
     /// Fetches one record with its blob.
+    ///
+    /// On PostgreSQL with read replicas, this and the other reads may be served by a standby
+    /// that has replayed every write committed through this store (read-your-writes).
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>>;
+
+    /// As [`Reads::get`], from the server that takes writes (the primary), never a standby:
+    /// for reads whose version becomes a write's condition (`Store::transact`), so that they
+    /// see other servers' commits as soon as the primary does. An engine without replicas
+    /// reads as `get`.
+    async fn get_latest(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        self.get(collection, key).await
+    }
 
     /// Several records of one collection with their blobs, in the order of `keys` (`None`
     /// where a key has no record), in one round trip.
@@ -66,6 +83,15 @@ pub trait Reads {
     async fn scan(&self, collection: &str, range: ScanRange)
     -> Result<Vec<(String, StoredRecord)>>;
 
+    /// As [`Reads::scan`], from the primary (see [`Reads::get_latest`]).
+    async fn scan_latest(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        self.scan(collection, range).await
+    }
+
     /// The current version of a record, if it exists.
     async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>>;
 
@@ -78,7 +104,7 @@ pub trait Reads {
     /// Names of the collections holding at least one record, in byte order.
     async fn collections(&self) -> Result<Vec<String>>;
 
-    /// Totals over the whole database, from one snapshot.
+    /// Totals over the whole database, from one snapshot (on PostgreSQL, of the primary).
     async fn totals(&self) -> Result<StorageTotals>;
 }
 

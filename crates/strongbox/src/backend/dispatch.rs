@@ -12,8 +12,8 @@ use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
     AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, StorageTotals,
-    StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
+    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::config::Config;
@@ -80,6 +80,10 @@ impl Engine for Backend {
         forward!(self, engine => engine.take_invalidations())
     }
 
+    async fn replica_totals(&self) -> Option<ReplicaTotals> {
+        forward!(self, engine => engine.replica_totals().await)
+    }
+
     async fn close(&self) -> Result<()> {
         forward!(self, engine => engine.close().await)
     }
@@ -90,12 +94,24 @@ impl Reads for Backend {
         forward!(self, engine => engine.get(collection, key).await)
     }
 
+    async fn get_latest(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        forward!(self, engine => engine.get_latest(collection, key).await)
+    }
+
     async fn get_many(
         &self,
         collection: &str,
         keys: Vec<String>,
     ) -> Result<Vec<Option<StoredRecord>>> {
         forward!(self, engine => engine.get_many(collection, keys).await)
+    }
+
+    async fn scan_latest(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        forward!(self, engine => engine.scan_latest(collection, range).await)
     }
 
     async fn scan(

@@ -34,6 +34,6 @@ pub use dispatch::Backend;
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};
 pub use types::{
     AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ScanRange, SnapshotItem, SnapshotRecord,
-    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
+    SnapshotRecord, StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };

@@ -285,6 +285,23 @@ pub struct StorageTotals {
     pub released_bytes: u64,
 }
 
+/// What the read replicas (PostgreSQL standbys) of a store did, and how far behind they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaTotals {
+    /// Standbys configured.
+    pub standbys: u64,
+    /// Standbys that answered just now.
+    pub healthy: u64,
+    /// How far the furthest behind of those is from the primary's WAL, in bytes (`None` when
+    /// none answered, or the primary did not).
+    pub lag_bytes: Option<u64>,
+    /// Reads a standby served since the store opened.
+    pub reads: u64,
+    /// Reads that went to the primary instead: every standby behind past the wait, failing
+    /// or unreachable.
+    pub fallbacks: u64,
+}
+
 /// What an orphan-blob sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OrphanSweep {

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{CacheMode, Config, Durability, Retention};
+use super::{CacheMode, Config, Durability, PostgresUrl, Retention};
 use crate::codec::Compression;
 
 impl Config {
@@ -134,6 +134,33 @@ impl Config {
     pub fn with_postgres_pool_size(mut self, connections: usize) -> Self {
         self.postgres_pool_size = connections;
         self
+    }
+
+    /// Sets `postgres_replicas`: the standbys that serve reads.
+    pub fn with_postgres_replicas<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        self.postgres_replicas = urls.into_iter().map(PostgresUrl::new).collect();
+        self
+    }
+
+    /// Adds one standby to `postgres_replicas`.
+    pub fn with_postgres_replica(mut self, url: impl Into<String>) -> Self {
+        self.postgres_replicas.push(PostgresUrl::new(url));
+        self
+    }
+
+    /// Sets `replica_wait_ms`, rounded up to a whole millisecond.
+    pub fn with_replica_wait(mut self, wait: Duration) -> Self {
+        self.replica_wait_ms = millis_rounded_up(wait);
+        self
+    }
+
+    /// `replica_wait_ms` as a `Duration`.
+    pub fn replica_wait(&self) -> Duration {
+        Duration::from_millis(self.replica_wait_ms)
     }
 
     /// Sets `durability`.
@@ -294,6 +321,9 @@ mod tests {
             .with_postgres_tls_ca_file("ca.pem")
             .with_postgres_notify(false)
             .with_postgres_pool_size(3)
+            .with_postgres_replicas(["postgres://standby1/app"])
+            .with_postgres_replica("postgres://standby2/app")
+            .with_replica_wait(Duration::from_micros(2_500))
             .with_durability(Durability::Process)
             .with_compression(Compression::default())
             .with_dictionary_min_values(5)
@@ -315,6 +345,11 @@ mod tests {
         expected.postgres_tls_ca_file = Some("ca.pem".into());
         expected.postgres_notify = false;
         expected.postgres_pool_size = 3;
+        expected.postgres_replicas = vec![
+            PostgresUrl::new("postgres://standby1/app"),
+            PostgresUrl::new("postgres://standby2/app"),
+        ];
+        expected.replica_wait_ms = 3;
         expected.durability = Durability::Process;
         expected.dictionary_min_values = 5;
         expected.max_value_bytes = 1_000;

@@ -8,7 +8,7 @@
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use super::Config;
+use super::{Config, PostgresUrl};
 use crate::error::{Error, Result};
 
 /// Connections in a pool (the PostgreSQL pool, the SQLite readers).
@@ -30,6 +30,8 @@ pub(super) const INTERVAL_SECS: RangeInclusive<u64> = 0..=YEAR_SECS;
 /// Seconds the change feed keeps a change (0: any age), bounded so that the age in
 /// milliseconds fits an `i64`.
 pub(super) const RETENTION_SECS: RangeInclusive<u64> = 0..=1_000 * YEAR_SECS;
+/// Milliseconds a read waits for a standby to catch up before reading from the primary.
+pub(super) const REPLICA_WAIT_MS: RangeInclusive<u64> = 0..=60_000;
 /// Percent of the file that may be slack.
 pub(super) const SLACK_PERCENT: RangeInclusive<u64> = 0..=100;
 
@@ -52,6 +54,7 @@ impl Config {
         {
             return Err(invalid("postgres_url must not be empty".into()));
         }
+        self.check_replicas()?;
         if let Some(file) = &self.postgres_tls_ca_file {
             check_path("postgres_tls_ca_file", file)?;
         }
@@ -117,6 +120,35 @@ impl Config {
             " (1,000 years; 0 keeps changes whatever their age)",
         )?;
         self.check_retention()
+    }
+
+    /// Standbys read beside a primary, by PostgreSQL URL, for a bounded wait.
+    fn check_replicas(&self) -> Result<()> {
+        check_range(
+            "replica_wait_ms",
+            self.replica_wait_ms,
+            REPLICA_WAIT_MS,
+            " (a minute)",
+        )?;
+        if self.postgres_replicas.is_empty() {
+            return Ok(());
+        }
+        if self.postgres_url.is_none() {
+            return Err(invalid(
+                "postgres_replicas needs postgres_url: standbys serve the reads of a \
+                 PostgreSQL primary, not of an SQLite file"
+                    .into(),
+            ));
+        }
+        for url in &self.postgres_replicas {
+            if !PostgresUrl::is_postgres(url.expose()) {
+                return Err(invalid(format!(
+                    "postgres_replicas must hold postgres:// or postgresql:// URLs, not {}",
+                    url.redacted()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A scheduled prune must keep something, or each backup would delete them all.
@@ -286,6 +318,25 @@ mod tests {
             set(&mut config);
             assert!(refusal(&config).starts_with(field), "{field}");
         }
+    }
+
+    #[test]
+    fn replicas_are_postgres_urls_beside_a_primary() {
+        let config = Config::postgres("postgres://primary/game")
+            .with_postgres_replica("postgres://app:s3cret@standby/game");
+        assert!(config.validate().is_ok());
+        let message = refusal(
+            &config
+                .clone()
+                .with_postgres_replica("mysql://app:s3cret@x/db"),
+        );
+        assert!(message.starts_with("postgres_replicas"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        let on_a_file = Config::new("game.db").with_postgres_replica("postgres://standby/game");
+        assert!(refusal(&on_a_file).starts_with("postgres_replicas"));
+        let mut waits = config;
+        waits.replica_wait_ms = 60_001;
+        assert!(refusal(&waits).starts_with("replica_wait_ms"));
     }
 
     #[test]

@@ -109,6 +109,21 @@ pub struct Config {
     /// Connections in the PostgreSQL pool. Default 16. Valid: 1 to 1,024 (more connections
     /// cost the server memory and buy one process no parallelism).
     pub postgres_pool_size: usize,
+    /// Standbys of the PostgreSQL primary that serve this store's reads (point reads,
+    /// `get_many`, scans, listings, counts), each through a small pool of read-only sessions;
+    /// writes, conditional checks, the reads of `Store::transact`, the change feed, snapshots,
+    /// maintenance and `verify` stay on `postgres_url`. Read-your-writes holds: a standby
+    /// serves a read only once it has replayed every commit made through this store, else the
+    /// read waits up to `replica_wait_ms` and then goes to the primary; a standby that fails
+    /// is left alone for a short while and its reads go to the primary, never an error. In a
+    /// TOML file: `postgres_replicas = ["postgres://app@standby1/game", "postgres://…"]`.
+    /// Default none. Valid: `postgres://` or `postgresql://` URLs, only with `postgres_url`.
+    pub postgres_replicas: Vec<PostgresUrl>,
+    /// How long a read waits for a standby to replay this store's latest commit before it
+    /// reads from the primary instead, in milliseconds (the standby's position is polled
+    /// every millisecond). Default 50. Valid: 0 to 60,000 (0: a standby that is behind is
+    /// skipped at once). Only with `postgres_replicas`.
+    pub replica_wait_ms: u64,
     /// Durability of returned writes. Default [`Durability::Full`]. Valid: any.
     pub durability: Durability,
     /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
@@ -216,6 +231,8 @@ impl Default for Config {
             postgres_tls_ca_file: None,
             postgres_notify: true,
             postgres_pool_size: 16,
+            postgres_replicas: Vec::new(),
+            replica_wait_ms: 50,
             durability: Durability::Full,
             compression: Compression::default(),
             dictionary_min_values: 1_000,
@@ -332,6 +349,8 @@ mod tests {
         postgres_tls_ca_file = "ca.pem"
         postgres_notify = false
         postgres_pool_size = 8
+        postgres_replicas = ["postgres://app@standby1/game", "postgresql://app@standby2/game"]
+        replica_wait_ms = 20
         durability = "process"
         dictionary_min_values = 500
         max_value_bytes = 1048576
@@ -389,6 +408,8 @@ mod tests {
         assert_eq!(config.cache_mode, CacheMode::WriteAround);
         assert_eq!(config.durability, Durability::Process);
         assert_eq!(config.transact_attempts, 50);
+        assert_eq!(config.postgres_replicas.len(), 2);
+        assert_eq!(config.replica_wait_ms, 20);
         // What a configuration serializes to reads back the same, under the same keys.
         let text = toml::to_string(&config)
             .map_err(|error| <toml::de::Error as serde::de::Error>::custom(error.to_string()))?;

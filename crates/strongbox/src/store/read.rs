@@ -57,6 +57,16 @@ impl ListOptions {
     }
 }
 
+/// Which server a read that misses the cache may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Any server holding every write committed through this store: on PostgreSQL, a read
+    /// replica that has replayed them, else the primary.
+    AnyCurrent,
+    /// The server that takes writes, for a read whose version becomes a write's condition.
+    Primary,
+}
+
 impl Store {
     /// Reads the value under `key`, or `None` when there is none.
     ///
@@ -90,8 +100,19 @@ impl Store {
         collection: &str,
         key: &str,
     ) -> Result<Option<Record<T>>> {
+        self.retrieve_from(collection, key, Source::AnyCurrent)
+            .await
+    }
+
+    /// As [`Store::retrieve_record`], reading the primary on a cache miss (see [`Source`]).
+    pub(crate) async fn retrieve_from<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        key: &str,
+        source: Source,
+    ) -> Result<Option<Record<T>>> {
         let started = Instant::now();
-        let result = self.retrieve_uncounted(collection, key).await;
+        let result = self.retrieve_uncounted(collection, key, source).await;
         self.inner
             .recorder
             .finish(Operation::Retrieve, started.elapsed(), &result);
@@ -102,6 +123,7 @@ impl Store {
         &self,
         collection: &str,
         key: &str,
+        source: Source,
     ) -> Result<Option<Record<T>>> {
         validate_collection(collection)?;
         validate_key(key)?;
@@ -129,7 +151,11 @@ impl Store {
             }));
         }
         let ticket = cache.is_enabled().then(|| cache.ticket(collection, key));
-        let Some(fetched) = self.inner.backend.get(collection, key).await? else {
+        let fetched = match source {
+            Source::AnyCurrent => self.inner.backend.get(collection, key).await?,
+            Source::Primary => self.inner.backend.get_latest(collection, key).await?,
+        };
+        let Some(fetched) = fetched else {
             return Ok(None);
         };
         if has_expired(collection, key, &fetched, now)? {

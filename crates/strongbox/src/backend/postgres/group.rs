@@ -28,6 +28,7 @@ use tokio_postgres::IsolationLevel;
 use super::batch::{self, Settings};
 use super::convert::map_err;
 use super::pooled;
+use super::replicas::Replicas;
 use super::write::{Failure, classify};
 use crate::backend::{WriteOp, WriteOutcome};
 use crate::error::{Error, Result};
@@ -59,7 +60,6 @@ struct Request {
 }
 
 /// What the writers share: the pool and the settings of every write.
-#[derive(Debug)]
 pub(super) struct Shared {
     /// The store's connections.
     pub pool: Pool,
@@ -67,12 +67,13 @@ pub(super) struct Shared {
     pub busy_timeout: Duration,
     /// The time callers spent waiting for connections, in microseconds.
     pub wait_micros: Arc<AtomicU64>,
+    /// The standbys, told where each commit ends in the WAL (read-your-writes).
+    pub replicas: Option<Arc<Replicas>>,
     /// What a write does besides its rows.
     pub settings: Settings,
 }
 
 /// The queue of a store's writes and its writer tasks (which end when it is dropped).
-#[derive(Debug)]
 pub(super) struct GroupWriter {
     shared: Arc<Shared>,
     queue: mpsc::UnboundedSender<Request>,
@@ -237,7 +238,12 @@ impl Shared {
                 }
             };
             match result {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(outcomes) => {
+                    if let Some(replicas) = &self.replicas {
+                        replicas.after_commit(&client).await;
+                    }
+                    return Ok(outcomes);
+                }
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) if attempt >= attempts => {
                     return Err(Error::backend(RACES, error));

@@ -18,8 +18,11 @@
 //!   against the web's roots plus `postgres_tls_ca_file`.
 
 //!
-//! Rooms: [`read`], [`write`] (with [`group`], [`batch`], [`rows`] and [`refs`], the
-//! reference-count deltas), [`snapshot`],
+//! - Read replicas: with `Config::postgres_replicas`, reads go to standbys that have replayed
+//!   this store's writes, else to the primary ([`replicas`]).
+//!
+//! Rooms: [`read`], [`replicas`], [`write`] (with [`group`], [`batch`], [`rows`] and [`refs`],
+//! the reference-count deltas), [`snapshot`],
 //! [`verify`], [`maintenance`], [`dictionaries`], [`feed`] (the change feed), [`notify`] (the
 //! cache invalidations other servers announce), [`schema`],
 //! [`connect`], [`tls`], [`convert`].
@@ -34,6 +37,7 @@ mod maintenance;
 mod notify;
 mod read;
 mod refs;
+mod replicas;
 mod rows;
 mod schema;
 mod snapshot;
@@ -53,8 +57,9 @@ use tokio_util::sync::CancellationToken;
 use self::batch::Settings;
 use self::convert::{Column, map_err, unsigned};
 use self::group::{GroupWriter, Shared};
+use self::replicas::Replicas;
 use self::tls::tls_connector;
-use crate::backend::{Engine, Invalidation};
+use crate::backend::{Engine, Invalidation, ReplicaTotals};
 use crate::config::{Config, PostgresUrl};
 use crate::error::{Error, Result};
 
@@ -79,6 +84,8 @@ pub struct PostgresBackend {
     /// Opened with `Config::read_only`: every session is read-only, writes fail with
     /// `Error::ReadOnly` before reaching the server, and read counts are not kept.
     read_only: bool,
+    /// The standbys that serve reads (`Config::postgres_replicas`), if any.
+    replicas: Option<Arc<Replicas>>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -110,22 +117,14 @@ impl PostgresBackend {
         let pg_config = connect::pg_config(url, config)?;
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         let tls = tls_connector(&pg_config, config)?;
-        let manager_config = || ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match &tls {
-            Some(tls) => Manager::from_config(pg_config.clone(), tls.clone(), manager_config()),
-            None => Manager::from_config(pg_config.clone(), NoTls, manager_config()),
-        };
-        let pool = Pool::builder(manager)
-            .max_size(config.postgres_pool_size)
-            .wait_timeout(Some(busy_timeout))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|error| {
-                Error::InvalidConfig(format!("cannot build the PostgreSQL pool: {error}"))
-            })?;
+        let pool = build_pool(
+            pg_config.clone(),
+            config,
+            config.postgres_pool_size,
+            busy_timeout,
+            Duration::from_secs(10),
+        )?;
+        let replicas = Replicas::open(config)?.map(Arc::new);
         let instance_id =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), Instant::now());
         let wait_micros = Arc::new(AtomicU64::new(0));
@@ -133,6 +132,7 @@ impl PostgresBackend {
             pool: pool.clone(),
             busy_timeout,
             wait_micros: Arc::clone(&wait_micros),
+            replicas: replicas.clone(),
             settings: Settings {
                 instance_id,
                 notifies: config.postgres_notify,
@@ -149,6 +149,7 @@ impl PostgresBackend {
             listener: Mutex::new(None),
             changes: Mutex::new(None),
             read_only: config.read_only,
+            replicas,
         };
         let mut client = backend
             .client()
@@ -166,12 +167,14 @@ impl PostgresBackend {
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
+        let heard = backend.replicas.as_deref().map(Replicas::unknown_counter);
         let handle = match tls {
             Some(tls) => tokio::spawn(notify::listen(
                 pg_config,
                 tls,
                 instance_id,
                 sender,
+                heard,
                 cancel.clone(),
             )),
             None => tokio::spawn(notify::listen(
@@ -179,6 +182,7 @@ impl PostgresBackend {
                 NoTls,
                 instance_id,
                 sender,
+                heard,
                 cancel.clone(),
             )),
         };
@@ -221,6 +225,35 @@ async fn pooled(
     })
 }
 
+/// A pool of `size` connections made with `pg_config` (over TLS when it asks), waiting at most
+/// `wait` for a free connection and `create` for a new one.
+///
+/// # Errors
+/// `Error::InvalidConfig` when TLS is asked for and cannot be set up, or the pool not built.
+fn build_pool(
+    pg_config: tokio_postgres::Config,
+    config: &Config,
+    size: usize,
+    wait: Duration,
+    create: Duration,
+) -> Result<Pool> {
+    let tls = tls_connector(&pg_config, config)?;
+    let manager_config = || ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(pg_config, tls, manager_config()),
+        None => Manager::from_config(pg_config, NoTls, manager_config()),
+    };
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(create))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|error| Error::InvalidConfig(format!("cannot build the PostgreSQL pool: {error}")))
+}
+
 impl Engine for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -246,6 +279,10 @@ impl Engine for PostgresBackend {
         Ok(unsigned(row.column(0)?))
     }
 
+    async fn replica_totals(&self) -> Option<ReplicaTotals> {
+        PostgresBackend::replica_totals(self).await
+    }
+
     async fn close(&self) -> Result<()> {
         let listener = self
             .listener
@@ -257,6 +294,7 @@ impl Engine for PostgresBackend {
             let _ = handle.await;
         }
         self.pool.close();
+        self.close_replicas();
         Ok(())
     }
 }

@@ -24,6 +24,8 @@
 //! invalidations any more.
 
 use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, TryFutureExt};
@@ -64,6 +66,7 @@ pub async fn listen<T>(
     tls: T,
     instance_id: u64,
     invalidations: mpsc::UnboundedSender<Invalidation>,
+    unknown_positions: Option<Arc<AtomicU64>>,
     cancel: CancellationToken,
 ) where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -77,14 +80,18 @@ pub async fn listen<T>(
     loop {
         let ended = tokio::select! {
             () = cancel.cancelled() => return,
-            ended = session(&config, tls.clone(), &own_id, &invalidations, &mut pause) => ended,
+            ended = session(&config, tls.clone(), &own_id, &invalidations, unknown_positions.as_deref(), &mut pause) => ended,
         };
         match ended {
             Ended::Unheard => return,
             Ended::Failed(why) => tracing::warn!("the change listener {why}"),
         }
         // What was announced while nobody listened is in the feed.
-        if invalidations.send(Invalidation::CatchUp).is_err() {
+        if !pass_on(
+            &invalidations,
+            Invalidation::CatchUp,
+            unknown_positions.as_deref(),
+        ) {
             return;
         }
         tokio::select! {
@@ -110,6 +117,7 @@ async fn session<T>(
     tls: T,
     own_id: &str,
     invalidations: &mpsc::UnboundedSender<Invalidation>,
+    unknown_positions: Option<&AtomicU64>,
     pause: &mut Duration,
 ) -> Ended
 where
@@ -143,7 +151,7 @@ where
                     is_listening = true;
                     *pause = FIRST_PAUSE;
                     // Every commit from now on is heard; the feed holds those before.
-                    if invalidations.send(Invalidation::CatchUp).is_err() {
+                    if !pass_on(invalidations, Invalidation::CatchUp, unknown_positions) {
                         return Ended::Unheard;
                     }
                 }
@@ -175,12 +183,31 @@ where
                     Heard::Mark(seq) => Invalidation::HeardThrough(seq),
                     Heard::OtherMark => continue,
                 };
-                if invalidations.send(invalidation).is_err() {
+                if !pass_on(invalidations, invalidation, unknown_positions) {
                     return Ended::Unheard;
                 }
             }
         }
     }
+}
+
+/// Hands an invalidation to the store; `false` when nobody takes them any more. Another
+/// server's commit (or a catch-up, which may find some) first counts in `unknown_positions`, the read
+/// replicas' count of commits whose WAL position is unknown (`replicas`): the next standby
+/// read first reads the primary's position, which is past that commit, and waits for it, so
+/// no read that follows the invalidation fills the cache from a standby that has not replayed
+/// the commit.
+fn pass_on(
+    invalidations: &mpsc::UnboundedSender<Invalidation>,
+    invalidation: Invalidation,
+    unknown_positions: Option<&AtomicU64>,
+) -> bool {
+    if let Some(unknown_positions) = unknown_positions
+        && !matches!(invalidation, Invalidation::HeardThrough(_))
+    {
+        unknown_positions.fetch_add(1, Ordering::AcqRel);
+    }
+    invalidations.send(invalidation).is_ok()
 }
 
 /// The result of the statement in flight; pending forever when there is none.

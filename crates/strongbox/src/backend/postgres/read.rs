@@ -1,7 +1,14 @@
 //! Point reads and listings ([`Reads`]) on pooled connections with cached statements.
+//!
+//! Each read runs on a standby when one has replayed this store's writes (`routed!`, see
+//! [`super::replicas`]), else on the primary; `get_latest`, `scan_latest` and `totals` always
+//! run on the primary.
+
+use deadpool_postgres::Client;
 
 use super::PostgresBackend;
 use super::convert::{Column, format, map_err, meta, unsigned};
+use super::replicas::routed;
 use crate::backend::{KeyRange, Reads, ScanRange, StorageTotals, StoredRecord};
 use crate::blob::BlobId;
 use crate::clock::now_ms;
@@ -90,24 +97,11 @@ const BLOB_TOTALS: &str = "
 
 impl Reads for PostgresBackend {
     async fn get(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
-                        r.access_count, r.last_accessed, r.expires_at, r.seal
-                 FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
-                 WHERE r.collection = $1 AND r.key = $2",
-            )
-            .await
-            .map_err(map_err("prepare a record read"))?;
-        let Some(row) = client
-            .query_opt(&statement, &[&collection, &key])
-            .await
-            .map_err(map_err("read a record"))?
-        else {
-            return Ok(None);
-        };
-        stored_record(collection, key, &row, 0).map(Some)
+        routed!(self, client => get_on(client, collection, key).await)
+    }
+
+    async fn get_latest(&self, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+        get_on(&mut self.client().await?, collection, key).await
     }
 
     async fn get_many(
@@ -115,24 +109,7 @@ impl Reads for PostgresBackend {
         collection: &str,
         keys: Vec<String>,
     ) -> Result<Vec<Option<StoredRecord>>> {
-        let mut client = self.client().await?;
-        let tx = read_snapshot(&mut client, "begin a read").await?;
-        let statement = tx
-            .prepare_cached(GET_MANY)
-            .await
-            .map_err(map_err("prepare a read of several records"))?;
-        let rows = tx
-            .query(&statement, &[&collection, &keys])
-            .await
-            .map_err(map_err("read several records"))?;
-        tx.commit().await.map_err(map_err("end a read"))?;
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let key: String = row.column(0)?;
-            let record = stored_record(collection, &key, row, 1)?;
-            found.insert(key, record);
-        }
-        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+        routed!(self, client => get_many_on(client, collection, &keys).await)
     }
 
     async fn scan(
@@ -140,117 +117,31 @@ impl Reads for PostgresBackend {
         collection: &str,
         range: ScanRange,
     ) -> Result<Vec<(String, StoredRecord)>> {
-        let client = self.client().await?;
-        let ([lowest, above, highest, below], limit) = scan_bounds(&range);
-        let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(map_err("prepare a scan"))?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &collection,
-                    &lowest,
-                    &above,
-                    &highest,
-                    &below,
-                    &limit,
-                    &now_ms(),
-                ],
-            )
-            .await
-            .map_err(map_err("scan records"))?;
-        rows.iter()
-            .map(|row| {
-                let key: String = row.column(0)?;
-                let record = stored_record(collection, &key, row, 1)?;
-                Ok((key, record))
-            })
-            .collect()
+        routed!(self, client => scan_on(client, collection, &range).await)
+    }
+
+    async fn scan_latest(
+        &self,
+        collection: &str,
+        range: ScanRange,
+    ) -> Result<Vec<(String, StoredRecord)>> {
+        scan_on(&mut self.client().await?, collection, &range).await
     }
 
     async fn version(&self, collection: &str, key: &str) -> Result<Option<Version>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT version FROM strongbox_records WHERE collection = $1 AND key = $2
-                 AND (expires_at IS NULL OR expires_at > $3)",
-            )
-            .await
-            .map_err(map_err("prepare a version read"))?;
-        client
-            .query_opt(&statement, &[&collection, &key, &now_ms()])
-            .await
-            .map_err(map_err("read a record's version"))?
-            .map(|row| Ok(Version::new(unsigned(row.column(0)?))))
-            .transpose()
+        routed!(self, client => version_on(client, collection, key).await)
     }
 
     async fn list(&self, collection: &str, range: KeyRange) -> Result<Vec<String>> {
-        let client = self.client().await?;
-        let start_after = range.start_after.unwrap_or_default();
-        let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
-        let prefix = range.prefix.unwrap_or_default();
-        let now = now_ms();
-        let rows = match prefix_successor(&prefix) {
-            Some(upper) => {
-                let statement = client
-                    .prepare_cached(LIST_PREFIXED_KEYS)
-                    .await
-                    .map_err(map_err("prepare a key listing"))?;
-                client
-                    .query(
-                        &statement,
-                        &[&collection, &prefix, &upper, &start_after, &limit, &now],
-                    )
-                    .await
-            }
-            None => {
-                let statement = client
-                    .prepare_cached(LIST_KEYS)
-                    .await
-                    .map_err(map_err("prepare a key listing"))?;
-                client
-                    .query(
-                        &statement,
-                        &[&collection, &prefix, &start_after, &limit, &now],
-                    )
-                    .await
-            }
-        }
-        .map_err(map_err("list keys"))?;
-        rows.iter().map(|row| row.column(0)).collect()
+        routed!(self, client => list_on(client, collection, &range).await)
     }
 
     async fn count(&self, collection: &str) -> Result<u64> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT count(*) FROM strongbox_records WHERE collection = $1
-                 AND (expires_at IS NULL OR expires_at > $2)",
-            )
-            .await
-            .map_err(map_err("prepare a count"))?;
-        let row = client
-            .query_one(&statement, &[&collection, &now_ms()])
-            .await
-            .map_err(map_err("count records"))?;
-        Ok(unsigned(row.column(0)?))
+        routed!(self, client => count_on(client, collection).await)
     }
 
     async fn collections(&self) -> Result<Vec<String>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT collection FROM strongbox_records
-                 WHERE expires_at IS NULL OR expires_at > $1 ORDER BY collection",
-                &[&now_ms()],
-            )
-            .await
-            .map_err(map_err("list collections"))?;
-        rows.iter().map(|row| row.column(0)).collect()
+        routed!(self, client => collections_on(client).await)
     }
 
     async fn totals(&self) -> Result<StorageTotals> {
@@ -280,9 +171,173 @@ impl Reads for PostgresBackend {
     }
 }
 
+/// One record with its blob, read on `client` (a standby's or the primary's).
+async fn get_on(client: &mut Client, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT r.blob_id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
+                    r.access_count, r.last_accessed, r.expires_at, r.seal
+             FROM strongbox_records r LEFT JOIN strongbox_blobs b ON b.id = r.blob_id
+             WHERE r.collection = $1 AND r.key = $2",
+        )
+        .await
+        .map_err(map_err("prepare a record read"))?;
+    let Some(row) = client
+        .query_opt(&statement, &[&collection, &key])
+        .await
+        .map_err(map_err("read a record"))?
+    else {
+        return Ok(None);
+    };
+    stored_record(collection, key, &row, 0).map(Some)
+}
+
+/// Several records of a collection from one snapshot, in the order of `keys`.
+async fn get_many_on(
+    client: &mut Client,
+    collection: &str,
+    keys: &[String],
+) -> Result<Vec<Option<StoredRecord>>> {
+    let tx = read_snapshot(client, "begin a read").await?;
+    let statement = tx
+        .prepare_cached(GET_MANY)
+        .await
+        .map_err(map_err("prepare a read of several records"))?;
+    let rows = tx
+        .query(&statement, &[&collection, &keys])
+        .await
+        .map_err(map_err("read several records"))?;
+    tx.commit().await.map_err(map_err("end a read"))?;
+    let mut found = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: String = row.column(0)?;
+        let record = stored_record(collection, &key, row, 1)?;
+        found.insert(key, record);
+    }
+    Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+}
+
+/// A page of a collection's records in a range.
+async fn scan_on(
+    client: &mut Client,
+    collection: &str,
+    range: &ScanRange,
+) -> Result<Vec<(String, StoredRecord)>> {
+    let ([lowest, above, highest, below], limit) = scan_bounds(range);
+    let sql = if range.reverse { SCAN_DOWN } else { SCAN_UP };
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(map_err("prepare a scan"))?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &collection,
+                &lowest,
+                &above,
+                &highest,
+                &below,
+                &limit,
+                &now_ms(),
+            ],
+        )
+        .await
+        .map_err(map_err("scan records"))?;
+    rows.iter()
+        .map(|row| {
+            let key: String = row.column(0)?;
+            let record = stored_record(collection, &key, row, 1)?;
+            Ok((key, record))
+        })
+        .collect()
+}
+
+/// The current version of a record that has not expired.
+async fn version_on(client: &mut Client, collection: &str, key: &str) -> Result<Option<Version>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT version FROM strongbox_records WHERE collection = $1 AND key = $2
+             AND (expires_at IS NULL OR expires_at > $3)",
+        )
+        .await
+        .map_err(map_err("prepare a version read"))?;
+    client
+        .query_opt(&statement, &[&collection, &key, &now_ms()])
+        .await
+        .map_err(map_err("read a record's version"))?
+        .map(|row| Ok(Version::new(unsigned(row.column(0)?))))
+        .transpose()
+}
+
+/// Keys of a collection in a range.
+async fn list_on(client: &mut Client, collection: &str, range: &KeyRange) -> Result<Vec<String>> {
+    let start_after = range.start_after.clone().unwrap_or_default();
+    let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
+    let prefix = range.prefix.clone().unwrap_or_default();
+    let now = now_ms();
+    let rows = match prefix_successor(&prefix) {
+        Some(upper) => {
+            let statement = client
+                .prepare_cached(LIST_PREFIXED_KEYS)
+                .await
+                .map_err(map_err("prepare a key listing"))?;
+            client
+                .query(
+                    &statement,
+                    &[&collection, &prefix, &upper, &start_after, &limit, &now],
+                )
+                .await
+        }
+        None => {
+            let statement = client
+                .prepare_cached(LIST_KEYS)
+                .await
+                .map_err(map_err("prepare a key listing"))?;
+            client
+                .query(
+                    &statement,
+                    &[&collection, &prefix, &start_after, &limit, &now],
+                )
+                .await
+        }
+    }
+    .map_err(map_err("list keys"))?;
+    rows.iter().map(|row| row.column(0)).collect()
+}
+
+/// The number of a collection's records that have not expired.
+async fn count_on(client: &mut Client, collection: &str) -> Result<u64> {
+    let statement = client
+        .prepare_cached(
+            "SELECT count(*) FROM strongbox_records WHERE collection = $1
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .await
+        .map_err(map_err("prepare a count"))?;
+    let row = client
+        .query_one(&statement, &[&collection, &now_ms()])
+        .await
+        .map_err(map_err("count records"))?;
+    Ok(unsigned(row.column(0)?))
+}
+
+/// The collections holding a record that has not expired.
+async fn collections_on(client: &mut Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT collection FROM strongbox_records
+             WHERE expires_at IS NULL OR expires_at > $1 ORDER BY collection",
+            &[&now_ms()],
+        )
+        .await
+        .map_err(map_err("list collections"))?;
+    rows.iter().map(|row| row.column(0)).collect()
+}
+
 /// A read-only REPEATABLE READ transaction: every query in it sees one snapshot.
 pub(super) async fn read_snapshot<'a>(
-    client: &'a mut deadpool_postgres::Client,
+    client: &'a mut Client,
     action: &'static str,
 ) -> Result<deadpool_postgres::Transaction<'a>> {
     client

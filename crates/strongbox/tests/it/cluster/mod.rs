@@ -10,6 +10,7 @@
 //! pass, unless `STRONGBOX_REQUIRE_POSTGRES=1` (which `.ci/run` sets) makes them fail.
 
 mod failover;
+mod replicas;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -227,6 +228,32 @@ impl Cluster {
             "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
             self.primary.port, self.standby.port
         )
+    }
+
+    /// The URL of one node alone.
+    pub fn node_url(node: &Node) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", node.port)
+    }
+
+    /// Lets the primary commit without waiting for the standby (`synchronous_standby_names`
+    /// emptied and reloaded), so that it keeps taking writes while the standby is down.
+    pub async fn make_replication_asynchronous(&self) {
+        let client = connect(self.primary.port).await;
+        client
+            .batch_execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+            .await
+            .unwrap();
+        client
+            .execute("SELECT pg_reload_conf()", &[])
+            .await
+            .unwrap();
+    }
+
+    /// Stops the standby at once (`pg_ctl stop -m immediate`), as a crash that leaves its port
+    /// refusing connections.
+    pub fn stop_standby(&self) {
+        let standby = self.standby.data.display().to_string();
+        self.run("pg_ctl", &["stop", "-m", "immediate", "-w", "-D", &standby]);
     }
 
     /// SIGKILLs the primary's postmaster (the first line of its `postmaster.pid`), as a crash.
