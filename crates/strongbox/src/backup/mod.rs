@@ -43,12 +43,16 @@
 //!   repository, and a backup of one backend restores into the other.
 
 mod check;
+mod chunk;
 mod create;
 mod files;
 mod id;
+mod index;
 mod manifest;
 mod newest;
 mod options;
+mod pack;
+mod repack;
 mod repository;
 mod restore;
 mod retention;
