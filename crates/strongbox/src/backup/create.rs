@@ -1,10 +1,11 @@
 //! [`Repository::backup`]: an online, incremental backup of a store.
 //!
 //! The store streams a point-in-time snapshot (`Snapshots::snapshot`) to a blocking thread that
-//! writes the manifest and the blobs the repository lacks into `tmp/<id>/`. Only when the
-//! snapshot completed are the blobs made durable (synced in parallel, then renamed into
-//! `blobs/`, then their directories synced), and only then is the manifest renamed into
-//! `manifests/`: that rename is the moment the backup exists.
+//! writes the blobs the repository lacks into data packs and the manifest's new chunks into
+//! tree packs (each pack synced and renamed into `packs/` as it fills). Only when the snapshot
+//! completed are the pack directories synced, then the index naming the new packs written,
+//! and only then is the manifest renamed into `manifests/`: that rename is the moment the
+//! backup exists.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! **Invariants:** every path is built here, from a parsed [`BlobId`] (re-printed as 64
 //! lowercase hex digits) or a validated [`BackupId`]; no string read from a manifest becomes
 //! a path. Files are created owner-only (0600), directories 0700. Nothing found in the
-//! directory is trusted: every operation checks, once it holds the lock, that `blobs/`,
+//! directory is trusted: every operation checks, once it holds the lock, that `packs/`, `index/`,
 //! `manifests/`, `tmp/` and `dictionaries/` are real directories (not links), and reads go
 //! through [`super::files`] (regular files only, bounded).
 
@@ -416,7 +416,7 @@ impl Repository {
     /// backup for a running prune), then checks the layout.
     ///
     /// # Errors
-    /// `Error::Corrupt` naming the path when `blobs/`, `manifests/`, `tmp/` or
+    /// `Error::Corrupt` naming the path when `packs/`, `index/`, `manifests/`, `tmp/` or
     /// `dictionaries/` is a link or not a directory: no operation reads, writes or deletes
     /// through it.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<RepositoryLock> {

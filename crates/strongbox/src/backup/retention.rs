@@ -1,13 +1,13 @@
 //! [`Retention::select`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
 //!
-//! **Invariants:** prune never deletes a blob a remaining backup needs. It holds the repository
-//! lock exclusively (no backup runs meanwhile), deletes manifests before blobs (a crash in
-//! between leaves only unreferenced blobs), and deletes no blob at all while any remaining
-//! manifest cannot be read, since what that backup needs is then unknown. Prune never deletes
-//! outside the repository: it refuses to run when `blobs/`, `manifests/` or `tmp/` is a link
-//! (the lock checks the layout), skips blob shards that are not real directories and blob
-//! entries that are not regular files, and deletes links in `tmp/` themselves, never what they
-//! point at.
+//! **Invariants:** prune never deletes a blob or chunk a remaining backup needs. It holds the
+//! repository lock exclusively (no backup runs meanwhile), deletes manifests before packs (a
+//! crash in between leaves only unreferenced entries), and deletes no pack at all while any
+//! remaining manifest or index cannot be read, since what is needed is then unknown
+//! ([`super::repack`] orders the rest). Prune never deletes outside the repository: it refuses
+//! to run when `packs/`, `index/`, `manifests/` or `tmp/` is a link (the lock checks the
+//! layout), skips pack shards that are not real directories and pack entries that are not
+//! regular files, and deletes links in `tmp/` themselves, never what they point at.
 
 use std::collections::{BTreeSet, HashSet};
 

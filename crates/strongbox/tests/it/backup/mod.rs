@@ -8,6 +8,7 @@ mod leftovers;
 mod online;
 mod packs;
 mod restore;
+mod sizes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
