@@ -13,6 +13,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::files::{create_dir, io_error, open_regular, require_dir, sync_dir};
@@ -101,6 +102,7 @@ impl PackWriter {
         let file = File::options()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io_error(format!("create {}", path.display())))?;
         Ok(OpenPack {
