@@ -1002,7 +1002,7 @@ fn backups_round_trip_and_damage_is_found() {
     assert_eq!(stats(&chat_only)["records"], 1);
 
     // A flipped byte in a stored value is found, naming the backup.
-    let blob = std::fs::read_dir(repo.join("blobs"))
+    let blob = std::fs::read_dir(repo.join("packs"))
         .unwrap()
         .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
         .map(|entry| entry.unwrap().path())

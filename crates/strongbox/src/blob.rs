@@ -34,6 +34,11 @@ impl BlobId {
         BlobId(*blake3::hash(raw).as_bytes())
     }
 
+    /// The id of 32 hash bytes already computed (of a stream hashed as it was written).
+    pub(crate) fn from_hash(hash: [u8; 32]) -> Self {
+        BlobId(hash)
+    }
+
     /// The id as 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -261,11 +261,15 @@ async fn prune(repo: &RepoOption, config: &Config, keep: Option<usize>) -> anyho
         .context("prune backups")?;
     print(repo, &report, |out| {
         out.line(format_args!(
-            "pruned {} backups, kept {}; removed {} values ({})",
+            "pruned {} backups, kept {}; removed {} values ({}); deleted {} packs, repacked {}, \
+             freed {}",
             report.removed.len(),
             report.kept.len(),
             output::count(report.blobs_removed),
-            output::bytes(report.bytes_removed)
+            output::bytes(report.bytes_removed),
+            output::count(report.packs_removed),
+            output::count(report.packs_repacked),
+            output::bytes(report.pack_bytes_freed)
         ))?;
         if let Some(reason) = &report.sweep_skipped {
             out.line(format_args!("values kept: {reason}"))?;

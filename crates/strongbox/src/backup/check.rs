@@ -3,8 +3,8 @@
 //! target):
 //! - on a manifest's records and header: [`check_record`] and [`check_dictionary_ref`], which
 //!   every manifest reader applies to every line;
-//! - on a record's blob: reading the file (a regular file, in a real shard directory, no
-//!   larger than its value can be stored in), decoding it (no larger than the manifest says)
+//! - on a record's blob: reading it from its pack (a regular file, in a real shard directory;
+//!   no more than its value can be stored in), decoding it (no larger than the manifest says)
 //!   and hashing it ([`load_blob`]), and comparing its size with the record's
 //!   ([`check_size`]).
 
@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use super::files::{kind_name, read_regular};
+use super::index::Packs;
 use super::manifest::DictionaryRef;
+use super::pack::{ReadError, read_entry};
 use super::repository::Repository;
 use crate::blob::{self, BlobId};
 use crate::codec::{Dictionary, Format};
@@ -27,9 +28,10 @@ pub(crate) const MAX_VALUE_BYTES: u64 = 1 << 30;
 /// Why a blob cannot be used.
 #[derive(Debug)]
 pub(crate) enum BlobError {
-    /// The file is not there.
+    /// No index names it.
     Missing,
-    /// It is not a regular file, is larger than its value can be stored in, does not decode,
+    /// Its pack is missing, not a regular file or too short, it is larger than its value can
+    /// be stored in, does not decode,
     /// or is not the value its name says: the message says which.
     Damaged(String),
     /// It could not be read (permissions, I/O): not necessarily damage.
@@ -46,41 +48,30 @@ pub(crate) fn stored_bound(size_bytes: u64) -> u64 {
         .saturating_add(1024)
 }
 
-/// Reads blob `blob_id` and decodes it, expanding it to at most `max_raw_bytes` (the size the
-/// manifest gives its value), and checks it against its id. Returns the stored bytes and the
-/// decoded size; at most [`stored_bound`] of `max_raw_bytes` is read, whatever the file is.
+/// Reads blob `blob_id` from its pack and decodes it, expanding it to at most
+/// `max_raw_bytes` (the size the manifest gives its value), and checks it against its id.
+/// Returns the stored bytes and the decoded size; at most [`stored_bound`] of `max_raw_bytes`
+/// is read, whatever the index says.
 pub(crate) fn load_blob(
     repository: &Repository,
+    packs: &Packs,
     blob_id: &BlobId,
     max_raw_bytes: u64,
     dictionaries: &HashMap<u32, Arc<Dictionary>>,
 ) -> Result<(Vec<u8>, u64), BlobError> {
-    let path = repository.blob_path(blob_id);
-    // `blobs/` itself is checked when the lock is taken; its shard must be real too.
-    if let Some(shard) = path.parent() {
-        match std::fs::symlink_metadata(shard) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(meta) => {
-                return Err(BlobError::Damaged(format!(
-                    "blob {blob_id} cannot be read: its directory {} is a {}, not a directory",
-                    shard.display(),
-                    kind_name(meta.file_type())
-                )));
+    let location = packs.blobs.get(blob_id).ok_or(BlobError::Missing)?;
+    let stored = read_entry(repository, location, stored_bound(max_raw_bytes)).map_err(
+        |error| match error {
+            ReadError::Missing => BlobError::Damaged(format!(
+                "blob {blob_id} cannot be read: its pack {} is missing",
+                location.pack
+            )),
+            ReadError::Damaged(detail) => {
+                BlobError::Damaged(format!("blob {blob_id} cannot be read: {detail}"))
             }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::Missing);
-            }
-            Err(error) => return Err(BlobError::Unreadable(error)),
-        }
-    }
-    let stored =
-        read_regular(&path, stored_bound(max_raw_bytes)).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => BlobError::Missing,
-            io::ErrorKind::InvalidData => {
-                BlobError::Damaged(format!("blob {blob_id} cannot be read: {error}"))
-            }
-            _ => BlobError::Unreadable(error),
-        })?;
+            ReadError::Unreadable(error) => BlobError::Unreadable(error),
+        },
+    )?;
     let limit = usize::try_from(max_raw_bytes).unwrap_or(usize::MAX);
     let raw = blob::decode_verified(blob_id, &stored, limit, dictionaries)
         .map_err(|error| BlobError::Damaged(format!("blob {blob_id} is damaged: {error}")))?;

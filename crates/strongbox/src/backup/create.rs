@@ -1,10 +1,11 @@
 //! [`Repository::backup`]: an online, incremental backup of a store.
 //!
 //! The store streams a point-in-time snapshot (`Snapshots::snapshot`) to a blocking thread that
-//! writes the manifest and the blobs the repository lacks into `tmp/<id>/`. Only when the
-//! snapshot completed are the blobs made durable (synced in parallel, then renamed into
-//! `blobs/`, then their directories synced), and only then is the manifest renamed into
-//! `manifests/`: that rename is the moment the backup exists.
+//! writes the blobs the repository lacks into data packs and the manifest's new chunks into
+//! tree packs (each pack synced and renamed into `packs/` as it fills). Only when the snapshot
+//! completed are the pack directories synced, then the index naming the new packs written,
+//! and only then is the manifest renamed into `manifests/`: that rename is the moment the
+//! backup exists.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,9 +15,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::files::{blocking, create_dir, io_error, sync_dir, sync_file, write_new};
+use super::files::{blocking, create_dir, io_error, sync_dir};
 use super::id::BackupId;
+use super::index::{EntryKind, Packs, write_index};
 use super::manifest::{DictionaryRef, Header, ManifestWriter, Source};
+use super::pack::PackWriter;
 use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, ProgressFn, Stage};
 use crate::backend::{DictionaryStorage, Engine, SnapshotItem, Snapshots, StoredDictionary};
@@ -31,10 +34,6 @@ const CHANNEL_ITEMS: usize = 64;
 
 /// Records between two progress reports.
 const PROGRESS_EVERY: u64 = 1024;
-
-/// Threads syncing new blob files: syncs of many small files overlap well in the file
-/// system's journal.
-const SYNC_THREADS: usize = 8;
 
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -80,9 +79,14 @@ impl Repository {
     ) -> Result<BackupSummary> {
         let started = Instant::now();
         let repository = self.clone();
-        let (lock, known) = blocking(move || {
+        let (lock, (known, known_chunks)) = blocking(move || {
             let lock = repository.lock(LockMode::Shared)?;
-            Ok((lock, repository.blob_ids()?))
+            let packs = Packs::load(&repository)?;
+            let chunks: HashSet<BlobId> = packs.chunks.into_keys().collect();
+            Ok((
+                lock,
+                (packs.blobs.into_keys().collect::<HashSet<_>>(), chunks),
+            ))
         })
         .await?;
         let known = Arc::new(known);
@@ -116,6 +120,7 @@ impl Repository {
             lookup: store.dictionaries().load(),
             id,
             known: Arc::clone(&known),
+            known_chunks,
             max_value_bytes: store.config().max_value_bytes,
             progress: Arc::new(progress),
             cancelled,
@@ -162,8 +167,8 @@ struct Received {
     blobs: HashSet<BlobId>,
     /// Blobs announced by a record but not received yet, with that record's name.
     awaited: HashMap<BlobId, (String, String)>,
-    /// Blobs written to the temporary directory (those the repository lacked).
-    written: Vec<BlobId>,
+    /// Blobs written into packs (those the repository lacked).
+    written: u64,
     /// Their stored bytes.
     blob_bytes: u64,
 }
@@ -175,6 +180,8 @@ struct Job {
     tmp: PathBuf,
     header: Header,
     known: Arc<HashSet<BlobId>>,
+    /// The manifest chunks the repository holds.
+    known_chunks: HashSet<BlobId>,
     /// The store's dictionaries, written to the repository with the backup.
     dictionaries: Vec<StoredDictionary>,
     /// The same, prepared for checking blobs.
@@ -220,10 +227,13 @@ impl Job {
     ) -> Result<BackupSummary> {
         create_dir(&self.tmp)?;
         let manifest_tmp = self.tmp.join("manifest");
-        let mut manifest = ManifestWriter::create(&manifest_tmp, &self.header)?;
-        let blobs_tmp = self.tmp.join("blobs");
-        create_dir(&blobs_tmp)?;
-        let received = self.receive(items, &mut manifest, &blobs_tmp)?;
+        let mut manifest =
+            ManifestWriter::create(&manifest_tmp, &self.header, self.known_chunks.clone())?;
+        // Values and manifest chunks go into packs of their own, as restic keeps data and
+        // trees apart: damage to a value's pack leaves the manifests readable.
+        let mut packs = PackWriter::new(&self.repository, &self.tmp, "data");
+        let mut tree = PackWriter::new(&self.repository, &self.tmp, "tree");
+        let received = self.receive(items, &mut manifest, &mut packs, &mut tree)?;
         if !matches!(snapshot_done.blocking_recv(), Ok(true)) {
             // The snapshot failed (its own error is the one reported) or the store closed.
             return Err(Error::Closed);
@@ -237,28 +247,32 @@ impl Job {
         let records = received.records;
         (self.progress)(Progress::new(Stage::Snapshot, records, records));
         let blobs = received.blobs.len() as u64;
-        let manifest_bytes = manifest.finish(records, blobs, received.logical_bytes)?;
+        let manifest_bytes = manifest.finish(&mut tree, records, blobs, received.logical_bytes)?;
         self.check_cancelled()?;
-        self.publish(&blobs_tmp, &received.written, &manifest_tmp)?;
+        let index_bytes = self.publish([packs, tree], &manifest_tmp)?;
         Ok(BackupSummary {
             id: self.id.clone(),
             records,
             blobs_total: blobs,
-            blobs_written: received.written.len() as u64,
-            bytes_written: received.blob_bytes + manifest_bytes,
-            manifest_bytes,
+            blobs_written: received.written,
+            bytes_written: received.blob_bytes
+                + index_bytes
+                + manifest_bytes.file
+                + manifest_bytes.chunks,
+            manifest_bytes: manifest_bytes.file + manifest_bytes.chunks,
             logical_bytes: received.logical_bytes,
             elapsed_ms: 0,
         })
     }
 
     /// Takes the snapshot's items as they come: appends each record to the manifest and
-    /// writes each blob the repository lacks, checked against its id, into `blobs_tmp`.
+    /// writes each blob the repository lacks, checked against its id, into a pack.
     fn receive(
         &self,
         mut items: mpsc::Receiver<SnapshotItem>,
         manifest: &mut ManifestWriter,
-        blobs_tmp: &Path,
+        packs: &mut PackWriter,
+        tree: &mut PackWriter,
     ) -> Result<Received> {
         let mut total_records = 0;
         let mut received = Received::default();
@@ -270,7 +284,7 @@ impl Job {
                     (self.progress)(Progress::new(Stage::Snapshot, 0, total_records));
                 }
                 SnapshotItem::Record(record) => {
-                    manifest.append(&record)?;
+                    manifest.append(&record, tree)?;
                     received.records += 1;
                     received.logical_bytes += record.meta.size_bytes;
                     if received.blobs.insert(record.blob_id)
@@ -296,9 +310,9 @@ impl Job {
                         )
                     })?;
                     self.check_blob(&id, &stored, &collection, &key)?;
-                    write_new(&blobs_tmp.join(id.to_hex()), &stored)?;
+                    packs.add(EntryKind::Blob, id, &stored)?;
                     received.blob_bytes += stored.len() as u64;
-                    received.written.push(id);
+                    received.written += 1;
                 }
             }
         }
@@ -320,10 +334,16 @@ impl Job {
         }
     }
 
-    /// Makes the new blobs and the dictionaries durable, then publishes the manifest: the
-    /// backup exists from that rename on.
-    fn publish(&self, blobs_tmp: &Path, written: &[BlobId], manifest_tmp: &Path) -> Result<()> {
-        self.publish_blobs(blobs_tmp, written)?;
+    /// Makes the new packs, their index and the dictionaries durable, then publishes the
+    /// manifest: the backup exists from that rename on. Returns the index's size.
+    fn publish(&self, writers: [PackWriter; 2], manifest_tmp: &Path) -> Result<u64> {
+        (self.progress)(Progress::new(Stage::Flush, 0, 1));
+        let mut records = Vec::new();
+        for writer in writers {
+            records.extend(writer.finish()?);
+        }
+        // The packs' names are durable: the index may name them.
+        let index_bytes = write_index(&self.repository, records)?.map_or(0, |(_, bytes)| bytes);
         for dictionary in &self.dictionaries {
             self.repository
                 .write_dictionary(dictionary.id, &dictionary.bytes)?;
@@ -339,60 +359,8 @@ impl Job {
         }
         std::fs::rename(manifest_tmp, &manifest_path)
             .map_err(io_error(format!("publish {}", manifest_path.display())))?;
-        sync_dir(&self.repository.manifests_dir())
-    }
-
-    /// Syncs the new blob files, moves them into `blobs/`, and syncs the directories that
-    /// received them, so that no blob is ever visible under its final name half-written.
-    fn publish_blobs(&self, blobs_tmp: &Path, written: &[BlobId]) -> Result<()> {
-        let total = written.len() as u64;
-        (self.progress)(Progress::new(Stage::Flush, 0, total));
-        let synced = std::sync::atomic::AtomicU64::new(0);
-        let chunk = written.len().div_ceil(SYNC_THREADS).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = written
-                .chunks(chunk)
-                .map(|ids| {
-                    let synced = &synced;
-                    scope.spawn(move || -> Result<()> {
-                        for blob_id in ids {
-                            sync_file(&blobs_tmp.join(blob_id.to_hex()))?;
-                            let done = synced.fetch_add(1, Ordering::Relaxed) + 1;
-                            if done.is_multiple_of(PROGRESS_EVERY) {
-                                (self.progress)(Progress::new(Stage::Flush, done, total));
-                            }
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            workers.into_iter().try_for_each(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::backend("sync blobs", "a sync thread panicked")))
-            })
-        })?;
-        let blobs_dir = self.repository.blobs_dir();
-        let mut shards: HashSet<PathBuf> = HashSet::new();
-        let mut created_shard = false;
-        for blob_id in written {
-            let path = self.repository.blob_path(blob_id);
-            let Some(shard) = path.parent() else { continue };
-            // A shard must be a real directory: a link there is refused, never written through.
-            if shards.insert(shard.to_owned()) && !super::files::require_dir(shard)? {
-                create_dir(shard)?;
-                created_shard = true;
-            }
-            std::fs::rename(blobs_tmp.join(blob_id.to_hex()), &path)
-                .map_err(io_error(format!("move a blob into {}", path.display())))?;
-        }
-        if created_shard {
-            sync_dir(&blobs_dir)?;
-        }
-        for shard in &shards {
-            sync_dir(shard)?;
-        }
-        (self.progress)(Progress::new(Stage::Flush, total, total));
-        Ok(())
+        sync_dir(&self.repository.manifests_dir())?;
+        (self.progress)(Progress::new(Stage::Flush, 1, 1));
+        Ok(index_bytes)
     }
 }

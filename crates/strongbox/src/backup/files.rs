@@ -159,13 +159,6 @@ fn create_new_private(path: &Path) -> Result<File> {
         .map_err(io_error(format!("create {}", path.display())))
 }
 
-/// Creates a new owner-only file holding `bytes`, without syncing it.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    create_new_private(path)?
-        .write_all(bytes)
-        .map_err(io_error(format!("write {}", path.display())))
-}
-
 /// Creates a new owner-only file holding `bytes` (replacing one of its own making), and syncs
 /// it. Only used under `tmp/`, after the repository layout was checked.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::check::{check_dictionary_ref, check_record};
+use super::chunk::{ChunkCursor, ChunkLine};
 use super::files::{io_error, open_regular};
 use super::id::BackupId;
 use super::repository::Repository;
@@ -33,10 +34,10 @@ pub const EXTENSION: &str = ".jsonl.zst";
 /// The `format` value of a manifest header.
 const MANIFEST_FORMAT: &str = "strongbox-backup-manifest";
 
-/// The newest manifest version this code writes and reads. Version 2 adds the header's
-/// `dictionaries`; a backup without dictionaries is still written as version 1, which older
-/// readers accept.
-const MANIFEST_VERSION: u32 = 2;
+/// The newest manifest version this code writes and reads. Version 2 added the header's
+/// `dictionaries`; version 3 keeps the record lines in chunks stored in packs, and the
+/// manifest lists the chunks.
+const MANIFEST_VERSION: u32 = 3;
 
 /// The longest header line read, newline included: the header names the source and every
 /// dictionary (about 150 bytes each).
@@ -48,7 +49,7 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The zstd window a reader accepts, as a power of two (128 MiB, zstd's own default limit):
 /// the most memory a hostile frame header can make the decoder reserve.
-const MAX_WINDOW_LOG: u32 = 27;
+pub(super) const MAX_WINDOW_LOG: u32 = 27;
 
 /// Where a backup came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,7 +108,7 @@ impl Header {
     pub fn new(id: &BackupId, created_at_ms: i64, source: Source) -> Self {
         Header {
             format: MANIFEST_FORMAT.to_owned(),
-            version: 1,
+            version: MANIFEST_VERSION,
             id: id.to_string(),
             created_at_ms,
             source,
@@ -116,13 +117,8 @@ impl Header {
         }
     }
 
-    /// The header naming `dictionaries` (version 2 when there are any).
+    /// The header naming `dictionaries`.
     pub fn with_dictionaries(mut self, dictionaries: Vec<DictionaryRef>) -> Self {
-        self.version = if dictionaries.is_empty() {
-            1
-        } else {
-            MANIFEST_VERSION
-        };
         self.dictionaries = dictionaries;
         self
     }
@@ -162,11 +158,12 @@ pub struct Trailer {
     pub checksum: String,
 }
 
-/// A line after the header: a record or the end line.
+/// A line after the header: a record, a chunk of records, or the end line.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum Line {
     End { end: Trailer },
+    Chunk(ChunkLine),
     Entry(RecordLine<String>),
 }
 
@@ -188,6 +185,8 @@ pub struct Entry {
 /// Reads a manifest line by line, checking everything it returns.
 pub struct ManifestReader {
     id: BackupId,
+    repository: Repository,
+    chunk: ChunkCursor,
     lines: BufReader<zstd::Decoder<'static, BufReader<File>>>,
     hasher: blake3::Hasher,
     header: Header,
@@ -224,6 +223,8 @@ impl ManifestReader {
             .map_err(|error| damaged(id, error))?;
         let mut reader = ManifestReader {
             id: id.clone(),
+            repository: repository.clone(),
+            chunk: ChunkCursor::default(),
             lines: BufReader::with_capacity(64 << 10, decoder),
             hasher: blake3::Hasher::new(),
             header: Header::new(
@@ -297,30 +298,46 @@ impl ManifestReader {
     /// # Errors
     /// `Error::Corrupt` naming the backup (and the line) when anything does not check out.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
-        if self.trailer.is_some() {
-            return Ok(None);
-        }
-        if !self.read_line(MAX_LINE_BYTES)? {
-            return Err(self.corrupt("it is truncated (it has no end line)"));
-        }
-        let line: Line = serde_json::from_slice(&self.line).map_err(|error| {
-            self.corrupt(format!(
-                "line {} is not a record ({error})",
-                self.line_number
-            ))
-        })?;
-        match line {
-            Line::End { end } => {
-                self.check_end(&end)?;
-                self.trailer = Some(end);
-                Ok(None)
+        loop {
+            if self.trailer.is_some() {
+                return Ok(None);
             }
-            Line::Entry(entry) => {
-                self.hasher.update(&self.line);
+            if let Some(entry) = self.chunk.next_line(&self.id)? {
                 self.records += 1;
-                self.check_entry(entry).map(Some)
+                return self.check_entry(entry).map(Some);
+            }
+            if !self.read_line(MAX_LINE_BYTES)? {
+                return Err(self.corrupt("it is truncated (it has no end line)"));
+            }
+            let line: Line = serde_json::from_slice(&self.line).map_err(|error| {
+                self.corrupt(format!(
+                    "line {} is not a record ({error})",
+                    self.line_number
+                ))
+            })?;
+            match line {
+                Line::End { end } => {
+                    self.check_end(&end)?;
+                    self.trailer = Some(end);
+                    return Ok(None);
+                }
+                Line::Chunk(chunk) => {
+                    self.hasher.update(&self.line);
+                    self.chunk
+                        .load(&self.repository, &self.id, &chunk, self.line_number)?;
+                }
+                Line::Entry(entry) => {
+                    self.hasher.update(&self.line);
+                    self.records += 1;
+                    return self.check_entry(entry).map(Some);
+                }
             }
         }
+    }
+
+    /// The ids of the chunks read so far.
+    pub fn chunk_ids(&self) -> &[BlobId] {
+        self.chunk.ids()
     }
 
     fn check_entry(&mut self, entry: RecordLine<String>) -> Result<Entry> {

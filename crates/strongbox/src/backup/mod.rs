@@ -2,9 +2,10 @@
 //! retention, and restore.
 //!
 //! A [`Repository`] is a directory (its format is `docs/backup-format.md`) holding every unique
-//! blob once, byte for byte as the store holds it, and one manifest per backup listing every
-//! record with the blob it points at. Values are content-addressed, so a backup writes only the
-//! blobs the repository lacks, plus its manifest.
+//! blob once, byte for byte as the store holds it, in pack files named in index files, and one
+//! manifest per backup listing the content-addressed chunks of its record lines (each record
+//! with the blob it points at). A backup writes only the blobs and chunks the repository
+//! lacks, plus its index and manifest.
 //!
 //! ```no_run
 //! # async fn run(store: &strongbox::Store) -> strongbox::Result<()> {
@@ -32,7 +33,7 @@
 //! - Nothing read from a manifest becomes a path: blob ids are parsed as 64 hex digits and
 //!   printed again, and backup ids have a fixed shape ([`BackupId`]).
 //! - Nothing found in the directory is trusted: no link is followed for reads or deletes
-//!   (a repository whose `blobs/`, `manifests/`, `tmp/` or `dictionaries/` is a link is
+//!   (a repository whose `packs/`, `index/`, `manifests/`, `tmp/` or `dictionaries/` is a link is
 //!   refused), only regular files are opened (a FIFO is damage, not a hang), every read is
 //!   bounded, and one bad file only damages the backups that need it.
 //! - `verify` runs every check `restore` runs (the same code), so it reports whatever restore
@@ -43,12 +44,16 @@
 //!   repository, and a backup of one backend restores into the other.
 
 mod check;
+mod chunk;
 mod create;
 mod files;
 mod id;
+mod index;
 mod manifest;
 mod newest;
 mod options;
+mod pack;
+mod repack;
 mod repository;
 mod restore;
 mod retention;

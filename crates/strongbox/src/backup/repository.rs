@@ -3,11 +3,11 @@
 //! **Invariants:** every path is built here, from a parsed [`BlobId`] (re-printed as 64
 //! lowercase hex digits) or a validated [`BackupId`]; no string read from a manifest becomes
 //! a path. Files are created owner-only (0600), directories 0700. Nothing found in the
-//! directory is trusted: every operation checks, once it holds the lock, that `blobs/`,
+//! directory is trusted: every operation checks, once it holds the lock, that `packs/`, `index/`,
 //! `manifests/`, `tmp/` and `dictionaries/` are real directories (not links), and reads go
 //! through [`super::files`] (regular files only, bounded).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -37,12 +37,13 @@ const MAX_FORMAT_FILE_BYTES: u64 = 64 << 10;
 /// Strongbox trains at most 32 KiB.
 const MAX_DICTIONARY_FILE_BYTES: u64 = 1 << 20;
 
-/// The repository format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this code writes and reads. Version 1 kept one file per
+/// value and whole manifests; version 2 keeps values and manifest chunks in packs.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Entries a repository directory may hold besides the format file (before it is written, a
 /// directory holding only these is an unfinished repository, which `open_or_create` finishes).
-const LAYOUT: [&str; 4] = ["blobs", "manifests", "tmp", "lock"];
+const LAYOUT: [&str; 6] = ["packs", "index", "manifests", "tmp", "dictionaries", "lock"];
 
 /// The contents of [`FORMAT_FILE`].
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -220,7 +221,12 @@ impl Repository {
             }
             Err(error) => return Err(io_error(format!("open {}", self.dir.display()))(error)),
         }
-        for dir in [self.blobs_dir(), self.manifests_dir(), self.tmp_dir()] {
+        for dir in [
+            self.packs_dir(),
+            self.index_dir(),
+            self.manifests_dir(),
+            self.tmp_dir(),
+        ] {
             create_dir(&dir)?;
         }
         self.lock_file()?;
@@ -260,6 +266,15 @@ impl Repository {
                 path.display()
             )));
         }
+        if format.version < FORMAT_VERSION {
+            return Err(Error::InvalidConfig(format!(
+                "the backup repository {} has format version {}, which this Strongbox no longer \
+                 reads (it keeps values in packs since version {FORMAT_VERSION}); create a new \
+                 repository and keep this one to restore with the Strongbox that wrote it",
+                self.dir.display(),
+                format.version
+            )));
+        }
         if format.version > FORMAT_VERSION {
             return Err(Error::InvalidConfig(format!(
                 "the backup repository {} has format version {}, newer than this Strongbox \
@@ -271,8 +286,12 @@ impl Repository {
         Ok(())
     }
 
-    pub(crate) fn blobs_dir(&self) -> PathBuf {
-        self.dir.join("blobs")
+    pub(crate) fn packs_dir(&self) -> PathBuf {
+        self.dir.join("packs")
+    }
+
+    pub(crate) fn index_dir(&self) -> PathBuf {
+        self.dir.join("index")
     }
 
     pub(crate) fn manifests_dir(&self) -> PathBuf {
@@ -347,10 +366,10 @@ impl Repository {
         Ok(dictionaries)
     }
 
-    /// `blobs/<first two hex digits>/<64 hex digits>`.
-    pub(crate) fn blob_path(&self, blob_id: &BlobId) -> PathBuf {
-        let hex = blob_id.to_hex();
-        self.blobs_dir()
+    /// `packs/<first two hex digits>/<64 hex digits>`.
+    pub(crate) fn pack_path(&self, pack_id: &BlobId) -> PathBuf {
+        let hex = pack_id.to_hex();
+        self.packs_dir()
             .join(hex.get(..2).unwrap_or("00"))
             .join(hex)
     }
@@ -397,7 +416,7 @@ impl Repository {
     /// backup for a running prune), then checks the layout.
     ///
     /// # Errors
-    /// `Error::Corrupt` naming the path when `blobs/`, `manifests/`, `tmp/` or
+    /// `Error::Corrupt` naming the path when `packs/`, `index/`, `manifests/`, `tmp/` or
     /// `dictionaries/` is a link or not a directory: no operation reads, writes or deletes
     /// through it.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<RepositoryLock> {
@@ -409,7 +428,8 @@ impl Repository {
         locked.map_err(io_error(format!("lock {}", self.dir.display())))?;
         let lock = RepositoryLock { _file: file };
         for dir in [
-            self.blobs_dir(),
+            self.packs_dir(),
+            self.index_dir(),
             self.manifests_dir(),
             self.tmp_dir(),
             self.dictionaries_dir(),
@@ -419,25 +439,14 @@ impl Repository {
         Ok(lock)
     }
 
-    /// The ids of the blobs the repository holds, from the names of its blob files.
-    pub(crate) fn blob_ids(&self) -> Result<HashSet<BlobId>> {
-        let mut ids = HashSet::new();
-        self.for_each_blob(|blob_id, _| {
-            ids.insert(blob_id);
-            Ok(())
-        })?;
-        Ok(ids)
-    }
-
-    /// Calls `visit` with every blob file's id and path; entries whose names are not blob ids,
-    /// or that are not regular files (links, FIFOs...), are skipped, as are shards that are
-    /// not real directories: a link planted in the repository is never followed.
-    pub(crate) fn for_each_blob(
+    /// Calls `visit` with every pack file's id and path; entries whose names are not pack
+    /// ids, or that are not regular files, are skipped, as are shards that are not real
+    /// directories: a link planted in the repository is never followed.
+    pub(crate) fn for_each_pack(
         &self,
         mut visit: impl FnMut(BlobId, PathBuf) -> Result<()>,
     ) -> Result<()> {
-        let blobs = self.blobs_dir();
-        for (shard, file_type) in read_dir(&blobs)? {
+        for (shard, file_type) in read_dir(&self.packs_dir())? {
             if !file_type.is_dir() {
                 continue;
             }
@@ -445,13 +454,13 @@ impl Repository {
                 if !file_type.is_file() {
                     continue;
                 }
-                let blob_id = path
+                let pack_id = path
                     .file_name()
                     .and_then(|name| name.to_str())
                     .filter(|name| name.len() == 64)
                     .and_then(BlobId::from_hex);
-                if let Some(blob_id) = blob_id {
-                    visit(blob_id, path)?;
+                if let Some(pack_id) = pack_id {
+                    visit(pack_id, path)?;
                 }
             }
         }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::check::{BlobError, check_size, load_blob};
 use super::files::{blocking, io_error};
 use super::id::BackupId;
+use super::index::Packs;
 use super::manifest::{Entry, ManifestReader, read_summary};
 use super::options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 use super::repository::{LockMode, Repository};
@@ -287,8 +288,7 @@ impl Restoring<'_> {
         // No rename makes a database appear whole: check every blob before writing any.
         let repository = self.repository.clone();
         let (id, verify_progress) = (self.plan.id.clone(), Arc::clone(self.progress));
-        let report =
-            blocking(move || Ok(repository.verify_blocking(&[id], &verify_progress))).await?;
+        let report = blocking(move || repository.verify_blocking(&[id], &verify_progress)).await?;
         if let Some(damage) = report.damage.first() {
             return Err(Error::Corrupt {
                 collection: damage.collection.clone(),
@@ -412,6 +412,7 @@ impl Repository {
         batches: &mpsc::Sender<Vec<WriteOp>>,
     ) -> Result<()> {
         let send = |batch| batches.blocking_send(batch).map_err(|_| Error::Closed);
+        let packs = Packs::load(self)?;
         let mut reader = ManifestReader::open(self, &plan.id)?;
         let mut batch = Vec::with_capacity(BATCH_RECORDS);
         let mut batch_bytes = 0;
@@ -419,7 +420,7 @@ impl Repository {
             if !plan.wants(&entry) {
                 continue;
             }
-            let blob = self.read_blob(&entry, max_value_bytes, dictionaries)?;
+            let blob = self.read_blob(&packs, &entry, max_value_bytes, dictionaries)?;
             batch_bytes += blob.stored.len();
             batch.push(WriteOp::Restore {
                 collection: entry.collection,
@@ -443,6 +444,7 @@ impl Repository {
     /// checks verify makes too), reading no more than its value can be stored in.
     fn read_blob(
         &self,
+        packs: &Packs,
         entry: &Entry,
         max_value_bytes: usize,
         dictionaries: &HashMap<u32, Arc<Dictionary>>,
@@ -457,12 +459,15 @@ impl Repository {
                 max: max_value_bytes,
             });
         }
-        let (stored, raw_len) =
-            load_blob(self, &blob_id, size_bytes, dictionaries).map_err(|error| match error {
+        let (stored, raw_len) = load_blob(self, packs, &blob_id, size_bytes, dictionaries)
+            .map_err(|error| match error {
                 BlobError::Missing => Error::corrupt_at(
                     collection,
                     key,
-                    format!("blob {blob_id} is missing from the backup repository"),
+                    format!(
+                        "blob {blob_id} is missing from the backup repository{}",
+                        packs.missing_hint()
+                    ),
                 ),
                 BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
                 BlobError::Unreadable(error) => {

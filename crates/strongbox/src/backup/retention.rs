@@ -1,19 +1,20 @@
 //! [`Retention::select`] and [`Repository::prune`]: which backups to keep, and deleting the rest.
 //!
-//! **Invariants:** prune never deletes a blob a remaining backup needs. It holds the repository
-//! lock exclusively (no backup runs meanwhile), deletes manifests before blobs (a crash in
-//! between leaves only unreferenced blobs), and deletes no blob at all while any remaining
-//! manifest cannot be read, since what that backup needs is then unknown. Prune never deletes
-//! outside the repository: it refuses to run when `blobs/`, `manifests/` or `tmp/` is a link
-//! (the lock checks the layout), skips blob shards that are not real directories and blob
-//! entries that are not regular files, and deletes links in `tmp/` themselves, never what they
-//! point at.
+//! **Invariants:** prune never deletes a blob or chunk a remaining backup needs. It holds the
+//! repository lock exclusively (no backup runs meanwhile), deletes manifests before packs (a
+//! crash in between leaves only unreferenced entries), and deletes no pack at all while any
+//! remaining manifest or index cannot be read, since what is needed is then unknown
+//! ([`super::repack`] orders the rest). Prune never deletes outside the repository: it refuses
+//! to run when `packs/`, `index/`, `manifests/` or `tmp/` is a link (the lock checks the
+//! layout), skips pack shards that are not real directories and pack entries that are not
+//! regular files, and deletes links in `tmp/` themselves, never what they point at.
 
 use std::collections::{BTreeSet, HashSet};
 
 use super::files::{blocking, io_error, read_dir, sync_dir};
 use super::id::{BackupId, day_of, week_of};
 use super::manifest::{ManifestReader, read_summary};
+use super::repack::Needed;
 use super::repository::{LockMode, Repository};
 use crate::blob::BlobId;
 use crate::config::Retention;
@@ -56,16 +57,23 @@ pub struct PruneReport {
     pub kept: Vec<BackupId>,
     /// Backups deleted, oldest first.
     pub removed: Vec<BackupId>,
-    /// Blobs no remaining backup refers to, deleted.
+    /// Blobs no remaining backup refers to, dropped from the index.
     pub blobs_removed: u64,
-    /// Their bytes.
+    /// Their stored bytes.
     pub bytes_removed: u64,
+    /// Packs deleted: those holding nothing a remaining backup needs, those repacked, and
+    /// those no index named (left by interrupted backups or prunes).
+    pub packs_removed: u64,
+    /// Packs that were mostly garbage, whose live entries were copied into new packs.
+    pub packs_repacked: u64,
+    /// Bytes the repository's packs shrank by.
+    pub pack_bytes_freed: u64,
     /// Blobs kept (those the remaining backups refer to).
     pub blobs_kept: u64,
     /// Temporary files of interrupted backups, deleted.
     pub temp_files_removed: u64,
-    /// Why no blob was deleted, when a remaining manifest cannot be read (remove or repair
-    /// that backup by hand, then prune again).
+    /// Why no blob was deleted, when a remaining manifest or an index cannot be read (remove
+    /// or repair it by hand, then prune again).
     pub sweep_skipped: Option<String>,
 }
 
@@ -133,30 +141,19 @@ impl Repository {
             return Ok(report);
         }
         let mut needed: HashSet<BlobId> = HashSet::new();
+        let mut chunks: HashSet<BlobId> = HashSet::new();
         for id in &report.kept {
             let mut reader = ManifestReader::open(self, id)?;
             while let Some(entry) = reader.next_entry()? {
                 needed.insert(entry.blob_id);
             }
+            chunks.extend(reader.chunk_ids());
         }
-        let mut touched = BTreeSet::new();
-        self.for_each_blob(|blob_id, path| {
-            if needed.contains(&blob_id) {
-                report.blobs_kept += 1;
-                return Ok(());
-            }
-            let bytes = std::fs::symlink_metadata(&path).map_or(0, |meta| meta.len());
-            std::fs::remove_file(&path).map_err(io_error(format!("delete {}", path.display())))?;
-            report.blobs_removed += 1;
-            report.bytes_removed += bytes;
-            if let Some(shard) = path.parent() {
-                touched.insert(shard.to_owned());
-            }
-            Ok(())
-        })?;
-        for shard in touched {
-            sync_dir(&shard)?;
-        }
+        let needed = Needed {
+            blobs: &needed,
+            chunks: &chunks,
+        };
+        self.sweep_packs(&needed, &mut report)?;
         Ok(report)
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::check::{BlobError, check_size, load_blob};
 use super::files::blocking;
 use super::id::BackupId;
+use super::index::Packs;
 use super::manifest::ManifestReader;
 use super::repository::{LockMode, Repository};
 use super::{Progress, ProgressFn, Stage};
@@ -114,13 +115,18 @@ impl Repository {
                 }
                 None => repository.manifest_ids()?,
             };
-            Ok(repository.verify_blocking(&ids, &progress))
+            repository.verify_blocking(&ids, &progress)
         })
         .await
     }
 
     /// Checks the backups `ids`; only listing failures are errors.
-    pub(crate) fn verify_blocking(&self, ids: &[BackupId], progress: &ProgressFn) -> VerifyReport {
+    pub(crate) fn verify_blocking(
+        &self,
+        ids: &[BackupId],
+        progress: &ProgressFn,
+    ) -> Result<VerifyReport> {
+        let packs = Packs::load(self)?;
         let mut report = VerifyReport::default();
         let mut needed: BTreeMap<BlobId, Claims> = BTreeMap::new();
         let mut dictionaries = HashMap::new();
@@ -145,7 +151,7 @@ impl Repository {
         let mut bad: BTreeMap<BlobId, Bad> = BTreeMap::new();
         for (blob_id, &(smallest, largest)) in &needed {
             // Read no more than the largest value a record claims can be stored in.
-            match load_blob(self, blob_id, largest, &dictionaries) {
+            match load_blob(self, &packs, blob_id, largest, &dictionaries) {
                 Ok((stored, raw_len)) => {
                     report.bytes_checked += stored.len() as u64;
                     if raw_len != smallest || raw_len != largest {
@@ -155,7 +161,10 @@ impl Repository {
                 Err(BlobError::Missing) => {
                     bad.insert(
                         *blob_id,
-                        Bad::Unusable(format!("blob {blob_id} is missing")),
+                        Bad::Unusable(format!(
+                            "blob {blob_id} is missing (no index names it){}",
+                            packs.missing_hint()
+                        )),
                     );
                 }
                 Err(BlobError::Damaged(detail)) => {
@@ -177,7 +186,7 @@ impl Repository {
                 self.name_damage(id, &bad, &mut report);
             }
         }
-        report
+        Ok(report)
     }
 
     /// Adds the blobs backup `id` needs to `needed` with the sizes its records claim, and its

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use strongbox::Error;
 use strongbox::backup::{BackupId, BackupRef, Repository, RestoreOptions, Retention};
 
-use super::{blob_of, new_repository, restore, restored_contents, value};
+use super::{blob_of, locate, new_repository, restore, restored_contents, value};
 use crate::common::Harness;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,22 +28,18 @@ async fn verify_names_a_corrupted_blob_and_the_key_needing_it() {
     let newer = repository.backup(store, |_| {}).await.unwrap();
 
     // Flip a byte of p07's new value, and delete p08's.
+    // Both are in the pack the newer backup wrote, p07's first: cutting the pack where p08's
+    // value starts loses it.
     let damaged = blob_of(&value(777));
     let hex = damaged.to_hex();
-    let path = repository.dir().join("blobs").join(&hex[..2]).join(&hex);
+    let (path, offset, length) = locate(&repository, &value(777));
     let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x20;
-    std::fs::write(&path, bytes).unwrap();
+    bytes[(offset + length / 2) as usize] ^= 0x20;
     let missing = blob_of(&value(888)).to_hex();
-    std::fs::remove_file(
-        repository
-            .dir()
-            .join("blobs")
-            .join(&missing[..2])
-            .join(&missing),
-    )
-    .unwrap();
+    let (cut_pack, cut_at, _) = locate(&repository, &value(888));
+    assert_eq!(cut_pack, path);
+    bytes.truncate(cut_at as usize);
+    std::fs::write(&path, bytes).unwrap();
 
     let report = repository.verify(None, |_| {}).await.unwrap();
     assert_eq!(report.backups_checked, 2);
@@ -66,7 +62,7 @@ async fn verify_names_a_corrupted_blob_and_the_key_needing_it() {
         .find(|d| d.blob_id.as_deref() == Some(missing.as_str()))
         .unwrap();
     assert_eq!(gone.key.as_deref(), Some("p08"));
-    assert!(gone.detail.contains("missing"), "{}", gone.detail);
+    assert!(gone.detail.contains("shorter"), "{}", gone.detail);
     assert!(
         repository
             .verify(Some(&older.id), |_| {})
@@ -171,10 +167,10 @@ async fn damaged_manifests_are_detected_and_never_used() {
     let path = manifest_path(&repository, &truncated.id);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    // Tampered: a record's version edited, the end line kept.
+    // Tampered: the header edited, the end line kept.
     let path = manifest_path(&repository, &tampered.id);
     let mut lines = read_manifest(&path);
-    lines[3] = lines[3].replace("\"version\":1", "\"version\":9");
+    lines[0] = lines[0].replace("\"strongbox_version\":\"", "\"strongbox_version\":\"9");
     let mut body = lines.join("\n");
     body.push('\n');
     std::fs::write(&path, zstd::encode_all(body.as_bytes(), 3).unwrap()).unwrap();
@@ -285,7 +281,7 @@ async fn a_repository_of_a_newer_version_or_another_directory_is_refused() {
     Repository::open_or_create(&path).await.unwrap();
     std::fs::write(
         path.join("strongbox-backup.json"),
-        r#"{"format": "strongbox-backup", "version": 2}"#,
+        r#"{"format": "strongbox-backup", "version": 3}"#,
     )
     .unwrap();
     for opened in [
@@ -298,6 +294,17 @@ async fn a_repository_of_a_newer_version_or_another_directory_is_refused() {
             "{error}"
         );
     }
+    // A repository of the first format (one file per value) is refused, saying what to do.
+    std::fs::write(
+        path.join("strongbox-backup.json"),
+        r#"{"format": "strongbox-backup", "version": 1}"#,
+    )
+    .unwrap();
+    let error = Repository::open(&path).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidConfig(message) if message.contains("create a new repository")),
+        "{error}"
+    );
     let other = dir.path().join("photos");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("cat.jpg"), b"meow").unwrap();

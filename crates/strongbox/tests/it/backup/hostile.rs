@@ -15,7 +15,7 @@ use strongbox::backup::{BackupId, BackupRef, Repository, RestoreOptions, Retenti
 
 use super::damage::{manifest_path, read_manifest};
 use super::{
-    blob_of, files_under, new_repository, restore, restored_contents, store_players, value,
+    blob_of, files_under, locate, new_repository, restore, restored_contents, store_players, value,
 };
 use crate::common::Harness;
 
@@ -63,9 +63,9 @@ pub(super) fn peak_rss() -> u64 {
     kib * 1024
 }
 
+/// The pack holding a value's blob.
 pub(super) fn blob_path(repository: &Repository, value: &Value) -> PathBuf {
-    let hex = blob_of(value).to_hex();
-    repository.dir().join("blobs").join(&hex[..2]).join(hex)
+    locate(repository, value).0
 }
 
 fn corrupt_detail(error: &Error) -> &str {
@@ -109,31 +109,33 @@ async fn prune_never_deletes_through_a_link() {
     std::fs::remove_file(&tmp).unwrap();
     std::fs::create_dir(&tmp).unwrap();
 
-    // `blobs/` is a link to a directory holding blobs: refused, nothing deleted there.
-    let blobs = repository.dir().join("blobs");
-    let moved = harness.dir.path().join("moved-blobs");
-    std::fs::rename(&blobs, &moved).unwrap();
-    symlink(&moved, &blobs).unwrap();
+    // `packs/` is a link to a directory holding packs: refused, nothing deleted there.
+    let packs = repository.dir().join("packs");
+    let moved = harness.dir.path().join("moved-packs");
+    std::fs::rename(&packs, &moved).unwrap();
+    symlink(&moved, &packs).unwrap();
     let error = deadline("prune", repository.prune(&Retention::last(1)))
         .await
         .unwrap_err();
     assert!(
-        corrupt_detail(&error).contains(&blobs.display().to_string()),
+        corrupt_detail(&error).contains(&packs.display().to_string()),
         "{error}"
     );
-    assert_eq!(files_under(&moved).len(), 2, "both blobs are still there");
+    assert_eq!(files_under(&moved).len(), 4, "every pack is still there");
     let error = deadline("verify", repository.verify(None, |_| {}))
         .await
         .unwrap_err();
-    assert!(corrupt_detail(&error).contains("blobs"), "{error}");
-    std::fs::remove_file(&blobs).unwrap();
-    std::fs::rename(&moved, &blobs).unwrap();
+    assert!(corrupt_detail(&error).contains("packs"), "{error}");
+    std::fs::remove_file(&packs).unwrap();
+    std::fs::rename(&moved, &packs).unwrap();
 
-    // A shard linked to another directory, and a blob-named link to a file: neither is
-    // followed nor its target deleted; the unreferenced real blob goes.
-    let used: BTreeSet<String> = [value(1), value(2)]
+    // A shard linked to another directory, and a pack-named link to a file: neither is
+    // followed nor its target deleted; the pack holding nothing needed goes.
+    let old_blob = blob_path(&repository, &value(1));
+    let new_blob = blob_path(&repository, &value(2));
+    let used: BTreeSet<String> = [&old_blob, &new_blob]
         .iter()
-        .map(|value| blob_of(value).to_hex()[..2].to_owned())
+        .map(|path| path.file_name().unwrap().to_str().unwrap()[..2].to_owned())
         .collect();
     let free = (0..=255u8)
         .map(|n| format!("{n:02x}"))
@@ -142,12 +144,11 @@ async fn prune_never_deletes_through_a_link() {
     let planted = format!("{free}{}", "0".repeat(62));
     let elsewhere = harness.dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    std::fs::write(elsewhere.join(&planted), b"not a blob").unwrap();
-    let shard = blobs.join(&free);
+    std::fs::write(elsewhere.join(&planted), b"not a pack").unwrap();
+    let shard = packs.join(&free);
     assert!(!shard.exists());
     symlink(&elsewhere, &shard).unwrap();
-    let old_blob = blob_path(&repository, &value(1));
-    let shard_hex = &blob_of(&value(1)).to_hex()[..2];
+    let shard_hex = &old_blob.file_name().unwrap().to_str().unwrap()[..2];
     let linked = old_blob.with_file_name(format!("{shard_hex}{}", "1".repeat(62)));
     symlink(victim.join("precious.txt"), &linked).unwrap();
     let report = deadline("prune", repository.prune(&Retention::last(1)))
@@ -156,10 +157,10 @@ async fn prune_never_deletes_through_a_link() {
     assert_eq!(report.removed.len(), 1);
     assert_eq!(report.blobs_removed, 1, "{report:?}");
     assert!(!old_blob.exists());
-    assert!(blob_path(&repository, &value(2)).exists());
+    assert!(new_blob.exists());
     assert_eq!(
         std::fs::read(elsewhere.join(&planted)).unwrap(),
-        b"not a blob"
+        b"not a pack"
     );
     assert_eq!(std::fs::read(victim.join("precious.txt")).unwrap(), b"mine");
     assert_eq!(files_under(&victim).len(), 2);
@@ -250,10 +251,14 @@ async fn a_fifo_in_place_of_a_blob_hangs_neither_verify_nor_restore() {
     let report = deadline("verify", repository.verify(None, |_| {}))
         .await
         .unwrap();
-    assert_eq!(report.damage.len(), 1, "{report:?}");
-    let damage = &report.damage[0];
+    // The one pack holds all three values.
+    assert_eq!(report.damage.len(), 3, "{report:?}");
+    let damage = report
+        .damage
+        .iter()
+        .find(|damage| damage.key.as_deref() == Some("p1"))
+        .unwrap();
     assert_eq!(damage.blob_id, Some(blob_of(&value(1)).to_hex()));
-    assert_eq!(damage.key.as_deref(), Some("p1"));
     assert!(damage.detail.contains("not a regular file"), "{damage:?}");
 
     let target = harness.dir.path().join("never.db");
@@ -265,7 +270,7 @@ async fn a_fifo_in_place_of_a_blob_hangs_neither_verify_nor_restore() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "p1"),
+        matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "p0"),
         "{error}"
     );
     assert!(!target.exists());
@@ -361,11 +366,8 @@ async fn blob_reads_are_bounded_by_what_the_manifest_says() {
     let repository = new_repository(&harness).await;
     store_players(store, 4).await;
     let backup = repository.backup(store, |_| {}).await.unwrap();
-    // p1's blob is a link to an endless device; p2's a sparse 4 GiB file of zeros (a raw
-    // blob far larger than its 1.5 KB value).
-    let endless = blob_path(&repository, &value(1));
-    std::fs::remove_file(&endless).unwrap();
-    symlink("/dev/zero", &endless).unwrap();
+    // The pack is now a sparse 4 GiB file of zeros: each value is read at its offset, no
+    // more than its index length, and found damaged.
     let sparse = blob_path(&repository, &value(2));
     std::fs::OpenOptions::new()
         .write(true)
@@ -386,10 +388,9 @@ async fn blob_reads_are_bounded_by_what_the_manifest_says() {
         .collect();
     assert_eq!(
         damaged,
-        BTreeSet::from([
-            (Some(blob_of(&value(1)).to_hex()), Some("p1".to_owned())),
-            (Some(blob_of(&value(2)).to_hex()), Some("p2".to_owned())),
-        ]),
+        (0..4)
+            .map(|i| (Some(blob_of(&value(i)).to_hex()), Some(format!("p{i}"))))
+            .collect(),
         "{report:?}"
     );
     let target = harness.dir.path().join("never.db");
@@ -401,7 +402,7 @@ async fn blob_reads_are_bounded_by_what_the_manifest_says() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "p1"),
+        matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "p0"),
         "{error}"
     );
     assert!(!target.exists());

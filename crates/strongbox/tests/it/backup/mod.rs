@@ -6,7 +6,9 @@ mod fuzz;
 mod hostile;
 mod leftovers;
 mod online;
+mod packs;
 mod restore;
+mod sizes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,4 +106,50 @@ pub async fn new_repository(harness: &Harness) -> Repository {
     Repository::open_or_create(harness.dir.path().join("repository"))
         .await
         .unwrap()
+}
+
+/// Every index file's contents, decoded.
+pub fn indexes(repository: &Repository) -> Vec<Value> {
+    files_under(&repository.dir().join("index"))
+        .iter()
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            serde_json::from_slice(&zstd::decode_all(bytes.as_slice()).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+/// The ids (hex) of the blobs the repository's indexes name.
+pub fn indexed_blobs(repository: &Repository) -> std::collections::BTreeSet<String> {
+    indexes(repository)
+        .iter()
+        .flat_map(|index| index["packs"].as_array().unwrap().clone())
+        .flat_map(|pack| pack["blobs"].as_array().unwrap().clone())
+        .map(|blob| blob[0].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Where a value's blob is: its pack file, offset and length, from the index.
+pub fn locate(repository: &Repository, value: &Value) -> (PathBuf, u64, u64) {
+    let hex = blob_of(value).to_hex();
+    for index in indexes(repository) {
+        for pack in index["packs"].as_array().unwrap() {
+            for blob in pack["blobs"].as_array().unwrap() {
+                if blob[0] == hex.as_str() {
+                    let pack = pack["id"].as_str().unwrap();
+                    let path = repository.dir().join("packs").join(&pack[..2]).join(pack);
+                    return (path, blob[1].as_u64().unwrap(), blob[2].as_u64().unwrap());
+                }
+            }
+        }
+    }
+    panic!("no index names blob {hex}")
+}
+
+/// Bytes of the pack files.
+pub fn pack_bytes(repository: &Repository) -> u64 {
+    files_under(&repository.dir().join("packs"))
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum()
 }

@@ -10,7 +10,10 @@ use strongbox::backup::{BackupRef, RestoreOptions, Retention};
 use strongbox::{Config, Error, Expect, Store};
 use tokio::task::JoinSet;
 
-use super::{Contents, contents, files_under, new_repository, restore, restored_contents, value};
+use super::{
+    Contents, contents, files_under, indexed_blobs, new_repository, restore, restored_contents,
+    value,
+};
 use crate::common::{Harness, ScratchDatabase};
 
 /// Moves money between accounts until told to stop; each transfer also appends a ledger
@@ -251,7 +254,7 @@ async fn a_second_backup_after_changing_one_percent_writes_about_one_percent() {
         second.bytes_written * 5 < first.bytes_written,
         "{second:?} against {first:?}"
     );
-    assert_eq!(files_under(&repository.dir().join("blobs")).len(), 2020);
+    assert_eq!(indexed_blobs(&repository).len(), 2020);
     harness.finish().await;
 }
 
@@ -292,15 +295,15 @@ async fn a_killed_backup_leaves_the_repository_valid_and_prune_cleans_up() {
     }
     release.send(()).unwrap();
 
-    // Also what a power cut would leave: a half-written temporary file and blobs written
+    // Also what a power cut would leave: a half-written temporary file and a pack written
     // without their manifest.
     let stray = repository
         .dir()
         .join("tmp")
         .join("20200101T000000Z-0000beef");
-    std::fs::create_dir_all(stray.join("blobs")).unwrap();
+    std::fs::create_dir_all(&stray).unwrap();
     std::fs::write(stray.join("manifest"), b"(half a manifest)").unwrap();
-    std::fs::write(stray.join("blobs").join("cut"), b"(half a blob)").unwrap();
+    std::fs::write(stray.join("pack-1"), b"(half a pack)").unwrap();
     let mut orphans = Vec::new();
     for i in 0..3u64 {
         let raw = serde_json::to_vec(&value(90_000 + i)).unwrap();
@@ -309,8 +312,9 @@ async fn a_killed_backup_leaves_the_repository_valid_and_prune_cleans_up() {
             strongbox::codec::Compression::default(),
             None,
         );
-        let hex = blob.id.to_hex();
-        let shard = repository.dir().join("blobs").join(&hex[..2]);
+        // A pack no index names, as a backup killed before its index leaves.
+        let hex = blake3::hash(&blob.stored).to_hex().to_string();
+        let shard = repository.dir().join("packs").join(&hex[..2]);
         std::fs::create_dir_all(&shard).unwrap();
         std::fs::write(shard.join(&hex), &blob.stored).unwrap();
         orphans.push(shard.join(&hex));
@@ -330,10 +334,10 @@ async fn a_killed_backup_leaves_the_repository_valid_and_prune_cleans_up() {
     let report = repository.prune(&Retention::last(5)).await.unwrap();
     assert_eq!(report.kept, std::slice::from_ref(&kept.id));
     assert!(report.temp_files_removed >= 2, "{report:?}");
-    assert!(report.blobs_removed >= 3, "{report:?}");
+    assert!(report.packs_removed >= 3, "{report:?}");
     assert!(orphans.iter().all(|orphan| !orphan.exists()));
     assert!(files_under(&repository.dir().join("tmp")).is_empty());
-    assert_eq!(files_under(&repository.dir().join("blobs")).len(), 300);
+    assert_eq!(indexed_blobs(&repository).len(), 300);
     check().await;
     let target = harness.dir.path().join("after.db");
     restore(

@@ -9,7 +9,7 @@ use strongbox::blob::BlobId;
 use strongbox::{Config, Error, Store};
 
 use super::{
-    Contents, blob_of, contents, files_under, new_repository, restore, restored_contents, value,
+    Contents, blob_of, contents, indexed_blobs, new_repository, restore, restored_contents, value,
 };
 use crate::common::Harness;
 
@@ -40,7 +40,7 @@ async fn prune_keeps_exactly_what_the_remaining_backups_need() {
         let summary = repository.backup(store, |_| {}).await.unwrap();
         expected.push((summary.id, contents(store).await));
     }
-    let blob_files = || files_under(&repository.dir().join("blobs")).len() as u64;
+    let blob_files = || indexed_blobs(&repository).len() as u64;
     let before = blob_files();
     let report = repository.prune(&Retention::last(2)).await.unwrap();
     let ids: Vec<BackupId> = expected.iter().map(|(id, _)| id.clone()).collect();

