@@ -92,21 +92,27 @@ struct Effects<'a> {
 }
 
 /// Applies a group of requests in `tx` (not committed): the outcome of each request, in order,
-/// or the failure that ends the whole transaction (a race to retry, or a real error).
+/// and whether anything was written (a group whose every request failed, or only checked,
+/// wrote nothing: it need not commit, nor flush); or the failure that ends the whole
+/// transaction (a race to retry, or a real error).
 pub(super) async fn apply(
     tx: &Transaction<'_>,
     requests: &[&[WriteOp]],
     settings: Settings,
-) -> Result<Vec<Result<Vec<WriteOutcome>>>, Failure> {
+) -> Result<(Vec<Result<Vec<WriteOutcome>>>, bool), Failure> {
     let now = now_ms();
     let mut slots = lock(tx, requests).await?;
-    let mut results = Vec::with_capacity(requests.len());
     let mut refs = RefChanges::default();
     let mut changes = NewChanges::new(settings.is_change_feed_on);
     let mut announced = Vec::new();
-    for (index, ops) in requests.iter().enumerate() {
+    let mut results: Vec<Option<Result<Vec<WriteOutcome>>>> =
+        requests.iter().map(|_| None).collect();
+    for index in planning_order(requests.len()) {
+        let Some(ops) = requests.get(index) else {
+            continue;
+        };
         match plan_request(tx, &slots, index, ops, now).await? {
-            Err(error) => results.push(Err(error)),
+            Err(error) => results[index] = Some(Err(error)),
             Ok(effects) => {
                 for (key, row) in effects.rows {
                     if let Some(slot) = slots.slots.get_mut(&key) {
@@ -120,10 +126,11 @@ pub(super) async fn apply(
                     changes.push(key, kind, version, blob_id.as_ref());
                 }
                 announced.extend(effects.announced);
-                results.push(Ok(effects.outcomes));
+                results[index] = Some(Ok(effects.outcomes));
             }
         }
     }
+    let wrote = slots.slots.values().any(|slot| slot.written);
     let mut rows = RowWrites::default();
     for (key, slot) in &slots.slots {
         if slot.written {
@@ -133,6 +140,12 @@ pub(super) async fn apply(
     let deduplicated = rows
         .execute(tx, refs, &announced, settings, changes, now)
         .await?;
+    let mut results: Vec<Result<Vec<WriteOutcome>>> = results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or_else(|| Err(Error::backend("write", "a request was not planned")))
+        })
+        .collect();
     for (request, op) in deduplicated {
         if let Some(Ok(outcomes)) = results.get_mut(request)
             && let Some(WriteOutcome::Stored { deduplicated, .. }) = outcomes.get_mut(op)
@@ -140,7 +153,18 @@ pub(super) async fn apply(
             *deduplicated = true;
         }
     }
-    Ok(results)
+    Ok((results, wrote))
+}
+
+/// The order in which a group's requests are planned: a random one. Requests of one group
+/// were all waiting at once, so any order is a valid serialization; a random one keeps a
+/// caller whose requests keep arriving first (the winner of the last conflict, coming back at
+/// once) from winning every conflict on a contended key, starving the others.
+fn planning_order(requests: usize) -> Vec<usize> {
+    let state = std::hash::RandomState::new();
+    let mut order: Vec<usize> = (0..requests).collect();
+    order.sort_by_key(|index| std::hash::BuildHasher::hash_one(&state, index));
+    order
 }
 
 /// Locks the rows of every key the group names, and returns them as the group's state.

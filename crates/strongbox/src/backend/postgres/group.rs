@@ -14,8 +14,8 @@
 //! - Any other error of the database splits the group: each request runs again alone, so the
 //!   one that caused it fails alone. A lost server (`Error::Unavailable`) or a pool that gives
 //!   no connection (`Error::Busy`) fails every request of the group: their outcome is unknown.
-//! - A request that validates reads (a `transact` commit) runs alone and SERIALIZABLE, on its
-//!   caller's task (see `write`).
+//! - A request with a condition runs alone, on its caller's task (see `write`): one that
+//!   validates reads (a `transact` commit) SERIALIZABLE, any other at READ COMMITTED.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -100,12 +100,12 @@ impl GroupWriter {
         answer.await.map_err(|_| Error::Closed)?
     }
 
-    /// Runs a request alone, SERIALIZABLE, on the caller's task. One that keeps failing on
+    /// Runs a request alone at `isolation`, on the caller's task. One that keeps failing on
     /// serialization failures is `Error::Conflict` (see [`stale_reads`]).
-    pub async fn write_alone(&self, ops: Vec<WriteOp>) -> Outcome {
+    pub async fn write_alone(&self, ops: Vec<WriteOp>, isolation: IsolationLevel) -> Outcome {
         let mut outcomes = self
             .shared
-            .commit(&[ops.as_slice()], IsolationLevel::Serializable)
+            .commit(&[ops.as_slice()], isolation)
             .await
             .map_err(|error| match error {
                 Error::Backend { action, .. } if action == RACES => stale_reads(&ops),
@@ -226,7 +226,16 @@ impl Shared {
                 .await
                 .map_err(map_err("begin a write transaction"))?;
             let result = match batch::apply(&tx, requests, self.settings).await {
-                Ok(outcomes) => tx
+                // Nothing written at READ COMMITTED (every request failed its condition): roll
+                // back, which releases the row locks without a commit record to flush. A
+                // SERIALIZABLE commit that only checked still commits, so that its reads count
+                // among the serializable transactions.
+                Ok((outcomes, false)) if !matches!(isolation, IsolationLevel::Serializable) => tx
+                    .rollback()
+                    .await
+                    .map(|()| outcomes)
+                    .map_err(classify("end a write transaction that wrote nothing")),
+                Ok((outcomes, _)) => tx
                     .commit()
                     .await
                     .map(|()| outcomes)

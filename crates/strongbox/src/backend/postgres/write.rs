@@ -16,6 +16,7 @@
 //! - A commit that validates reads (`transact`) runs alone and SERIALIZABLE (see `write`).
 
 use deadpool_postgres::Transaction;
+use tokio_postgres::IsolationLevel;
 use tokio_postgres::error::SqlState;
 
 use super::PostgresBackend;
@@ -28,7 +29,7 @@ use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome, Writes};
 use crate::blob::BlobId;
 use crate::change::ChangeKind;
 use crate::error::{Error, Result};
-use crate::record::Version;
+use crate::record::{Expect, Version};
 
 /// The keys and versions of a collection's records between optional bounds (`NULL`: none)
 /// that have not expired at `$7`, in the order given: what a range check compares.
@@ -100,13 +101,28 @@ impl Writes for PostgresBackend {
         let validates_reads = ops
             .iter()
             .any(|op| matches!(op, WriteOp::Check { .. } | WriteOp::CheckRange { .. }));
+        let has_condition = ops.iter().any(|op| match op {
+            WriteOp::Put { expect, .. } | WriteOp::Delete { expect, .. } => *expect != Expect::Any,
+            WriteOp::Check { .. } | WriteOp::CheckRange { .. } | WriteOp::Restore { .. } => true,
+        });
+        // A request with a condition runs alone: its transaction waits for the rows it names in
+        // PostgreSQL's lock queue, first come first served, so callers contending for a key
+        // take turns. In a group, the first caller back after a conflict (the last winner) would
+        // be planned against the fresh row first and win every time, starving the others: one
+        // of 64 tasks incrementing one counter through `transact` lost 1,000 times in a row.
         // A commit that validates reads runs SERIALIZABLE: its checks then also see the inserts
         // of concurrent transactions that would make it non-serializable, which row locks alone
         // would miss (a missing row locks nothing); those fail with a serialization failure and
-        // are retried. It runs alone: its range checks read the database, which holds none of a
-        // group's planned writes.
+        // are retried. Its range checks read the database, which holds none of a group's
+        // planned writes.
         if validates_reads {
-            self.writer.write_alone(ops).await
+            self.writer
+                .write_alone(ops, IsolationLevel::Serializable)
+                .await
+        } else if has_condition {
+            self.writer
+                .write_alone(ops, IsolationLevel::ReadCommitted)
+                .await
         } else {
             self.writer.write(ops).await
         }
