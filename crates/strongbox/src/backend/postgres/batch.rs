@@ -111,8 +111,11 @@ pub(super) async fn apply(
         let Some(ops) = requests.get(index) else {
             continue;
         };
+        let Some(result) = results.get_mut(index) else {
+            continue;
+        };
         match plan_request(tx, &slots, index, ops, now).await? {
-            Err(error) => results[index] = Some(Err(error)),
+            Err(error) => *result = Some(Err(error)),
             Ok(effects) => {
                 for (key, row) in effects.rows {
                     if let Some(slot) = slots.slots.get_mut(&key) {
@@ -126,7 +129,7 @@ pub(super) async fn apply(
                     changes.push(key, kind, version, blob_id.as_ref());
                 }
                 announced.extend(effects.announced);
-                results[index] = Some(Ok(effects.outcomes));
+                *result = Some(Ok(effects.outcomes));
             }
         }
     }
