@@ -107,13 +107,7 @@ pub(super) async fn apply(
     let mut announced = Vec::new();
     let mut results: Vec<Option<Result<Vec<WriteOutcome>>>> =
         requests.iter().map(|_| None).collect();
-    for index in planning_order(requests.len()) {
-        let Some(ops) = requests.get(index) else {
-            continue;
-        };
-        let Some(result) = results.get_mut(index) else {
-            continue;
-        };
+    for (index, (ops, result)) in requests.iter().zip(results.iter_mut()).enumerate() {
         match plan_request(tx, &slots, index, ops, now).await? {
             Err(error) => *result = Some(Err(error)),
             Ok(effects) => {
@@ -157,17 +151,6 @@ pub(super) async fn apply(
         }
     }
     Ok((results, wrote))
-}
-
-/// The order in which a group's requests are planned: a random one. Requests of one group
-/// were all waiting at once, so any order is a valid serialization; a random one keeps a
-/// caller whose requests keep arriving first (the winner of the last conflict, coming back at
-/// once) from winning every conflict on a contended key, starving the others.
-fn planning_order(requests: usize) -> Vec<usize> {
-    let state = std::hash::RandomState::new();
-    let mut order: Vec<usize> = (0..requests).collect();
-    order.sort_by_key(|index| std::hash::BuildHasher::hash_one(&state, index));
-    order
 }
 
 /// Locks the rows of every key the group names, and returns them as the group's state.
