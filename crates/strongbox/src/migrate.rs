@@ -99,6 +99,7 @@ impl Store {
                     total = count;
                     Vec::new()
                 }
+                SnapshotItem::FeedPosition(_) => Vec::new(),
                 SnapshotItem::Record(record) => {
                     if values.contains_key(&record.blob_id) {
                         vec![record]

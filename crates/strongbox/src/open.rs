@@ -92,6 +92,11 @@ fn start_tasks(store: &Store) {
             }
         },
     );
+    if let Some(dir) = config.backup_repository.clone()
+        && !config.read_only
+    {
+        crate::backup::follow_in_background(store, dir);
+    }
     tasks.every(
         "cache eviction",
         config.cache_eviction_interval_secs,

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::types::{
-    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
-    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, ChangedRecords, Checkpoint, FeedPage, FeedTrim, Invalidation,
+    KeyRange, Measurement, OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange,
+    SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -254,6 +254,12 @@ pub trait Feed {
         limit: usize,
         collection: Option<&str>,
     ) -> Result<FeedPage>;
+
+    /// As [`Feed::changes_after`] over every collection, with the record each changed key
+    /// holds, from the same snapshot (on PostgreSQL, of the primary): the records are the
+    /// state after every change up to the page's `newest`, so when the page ends there they
+    /// are exactly the state its last change left (`backup follow` ships them).
+    async fn changes_with_records(&self, since: u64, limit: usize) -> Result<ChangedRecords>;
 
     /// Deletes the oldest changes as `trim` says, always a prefix of the feed, and records the
     /// highest sequence number deleted; returns how many were deleted.

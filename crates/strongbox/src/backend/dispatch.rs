@@ -11,9 +11,9 @@ use super::contract::{Checks, DictionaryStorage, Engine, Feed, Reads, Snapshots,
 use super::postgres::PostgresBackend;
 use super::sqlite::SqliteBackend;
 use super::types::{
-    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
-    StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, ChangedRecords, Checkpoint, FeedPage, FeedTrim, Invalidation,
+    KeyRange, Measurement, OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange,
+    SnapshotItem, StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
 };
 use crate::blob::BlobId;
 use crate::config::Config;
@@ -275,6 +275,10 @@ impl Feed for Backend {
         collection: Option<&str>,
     ) -> Result<FeedPage> {
         forward!(self, engine => engine.changes_after(since, limit, collection).await)
+    }
+
+    async fn changes_with_records(&self, since: u64, limit: usize) -> Result<ChangedRecords> {
+        forward!(self, engine => engine.changes_with_records(since, limit).await)
     }
 
     async fn trim_changes(&self, trim: FeedTrim) -> Result<u64> {

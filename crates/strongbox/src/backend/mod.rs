@@ -33,7 +33,8 @@ pub use dispatch::Backend;
 /// store has no files of its own).
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};
 pub use types::{
-    AccessUpdate, BlobCursor, Checkpoint, FeedPage, FeedTrim, Invalidation, KeyRange, Measurement,
-    OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange, SnapshotItem,
-    SnapshotRecord, StorageTotals, StoredDictionary, StoredRecord, WriteOp, WriteOutcome,
+    AccessUpdate, BlobCursor, ChangedRecords, Checkpoint, FeedPage, FeedTrim, Invalidation,
+    KeyRange, Measurement, OrphanSweep, RecordCheck, RefcountMismatch, ReplicaTotals, ScanRange,
+    SnapshotItem, SnapshotRecord, StorageTotals, StoredDictionary, StoredRecord, WriteOp,
+    WriteOutcome,
 };

@@ -114,6 +114,10 @@ pub struct SnapshotRecord {
 pub enum SnapshotItem {
     /// How many records the snapshot holds; sent first.
     Records(u64),
+    /// The change feed's position the snapshot is at, sent after `Records`: every change
+    /// numbered up to it is in the snapshot, and none above it (the feed's newest committed
+    /// sequence number as the snapshot sees it; 0 for a feed that never recorded a change).
+    FeedPosition(u64),
     /// A record; records come in (collection, key) byte order.
     Record(SnapshotRecord),
     /// The stored bytes of a blob the caller does not have, sent once.
@@ -395,6 +399,31 @@ pub struct FeedPage {
     /// The newest sequence number committed (at least `trimmed_through`): no change at or
     /// below it can commit after this snapshot.
     pub newest: u64,
+}
+
+impl FeedPage {
+    /// Each `(collection, key)` the page's changes name, once, in byte order.
+    pub fn changed_keys(&self) -> Vec<(String, String)> {
+        let keys: std::collections::BTreeSet<(&str, &str)> = self
+            .changes
+            .iter()
+            .map(|change| (change.collection.as_str(), change.key.as_str()))
+            .collect();
+        keys.into_iter()
+            .map(|(collection, key)| (collection.to_owned(), key.to_owned()))
+            .collect()
+    }
+}
+
+/// A page of the change feed with the record each key it names holds, all read in one
+/// snapshot (see [`Feed::changes_with_records`](super::Feed::changes_with_records)).
+#[derive(Debug, Clone)]
+pub struct ChangedRecords {
+    /// The changes and where the feed stands.
+    pub page: FeedPage,
+    /// Each `(collection, key)` the page's changes name, once, with its record in the same
+    /// snapshot (`None`: absent); expired records included, as `Reads::get` returns them.
+    pub records: Vec<((String, String), Option<StoredRecord>)>,
 }
 
 /// What a trim of the change feed keeps; a change goes when either bound says so.

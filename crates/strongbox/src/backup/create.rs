@@ -54,6 +54,9 @@ pub struct BackupSummary {
     pub logical_bytes: u64,
     /// How long the backup took, in milliseconds.
     pub elapsed_ms: u64,
+    /// The store's change-feed position the backup holds (every change up to it is in it),
+    /// when the engine reported one.
+    pub feed_seq: Option<u64>,
 }
 
 impl Repository {
@@ -77,6 +80,27 @@ impl Repository {
         store: &Store,
         progress: impl Fn(Progress) + Send + Sync + 'static,
     ) -> Result<BackupSummary> {
+        self.write_backup(store, now_ms(), progress, |known, items| {
+            store.backend().snapshot(known, items)
+        })
+        .await
+    }
+
+    /// Writes a backup of `store` taken at `created_at_ms` whose items `produce` sends, as
+    /// a snapshot does ([`Snapshots::snapshot`]): given the blobs the repository holds, it
+    /// sends the record count, the feed position, then the records in (collection, key) order
+    /// with each blob the repository lacks after the first record naming it.
+    pub(super) async fn write_backup<F, Fut>(
+        &self,
+        store: &Store,
+        created_at_ms: i64,
+        progress: impl Fn(Progress) + Send + Sync + 'static,
+        produce: F,
+    ) -> Result<BackupSummary>
+    where
+        F: FnOnce(Arc<HashSet<BlobId>>, mpsc::Sender<SnapshotItem>) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
         let started = Instant::now();
         let repository = self.clone();
         let (lock, (known, known_chunks)) = blocking(move || {
@@ -102,7 +126,6 @@ impl Repository {
                 ratio: dictionary.ratio,
             })
             .collect();
-        let created_at_ms = now_ms();
         let id = BackupId::generate(created_at_ms);
         let source = Source {
             backend: store.backend().name().to_owned(),
@@ -127,7 +150,7 @@ impl Repository {
             _lock: lock,
         };
         let writer = tokio::task::spawn_blocking(move || job.run(received, snapshot_done));
-        let snapshot = store.backend().snapshot(known, items).await;
+        let snapshot = produce(known, items).await;
         let _ = verdict.send(snapshot.is_ok());
         let written = writer
             .await
@@ -171,6 +194,38 @@ struct Received {
     written: u64,
     /// Their stored bytes.
     blob_bytes: u64,
+}
+
+/// What a snapshot sends before its first record.
+struct Start {
+    /// Records in the snapshot (for progress).
+    records: u64,
+    /// Its change-feed position, when the engine sent one.
+    feed_seq: Option<u64>,
+    /// The first item after those, if any.
+    first: Option<SnapshotItem>,
+}
+
+impl Start {
+    /// Reads the items a snapshot sends first: the record count and the feed position.
+    fn read(items: &mut mpsc::Receiver<SnapshotItem>) -> Start {
+        let mut start = Start {
+            records: 0,
+            feed_seq: None,
+            first: None,
+        };
+        while let Some(item) = items.blocking_recv() {
+            match item {
+                SnapshotItem::Records(count) => start.records = count,
+                SnapshotItem::FeedPosition(seq) => start.feed_seq = Some(seq),
+                other => {
+                    start.first = Some(other);
+                    break;
+                }
+            }
+        }
+        start
+    }
 }
 
 /// The repository side of a backup, run on a blocking thread.
@@ -226,14 +281,19 @@ impl Job {
         snapshot_done: oneshot::Receiver<bool>,
     ) -> Result<BackupSummary> {
         create_dir(&self.tmp)?;
+        let mut items = items;
+        let start = Start::read(&mut items);
+        (self.progress)(Progress::new(Stage::Snapshot, 0, start.records));
+        let mut header = self.header.clone();
+        header.feed_seq = start.feed_seq;
         let manifest_tmp = self.tmp.join("manifest");
         let mut manifest =
-            ManifestWriter::create(&manifest_tmp, &self.header, self.known_chunks.clone())?;
+            ManifestWriter::create(&manifest_tmp, &header, self.known_chunks.clone())?;
         // Values and manifest chunks go into packs of their own, as restic keeps data and
         // trees apart: damage to a value's pack leaves the manifests readable.
         let mut packs = PackWriter::new(&self.repository, &self.tmp, "data");
         let mut tree = PackWriter::new(&self.repository, &self.tmp, "tree");
-        let received = self.receive(items, &mut manifest, &mut packs, &mut tree)?;
+        let received = self.receive(start, items, &mut manifest, &mut packs, &mut tree)?;
         if !matches!(snapshot_done.blocking_recv(), Ok(true)) {
             // The snapshot failed (its own error is the one reported) or the store closed.
             return Err(Error::Closed);
@@ -262,6 +322,7 @@ impl Job {
             manifest_bytes: manifest_bytes.file + manifest_bytes.chunks,
             logical_bytes: received.logical_bytes,
             elapsed_ms: 0,
+            feed_seq: header.feed_seq,
         })
     }
 
@@ -269,19 +330,23 @@ impl Job {
     /// writes each blob the repository lacks, checked against its id, into a pack.
     fn receive(
         &self,
+        start: Start,
         mut items: mpsc::Receiver<SnapshotItem>,
         manifest: &mut ManifestWriter,
         packs: &mut PackWriter,
         tree: &mut PackWriter,
     ) -> Result<Received> {
-        let mut total_records = 0;
+        let total_records = start.records;
         let mut received = Received::default();
-        while let Some(item) = items.blocking_recv() {
+        let mut next = start.first;
+        while let Some(item) = next.take().or_else(|| items.blocking_recv()) {
             self.check_cancelled()?;
             match item {
-                SnapshotItem::Records(count) => {
-                    total_records = count;
-                    (self.progress)(Progress::new(Stage::Snapshot, 0, total_records));
+                SnapshotItem::Records(_) | SnapshotItem::FeedPosition(_) => {
+                    return Err(Error::backend(
+                        "take a snapshot",
+                        "the snapshot sent its record count or feed position after a record",
+                    ));
                 }
                 SnapshotItem::Record(record) => {
                     manifest.append(&record, tree)?;

@@ -79,6 +79,11 @@ pub struct Header {
     /// it to decode. Their bytes are in `dictionaries/<id>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dictionaries: Vec<DictionaryRef>,
+    /// The store's change-feed position the backup holds: every change numbered up to it is
+    /// in the backup and none above (absent in backups taken before Strongbox recorded it).
+    /// `backup follow` continues from the newest backup's position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_seq: Option<u64>,
 }
 
 /// A compression dictionary a backup needs, as its manifest names it.
@@ -114,6 +119,7 @@ impl Header {
             source,
             strongbox_version: env!("CARGO_PKG_VERSION").to_owned(),
             dictionaries: Vec::new(),
+            feed_seq: None,
         }
     }
 

@@ -47,6 +47,7 @@ mod check;
 mod chunk;
 mod create;
 mod files;
+mod follow;
 mod id;
 mod index;
 mod manifest;
@@ -66,6 +67,8 @@ use std::sync::Arc;
 
 pub use crate::config::Retention;
 pub use create::BackupSummary;
+pub(crate) use follow::follow_in_background;
+pub use follow::{FollowStep, Follower};
 pub use id::BackupId;
 pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};

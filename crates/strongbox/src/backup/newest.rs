@@ -1,13 +1,17 @@
-//! How old a repository's newest backup is, for the `strongbox_backup_age_seconds` gauge.
+//! The newest backup: how old it is, for the `strongbox_backup_age_seconds` gauge, and which
+//! one `BackupRef::Latest` and `BackupRef::At` name.
 //!
-//! Only the manifests' headers are read, newest first, so that refreshing the gauge costs one
-//! small read however large the backups are (a whole read is `verify`'s job).
+//! Only the manifests' headers are read, so that finding a backup costs small reads however
+//! large the backups are (a whole read is `verify`'s job).
+
+use std::io;
 
 use super::Repository;
 use super::files::blocking;
-use super::manifest::ManifestReader;
+use super::id::BackupId;
+use super::manifest::{ManifestReader, read_summary};
 use super::repository::LockMode;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl Repository {
     /// When the newest backup whose manifest opens was taken, in milliseconds since the Unix
@@ -29,5 +33,56 @@ impl Repository {
             Ok(newest)
         })
         .await
+    }
+}
+
+impl Repository {
+    /// The newest backup taken at or before `at_ms` whose manifest can be read (the caller
+    /// holds the lock).
+    ///
+    /// # Errors
+    /// `Error::Io` (not found) when the repository holds no backup, or none that early;
+    /// `Error::Corrupt` when no manifest can be read.
+    pub(crate) fn newest_at(&self, at_ms: i64) -> Result<BackupId> {
+        let ids = self.manifest_ids()?;
+        let not_found = |what: String| Error::Io {
+            action: format!(
+                "find a backup to restore in {}: {what}",
+                self.dir().display()
+            ),
+            source: io::ErrorKind::NotFound.into(),
+        };
+        if ids.is_empty() {
+            return Err(not_found("it holds none".to_owned()));
+        }
+        let readable: Vec<(i64, BackupId)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let summary = read_summary(self, &id).ok()?;
+                Some((summary.header.created_at_ms, id))
+            })
+            .collect();
+        if readable.is_empty() {
+            return Err(Error::Corrupt {
+                collection: None,
+                key: None,
+                detail: format!(
+                    "no backup in {} has a readable manifest (see the verify report)",
+                    self.dir().display()
+                ),
+            });
+        }
+        let oldest = readable.iter().map(|(at, _)| *at).min().unwrap_or(0);
+        readable
+            .into_iter()
+            .filter(|(at, _)| *at <= at_ms)
+            .max()
+            .map(|(_, id)| id)
+            .ok_or_else(|| {
+                not_found(format!(
+                    "none was taken at or before {at_ms} ms since the Unix epoch (the oldest \
+                     is from {oldest} ms)"
+                ))
+            })
     }
 }

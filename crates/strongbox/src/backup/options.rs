@@ -14,6 +14,12 @@ pub enum BackupRef {
     Latest,
     /// This backup.
     Id(BackupId),
+    /// The newest backup of the state committed at or before this instant, in milliseconds
+    /// since the Unix epoch (point in time): a backup's instant is when its snapshot was
+    /// taken, or for a `backup follow` backup the commit time of the newest change it holds.
+    /// With `follow` running every few seconds, the state restored is at most that far
+    /// before the instant.
+    At(i64),
 }
 
 impl FromStr for BackupRef {
@@ -34,6 +40,7 @@ impl fmt::Display for BackupRef {
         match self {
             BackupRef::Latest => f.write_str("latest"),
             BackupRef::Id(id) => id.fmt(f),
+            BackupRef::At(ms) => write!(f, "the newest backup at or before {ms} ms"),
         }
     }
 }

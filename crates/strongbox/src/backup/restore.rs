@@ -15,7 +15,7 @@
 //! `WriteOp::Restore`.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use super::check::{BlobError, check_size, load_blob};
 use super::files::{blocking, io_error};
 use super::id::BackupId;
 use super::index::Packs;
-use super::manifest::{Entry, ManifestReader, read_summary};
+use super::manifest::{Entry, ManifestReader};
 use super::options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 use super::repository::{LockMode, Repository};
 use super::target::{check_target, put_in_place};
@@ -147,33 +147,8 @@ impl Repository {
                 )))?;
                 Ok(id.clone())
             }
-            BackupRef::Latest => {
-                let ids = self.manifest_ids()?;
-                if ids.is_empty() {
-                    return Err(Error::Io {
-                        action: format!(
-                            "find a backup to restore in {}: it holds none",
-                            self.dir().display()
-                        ),
-                        source: io::ErrorKind::NotFound.into(),
-                    });
-                }
-                ids.into_iter()
-                    .filter_map(|id| {
-                        let summary = read_summary(self, &id).ok()?;
-                        Some((summary.header.created_at_ms, id))
-                    })
-                    .max()
-                    .map(|(_, id)| id)
-                    .ok_or_else(|| Error::Corrupt {
-                        collection: None,
-                        key: None,
-                        detail: format!(
-                            "no backup in {} has a readable manifest (see the verify report)",
-                            self.dir().display()
-                        ),
-                    })
-            }
+            BackupRef::Latest => self.newest_at(i64::MAX),
+            BackupRef::At(ms) => self.newest_at(*ms),
         }
     }
 

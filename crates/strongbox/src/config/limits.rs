@@ -91,6 +91,7 @@ impl Config {
                 self.expiry_sweep_interval_secs,
             ),
             ("backup_interval_secs", self.backup_interval_secs),
+            ("backup_follow_secs", self.backup_follow_secs),
         ];
         for (field, value) in intervals {
             check_range(field, value, INTERVAL_SECS, " (365 days; 0 turns it off)")?;
@@ -119,6 +120,7 @@ impl Config {
             RETENTION_SECS,
             " (1,000 years; 0 keeps changes whatever their age)",
         )?;
+        self.check_follow()?;
         self.check_retention()
     }
 
@@ -147,6 +149,28 @@ impl Config {
                     url.redacted()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Continuous backup needs a repository to ship to and a feed to ship from.
+    fn check_follow(&self) -> Result<()> {
+        if self.backup_follow_secs == 0 {
+            return Ok(());
+        }
+        if self.backup_repository.is_none() {
+            return Err(invalid(
+                "backup_follow_secs is set but backup_repository is not: set the repository \
+                 the changes are shipped to"
+                    .into(),
+            ));
+        }
+        if !self.change_feed {
+            return Err(invalid(
+                "backup_follow_secs needs change_feed on: continuous backup ships the changes \
+                 the feed records"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -253,6 +277,9 @@ mod tests {
             ("backup_interval_secs", INTERVAL_SECS, |c, v| {
                 c.backup_interval_secs = v
             }),
+            ("backup_follow_secs", INTERVAL_SECS, |c, v| {
+                c.backup_follow_secs = v
+            }),
             ("vacuum_slack_percent", SLACK_PERCENT, |c, v| {
                 c.vacuum_slack_percent = u8::try_from(v).unwrap_or(u8::MAX)
             }),
@@ -272,16 +299,21 @@ mod tests {
     #[test]
     fn every_bound_is_accepted_and_one_past_it_refused_naming_the_field() {
         assert!(Config::default().validate().is_ok());
+        // With a repository, so that continuous backup (`backup_follow_secs`) may be on.
+        let with_repository = || Config {
+            backup_repository: Some("backups".into()),
+            ..Config::default()
+        };
         for (field, range, set) in bounded() {
             for edge in [*range.start(), *range.end()] {
-                let mut config = Config::default();
+                let mut config = with_repository();
                 set(&mut config, edge);
                 assert!(config.validate().is_ok(), "{field} = {edge}");
             }
             let mut past = vec![range.end() + 1, u64::MAX];
             past.extend(range.start().checked_sub(1));
             for value in past {
-                let mut config = Config::default();
+                let mut config = with_repository();
                 set(&mut config, value);
                 let message = refusal(&config);
                 assert!(message.starts_with(field), "{field} = {value}: {message}");

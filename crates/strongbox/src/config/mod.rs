@@ -188,6 +188,12 @@ pub struct Config {
     /// Seconds between scheduled backups. Default 86,400 (a day); 0 turns scheduling off.
     /// Valid: 0 to 31,536,000 (365 days). See [`Config::backup_interval`].
     pub backup_interval_secs: u64,
+    /// Seconds between continuous-backup steps: when not 0, a background task ships the
+    /// changes committed since the newest backup into `backup_repository` as a new backup
+    /// every interval (as `strongbox backup follow` does), so that at most about that many
+    /// seconds of acknowledged writes are outside the repository. Default 0 (off). Valid: 0 to
+    /// 31,536,000; when not 0, `backup_repository` must be set and `change_feed` on.
+    pub backup_follow_secs: u64,
     /// Which backups a scheduled prune keeps. Default: the last 7, plus one a day for 7 days
     /// and one a week for 4 weeks. Valid: any count each, but while backups are scheduled
     /// (`backup_repository` set, `backup_interval_secs` not 0) at least one must be above 0,
@@ -249,6 +255,7 @@ impl Default for Config {
             vacuum_slack_percent: 40,
             backup_repository: None,
             backup_interval_secs: 86_400,
+            backup_follow_secs: 0,
             backup_retention: Retention::default(),
             maintenance_interval_secs: 3_600,
             cache_eviction_interval_secs: 300,

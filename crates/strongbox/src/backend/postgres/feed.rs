@@ -15,9 +15,9 @@ use tokio_postgres::types::ToSql;
 
 use super::PostgresBackend;
 use super::convert::{Column, map_err, to_i64, unsigned};
-use super::read::read_snapshot;
+use super::read::{get_many_in, read_snapshot};
 use super::write::{Failure, classify};
-use crate::backend::{Feed, FeedPage, FeedTrim};
+use crate::backend::{ChangedRecords, Feed, FeedPage, FeedTrim};
 use crate::blob::BlobId;
 use crate::change::{Change, ChangeKind};
 use crate::error::{Error, Result};
@@ -44,7 +44,7 @@ const AFTER: &str = "
     WHERE seq > $1 AND ($3::text IS NULL OR collection = $3) ORDER BY seq LIMIT $2";
 
 /// Where the feed stands: trimmed through, oldest held, newest committed (this snapshot).
-const BOUNDS: &str = "
+pub(super) const BOUNDS: &str = "
     SELECT t.value, (SELECT min(seq) FROM strongbox_changes),
            GREATEST(t.value, coalesce((SELECT max(seq) FROM strongbox_changes), 0))
     FROM strongbox_meta t WHERE t.name = 'changes_trimmed_through'";
@@ -154,27 +154,33 @@ impl Feed for PostgresBackend {
     ) -> Result<FeedPage> {
         let mut client = self.client().await?;
         let tx = read_snapshot(&mut client, "begin reading the change feed").await?;
-        let limit = to_i64(u64::try_from(limit).unwrap_or(u64::MAX));
-        let rows = tx
-            .query(AFTER, &[&to_i64(since), &limit, &collection])
-            .await
-            .map_err(map_err("read the change feed"))?;
-        let changes = rows.iter().map(change).collect::<Result<Vec<_>>>()?;
-        let bounds = tx
-            .query_one(BOUNDS, &[])
-            .await
-            .map_err(map_err("read the change feed's bounds"))?;
-        let oldest: Option<i64> = bounds.column(1)?;
-        let page = FeedPage {
-            changes,
-            trimmed_through: unsigned(bounds.column(0)?),
-            oldest: oldest.map(unsigned),
-            newest: unsigned(bounds.column(2)?),
-        };
+        let page = read_page(&tx, since, limit, collection).await?;
         tx.commit()
             .await
             .map_err(map_err("end reading the change feed"))?;
         Ok(page)
+    }
+
+    async fn changes_with_records(&self, since: u64, limit: usize) -> Result<ChangedRecords> {
+        let mut client = self.client().await?;
+        let tx = read_snapshot(&mut client, "begin reading the change feed").await?;
+        let page = read_page(&tx, since, limit, None).await?;
+        let mut by_collection: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for (collection, key) in page.changed_keys() {
+            by_collection.entry(collection).or_default().push(key);
+        }
+        let mut records = Vec::new();
+        for (collection, keys) in by_collection {
+            let found = get_many_in(&tx, &collection, &keys).await?;
+            for (key, record) in keys.into_iter().zip(found) {
+                records.push(((collection.clone(), key), record));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(map_err("end reading the change feed"))?;
+        Ok(ChangedRecords { page, records })
     }
 
     async fn trim_changes(&self, trim: FeedTrim) -> Result<u64> {
@@ -234,6 +240,32 @@ impl Feed for PostgresBackend {
             .map(|row| row.column(0))
             .transpose()
     }
+}
+
+/// A page of changes and the bounds, inside the caller's snapshot.
+async fn read_page(
+    tx: &Transaction<'_>,
+    since: u64,
+    limit: usize,
+    collection: Option<&str>,
+) -> Result<FeedPage> {
+    let limit = to_i64(u64::try_from(limit).unwrap_or(u64::MAX));
+    let rows = tx
+        .query(AFTER, &[&to_i64(since), &limit, &collection])
+        .await
+        .map_err(map_err("read the change feed"))?;
+    let changes = rows.iter().map(change).collect::<Result<Vec<_>>>()?;
+    let bounds = tx
+        .query_one(BOUNDS, &[])
+        .await
+        .map_err(map_err("read the change feed's bounds"))?;
+    let oldest: Option<i64> = bounds.column(1)?;
+    Ok(FeedPage {
+        changes,
+        trimmed_through: unsigned(bounds.column(0)?),
+        oldest: oldest.map(unsigned),
+        newest: unsigned(bounds.column(2)?),
+    })
 }
 
 /// A change from its row; an unknown kind or a malformed blob id is damage.

@@ -199,6 +199,17 @@ async fn get_many_on(
     keys: &[String],
 ) -> Result<Vec<Option<StoredRecord>>> {
     let tx = read_snapshot(client, "begin a read").await?;
+    let records = get_many_in(&tx, collection, keys).await?;
+    tx.commit().await.map_err(map_err("end a read"))?;
+    Ok(records)
+}
+
+/// Several records of a collection, in the order of `keys`, inside the caller's transaction.
+pub(super) async fn get_many_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    collection: &str,
+    keys: &[String],
+) -> Result<Vec<Option<StoredRecord>>> {
     let statement = tx
         .prepare_cached(GET_MANY)
         .await
@@ -207,7 +218,6 @@ async fn get_many_on(
         .query(&statement, &[&collection, &keys])
         .await
         .map_err(map_err("read several records"))?;
-    tx.commit().await.map_err(map_err("end a read"))?;
     let mut found = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
         let key: String = row.column(0)?;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::PostgresBackend;
 use super::convert::{Column, format, map_err, meta, unsigned};
+use super::feed::BOUNDS;
 use super::read::read_snapshot;
 use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
@@ -48,6 +49,7 @@ impl Snapshots for PostgresBackend {
             .map_err(map_err("count records for a snapshot"))?
             .column(0)?;
         send(SnapshotItem::Records(unsigned(count))).await?;
+        send(SnapshotItem::FeedPosition(feed_position(&tx).await?)).await?;
         // A cursor's query takes no parameters; `now` is a number, written out.
         tx.batch_execute(&format!(
             "DECLARE strongbox_snapshot NO SCROLL CURSOR FOR
@@ -120,4 +122,14 @@ impl Snapshots for PostgresBackend {
         }
         tx.commit().await.map_err(map_err("end a snapshot"))
     }
+}
+
+/// The feed's newest committed sequence number in the snapshot `tx` sees.
+async fn feed_position(tx: &deadpool_postgres::Transaction<'_>) -> Result<u64> {
+    let newest: i64 = tx
+        .query_one(BOUNDS, &[])
+        .await
+        .map_err(map_err("read the change feed's position for a snapshot"))?
+        .column(2)?;
+    Ok(unsigned(newest))
 }

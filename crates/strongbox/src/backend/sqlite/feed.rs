@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::SqliteBackend;
 use super::convert::{map_err, to_i64, unsigned};
-use crate::backend::{Feed, FeedPage, FeedTrim};
+use super::read::get_blocking;
+use crate::backend::{ChangedRecords, Feed, FeedPage, FeedTrim};
 use crate::blob::BlobId;
 use crate::change::{Change, ChangeKind};
 use crate::error::{Error, Result};
@@ -33,7 +34,7 @@ const AFTER_IN_COLLECTION: &str = "
     WHERE seq > ?1 AND collection = ?3 ORDER BY seq LIMIT ?2";
 
 /// Where the feed stands: trimmed through, oldest held, newest committed.
-const BOUNDS: &str = "
+pub(super) const BOUNDS: &str = "
     SELECT f.trimmed_through, (SELECT min(seq) FROM changes),
            max(f.trimmed_through, coalesce((SELECT max(seq) FROM changes), 0),
                coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0))
@@ -113,6 +114,30 @@ impl Feed for SqliteBackend {
                 conn.execute_batch("COMMIT")
                     .map_err(map_err("end a read"))?;
                 page
+            })
+            .await
+    }
+
+    async fn changes_with_records(&self, since: u64, limit: usize) -> Result<ChangedRecords> {
+        self.readers
+            .read(move |conn| {
+                // One read transaction: the page and the records from the same commit.
+                conn.execute_batch("BEGIN")
+                    .map_err(map_err("begin a read"))?;
+                let read = read_page(conn, since, limit, None).and_then(|page| {
+                    let records = page
+                        .changed_keys()
+                        .into_iter()
+                        .map(|(collection, key)| {
+                            let record = get_blocking(conn, &collection, &key)?;
+                            Ok(((collection, key), record))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(ChangedRecords { page, records })
+                });
+                conn.execute_batch("COMMIT")
+                    .map_err(map_err("end a read"))?;
+                read
             })
             .await
     }

@@ -349,7 +349,11 @@ fn stored_record(collection: &str, key: &str, columns: RecordColumns) -> Result<
 }
 
 /// One record and its blob, by key.
-fn get_blocking(conn: &Connection, collection: &str, key: &str) -> Result<Option<StoredRecord>> {
+pub(super) fn get_blocking(
+    conn: &Connection,
+    collection: &str,
+    key: &str,
+) -> Result<Option<StoredRecord>> {
     conn.prepare_cached(
         "SELECT b.id, b.data, r.format, r.version, r.created_at, r.updated_at, r.size,
                 r.access_count, r.last_accessed, r.expires_at, r.seal

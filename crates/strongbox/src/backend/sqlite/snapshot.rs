@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::SqliteBackend;
 use super::convert::{map_err, meta, unsigned};
+use super::feed::BOUNDS;
 use crate::backend::{SnapshotItem, SnapshotRecord, Snapshots};
 use crate::blob::BlobId;
 use crate::clock::now_ms;
@@ -56,6 +57,10 @@ fn stream(
         )
         .map_err(map_err("count records for a snapshot"))?;
     send(SnapshotItem::Records(unsigned(count)))?;
+    let feed: i64 = conn
+        .query_row(BOUNDS, [], |row| row.get(2))
+        .map_err(map_err("read the change feed's position for a snapshot"))?;
+    send(SnapshotItem::FeedPosition(unsigned(feed)))?;
     let mut records = conn
         .prepare(
             "SELECT r.collection, r.key, b.id, r.format, r.version, r.created_at, r.updated_at,
