@@ -3,14 +3,16 @@
 //! This test binary re-runs itself as child processes that move chips between accounts in
 //! transactions (each transfer also writes a ledger entry, in the same transaction), run
 //! maintenance (which trains compression dictionaries from 50 values on, and recompresses) and
-//! take backups now and then, and print `ack <ledger key>` only after `commit` returned. The
+//! take backups, continuous-backup steps and prunes now and then, and print `ack <ledger key>` only after `commit` returned. The
 //! parent kills them with SIGKILL at random moments — two processes on one database at once —
 //! then reopens the database and checks that:
 //! - every acknowledged ledger entry is present;
 //! - the total of all balances never changed, and each balance equals its opening amount plus
 //!   the ledger entries that moved chips in or out (so every committed transaction is whole);
 //! - `verify` is clean: every blob matches its hash and every reference count is exact;
-//! - the backup repository, killed mid-backup any number of times, still verifies;
+//! - the backup repository, killed mid-backup, mid-`follow` step and mid-prune (repacks
+//!   included) any number of times, still verifies, and every backup it lists restores to a
+//!   state the children committed (each balance equal to its ledger);
 //! - the change feed agrees with the records: its sequence numbers strictly increase, and a
 //!   record exists at version v exactly when the last change of its key is a put of version v
 //!   (a key whose last change is a delete has no record). The children keep every change
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
-use strongbox::backup::{Repository, Retention};
+use strongbox::backup::{BackupRef, Repository, RestoreOptions, Retention};
 use strongbox::{ChangeKind, Config, Error, Expect, ListOptions, Scan, Store, Version};
 
 const ACCOUNTS: u64 = 16;
@@ -106,6 +108,8 @@ fn parent() {
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut feed = FeedSoFar::default();
     let mut kills = 0u64;
+    // Repository work the children began and finished (the difference was killed midway).
+    let mut completed: std::collections::BTreeMap<String, u64> = Default::default();
     for round in 0..rounds / 2 {
         // Two processes on one database; each is killed at its own random moment.
         let mut children = Vec::new();
@@ -129,17 +133,21 @@ fn parent() {
             let stdout = child.stdout.take().unwrap();
             readers.push(std::thread::spawn(move || {
                 // Only whole lines count: a line cut by the kill was never acknowledged.
-                let mut acks = Vec::new();
+                let (mut acks, mut done) = (Vec::new(), Vec::new());
                 for line in BufReader::new(stdout).split(b'\n') {
                     let Ok(line) = line else { break };
-                    if let Some(key) = std::str::from_utf8(&line)
-                        .ok()
-                        .and_then(|l| l.strip_prefix("ack "))
-                    {
+                    let Ok(line) = std::str::from_utf8(&line) else {
+                        continue;
+                    };
+                    if let Some(key) = line.strip_prefix("ack ") {
                         acks.push(key.to_owned());
+                    } else if let Some(what) = line.strip_prefix("done ") {
+                        done.push(what.to_owned());
+                    } else if let Some(what) = line.strip_prefix("begin ") {
+                        done.push(format!("begun: {what}"));
                     }
                 }
-                acks
+                (acks, done)
             }));
         }
         for child in &mut children {
@@ -154,7 +162,11 @@ fn parent() {
             );
         }
         for reader in readers {
-            acknowledged.extend(reader.join().unwrap());
+            let (acks, done) = reader.join().unwrap();
+            acknowledged.extend(acks);
+            for what in done {
+                *completed.entry(what).or_insert(0u64) += 1;
+            }
         }
         // The full reconciliation reads the whole ledger; every round checks the cheap invariants.
         let is_full = round % 5 == 4 || round + 1 == rounds / 2;
@@ -166,7 +178,8 @@ fn parent() {
     );
     println!(
         "crash harness: {kills} kills survived, {} acknowledged transfers checked, 0 lost, \
-         {} changes in the feed agreeing with the records, in {:.1} s",
+         {} changes in the feed agreeing with the records, repository work begun and finished by the \
+         children {completed:?}, in {:.1} s",
         acknowledged.len(),
         feed.changes,
         started.elapsed().as_secs_f64()
@@ -234,6 +247,50 @@ async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool, feed: &
         let report = repository.verify(None, |_| {}).await.unwrap();
         assert!(report.is_clean(), "{:?}", report.damage);
         repository.prune(&Retention::last(3)).await.unwrap();
+        check_backups(&repository, db).await;
+    }
+}
+
+/// Every backup the repository lists restores, and what it restores is a state the children
+/// committed: the total unchanged and each balance equal to its ledger's.
+async fn check_backups(repository: &Repository, db: &Path) {
+    for backup in repository.list().await.unwrap() {
+        let target = db.with_extension(format!("restored-{}", backup.id));
+        repository
+            .restore(
+                &BackupRef::Id(backup.id.clone()),
+                &Config::new(&target),
+                &RestoreOptions::all(),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let store = Store::open(Config::new(&target)).await.unwrap();
+        let mut expected: Vec<i64> = vec![OPENING_BALANCE; ACCOUNTS as usize];
+        for key in store.list("ledger", ListOptions::all()).await.unwrap() {
+            let transfer: Transfer = store.retrieve("ledger", &key).await.unwrap().unwrap();
+            let index = |name: &str| name.trim_start_matches("acct-").parse::<usize>().unwrap();
+            expected[index(&transfer.from)] -= transfer.amount;
+            expected[index(&transfer.to)] += transfer.amount;
+        }
+        for i in 0..ACCOUNTS {
+            let balance: i64 = store
+                .retrieve("balances", &account(i))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                balance,
+                expected[i as usize],
+                "backup {}: the balance of {} disagrees with its ledger",
+                backup.id,
+                account(i)
+            );
+        }
+        store.close().await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", target.display()));
+        }
     }
 }
 
@@ -338,9 +395,33 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                     if task == 0 && n % 40 == 39 {
                         store.maintenance().await.unwrap();
                     }
-                    if task == 1 && n % 25 == 24 {
+                    // The repository's work, often enough to be killed in the middle of it:
+                    // full backups and continuous-backup steps, and prunes (with repacks).
+                    let say = |line: String| {
+                        let mut stdout = std::io::stdout().lock();
+                        writeln!(stdout, "{line}").unwrap();
+                        stdout.flush().unwrap();
+                    };
+                    let done = if task == 1 && n % 8 == 7 {
                         let repository = Repository::open_or_create(&repo).await.unwrap();
-                        repository.backup(&store, |_| {}).await.unwrap();
+                        say("begin backup or follow".into());
+                        if rng.below(2) == 0 {
+                            repository.backup(&store, |_| {}).await.unwrap();
+                            Some("backup")
+                        } else {
+                            repository.follower(&store).step().await.unwrap();
+                            Some("follow")
+                        }
+                    } else if task == 2 && n % 12 == 11 {
+                        let repository = Repository::open_or_create(&repo).await.unwrap();
+                        say("begin prune".into());
+                        repository.prune(&Retention::last(2)).await.unwrap();
+                        Some("prune")
+                    } else {
+                        None
+                    };
+                    if let Some(done) = done {
+                        say(format!("done {done}"));
                     }
                     transfer(&store, &mut rng, &format!("{name}-t{task}-{n:06}")).await;
                 }
