@@ -45,6 +45,7 @@
 
 mod check;
 mod chunk;
+mod copy;
 mod create;
 mod files;
 mod follow;
@@ -52,8 +53,11 @@ mod id;
 mod index;
 mod manifest;
 mod newest;
+mod objects;
 mod options;
 mod pack;
+#[cfg(feature = "s3")]
+mod remote;
 mod repack;
 mod repository;
 mod restore;
@@ -66,6 +70,7 @@ mod writer;
 use std::sync::Arc;
 
 pub use crate::config::Retention;
+pub use copy::{CopyReport, copy};
 pub use create::BackupSummary;
 pub(crate) use follow::follow_in_background;
 pub use follow::{FollowStep, Follower};
@@ -109,6 +114,8 @@ pub enum Stage {
     Restore,
     /// Restore: verifying the restored database (units: the whole check).
     Check,
+    /// Copy: writing files at the destination (units: files).
+    Copy,
 }
 
 impl Stage {
@@ -120,6 +127,7 @@ impl Stage {
             Stage::Verify => "verify",
             Stage::Restore => "restore",
             Stage::Check => "check",
+            Stage::Copy => "copy",
         }
     }
 }

@@ -1,0 +1,155 @@
+//! [`copy`]: copies a repository's backups to another place, a directory or (with the `s3`
+//! feature) an `s3://bucket/prefix`, writing only the files the destination lacks (restic's
+//! `copy`; the "one copy offsite" of the 3-2-1 rule).
+//!
+//! **Invariants:** a backup appears at the destination only once everything it needs is
+//! there: packs and dictionaries are written first, then the indexes naming them, then the
+//! manifests, each object whole (a local file is synced and renamed into place, an S3 object
+//! is atomic). Objects are immutable and named by their content, and nothing is ever deleted
+//! at the destination, so a copy needs no lock there beyond a local repository's shared one,
+//! two copies into one destination cannot harm each other, and a killed copy leaves a
+//! destination whose every listed backup is whole (the next copy completes the rest). A pack
+//! or index whose bytes do not hash to its name is not copied: the copy stops before any
+//! manifest, naming it.
+
+use std::collections::BTreeMap;
+
+use super::files::blocking;
+use super::objects::{FORMAT_NAME, Objects};
+use super::repository::{LockMode, Repository, RepositoryLock};
+use super::{Progress, Stage};
+use crate::blob::BlobId;
+use crate::error::{Error, Result};
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    /// Where from and where to, as given.
+    pub from: String,
+    /// Where to.
+    pub to: String,
+    /// Files written at the destination.
+    pub objects_copied: u64,
+    /// Their bytes.
+    pub bytes_copied: u64,
+    /// Files the destination already had.
+    pub objects_present: u64,
+    /// Backups (manifests) written at the destination.
+    pub backups_copied: u64,
+}
+
+/// Copies every file of the repository at `from` that the one at `to` lacks, backups last;
+/// `to` is created when it does not exist. Each location is a directory path or an
+/// `s3://bucket/prefix` URL. `progress` counts files (stage [`Stage::Copy`]).
+///
+/// # Errors
+/// `Error::InvalidConfig` when `from` is not a repository, or `to` is another repository
+/// (a different format file); `Error::Corrupt` when a pack or index at `from` does not match
+/// its name (run `backup verify` there); `Error::Io` or `Error::StorageFull` when a file
+/// cannot be read or written.
+///
+/// # Cancel safety
+/// Cancel safe: every file is written whole, backups last, so a dropped copy leaves a
+/// destination whose every backup is whole; copying again finishes it.
+pub async fn copy(
+    from: &str,
+    to: &str,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<CopyReport> {
+    let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
+    let _source_lock = lock_if_local(&source).await?;
+    let format = source.get(FORMAT_NAME).await.map_err(|error| {
+        Error::InvalidConfig(format!(
+            "{from} is not a backup repository (its {FORMAT_NAME} cannot be read: {error})"
+        ))
+    })?;
+    let present = target.list().await?;
+    match present.get(FORMAT_NAME) {
+        None => target.put(FORMAT_NAME, format.clone()).await?,
+        Some(_) => {
+            if target.get(FORMAT_NAME).await? != format {
+                return Err(Error::InvalidConfig(format!(
+                    "{to} holds another repository (its {FORMAT_NAME} differs from {from}'s): \
+                     copy into an empty place or a copy of the same repository"
+                )));
+            }
+        }
+    }
+    let _target_lock = lock_if_local(&target).await?;
+    let wanted = source.list().await?;
+    let (missing, already): (Vec<(&String, &u64)>, Vec<_>) = wanted
+        .iter()
+        .filter(|(name, _)| name.as_str() != FORMAT_NAME)
+        .partition(|(name, size)| present.get(*name) != Some(size));
+    let mut report = CopyReport {
+        from: source.describe(),
+        to: target.describe(),
+        objects_present: already.len() as u64,
+        ..CopyReport::default()
+    };
+    let total = missing.len() as u64;
+    progress(Progress::new(Stage::Copy, 0, total));
+    // Packs and dictionaries, then the indexes naming them, then the backups.
+    let mut ordered: BTreeMap<u8, Vec<&String>> = BTreeMap::new();
+    for (name, _) in &missing {
+        ordered.entry(rank(name)).or_default().push(name);
+    }
+    for name in ordered.into_values().flatten() {
+        let bytes = source.get(name).await?;
+        check_content(from, name, &bytes)?;
+        report.bytes_copied += bytes.len() as u64;
+        target.put(name, bytes).await?;
+        report.objects_copied += 1;
+        if name.starts_with("manifests/") {
+            report.backups_copied += 1;
+        }
+        progress(Progress::new(Stage::Copy, report.objects_copied, total));
+    }
+    Ok(report)
+}
+
+/// The order files are copied in: what others name before what names them.
+fn rank(name: &str) -> u8 {
+    if name.starts_with("manifests/") {
+        2
+    } else if name.starts_with("index/") {
+        1
+    } else {
+        0
+    }
+}
+
+/// Packs and indexes are named by the BLAKE3 hash of their bytes: a copy checks it, so that
+/// damage is not carried offsite unnoticed.
+fn check_content(from: &str, name: &str, bytes: &[u8]) -> Result<()> {
+    let Some(id) = name
+        .strip_prefix("index/")
+        .or_else(|| name.strip_prefix("packs/").and_then(|rest| rest.get(3..)))
+    else {
+        return Ok(());
+    };
+    if BlobId::of(bytes).to_hex() == id {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        collection: None,
+        key: None,
+        detail: format!(
+            "{name} in {from} does not hash to its name: it is damaged, and the copy stopped \
+             before any backup was copied (run `backup verify` on {from})"
+        ),
+    })
+}
+
+/// The shared lock of a local repository (so that no prune deletes while the copy reads or
+/// writes); none for an object store.
+async fn lock_if_local(objects: &Objects) -> Result<Option<RepositoryLock>> {
+    match objects {
+        Objects::Local(dir) => {
+            let repository = Repository::open(dir.clone()).await?;
+            blocking(move || repository.lock(LockMode::Shared).map(Some)).await
+        }
+        #[cfg(feature = "s3")]
+        Objects::Remote(_) => Ok(None),
+    }
+}

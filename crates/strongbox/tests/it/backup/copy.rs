@@ -1,0 +1,178 @@
+//! `backup::copy`: a repository copied to another directory or to a real S3-compatible server
+//! (the one `.ci/run` starts) restores equal, a second copy writes only what is new, and
+//! damage at the source stops the copy before any backup reaches the destination.
+
+use std::path::Path;
+
+use strongbox::Error;
+use strongbox::backup::{BackupRef, RestoreOptions, copy};
+
+use super::{
+    contents, files_under, new_repository, restore, restored_contents, store_players, value,
+};
+use crate::common::Harness;
+
+/// Two backups with a change between them.
+async fn two_backups(harness: &Harness) -> strongbox::backup::Repository {
+    let store = &harness.store;
+    let repository = new_repository(harness).await;
+    store_players(store, 200).await;
+    repository.backup(store, |_| {}).await.unwrap();
+    store.store("players", "p7", &value(7_000)).await.unwrap();
+    repository.backup(store, |_| {}).await.unwrap();
+    repository
+}
+
+async fn restores_equal(location: &str, harness: &Harness, name: &str) {
+    let repository = strongbox::backup::Repository::open(location).await.unwrap();
+    assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
+    let target = harness.dir.path().join(name);
+    restore(
+        &repository,
+        &BackupRef::Latest,
+        &target,
+        RestoreOptions::all(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        restored_contents(&target).await,
+        contents(&harness.store).await
+    );
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_restores_equal_and_a_second_copy_writes_only_what_is_new() {
+    let harness = Harness::sqlite().await;
+    let repository = two_backups(&harness).await;
+    let offsite = harness.dir.path().join("offsite");
+    let first = copy(text(repository.dir()), text(&offsite), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(first.backups_copied, 2, "{first:?}");
+    assert_eq!(first.objects_present, 0);
+    restores_equal(text(&offsite), &harness, "from-copy.db").await;
+
+    let again = copy(text(repository.dir()), text(&offsite), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(again.objects_copied, 0, "{again:?}");
+
+    harness
+        .store
+        .store("players", "p8", &value(8_000))
+        .await
+        .unwrap();
+    repository.backup(&harness.store, |_| {}).await.unwrap();
+    let third = copy(text(repository.dir()), text(&offsite), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(third.backups_copied, 1, "{third:?}");
+    assert!(
+        third.bytes_copied * 5 < first.bytes_copied,
+        "{third:?} after {first:?}"
+    );
+    restores_equal(text(&offsite), &harness, "from-copy-2.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_at_the_source_stops_the_copy_before_any_backup() {
+    let harness = Harness::sqlite().await;
+    let repository = two_backups(&harness).await;
+    let pack = files_under(&repository.dir().join("packs"))
+        .into_iter()
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&pack, bytes).unwrap();
+    let offsite = harness.dir.path().join("offsite");
+    let error = copy(text(repository.dir()), text(&offsite), |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("does not hash"), "{error}");
+    let manifests = offsite.join("manifests");
+    assert!(!manifests.exists() || files_under(&manifests).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_refuses_another_repository_and_a_non_repository() {
+    let harness = Harness::sqlite().await;
+    let repository = two_backups(&harness).await;
+    let other = harness.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("strongbox-backup.json"),
+        br#"{"format": "strongbox-backup", "version": 1}"#,
+    )
+    .unwrap();
+    let error = copy(text(repository.dir()), text(&other), |_| {})
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("another repository"), "{error}");
+    let nothing = harness.dir.path().join("nothing");
+    let error = copy(text(&nothing), text(&other), |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::InvalidConfig(_) | Error::Io { .. }),
+        "{error:?}"
+    );
+}
+
+/// The bucket of the S3-compatible server `.ci/run` starts (`STRONGBOX_TEST_S3_BUCKET`, with
+/// the `AWS_*` variables pointing at it); `None` skips the test, unless
+/// `STRONGBOX_REQUIRE_S3` is set.
+#[cfg(feature = "s3")]
+fn s3_bucket() -> Option<String> {
+    match std::env::var("STRONGBOX_TEST_S3_BUCKET") {
+        Ok(bucket) if !bucket.is_empty() => Some(bucket),
+        _ => {
+            assert!(
+                std::env::var_os("STRONGBOX_REQUIRE_S3").is_none(),
+                "STRONGBOX_REQUIRE_S3 is set but no S3 server is configured \
+                 (STRONGBOX_TEST_S3_BUCKET; .ci/run starts one)"
+            );
+            eprintln!("skipped: no S3-compatible server (STRONGBOX_TEST_S3_BUCKET is not set)");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_copied_to_s3_and_back_restores_equal() {
+    let Some(bucket) = s3_bucket() else {
+        return;
+    };
+    let harness = Harness::sqlite().await;
+    let repository = two_backups(&harness).await;
+    let prefix = format!(
+        "s3://{bucket}/copy-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let up = copy(text(repository.dir()), &prefix, |_| {}).await.unwrap();
+    assert_eq!(up.backups_copied, 2, "{up:?}");
+    let again = copy(text(repository.dir()), &prefix, |_| {}).await.unwrap();
+    assert_eq!(again.objects_copied, 0, "{again:?}");
+    let back = harness.dir.path().join("back");
+    let down = copy(&prefix, text(&back), |_| {}).await.unwrap();
+    assert_eq!(down.objects_copied, up.objects_copied, "{down:?}");
+    restores_equal(text(&back), &harness, "from-s3.db").await;
+}
+
+#[tokio::test]
+async fn an_s3_url_without_a_bucket_is_refused() {
+    let error = copy("/nonexistent", "s3:///prefix", |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
+}
