@@ -302,7 +302,7 @@ fn prune_keeps_by_policy_and_a_dry_run_deletes_nothing() {
         ("--keep-within", "soon"),
         ("--keep-within", "0s"),
         ("--keep", "0"),
-        ("--keep-daily", "-1"),
+        ("--keep-daily", "many"),
     ] {
         let refused = run(&db, &["backup", "prune", "--repo", repo, flag, value]);
         assert_exit(&refused, 2);
