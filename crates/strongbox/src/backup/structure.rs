@@ -4,9 +4,11 @@
 //! Without reading data, every manifest is read through (its chunks and checksum, every
 //! record checked), each dictionary it names is loaded, every blob it needs must be named by
 //! an index, and each pack holding them must be a regular file at least as long as the
-//! entries the index gives it: everything but the values' bytes. With [`ReadData::All`] it is
-//! [`Repository::verify`]; with [`ReadData::Subset`], the blobs of a random share of the packs
-//! are also read, decoded and re-hashed as verify reads them.
+//! entries the index gives it: everything but the values' bytes. With [`ReadData::All`] every
+//! blob is then read, decoded and re-hashed with [`Repository::verify`]'s checks (the same
+//! code, [`super::check`]); with [`ReadData::Subset`], the blobs of a random share of the
+//! packs. A damaged blob is named by the first record needing it (`verify` names one in each
+//! backup), and a pack found damaged is not read again.
 //!
 //! **Invariant:** a check only reads, holding the lock shared; it reports damage in its
 //! report and fails only when the repository cannot be listed.
@@ -21,11 +23,14 @@ use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::ManifestReader;
 use super::repository::{LockMode, Repository};
-use super::verify::{Damage, VerifyReport};
+use super::verify::Damage;
 use super::{Progress, ProgressFn, Stage};
 use crate::blob::BlobId;
 use crate::codec::Dictionary;
 use crate::error::{Error, Result};
+
+/// Blobs read between two progress reports.
+const PROGRESS_EVERY: u64 = 256;
 
 /// How much of the packs' data [`Repository::check`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,7 +39,7 @@ pub enum ReadData {
     /// None: the structure only (default).
     #[default]
     None,
-    /// Every blob the backups need, as [`Repository::verify`] reads them.
+    /// Every blob the backups need, read with [`Repository::verify`]'s checks.
     All,
     /// The blobs in a random `percent` of the packs holding what the backups need (1 to
     /// 100; at least one pack).
@@ -53,7 +58,7 @@ pub struct CheckReport {
     pub blobs_located: u64,
     /// Packs whose existence and size were checked.
     pub packs_checked: u64,
-    /// Packs whose blobs were read (all of them with [`ReadData::All`]).
+    /// Packs whose blobs were read (every sound one with [`ReadData::All`]).
     pub packs_read: u64,
     /// Unique blobs read, decoded and re-hashed.
     pub blobs_read: u64,
@@ -121,10 +126,6 @@ impl Repository {
                 }
                 None => repository.manifest_ids()?,
             };
-            if read_data == ReadData::All {
-                let report = repository.verify_blocking(&ids, &progress)?;
-                return Ok(read_all(report));
-            }
             repository.check_blocking(&ids, read_data, &progress)
         })
         .await
@@ -165,9 +166,11 @@ impl Repository {
                 )),
             }
         }
+        let mut sound_packs = Vec::new();
         for (pack_id, end) in &pack_ends {
             report.packs_checked += 1;
             let Some(detail) = self.pack_problem(pack_id, *end) else {
+                sound_packs.push(*pack_id);
                 continue;
             };
             // Named by the first blob needed from it.
@@ -178,8 +181,13 @@ impl Repository {
                 report.damage.push(need.damage(blob_id, detail));
             }
         }
-        if let ReadData::Subset { percent } = read_data {
-            let chosen = choose(pack_ends.keys().copied().collect(), percent);
+        // A pack found damaged above is not read again.
+        let chosen = match read_data {
+            ReadData::None => None,
+            ReadData::All => Some(sound_packs),
+            ReadData::Subset { percent } => Some(choose(sound_packs, percent)),
+        };
+        if let Some(chosen) = chosen {
             let reading = Reading {
                 packs: &packs,
                 needs: &needs,
@@ -282,8 +290,11 @@ impl Repository {
                 report.damage.push(need.damage(blob_id, detail));
             }
             report.blobs_read += 1;
-            progress(Progress::new(Stage::Verify, report.blobs_read, total));
+            if report.blobs_read.is_multiple_of(PROGRESS_EVERY) {
+                progress(Progress::new(Stage::Verify, report.blobs_read, total));
+            }
         }
+        progress(Progress::new(Stage::Verify, total, total));
     }
 }
 
@@ -314,19 +325,6 @@ fn damage(id: &BackupId, blob_id: Option<&BlobId>, detail: String) -> Damage {
         key: None,
         records_affected: 0,
         detail,
-    }
-}
-
-/// A check report from a verify report: everything was read.
-fn read_all(report: VerifyReport) -> CheckReport {
-    CheckReport {
-        backups_checked: report.backups_checked,
-        blobs_located: report.blobs_checked,
-        packs_checked: 0,
-        packs_read: 0,
-        blobs_read: report.blobs_checked,
-        bytes_read: report.bytes_checked,
-        damage: report.damage,
     }
 }
 
