@@ -119,7 +119,17 @@ async fn value_returns_the_verified_value_and_none_for_an_absent_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_reports_added_removed_and_changed_records() {
-    let harness = Harness::sqlite().await;
+    diff_of_two_backups(Harness::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_reports_added_removed_and_changed_records_on_postgres() {
+    if let Some(harness) = Harness::postgres().await {
+        diff_of_two_backups(harness).await;
+    }
+}
+
+async fn diff_of_two_backups(harness: Harness) {
     let store = &harness.store;
     let repository = new_repository(&harness).await;
     let first = small_backup(store, &repository).await;
@@ -414,4 +424,27 @@ async fn a_held_lock_is_noticed_and_given_up_after_the_timeout() {
         1,
         "a free lock is taken silently"
     );
+}
+
+#[test]
+fn the_backup_retention_setting_reads_old_files_and_keep_within() {
+    let old: strongbox::Config = toml::from_str(
+        "path = \"game.db\"\n[backup_retention]\nkeep_last = 3\nkeep_daily = 2\nkeep_weekly = 1\n",
+    )
+    .unwrap();
+    assert_eq!(old.backup_retention.keep_last, 3);
+    assert_eq!(old.backup_retention.keep_within(), Duration::ZERO);
+    let within: strongbox::Config = toml::from_str(
+        "path = \"game.db\"\nbackup_repository = \"backups\"\n\
+         [backup_retention]\nkeep_last = 0\nkeep_daily = 0\nkeep_weekly = 0\nkeep_within_secs = 604800\n",
+    )
+    .unwrap();
+    assert_eq!(
+        within.backup_retention.keep_within(),
+        Duration::from_secs(7 * 86_400)
+    );
+    assert!(within.validate().is_ok(), "keep_within alone is a rule");
+    let mut none = within.clone();
+    none.backup_retention.keep_within_secs = 0;
+    assert!(matches!(none.validate(), Err(Error::InvalidConfig(_))));
 }
