@@ -110,7 +110,9 @@ impl Repository {
     }
 
     /// The value of `collection`/`key` in a backup, verified as a restore verifies it and
-    /// decoded; `None` when the backup does not hold the key.
+    /// decoded; `None` when the backup does not hold the key. The whole manifest is read (and
+    /// its checksum checked) before the value is, so that a forged line never serves another
+    /// record's value.
     ///
     /// # Errors
     /// `Error::InvalidName` for an invalid collection name or key, `Error::Io` when the backup
@@ -134,18 +136,17 @@ impl Repository {
             let id = repository.resolve(&backup)?;
             let mut reader = ManifestReader::open(&repository, &id)?;
             let wanted_bytes = (wanted.0.as_bytes(), wanted.1.as_bytes());
+            let mut found = None;
             while let Some(entry) = reader.next_entry()? {
-                let name = (entry.collection.as_bytes(), entry.key.as_bytes());
-                if name < wanted_bytes {
-                    continue;
+                if (entry.collection.as_bytes(), entry.key.as_bytes()) == wanted_bytes {
+                    found = Some(entry);
                 }
-                if name > wanted_bytes {
-                    break;
-                }
-                let refs = reader.header().dictionaries.clone();
-                return repository.read_value(&id, &refs, &entry).map(Some);
             }
-            Ok(None)
+            // Read to the end: only a manifest whose checksum matched vouches for its line.
+            let refs = reader.header().dictionaries.clone();
+            found
+                .map(|entry| repository.read_value(&id, &refs, &entry))
+                .transpose()
         })
         .await
     }
