@@ -448,3 +448,23 @@ fn the_backup_retention_setting_reads_old_files_and_keep_within() {
     none.backup_retention.keep_within_secs = 0;
     assert!(matches!(none.validate(), Err(Error::InvalidConfig(_))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_releases_the_lock() {
+    use futures_util::StreamExt as _;
+    let harness = Harness::sqlite().await;
+    let repository = new_repository(&harness).await;
+    // More records than the stream reads ahead, so that its thread waits to send.
+    super::store_players(&harness.store, 600).await;
+    repository.backup(&harness.store, |_| {}).await.unwrap();
+    let mut stream = repository.records(&BackupRef::Latest, None);
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.key, "p0");
+    drop(stream);
+    // A prune needs the lock exclusively: it gets it once the reading thread has stopped.
+    let pruning = repository
+        .clone()
+        .with_lock_timeout(Duration::from_secs(10));
+    let report = pruning.prune(&Retention::last(1)).await.unwrap();
+    assert_eq!(report.kept.len(), 1);
+}
