@@ -17,10 +17,12 @@ Exit codes:
      invalid configuration, a write to a read-only database, too few open files allowed...)
   2  usage error (unknown option, missing argument, a database URL of another scheme, an
      invalid collection name or --from after --to for scan, get --meta with several keys)
-  3  key not found (get, delete; get with several keys: any of them, after printing them all)
-  4  verify found problems (verify, demo)
+  3  key not found (get, delete, backup dump; get with several keys: any of them, after
+     printing them all)
+  4  verify found problems (verify, demo, backup verify, backup check)
   5  conflict: a conditional write found another version (put --if-version/--if-absent)
-  6  busy: the database stayed locked by another process for too long
+  6  busy: the database stayed locked by another process for too long, or the backup
+     repository's lock for longer than --lock-timeout
   7  corrupt data: a stored value failed its integrity check, or the database file is damaged
   8  storage full: the disk (or file size limit) is full; nothing of the failed write was stored";
 

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
 /// | 3 | [`Failure::NotFound`] |
 /// | 4 | [`Failure::Problems`] |
 /// | 5 | `strongbox::Error` of kind `conflict` |
-/// | 6 | `strongbox::Error` of kind `busy` |
+/// | 6 | `strongbox::Error` of kind `busy` or `lock_timeout` |
 /// | 7 | `strongbox::Error` of kind `corrupt` (SQLite's "malformed" and "not a database" too) |
 /// | 8 | `strongbox::Error` of kind `storage_full` |
 fn exit_code(error: &anyhow::Error) -> u8 {
@@ -82,7 +82,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
         if let Some(error) = cause.downcast_ref::<strongbox::Error>() {
             return match error.kind() {
                 ErrorKind::Conflict => 5,
-                ErrorKind::Busy => 6,
+                ErrorKind::Busy | ErrorKind::LockTimeout => 6,
                 ErrorKind::Corrupt => 7,
                 ErrorKind::StorageFull => 8,
                 _ => 1,

@@ -181,6 +181,21 @@ pub enum Error {
         /// What was refused, as an action.
         action: &'static str,
     },
+
+    /// A backup repository's lock stayed held by another process (a prune, or backups and
+    /// restores while a prune waits) for longer than the repository's lock timeout
+    /// (`Repository::with_lock_timeout`); nothing was done. Retry later, or wait longer.
+    #[error(
+        "the backup repository {repository} stayed locked by another process (held by {holder}) for {waited_ms} ms; retry when it is done, or wait longer (a longer lock timeout)"
+    )]
+    LockTimeout {
+        /// The repository's directory.
+        repository: String,
+        /// Who holds the lock, as far as is known (`"a running prune"`...).
+        holder: String,
+        /// How long the call waited, in milliseconds.
+        waited_ms: u64,
+    },
 }
 
 fn display_version(version: Option<Version>) -> String {
@@ -252,11 +267,14 @@ impl Error {
         }
     }
 
-    /// Whether the same call may succeed if simply made again later: [`Error::Busy`] and
-    /// [`Error::Unavailable`]. (A [`Error::Conflict`] needs a fresh read first.) A write that
+    /// Whether the same call may succeed if simply made again later: [`Error::Busy`],
+    /// [`Error::Unavailable`] and [`Error::LockTimeout`]. (A [`Error::Conflict`] needs a fresh read first.) A write that
     /// failed with `Unavailable` may have committed: see there.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Busy { .. } | Error::Unavailable { .. })
+        matches!(
+            self,
+            Error::Busy { .. } | Error::Unavailable { .. } | Error::LockTimeout { .. }
+        )
     }
 
     /// Fills in how long a busy call waited, which the engine's error does not say.
@@ -315,6 +333,7 @@ impl Error {
             Error::Closed => ErrorKind::Closed,
             Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
             Error::ChangesTrimmed { .. } => ErrorKind::ChangesTrimmed,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
         }
     }
 }
@@ -356,11 +375,13 @@ pub enum ErrorKind {
     ChangesTrimmed,
     /// [`Error::Unavailable`]: `"unavailable"`.
     Unavailable,
+    /// [`Error::LockTimeout`]: `"lock_timeout"`.
+    LockTimeout,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 15] = [
+    pub(crate) const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -376,6 +397,7 @@ impl ErrorKind {
         ErrorKind::BlockingInAsync,
         ErrorKind::ChangesTrimmed,
         ErrorKind::Unavailable,
+        ErrorKind::LockTimeout,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -397,6 +419,7 @@ impl ErrorKind {
             ErrorKind::BlockingInAsync => "blocking_in_async",
             ErrorKind::ChangesTrimmed => "changes_trimmed",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::LockTimeout => "lock_timeout",
         }
     }
 }

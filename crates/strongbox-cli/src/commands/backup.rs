@@ -1,15 +1,20 @@
-//! `strongbox backup create|list|verify|restore|prune`: backups in a repository directory.
+//! `strongbox backup create|list|verify|restore|prune|ls|diff|dump|check`: backups in a
+//! repository directory. Reading a backup (`ls`, `diff`, `dump`, `check`) is in
+//! [`super::backup_browse`], prune and its retention flags in [`super::backup_prune`].
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use strongbox::Config;
-use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOptions, Retention};
+use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOptions};
 
 use crate::cli::GlobalOptions;
 use crate::commands::Failure;
+use crate::commands::backup_browse::{self, CheckArgs, DiffArgs, DumpArgs, LsArgs};
+use crate::commands::backup_prune::{self, PruneArgs};
 use crate::location::{Location, LocationParser};
 use crate::output::{self, Output};
 use crate::progress;
@@ -28,12 +33,19 @@ pub struct BackupArgs {
 /// The repository options every backup subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RepoOption {
-    /// The repository directory [default: `backup_repository` of --config].
-    #[arg(long, value_name = "DIR")]
+    /// The repository directory [default: $STRONGBOX_REPO, else `backup_repository` of
+    /// --config].
+    #[arg(long, env = "STRONGBOX_REPO", value_name = "DIR")]
     pub repo: Option<PathBuf>,
-    /// Print one JSON object (an array for `list`) instead of text.
+    /// Print one JSON object (an array for `list`; one object a line for `ls` and `diff`)
+    /// instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How long to wait for the repository lock when another process holds it (a prune, or
+    /// backups while pruning), with a notice on standard error, before giving up (exit code 6).
+    #[arg(long, value_name = "DURATION", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
 }
 
 /// The backup subcommands.
@@ -69,31 +81,30 @@ pub enum BackupAction {
         /// The new database: a file path or a postgres:// URL.
         #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
         to: Location,
-        /// Restore only this collection (repeatable) [default: all].
+        /// Restore only this collection (repeatable) [default: all]; with --key, the
+        /// collection of the keys (then exactly one).
         #[arg(long = "collection", value_name = "COLLECTION")]
         collections: Vec<String>,
+        /// Restore only this key of the --collection (repeatable): the other records are
+        /// left out. A key the backup lacks is an error, and nothing is restored.
+        #[arg(long = "key", value_name = "KEY", requires = "collections")]
+        keys: Vec<String>,
         /// Replace the target file if it exists (never while a store has it open).
         #[arg(long)]
         force: bool,
     },
-    /// Delete the backups retention does not keep, and the values only they needed.
-    Prune {
-        /// Repository and output options.
-        #[command(flatten)]
-        repo: RepoOption,
-        /// Keep the newest N backups, at least 1 [default: `backup_retention` of --config].
-        #[arg(long, value_name = "N", value_parser = parse_keep)]
-        keep: Option<usize>,
-    },
-}
-
-/// `--keep N`: a count of at least 1 (a usage error otherwise, exit code 2).
-fn parse_keep(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("keep at least 1 backup (to delete them all, remove the directory)".into()),
-        Ok(count) => Ok(count),
-        Err(error) => Err(format!("not a count of backups: {error}")),
-    }
+    /// Delete the backups retention does not keep, and the values only they needed (or,
+    /// with --dry-run, only say what would go).
+    Prune(PruneArgs),
+    /// List the records of a backup (an id, or `latest`) without restoring it.
+    Ls(LsArgs),
+    /// Show the records that differ between two backups: added (+), removed (-), changed (M).
+    Diff(DiffArgs),
+    /// Print one value of a backup as JSON, verified (exit code 3 when the key is absent).
+    Dump(DumpArgs),
+    /// Check the repository's structure without reading every pack; with --read-data or
+    /// --read-data-subset, read and re-hash the values too (exit code 4 on damage).
+    Check(CheckArgs),
 }
 
 /// Runs a backup subcommand.
@@ -112,19 +123,17 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
             id,
             to,
             collections,
+            keys,
             force,
         } => {
-            let options = RestoreOptions {
-                collections,
-                if_exists: if force {
-                    IfExists::Replace
-                } else {
-                    IfExists::Refuse
-                },
-            };
+            let options = restore_options(collections, keys, force)?;
             restore(&repo, &config, &id, &to, &options).await
         }
-        BackupAction::Prune { repo, keep } => prune(&repo, &config, keep).await,
+        BackupAction::Prune(args) => backup_prune::prune(&args, &config).await,
+        BackupAction::Ls(args) => backup_browse::ls(&args, &config).await,
+        BackupAction::Diff(args) => backup_browse::diff(&args, &config).await,
+        BackupAction::Dump(args) => backup_browse::dump(&args, &config).await,
+        BackupAction::Check(args) => backup_browse::check(&args, &config).await,
     }
 }
 
@@ -251,35 +260,41 @@ async fn restore(
     })
 }
 
-/// `backup prune [--keep N]`: deletes the backups retention does not keep.
-async fn prune(repo: &RepoOption, config: &Config, keep: Option<usize>) -> anyhow::Result<()> {
-    let repository = open_repository(repo, config, false).await?;
-    let retention = keep.map_or(config.backup_retention, Retention::last);
-    let report = repository
-        .prune(&retention)
-        .await
-        .context("prune backups")?;
-    print(repo, &report, |out| {
-        out.line(format_args!(
-            "pruned {} backups, kept {}; removed {} values ({}); deleted {} packs, repacked {}, \
-             freed {}",
-            report.removed.len(),
-            report.kept.len(),
-            output::count(report.blobs_removed),
-            output::bytes(report.bytes_removed),
-            output::count(report.packs_removed),
-            output::count(report.packs_repacked),
-            output::bytes(report.pack_bytes_freed)
-        ))?;
-        if let Some(reason) = &report.sweep_skipped {
-            out.line(format_args!("values kept: {reason}"))?;
+/// What `backup restore` restores: every record, whole collections, or with `--key` the
+/// keys named in the one `--collection` given.
+fn restore_options(
+    collections: Vec<String>,
+    keys: Vec<String>,
+    force: bool,
+) -> anyhow::Result<RestoreOptions> {
+    let if_exists = if force {
+        IfExists::Replace
+    } else {
+        IfExists::Refuse
+    };
+    if keys.is_empty() {
+        return Ok(RestoreOptions {
+            collections,
+            ..RestoreOptions::all()
         }
-        Ok(())
-    })
+        .if_exists(if_exists));
+    }
+    let [collection] = collections.as_slice() else {
+        anyhow::bail!(
+            "--key names keys of one collection: give exactly one --collection with --key \
+             (restore other collections in another restore)"
+        );
+    };
+    Ok(keys
+        .into_iter()
+        .fold(RestoreOptions::all(), |options, key| {
+            options.key(collection.clone(), key)
+        })
+        .if_exists(if_exists))
 }
 
 /// Prints `value` as indented JSON with `--json`, else as `text` writes it.
-fn print<T: Serialize>(
+pub(crate) fn print<T: Serialize>(
     repo: &RepoOption,
     value: &T,
     text: impl FnOnce(&mut Output) -> anyhow::Result<()>,
@@ -308,8 +323,9 @@ fn target_exists(error: strongbox::Error) -> anyhow::Error {
     }
 }
 
-/// The repository of `--repo`, else of the config file.
-async fn open_repository(
+/// The repository of `--repo` (or `$STRONGBOX_REPO`), else of the config file; waiting for its
+/// lock at most `--lock-timeout`, with a notice on standard error when it has to wait.
+pub(crate) async fn open_repository(
     repo: &RepoOption,
     config: &Config,
     create: bool,
@@ -318,13 +334,19 @@ async fn open_repository(
         .repo
         .clone()
         .or_else(|| config.backup_repository.clone())
-        .context("name the backup repository with --repo DIR (or backup_repository in --config)")?;
+        .context(
+            "name the backup repository with --repo DIR (or $STRONGBOX_REPO, or \
+             backup_repository in --config)",
+        )?;
     let opened = if create {
         Repository::open_or_create(&dir).await
     } else {
         Repository::open(&dir).await
     };
-    opened.map_err(|error| not_a_repository(error, &dir))
+    let repository = opened.map_err(|error| not_a_repository(error, &dir))?;
+    Ok(repository
+        .with_lock_timeout(repo.lock_timeout)
+        .with_lock_notice(|notice| eprintln!("strongbox: {notice}")))
 }
 
 /// A directory that is not (yet) a repository, told with the command that makes one; other
@@ -341,7 +363,8 @@ fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
     }
 }
 
-fn show(bar: &ProgressBar, progress: Progress) {
+/// Shows a library progress report on a bar.
+pub(crate) fn show(bar: &ProgressBar, progress: Progress) {
     bar.set_message(progress.stage.name());
     bar.set_length(progress.total);
     bar.set_position(progress.done);

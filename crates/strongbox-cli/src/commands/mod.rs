@@ -3,6 +3,8 @@
 //! and reading many values in parallel.
 
 pub mod backup;
+pub mod backup_browse;
+pub mod backup_prune;
 pub mod changes;
 pub mod collections;
 pub mod completions;

@@ -43,25 +43,31 @@
 //!   takes restored records as `WriteOp::Restore`, so every backend reads and writes the same
 //!   repository, and a backup of one backend restores into the other.
 
+mod browse;
 mod check;
 mod chunk;
 mod copy;
 mod create;
+mod diff;
 mod files;
 mod follow;
 mod id;
 mod index;
+mod lock;
 mod manifest;
 mod newest;
 mod objects;
 mod options;
 mod pack;
+mod prune_plan;
 #[cfg(feature = "s3")]
 mod remote;
 mod repack;
 mod repository;
 mod restore;
 mod retention;
+mod select;
+mod structure;
 mod target;
 mod temporary;
 mod verify;
@@ -70,14 +76,19 @@ mod writer;
 use std::sync::Arc;
 
 pub use crate::config::Retention;
+pub use browse::{BackupRecord, BackupValue};
 pub use copy::{CopyReport, copy};
 pub use create::BackupSummary;
+pub use diff::{DiffKind, RecordDiff};
 pub(crate) use follow::follow_in_background;
 pub use follow::{FollowStep, Follower};
 pub use id::BackupId;
+pub use lock::LockNotice;
 pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
+pub use prune_plan::PrunePlan;
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};
 pub use retention::PruneReport;
+pub use structure::{CheckReport, ReadData};
 pub use verify::{Damage, VerifyReport};
 
 use crate::error::Result;

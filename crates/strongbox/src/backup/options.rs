@@ -58,11 +58,16 @@ pub enum IfExists {
 }
 
 /// What [`Repository::restore`](super::Repository::restore) restores, and how.
+///
+/// A record is restored when its collection is one of `collections`, or it is one of `keys`;
+/// with neither, every record is. A collection or key the backup does not hold is an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[must_use]
 pub struct RestoreOptions {
-    /// Only these collections (empty: all of them).
+    /// These whole collections (with `keys` empty too: all of them).
     pub collections: Vec<String>,
+    /// These records, by (collection, key), besides the `collections`.
+    pub keys: Vec<(String, String)>,
     /// What to do when the target file exists.
     pub if_exists: IfExists,
 }
@@ -76,6 +81,13 @@ impl RestoreOptions {
     /// Adds a collection to restore (the others are left out).
     pub fn collection(mut self, collection: impl Into<String>) -> Self {
         self.collections.push(collection.into());
+        self
+    }
+
+    /// Adds a record to restore, by collection and key (the records of neither a named
+    /// collection nor a named key are left out).
+    pub fn key(mut self, collection: impl Into<String>, key: impl Into<String>) -> Self {
+        self.keys.push((collection.into(), key.into()));
         self
     }
 

@@ -19,6 +19,7 @@ use super::files::{
     write_durably,
 };
 use super::id::BackupId;
+use super::lock::{LockWait, acquire};
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
 use crate::codec::Dictionary;
@@ -58,6 +59,8 @@ struct FormatFile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
     dir: PathBuf,
+    /// How calls wait for the lock ([`super::lock`]).
+    pub(super) lock_wait: LockWait,
 }
 
 /// How a repository lock is held.
@@ -109,7 +112,10 @@ impl Repository {
     /// # Cancel safety
     /// Cancel safe: an interrupted creation is finished by the next call.
     pub async fn open_or_create(dir: impl Into<PathBuf>) -> Result<Self> {
-        let repository = Repository { dir: dir.into() };
+        let repository = Repository {
+            dir: dir.into(),
+            lock_wait: LockWait::default(),
+        };
         let opened = repository.clone();
         blocking(move || {
             opened.create_if_new()?;
@@ -128,7 +134,10 @@ impl Repository {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let repository = Repository { dir: dir.into() };
+        let repository = Repository {
+            dir: dir.into(),
+            lock_wait: LockWait::default(),
+        };
         let opened = repository.clone();
         blocking(move || opened.check_format()).await?;
         Ok(repository)
@@ -413,19 +422,16 @@ impl Repository {
     }
 
     /// Takes the repository lock, waiting for it (a prune waits for running backups, a
-    /// backup for a running prune), then checks the layout.
+    /// backup for a running prune) as [`super::lock`] says, then checks the layout.
     ///
     /// # Errors
+    /// `Error::LockTimeout` when the lock stayed held past the repository's lock timeout.
     /// `Error::Corrupt` naming the path when `packs/`, `index/`, `manifests/`, `tmp/` or
     /// `dictionaries/` is a link or not a directory: no operation reads, writes or deletes
     /// through it.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<RepositoryLock> {
         let file = self.lock_file()?;
-        let locked = match mode {
-            LockMode::Shared => file.lock_shared(),
-            LockMode::Exclusive => file.lock(),
-        };
-        locked.map_err(io_error(format!("lock {}", self.dir.display())))?;
+        acquire(&file, mode, &self.lock_wait, &self.dir)?;
         let lock = RepositoryLock { _file: file };
         for dir in [
             self.packs_dir(),

@@ -28,6 +28,7 @@ use super::index::Packs;
 use super::manifest::{Entry, ManifestReader};
 use super::options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 use super::repository::{LockMode, Repository};
+use super::select::Selection;
 use super::target::{check_target, put_in_place};
 use super::temporary::{Temporary, remove_abandoned};
 use super::{Progress, ProgressFn, Stage};
@@ -39,7 +40,6 @@ use crate::clock::now_ms;
 use crate::codec::Dictionary;
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
-use crate::name::validate_collection;
 use crate::store::Store;
 
 /// Records per write batch.
@@ -52,7 +52,7 @@ const BATCH_BYTES: usize = 8 << 20;
 #[derive(Debug, Clone)]
 struct Plan {
     id: BackupId,
-    collections: HashSet<String>,
+    selection: Selection,
     records: u64,
     blobs: u64,
     logical_bytes: u64,
@@ -62,13 +62,14 @@ struct Plan {
 
 impl Plan {
     fn wants(&self, entry: &Entry) -> bool {
-        (self.collections.is_empty() || self.collections.contains(&entry.collection))
+        self.selection.wants(&entry.collection, &entry.key)
             && !entry.meta.is_expired_at(self.now_ms)
     }
 }
 
 impl Repository {
-    /// Restores a backup (or chosen collections of it) into the database `target` names:
+    /// Restores a backup (or chosen collections or keys of it: see [`RestoreOptions`]) into
+    /// the database `target` names:
     /// a file that must not exist (see [`IfExists`]) or an empty PostgreSQL database. Keeps
     /// every record's version and metadata. `progress` is called as records are written and
     /// while the result is verified.
@@ -76,7 +77,7 @@ impl Repository {
     /// # Errors
     /// `Error::Io` when the backup does not exist or the target file exists (and
     /// `IfExists::Refuse`) or is open, `Error::InvalidName` for a collection the backup does
-    /// not hold, `Error::Corrupt` for a damaged manifest or blob (naming the record),
+    /// not hold (`what: "key"` for a key), `Error::Corrupt` for a damaged manifest or blob (naming the record),
     /// `Error::ValueTooLarge` for a value over the target's `max_value_bytes`,
     /// `Error::InvalidConfig` for a non-empty PostgreSQL target, and the target's errors.
     /// Into a file, nothing is left behind on error; into PostgreSQL, the records written
@@ -100,17 +101,14 @@ impl Repository {
     ) -> Result<RestoreSummary> {
         let started = Instant::now();
         target.validate()?;
-        for collection in &options.collections {
-            validate_collection(collection)?;
-        }
+        let selection = Selection::new(options)?;
         let progress: ProgressFn = Arc::new(progress);
         let repository = self.clone();
         let backup = backup.clone();
-        let collections = options.collections.clone();
         let (_lock, plan) = blocking(move || {
             let lock = repository.lock(LockMode::Shared)?;
             let id = repository.resolve(&backup)?;
-            let plan = repository.plan(id, collections)?;
+            let plan = repository.plan(id, selection)?;
             Ok((lock, plan))
         })
         .await?;
@@ -138,7 +136,7 @@ impl Repository {
     }
 
     /// The id a [`BackupRef`] names.
-    fn resolve(&self, backup: &BackupRef) -> Result<BackupId> {
+    pub(super) fn resolve(&self, backup: &BackupRef) -> Result<BackupId> {
         match backup {
             BackupRef::Id(id) => {
                 std::fs::symlink_metadata(self.manifest_path(id)).map_err(io_error(format!(
@@ -153,22 +151,21 @@ impl Repository {
     }
 
     /// Reads the whole manifest once, checking it, and counts what will be restored.
-    fn plan(&self, id: BackupId, collections: Vec<String>) -> Result<Plan> {
+    fn plan(&self, id: BackupId, selection: Selection) -> Result<Plan> {
         let mut plan = Plan {
-            collections: collections.into_iter().collect(),
+            selection,
             id,
             records: 0,
             blobs: 0,
             logical_bytes: 0,
             now_ms: now_ms(),
         };
-        let mut present: HashSet<String> = HashSet::new();
         let mut blobs: HashSet<BlobId> = HashSet::new();
         let mut reader = ManifestReader::open(self, &plan.id)?;
+        let selection = plan.selection.clone();
+        let mut presence = selection.presence();
         while let Some(entry) = reader.next_entry()? {
-            if !present.contains(&entry.collection) {
-                present.insert(entry.collection.clone());
-            }
+            presence.see(&entry.collection, &entry.key);
             if plan.wants(&entry) {
                 plan.records += 1;
                 plan.logical_bytes += entry.meta.size_bytes;
@@ -176,13 +173,7 @@ impl Repository {
             }
         }
         plan.blobs = blobs.len() as u64;
-        if let Some(missing) = plan.collections.iter().find(|c| !present.contains(*c)) {
-            return Err(Error::InvalidName {
-                what: "collection",
-                name: missing.clone(),
-                reason: "is not in this backup",
-            });
-        }
+        presence.check()?;
         Ok(plan)
     }
 }

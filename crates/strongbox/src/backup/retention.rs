@@ -22,15 +22,27 @@ use crate::error::{Error, Result};
 
 /// Applying a [`Retention`] (defined beside `Config`, which carries one for scheduled prunes).
 impl Retention {
-    /// The backups to keep among `backups` (id and creation time).
+    /// The backups to keep among `backups` (id and creation time in milliseconds): those any
+    /// rule keeps, and always the newest.
     pub fn select(&self, backups: &[(BackupId, i64)]) -> BTreeSet<BackupId> {
         let mut newest_first: Vec<&(BackupId, i64)> = backups.iter().collect();
         newest_first.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
         let mut kept: BTreeSet<BackupId> = newest_first
             .iter()
-            .take(self.keep_last)
+            .take(self.keep_last.max(1))
             .map(|(id, _)| id.clone())
             .collect();
+        if let Some((_, newest_ms)) = newest_first.first() {
+            let window_ms =
+                i64::try_from(self.keep_within_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let oldest_kept_ms = newest_ms.saturating_sub(window_ms);
+            kept.extend(
+                newest_first
+                    .iter()
+                    .take_while(|(_, created_at_ms)| *created_at_ms >= oldest_kept_ms)
+                    .map(|(id, _)| id.clone()),
+            );
+        }
         for (count, period) in [
             (self.keep_daily, day_of as fn(i64) -> i64),
             (self.keep_weekly, week_of),
@@ -92,10 +104,10 @@ impl Repository {
     /// Cancel safe: a dropped prune finishes on its thread, and an interrupted one leaves a
     /// valid repository.
     pub async fn prune(&self, retention: &Retention) -> Result<PruneReport> {
-        if retention.keep_last == 0 && retention.keep_daily == 0 && retention.keep_weekly == 0 {
+        if !retention.has_rule() {
             return Err(Error::InvalidConfig(
                 "the retention keeps no backup; set keep_last, keep_daily or keep_weekly to at \
-                 least 1"
+                 least 1, or keep_within_secs above 0"
                     .into(),
             ));
         }
@@ -238,6 +250,7 @@ mod tests {
             keep_last: 1,
             keep_daily: 3,
             keep_weekly: 0,
+            keep_within_secs: 0,
         };
         assert_eq!(
             kept_times(daily, &all),
@@ -259,6 +272,7 @@ mod tests {
             keep_last: 0,
             keep_daily: 0,
             keep_weekly: 2,
+            keep_within_secs: 0,
         };
         // The Sundays of the last two weeks.
         assert_eq!(kept_times(weekly, &all), [17 * DAY + HOUR, 24 * DAY + HOUR]);

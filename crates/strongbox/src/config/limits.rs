@@ -179,18 +179,19 @@ impl Config {
     fn check_retention(&self) -> Result<()> {
         let retention = &self.backup_retention;
         let is_scheduled = self.backup_repository.is_some() && self.backup_interval_secs > 0;
-        if is_scheduled
-            && retention.keep_last == 0
-            && retention.keep_daily == 0
-            && retention.keep_weekly == 0
-        {
+        if is_scheduled && !retention.has_rule() {
             return Err(invalid(
                 "backup_retention keeps no backup while backups are scheduled; set keep_last, \
-                 keep_daily or keep_weekly to at least 1"
+                 keep_daily or keep_weekly to at least 1, or keep_within_secs above 0"
                     .into(),
             ));
         }
-        Ok(())
+        check_range(
+            "backup_retention.keep_within_secs",
+            retention.keep_within_secs,
+            RETENTION_SECS,
+            " (1,000 years)",
+        )
     }
 }
 
@@ -377,6 +378,7 @@ mod tests {
             keep_last: 0,
             keep_daily: 0,
             keep_weekly: 0,
+            keep_within_secs: 0,
         });
         assert!(config.validate().is_ok(), "nothing is scheduled");
         config.backup_repository = Some("backups".into());

@@ -302,8 +302,10 @@ impl Config {
     }
 }
 
-/// Which backups a prune keeps ([`Repository::prune`](crate::backup::Repository::prune)): the
-/// union of the three rules. Days and weeks are UTC; weeks start on Monday.
+/// Which backups a prune keeps ([`Repository::prune`](crate::backup::Repository::prune)), like
+/// restic's `forget`: a backup kept by any rule is kept, and the newest backup is always
+/// kept. Days and weeks are UTC; weeks start on Monday. In a configuration file every key is
+/// optional, so files written before `keep_within_secs` read as they did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[must_use]
@@ -316,6 +318,11 @@ pub struct Retention {
     /// For each of the newest this many weeks that have backups, keep the newest backup of
     /// the week. Default 4.
     pub keep_weekly: usize,
+    /// Keep every backup taken within this many seconds before the newest backup (restic's
+    /// `--keep-within`: measured from the newest backup, not from now, so that a repository
+    /// whose backups stopped keeps what it had). Default 0 (off). See
+    /// [`Retention::keep_within`].
+    pub keep_within_secs: u64,
 }
 
 impl Default for Retention {
@@ -324,6 +331,7 @@ impl Default for Retention {
             keep_last: 7,
             keep_daily: 7,
             keep_weekly: 4,
+            keep_within_secs: 0,
         }
     }
 }
@@ -335,7 +343,28 @@ impl Retention {
             keep_last: count,
             keep_daily: 0,
             keep_weekly: 0,
+            keep_within_secs: 0,
         }
+    }
+
+    /// Also keep every backup taken within `window` before the newest one (to the second).
+    pub fn with_keep_within(mut self, window: std::time::Duration) -> Self {
+        self.keep_within_secs = window.as_secs();
+        self
+    }
+
+    /// `keep_within_secs` as a [`Duration`](std::time::Duration).
+    pub fn keep_within(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keep_within_secs)
+    }
+
+    /// Whether any rule keeps a backup (a retention with none would delete every backup but
+    /// the newest, which is refused as a mistake).
+    pub fn has_rule(&self) -> bool {
+        self.keep_last > 0
+            || self.keep_daily > 0
+            || self.keep_weekly > 0
+            || self.keep_within_secs > 0
     }
 }
 
@@ -409,7 +438,8 @@ mod tests {
             Retention {
                 keep_last: 3,
                 keep_daily: 2,
-                keep_weekly: 1
+                keep_weekly: 1,
+                keep_within_secs: 0
             }
         );
         assert_eq!(config.cache_mode, CacheMode::WriteAround);

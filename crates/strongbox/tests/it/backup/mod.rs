@@ -1,6 +1,7 @@
 //! Backups and restore: online and point-in-time under concurrent transfers, incremental,
 //! verified, pruned by retention, and refusing bad input with nothing half-written.
 
+mod browse;
 mod copy;
 mod damage;
 mod follow;
