@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 mod backup;
 #[path = "cli/exact.rs"]
 mod exact;
+#[path = "cli/follow.rs"]
+mod follow;
 #[path = "cli/interface.rs"]
 mod interface;
 #[path = "cli/robustness.rs"]

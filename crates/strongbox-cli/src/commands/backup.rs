@@ -1,6 +1,7 @@
-//! `strongbox backup create|list|verify|restore|prune|ls|diff|dump|check`: backups in a
-//! repository directory. Reading a backup (`ls`, `diff`, `dump`, `check`) is in
-//! [`super::backup_browse`], prune and its retention flags in [`super::backup_prune`].
+//! `strongbox backup create|list|verify|restore|prune|ls|diff|dump|check|follow|copy`: backups
+//! in a repository directory. Reading a backup (`ls`, `diff`, `dump`, `check`) is in
+//! [`super::backup_browse`], prune and its retention flags in [`super::backup_prune`], `follow`
+//! and `copy` in [`super::backup_follow`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOption
 use crate::cli::GlobalOptions;
 use crate::commands::Failure;
 use crate::commands::backup_browse::{self, CheckArgs, DiffArgs, DumpArgs, LsArgs};
+use crate::commands::backup_follow::{self, CopyArgs, FollowArgs};
 use crate::commands::backup_prune::{self, PruneArgs};
 use crate::location::{Location, LocationParser};
 use crate::output::{self, Output};
@@ -76,8 +78,14 @@ pub enum BackupAction {
         /// Repository and output options.
         #[command(flatten)]
         repo: RepoOption,
-        /// The backup: an id from `backup list`, or `latest`.
-        id: String,
+        /// The backup: an id from `backup list`, or `latest` (or give --at).
+        #[arg(required_unless_present = "at", conflicts_with = "at")]
+        id: Option<String>,
+        /// Restore the newest backup taken at or before this instant (point in time; RFC 3339,
+        /// `2026-12-02T15:04:05Z`, UTC): with `backup follow` running, the state committed
+        /// at most its interval before it.
+        #[arg(long, value_name = "TIME", value_parser = parse_instant)]
+        at: Option<i64>,
         /// The new database: a file path or a postgres:// URL.
         #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
         to: Location,
@@ -105,6 +113,23 @@ pub enum BackupAction {
     /// Check the repository's structure without reading every pack; with --read-data or
     /// --read-data-subset, read and re-hash the values too (exit code 4 on damage).
     Check(CheckArgs),
+    /// Continuous backup: ship the database's committed changes into the repository every
+    /// --interval, as small whole backups, until interrupted.
+    Follow(FollowArgs),
+    /// Copy the repository's backups that another lacks to it: a directory, or
+    /// `s3://BUCKET/PREFIX` on S3-compatible storage.
+    Copy(CopyArgs),
+}
+
+/// `--at TIME`: an RFC 3339 instant, as milliseconds since the Unix epoch.
+fn parse_instant(text: &str) -> Result<i64, String> {
+    let instant = humantime::parse_rfc3339_weak(text).map_err(|error| {
+        format!("{error}: give an RFC 3339 time such as 2026-12-02T15:04:05Z (UTC)")
+    })?;
+    let since = instant
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "give a time after 1970".to_owned())?;
+    i64::try_from(since.as_millis()).map_err(|_| "that time is too far away".to_owned())
 }
 
 /// Runs a backup subcommand.
@@ -121,19 +146,27 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
         BackupAction::Restore {
             repo,
             id,
+            at,
             to,
             collections,
             keys,
             force,
         } => {
             let options = restore_options(collections, keys, force)?;
-            restore(&repo, &config, &id, &to, &options).await
+            let backup = match (at, id) {
+                (Some(at), _) => BackupRef::At(at),
+                (None, Some(id)) => id.parse().context("parse the backup id")?,
+                (None, None) => anyhow::bail!("name the backup to restore, or give --at TIME"),
+            };
+            restore(&repo, &config, &backup, &to, &options).await
         }
         BackupAction::Prune(args) => backup_prune::prune(&args, &config).await,
         BackupAction::Ls(args) => backup_browse::ls(&args, &config).await,
         BackupAction::Diff(args) => backup_browse::diff(&args, &config).await,
         BackupAction::Dump(args) => backup_browse::dump(&args, &config).await,
         BackupAction::Check(args) => backup_browse::check(&args, &config).await,
+        BackupAction::Follow(args) => backup_follow::follow(&args, config).await,
+        BackupAction::Copy(args) => backup_follow::copy(&args, &config).await,
     }
 }
 
@@ -231,19 +264,18 @@ async fn verify(repo: &RepoOption, config: &Config, id: Option<String>) -> anyho
 async fn restore(
     repo: &RepoOption,
     config: &Config,
-    id: &str,
+    backup: &BackupRef,
     to: &Location,
     options: &RestoreOptions,
 ) -> anyhow::Result<()> {
     let repository = open_repository(repo, config, false).await?;
-    let backup: BackupRef = id.parse().context("parse the backup id")?;
     let mut target = config.clone();
     to.apply_to(&mut target);
     target.backup_repository = None;
     let bar = progress::counter("restoring", 0);
     let progress = bar.clone();
     let summary = repository
-        .restore(&backup, &target, options, move |p| show(&progress, p))
+        .restore(backup, &target, options, move |p| show(&progress, p))
         .await;
     bar.finish_and_clear();
     let summary = summary

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod backup_browse;
+pub mod backup_follow;
 pub mod backup_prune;
 pub mod changes;
 pub mod collections;
