@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
+#[path = "cli/encrypted.rs"]
+mod encrypted;
 #[path = "cli/exact.rs"]
 mod exact;
 #[path = "cli/interface.rs"]
@@ -28,6 +30,7 @@ fn strongbox(db: &Path) -> Command {
     command
         .env_remove("STRONGBOX_DB")
         .env_remove("STRONGBOX_CONFIG")
+        .env_remove("STRONGBOX_REPO_PASSWORD")
         .arg("--db")
         .arg(db);
     command

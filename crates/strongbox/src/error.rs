@@ -181,6 +181,39 @@ pub enum Error {
         /// What was refused, as an action.
         action: &'static str,
     },
+
+    /// A backup repository cannot be opened with the key given: it is encrypted and no key
+    /// was given, the passphrase or key file is not its own, or a key was given for a
+    /// repository that is not encrypted. Nothing was read or written; the message says what
+    /// to give.
+    #[error("cannot open the backup repository {repository}: {problem}")]
+    RepositoryKey {
+        /// The repository directory.
+        repository: String,
+        /// What is wrong with the key.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with the key given for a backup repository ([`Error::RepositoryKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The repository is encrypted and no key was given.
+    #[error("it is encrypted; give its passphrase or key file (Repository::open_with_key)")]
+    Missing,
+    /// The passphrase or key file given does not open the repository.
+    #[error("the passphrase or key file given is not this repository's (check it and retry)")]
+    Wrong,
+    /// A passphrase was given for a repository encrypted with a key file, or the reverse.
+    #[error("it is encrypted with a {needs}; give its {needs}")]
+    OtherKind {
+        /// What the repository needs: `"passphrase"` or `"key file"`.
+        needs: &'static str,
+    },
+    /// A key was given for a repository that is not encrypted.
+    #[error("it is not encrypted; open it without a key")]
+    NotEncrypted,
 }
 
 fn display_version(version: Option<Version>) -> String {
@@ -315,6 +348,7 @@ impl Error {
             Error::Closed => ErrorKind::Closed,
             Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
             Error::ChangesTrimmed { .. } => ErrorKind::ChangesTrimmed,
+            Error::RepositoryKey { .. } => ErrorKind::RepositoryKey,
         }
     }
 }
@@ -356,11 +390,13 @@ pub enum ErrorKind {
     ChangesTrimmed,
     /// [`Error::Unavailable`]: `"unavailable"`.
     Unavailable,
+    /// [`Error::RepositoryKey`]: `"repository_key"`.
+    RepositoryKey,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 15] = [
+    pub(crate) const ALL: [ErrorKind; 16] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -376,6 +412,7 @@ impl ErrorKind {
         ErrorKind::BlockingInAsync,
         ErrorKind::ChangesTrimmed,
         ErrorKind::Unavailable,
+        ErrorKind::RepositoryKey,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -397,6 +434,7 @@ impl ErrorKind {
             ErrorKind::BlockingInAsync => "blocking_in_async",
             ErrorKind::ChangesTrimmed => "changes_trimmed",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::RepositoryKey => "repository_key",
         }
     }
 }

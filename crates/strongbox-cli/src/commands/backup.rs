@@ -34,6 +34,9 @@ pub struct RepoOption {
     /// Print one JSON object (an array for `list`) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The key of an encrypted repository.
+    #[command(flatten)]
+    pub key: crate::commands::backup_key::KeyOptions,
 }
 
 /// The backup subcommands.
@@ -319,17 +322,12 @@ async fn open_repository(
         .clone()
         .or_else(|| config.backup_repository.clone())
         .context("name the backup repository with --repo DIR (or backup_repository in --config)")?;
-    let opened = if create {
-        Repository::open_or_create(&dir).await
-    } else {
-        Repository::open(&dir).await
-    };
-    opened.map_err(|error| not_a_repository(error, &dir))
+    crate::commands::backup_key::open(&dir, &repo.key, create).await
 }
 
 /// A directory that is not (yet) a repository, told with the command that makes one; other
 /// errors name the repository.
-fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
+pub(super) fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
     let shown = dir.display();
     let is_missing = !dir.join(FORMAT_FILE).exists();
     match error {

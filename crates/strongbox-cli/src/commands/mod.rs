@@ -3,6 +3,7 @@
 //! and reading many values in parallel.
 
 pub mod backup;
+pub mod backup_key;
 pub mod changes;
 pub mod collections;
 pub mod completions;

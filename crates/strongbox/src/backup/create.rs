@@ -227,8 +227,12 @@ impl Job {
     ) -> Result<BackupSummary> {
         create_dir(&self.tmp)?;
         let manifest_tmp = self.tmp.join("manifest");
-        let mut manifest =
-            ManifestWriter::create(&manifest_tmp, &self.header, self.known_chunks.clone())?;
+        let mut manifest = ManifestWriter::create(
+            &self.repository,
+            &manifest_tmp,
+            &self.header,
+            self.known_chunks.clone(),
+        )?;
         // Values and manifest chunks go into packs of their own, as restic keeps data and
         // trees apart: damage to a value's pack leaves the manifests readable.
         let mut packs = PackWriter::new(&self.repository, &self.tmp, "data");

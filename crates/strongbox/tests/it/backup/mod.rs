@@ -2,6 +2,7 @@
 //! verified, pruned by retention, and refusing bad input with nothing half-written.
 
 mod damage;
+mod encrypted;
 mod fuzz;
 mod hostile;
 mod leftovers;
