@@ -33,6 +33,17 @@ impl Repository {
         }
     }
 
+    /// Checks the format file of a repository opened without a key.
+    ///
+    /// # Errors
+    /// As [`Repository::check_format`], and `Error::RepositoryKey` when it is encrypted.
+    pub(super) fn require_plain(&self) -> Result<()> {
+        match self.check_format()? {
+            None => Ok(()),
+            Some(_) => Err(self.key_error(KeyProblem::Missing)),
+        }
+    }
+
     /// Whether the repository is encrypted (opened with [`Repository::open_with_key`] or
     /// made by [`Repository::create_encrypted`]).
     pub fn is_encrypted(&self) -> bool {

@@ -25,6 +25,14 @@ use crate::error::{Error, KeyProblem, Result};
 /// format file's `encryption` member.
 pub const ENCRYPTED_FORMAT_VERSION: u32 = 3;
 
+/// The format version of a repository with this encryption record (or none).
+pub(crate) fn format_version(encryption: Option<&Encryption>) -> u32 {
+    match encryption {
+        Some(_) => ENCRYPTED_FORMAT_VERSION,
+        None => super::repository::FORMAT_VERSION,
+    }
+}
+
 /// The Argon2id memory cost of new repositories, in KiB (64 MiB: RFC 9106's second choice).
 pub(crate) const MEMORY_KIB: u32 = 64 << 10;
 

@@ -20,11 +20,11 @@ use super::files::{
     write_durably,
 };
 use super::id::BackupId;
-use super::key::{ENCRYPTED_FORMAT_VERSION, Encryption};
+use super::key::{Encryption, format_version};
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
 use crate::codec::Dictionary;
-use crate::error::{Error, KeyProblem, Result};
+use crate::error::{Error, Result};
 
 /// The file that marks a directory as a repository and gives its format version.
 const FORMAT_FILE: &str = "strongbox-backup.json";
@@ -119,9 +119,7 @@ impl Repository {
         let opened = repository.clone();
         blocking(move || {
             opened.create_if_new(None)?;
-            opened
-                .check_format()?
-                .map_or(Ok(()), |_| Err(opened.key_error(KeyProblem::Missing)))
+            opened.require_plain()
         })
         .await?;
         Ok(repository)
@@ -139,12 +137,7 @@ impl Repository {
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let repository = Repository::plain(dir.into());
         let opened = repository.clone();
-        blocking(move || {
-            opened
-                .check_format()?
-                .map_or(Ok(()), |_| Err(opened.key_error(KeyProblem::Missing)))
-        })
-        .await?;
+        blocking(move || opened.require_plain()).await?;
         Ok(repository)
     }
 
@@ -246,9 +239,7 @@ impl Repository {
         self.lock_file()?;
         let format = serde_json::to_vec_pretty(&FormatFile {
             format: FORMAT_NAME.to_owned(),
-            version: encryption
-                .as_ref()
-                .map_or(FORMAT_VERSION, |_| ENCRYPTED_FORMAT_VERSION),
+            version: format_version(encryption.as_ref()),
             encryption,
         })
         .map_err(|error| Error::backend("encode the repository format file", error))?;
@@ -284,10 +275,7 @@ impl Repository {
                 path.display()
             )));
         }
-        let known = format
-            .encryption
-            .as_ref()
-            .map_or(FORMAT_VERSION, |_| ENCRYPTED_FORMAT_VERSION);
+        let known = format_version(format.encryption.as_ref());
         if format.version < FORMAT_VERSION {
             return Err(Error::InvalidConfig(format!(
                 "the backup repository {} has format version {}, which this Strongbox no longer \
