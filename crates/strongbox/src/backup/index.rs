@@ -2,8 +2,8 @@
 //!
 //! An index file `index/<64 hex digits>` is a zstd frame holding one JSON object, named by the
 //! BLAKE3 hash of the file's bytes (see `docs/backup-format.md`); in an encrypted repository
-//! the frame is sealed and the hash keyed. Each backup writes one for
-//! the packs it wrote; prune writes one for every pack it keeps, then deletes the others.
+//! the frame is sealed and the hash keyed. Each backup writes one for the packs it wrote;
+//! prune writes one for every pack it keeps, then deletes the others.
 //! [`Packs::load`] reads them all, under the repository lock, into one map.
 //!
 //! **Invariants:** an index file is read whole only up to [`MAX_INDEX_FILE_BYTES`], checked

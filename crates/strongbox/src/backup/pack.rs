@@ -3,8 +3,8 @@
 //!
 //! A pack is the plain concatenation of its entries' bytes (each sealed on its own in an
 //! encrypted repository), and is named by the BLAKE3 hash of those bytes (keyed, in an
-//! encrypted repository): `packs/<first 2 hex digits>/<64 hex digits>`. What is where is in the index
-//! ([`super::index`]); a pack no index names is garbage, which prune deletes.
+//! encrypted repository): `packs/<first 2 hex digits>/<64 hex digits>`. What is where is in
+//! the index ([`super::index`]); a pack no index names is garbage, which prune deletes.
 //!
 //! **Invariants:** a pack is written under `tmp/`, synced, and only then renamed to its name,
 //! so a pack under its name is always whole; the index naming it is written after that rename
