@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 #[path = "cli/backup.rs"]
 mod backup;
+#[path = "cli/encrypted.rs"]
+mod encrypted;
 #[path = "cli/exact.rs"]
 mod exact;
 #[path = "cli/follow.rs"]
@@ -33,6 +35,7 @@ fn strongbox(db: &Path) -> Command {
         .env_remove("STRONGBOX_DB")
         .env_remove("STRONGBOX_CONFIG")
         .env_remove("STRONGBOX_REPO")
+        .env_remove("STRONGBOX_REPO_PASSWORD")
         .arg("--db")
         .arg(db);
     command

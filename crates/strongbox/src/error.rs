@@ -196,6 +196,38 @@ pub enum Error {
         /// How long the call waited, in milliseconds.
         waited_ms: u64,
     },
+    /// A backup repository cannot be opened with the key given: it is encrypted and no key
+    /// was given, the passphrase or key file is not its own, or a key was given for a
+    /// repository that is not encrypted. Nothing was read or written; the message says what
+    /// to give.
+    #[error("cannot open the backup repository {repository}: {problem}")]
+    RepositoryKey {
+        /// The repository directory.
+        repository: String,
+        /// What is wrong with the key.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with the key given for a backup repository ([`Error::RepositoryKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The repository is encrypted and no key was given.
+    #[error("it is encrypted; give its passphrase or key file (Repository::open_with_key)")]
+    Missing,
+    /// The passphrase or key file given does not open the repository.
+    #[error("the passphrase or key file given is not this repository's (check it and retry)")]
+    Wrong,
+    /// A passphrase was given for a repository encrypted with a key file, or the reverse.
+    #[error("it is encrypted with a {needs}; give its {needs}")]
+    OtherKind {
+        /// What the repository needs: `"passphrase"` or `"key file"`.
+        needs: &'static str,
+    },
+    /// A key was given for a repository that is not encrypted.
+    #[error("it is not encrypted; open it without a key")]
+    NotEncrypted,
 }
 
 fn display_version(version: Option<Version>) -> String {
@@ -334,6 +366,7 @@ impl Error {
             Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
             Error::ChangesTrimmed { .. } => ErrorKind::ChangesTrimmed,
             Error::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Error::RepositoryKey { .. } => ErrorKind::RepositoryKey,
         }
     }
 }
@@ -377,11 +410,13 @@ pub enum ErrorKind {
     Unavailable,
     /// [`Error::LockTimeout`]: `"lock_timeout"`.
     LockTimeout,
+    /// [`Error::RepositoryKey`]: `"repository_key"`.
+    RepositoryKey,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order (`ALL[kind as usize] == kind`).
-    pub(crate) const ALL: [ErrorKind; 16] = [
+    pub(crate) const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidName,
         ErrorKind::ValueTooLarge,
         ErrorKind::Conflict,
@@ -398,6 +433,7 @@ impl ErrorKind {
         ErrorKind::ChangesTrimmed,
         ErrorKind::Unavailable,
         ErrorKind::LockTimeout,
+        ErrorKind::RepositoryKey,
     ];
 
     /// A short stable lowercase name (`"conflict"`, `"storage_full"`...), used as a metrics
@@ -420,6 +456,7 @@ impl ErrorKind {
             ErrorKind::ChangesTrimmed => "changes_trimmed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::LockTimeout => "lock_timeout",
+            ErrorKind::RepositoryKey => "repository_key",
         }
     }
 }

@@ -82,7 +82,7 @@ pub use cache::CacheStats;
 pub use change::{Change, ChangeKind};
 pub use collection::{Collection, DELETE_BATCH, Entry, SCAN_PAGE, Scan};
 pub use config::{CacheMode, Config, Durability, PostgresUrl};
-pub use error::{BoxError, Error, ErrorKind, Result};
+pub use error::{BoxError, Error, ErrorKind, KeyProblem, Result};
 pub use expiry::EXPIRY_BATCH;
 pub use feed::{ChangeFilter, FEED_PAGE, FEED_POLL};
 pub use maintenance::{MaintenanceOptions, MaintenanceReport, StepReport};

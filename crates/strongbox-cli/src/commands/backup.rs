@@ -48,6 +48,9 @@ pub struct RepoOption {
     #[arg(long, value_name = "DURATION", default_value = "60s",
           value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
+    /// The key of an encrypted repository.
+    #[command(flatten)]
+    pub key: crate::commands::backup_key::KeyOptions,
 }
 
 /// The backup subcommands.
@@ -370,12 +373,7 @@ pub(crate) async fn open_repository(
             "name the backup repository with --repo DIR (or $STRONGBOX_REPO, or \
              backup_repository in --config)",
         )?;
-    let opened = if create {
-        Repository::open_or_create(&dir).await
-    } else {
-        Repository::open(&dir).await
-    };
-    let repository = opened.map_err(|error| not_a_repository(error, &dir))?;
+    let repository = crate::commands::backup_key::open(&dir, &repo.key, create).await?;
     Ok(repository
         .with_lock_timeout(repo.lock_timeout)
         .with_lock_notice(|notice| eprintln!("strongbox: {notice}")))
@@ -383,7 +381,7 @@ pub(crate) async fn open_repository(
 
 /// A directory that is not (yet) a repository, told with the command that makes one; other
 /// errors name the repository.
-fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
+pub(super) fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::Error {
     let shown = dir.display();
     let is_missing = !dir.join(FORMAT_FILE).exists();
     match error {

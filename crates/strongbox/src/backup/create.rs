@@ -287,8 +287,12 @@ impl Job {
         let mut header = self.header.clone();
         header.feed_seq = start.feed_seq;
         let manifest_tmp = self.tmp.join("manifest");
-        let mut manifest =
-            ManifestWriter::create(&manifest_tmp, &header, self.known_chunks.clone())?;
+        let mut manifest = ManifestWriter::create(
+            &self.repository,
+            &manifest_tmp,
+            &header,
+            self.known_chunks.clone(),
+        )?;
         // Values and manifest chunks go into packs of their own, as restic keeps data and
         // trees apart: damage to a value's pack leaves the manifests readable.
         let mut packs = PackWriter::new(&self.repository, &self.tmp, "data");

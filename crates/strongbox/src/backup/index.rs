@@ -1,8 +1,9 @@
 //! The pack index: which pack holds each blob and manifest chunk, at which offset, how long.
 //!
 //! An index file `index/<64 hex digits>` is a zstd frame holding one JSON object, named by the
-//! BLAKE3 hash of the file's bytes (see `docs/backup-format.md`). Each backup writes one for
-//! the packs it wrote; prune writes one for every pack it keeps, then deletes the others.
+//! BLAKE3 hash of the file's bytes (see `docs/backup-format.md`); in an encrypted repository
+//! the frame is sealed and the hash keyed. Each backup writes one for the packs it wrote;
+//! prune writes one for every pack it keeps, then deletes the others.
 //! [`Packs::load`] reads them all, under the repository lock, into one map.
 //!
 //! **Invariants:** an index file is read whole only up to [`MAX_INDEX_FILE_BYTES`], checked
@@ -112,7 +113,7 @@ impl Packs {
                     .push(format!("index file {id} is not a regular file"));
                 continue;
             }
-            match read_index(&path, &id) {
+            match read_index(repository, &path, &id) {
                 Ok(file) => {
                     packs.add(&file);
                     packs.index_files.push(id);
@@ -166,13 +167,20 @@ impl Packs {
     }
 }
 
-/// Reads and checks one index file.
-fn read_index(path: &std::path::Path, id: &BlobId) -> std::result::Result<IndexFile, String> {
+/// Reads and checks one index file (and opens it, in an encrypted repository).
+fn read_index(
+    repository: &Repository,
+    path: &std::path::Path,
+    id: &BlobId,
+) -> std::result::Result<IndexFile, String> {
     let bytes = read_regular(path, MAX_INDEX_FILE_BYTES)
         .map_err(|error| format!("cannot be read: {error}"))?;
-    if BlobId::from_hash(*blake3::hash(&bytes).as_bytes()) != *id {
+    if repository.object_id(&bytes) != *id {
         return Err("does not match its name: it was damaged or edited".into());
     }
+    let bytes = repository
+        .open_object(bytes)
+        .map_err(|error| format!("cannot be opened: it {error}"))?;
     let mut decoder =
         zstd::Decoder::new(bytes.as_slice()).map_err(|error| format!("is damaged: {error}"))?;
     decoder
@@ -211,8 +219,9 @@ pub(crate) fn write_index(
     };
     let raw =
         serde_json::to_vec(&file).map_err(|error| Error::backend("encode an index", error))?;
-    let bytes = zstd::encode_all(raw.as_slice(), 3).map_err(io_error("compress an index"))?;
-    let id = BlobId::from_hash(*blake3::hash(&bytes).as_bytes());
+    let compressed = zstd::encode_all(raw.as_slice(), 3).map_err(io_error("compress an index"))?;
+    let bytes = repository.seal_object(&compressed)?;
+    let id = repository.object_id(&bytes);
     let temporary = repository.tmp_dir().join(format!("index-{}", id.to_hex()));
     write_durably(&temporary, &bytes)?;
     let path = repository.index_dir().join(id.to_hex());

@@ -13,7 +13,6 @@
 //! opened, it is decompressed as a stream with a bounded zstd window, and each line is read
 //! with a length limit ([`MAX_HEADER_BYTES`], [`MAX_LINE_BYTES`]).
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::check::{check_dictionary_ref, check_record};
@@ -21,6 +20,7 @@ use super::chunk::{ChunkCursor, ChunkLine};
 use super::files::{io_error, open_regular};
 use super::id::BackupId;
 use super::repository::Repository;
+use super::sealed::ManifestSource;
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
@@ -193,7 +193,7 @@ pub struct ManifestReader {
     id: BackupId,
     repository: Repository,
     chunk: ChunkCursor,
-    lines: BufReader<zstd::Decoder<'static, BufReader<File>>>,
+    lines: BufReader<zstd::Decoder<'static, BufReader<ManifestSource>>>,
     hasher: blake3::Hasher,
     header: Header,
     trailer: Option<Trailer>,
@@ -223,7 +223,8 @@ impl ManifestReader {
                 io_error(action)(source)
             }
         })?;
-        let mut decoder = zstd::Decoder::new(file).map_err(|error| damaged(id, error))?;
+        let source = ManifestSource::new(repository, file).map_err(|error| damaged(id, error))?;
+        let mut decoder = zstd::Decoder::new(source).map_err(|error| damaged(id, error))?;
         decoder
             .window_log_max(MAX_WINDOW_LOG)
             .map_err(|error| damaged(id, error))?;

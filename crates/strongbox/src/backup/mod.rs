@@ -39,6 +39,10 @@
 //! - `verify` runs every check `restore` runs (the same code), so it reports whatever restore
 //!   would refuse; a restore into a file removes the temporaries of killed restores into the
 //!   same file once it can prove them abandoned.
+//! - An encrypted repository ([`Repository::create_encrypted`], opened with
+//!   [`Repository::open_with_key`] and a [`RepositoryKey`]) seals every object it writes and
+//!   names files by keyed hashes; an object that fails authentication is damage of that object
+//!   like any other, and opening it without its key is `Error::RepositoryKey`.
 //! - Nothing here speaks SQL: a store streams a snapshot through `Snapshots::snapshot` and
 //!   takes restored records as `WriteOp::Restore`, so every backend reads and writes the same
 //!   repository, and a backup of one backend restores into the other.
@@ -49,11 +53,14 @@ mod chunk;
 mod copy;
 mod create;
 mod diff;
+mod crypt;
+mod encrypted;
 mod files;
 mod follow;
 mod id;
 mod index;
 mod lock;
+mod key;
 mod manifest;
 mod newest;
 mod objects;
@@ -68,6 +75,7 @@ mod restore;
 mod retention;
 mod select;
 mod structure;
+mod sealed;
 mod target;
 mod temporary;
 mod verify;
@@ -84,6 +92,7 @@ pub(crate) use follow::follow_in_background;
 pub use follow::{FollowStep, Follower};
 pub use id::BackupId;
 pub use lock::LockNotice;
+pub use key::{ENCRYPTED_FORMAT_VERSION, RepositoryKey};
 pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use prune_plan::PrunePlan;
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};

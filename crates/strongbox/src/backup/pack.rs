@@ -1,9 +1,10 @@
 //! Pack files: many blobs and manifest chunks in one file, so that a repository is a few files
 //! of a few MiB instead of one file (and one file-system block or more) per value.
 //!
-//! A pack is the plain concatenation of its entries' bytes, and is named by the BLAKE3 hash of
-//! those bytes: `packs/<first 2 hex digits>/<64 hex digits>`. What is where is in the index
-//! ([`super::index`]); a pack no index names is garbage, which prune deletes.
+//! A pack is the plain concatenation of its entries' bytes (each sealed on its own in an
+//! encrypted repository), and is named by the BLAKE3 hash of those bytes (keyed, in an
+//! encrypted repository): `packs/<first 2 hex digits>/<64 hex digits>`. What is where is in
+//! the index ([`super::index`]); a pack no index names is garbage, which prune deletes.
 //!
 //! **Invariants:** a pack is written under `tmp/`, synced, and only then renamed to its name,
 //! so a pack under its name is always whole; the index naming it is written after that rename
@@ -76,8 +77,11 @@ impl PackWriter {
         }
     }
 
-    /// Appends an entry; closes the pack once it reaches [`PACK_TARGET_BYTES`].
+    /// Appends an entry (sealed, in an encrypted repository); closes the pack once it reaches
+    /// [`PACK_TARGET_BYTES`].
     pub(crate) fn add(&mut self, kind: EntryKind, id: BlobId, bytes: &[u8]) -> Result<()> {
+        let sealed = self.repository.seal_object(bytes)?;
+        let bytes = &*sealed;
         let pack = match self.current.take() {
             Some(pack) => pack,
             None => self.open()?,
@@ -108,7 +112,7 @@ impl PackWriter {
         Ok(OpenPack {
             path,
             file: BufWriter::with_capacity(1 << 20, file),
-            hasher: blake3::Hasher::new(),
+            hasher: self.repository.object_hasher(),
             length: 0,
             record: PackRecord::default(),
         })
@@ -179,13 +183,15 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads the entry at `location`, refusing one longer than `max_bytes`.
+/// Reads the entry at `location`, refusing one longer than `max_bytes` (plus the sealing's
+/// overhead), and opens it in an encrypted repository.
 pub(crate) fn read_entry(
     repository: &Repository,
     location: &Location,
     max_bytes: u64,
 ) -> std::result::Result<Vec<u8>, ReadError> {
     let pack = location.pack;
+    let max_bytes = max_bytes.saturating_add(repository.sealing_overhead());
     if location.length > max_bytes {
         return Err(ReadError::Damaged(format!(
             "the index gives it {} bytes in pack {pack}, more than it can be ({max_bytes})",
@@ -222,5 +228,10 @@ pub(crate) fn read_entry(
             )),
             _ => ReadError::Unreadable(error),
         })?;
-    Ok(bytes)
+    repository.open_object(bytes).map_err(|error| {
+        ReadError::Damaged(format!(
+            "its entry at offset {} of pack {pack} {error}",
+            location.offset
+        ))
+    })
 }

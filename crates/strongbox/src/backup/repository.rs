@@ -14,12 +14,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::crypt::Crypt;
 use super::files::{
     blocking, create_dir, io_error, kind_name, read_dir, read_regular, require_dir, sync_dir,
     write_durably,
 };
 use super::id::BackupId;
 use super::lock::{LockWait, acquire};
+use super::key::{Encryption, format_version};
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
 use crate::codec::Dictionary;
@@ -51,6 +53,8 @@ const LAYOUT: [&str; 6] = ["packs", "index", "manifests", "tmp", "dictionaries",
 struct FormatFile {
     format: String,
     version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption: Option<Encryption>,
 }
 
 /// A backup repository: a directory holding every unique blob once and one manifest per
@@ -58,9 +62,10 @@ struct FormatFile {
 /// operations guarantee.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repository {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// How calls wait for the lock ([`super::lock`]).
     pub(super) lock_wait: LockWait,
+    pub(super) crypt: Option<Arc<Crypt>>,
 }
 
 /// How a repository lock is held.
@@ -107,19 +112,17 @@ impl Repository {
     ///
     /// # Errors
     /// `Error::InvalidConfig` when `dir` holds something else or a repository of a newer
-    /// format, `Error::Io` when it cannot be created or read.
+    /// format, `Error::RepositoryKey` when it is encrypted ([`Repository::open_with_key`]),
+    /// `Error::Io` when it cannot be created or read.
     ///
     /// # Cancel safety
     /// Cancel safe: an interrupted creation is finished by the next call.
     pub async fn open_or_create(dir: impl Into<PathBuf>) -> Result<Self> {
-        let repository = Repository {
-            dir: dir.into(),
-            lock_wait: LockWait::default(),
-        };
+        let repository = Repository::plain(dir.into());
         let opened = repository.clone();
         blocking(move || {
-            opened.create_if_new()?;
-            opened.check_format()
+            opened.create_if_new(None)?;
+            opened.require_plain()
         })
         .await?;
         Ok(repository)
@@ -128,18 +131,16 @@ impl Repository {
     /// Opens the existing repository in `dir`.
     ///
     /// # Errors
-    /// `Error::InvalidConfig` when `dir` is not a repository or has a newer format, `Error::Io`
+    /// `Error::InvalidConfig` when `dir` is not a repository or has a newer format,
+    /// `Error::RepositoryKey` when it is encrypted ([`Repository::open_with_key`]), `Error::Io`
     /// when it cannot be read.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self> {
-        let repository = Repository {
-            dir: dir.into(),
-            lock_wait: LockWait::default(),
-        };
+        let repository = Repository::plain(dir.into());
         let opened = repository.clone();
-        blocking(move || opened.check_format()).await?;
+        blocking(move || opened.require_plain()).await?;
         Ok(repository)
     }
 
@@ -199,7 +200,7 @@ impl Repository {
         }
     }
 
-    fn create_if_new(&self) -> Result<()> {
+    pub(super) fn create_if_new(&self, encryption: Option<Encryption>) -> Result<()> {
         match fs::read_dir(&self.dir) {
             Ok(entries) => {
                 let mut names = Vec::new();
@@ -241,7 +242,8 @@ impl Repository {
         self.lock_file()?;
         let format = serde_json::to_vec_pretty(&FormatFile {
             format: FORMAT_NAME.to_owned(),
-            version: FORMAT_VERSION,
+            version: format_version(encryption.as_ref()),
+            encryption,
         })
         .map_err(|error| Error::backend("encode the repository format file", error))?;
         // The format file comes last: a directory is a repository only once it exists.
@@ -252,7 +254,8 @@ impl Repository {
         sync_dir(&self.dir)
     }
 
-    fn check_format(&self) -> Result<()> {
+    /// Checks the format file; returns its encryption record, if the repository is encrypted.
+    pub(super) fn check_format(&self) -> Result<Option<Encryption>> {
         let path = self.dir.join(FORMAT_FILE);
         let read = read_regular(&path, MAX_FORMAT_FILE_BYTES);
         let bytes = read.map_err(|error| match error.kind() {
@@ -275,6 +278,7 @@ impl Repository {
                 path.display()
             )));
         }
+        let known = format_version(format.encryption.as_ref());
         if format.version < FORMAT_VERSION {
             return Err(Error::InvalidConfig(format!(
                 "the backup repository {} has format version {}, which this Strongbox no longer \
@@ -284,15 +288,15 @@ impl Repository {
                 format.version
             )));
         }
-        if format.version > FORMAT_VERSION {
+        if format.version != known {
             return Err(Error::InvalidConfig(format!(
                 "the backup repository {} has format version {}, newer than this Strongbox \
-                 understands ({FORMAT_VERSION}); upgrade Strongbox",
+                 understands ({known}); upgrade Strongbox",
                 self.dir.display(),
                 format.version
             )));
         }
-        Ok(())
+        Ok(format.encryption)
     }
 
     pub(crate) fn packs_dir(&self) -> PathBuf {
@@ -317,7 +321,7 @@ impl Repository {
 
     /// `dictionaries/<8 hex digits>`.
     pub(crate) fn dictionary_path(&self, id: u32) -> PathBuf {
-        self.dictionaries_dir().join(format!("{id:08x}"))
+        self.dictionaries_dir().join(self.dictionary_name(id))
     }
 
     /// Stores a dictionary unless the repository has it: written under `tmp/`, synced, renamed
@@ -332,7 +336,7 @@ impl Repository {
         let temporary = self
             .tmp_dir()
             .join(format!("dictionary-{id:08x}-{}", std::process::id()));
-        write_durably(&temporary, bytes)?;
+        write_durably(&temporary, &self.seal_object(bytes)?)?;
         fs::rename(&temporary, &path).map_err(io_error(format!("move {}", path.display())))?;
         sync_dir(&self.dictionaries_dir())
     }
@@ -361,6 +365,8 @@ impl Repository {
             })?;
             let path = self.dictionary_path(id);
             let bytes = read_regular(&path, MAX_DICTIONARY_FILE_BYTES)
+                .map_err(|error| error.to_string())
+                .and_then(|sealed| self.open_object(sealed))
                 .map_err(|error| corrupt(format!("dictionary {id:08x} cannot be read: {error}")))?;
             let loaded = Dictionary::new(bytes, 3)
                 .map_err(|error| corrupt(format!("dictionary {id:08x} is damaged: {error}")))?;

@@ -8,8 +8,8 @@
 //! falls in: every other chunk keeps its bytes, its id, and costs the next backup nothing.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,8 @@ use super::files::io_error;
 use super::index::EntryKind;
 use super::manifest::{Header, RecordLine, Trailer};
 use super::pack::PackWriter;
+use super::repository::Repository;
+use super::sealed::ManifestSink;
 use crate::backend::SnapshotRecord;
 use crate::blob::BlobId;
 use crate::error::{Error, Result};
@@ -50,7 +52,7 @@ pub(crate) struct ManifestBytes {
 /// Writes a manifest to a temporary file and its chunks into packs.
 pub struct ManifestWriter {
     path: PathBuf,
-    encoder: zstd::Encoder<'static, BufWriter<File>>,
+    encoder: zstd::Encoder<'static, ManifestSink>,
     hasher: blake3::Hasher,
     line: Vec<u8>,
     chunk: Vec<u8>,
@@ -61,8 +63,10 @@ pub struct ManifestWriter {
 
 impl ManifestWriter {
     /// Creates the file at `path` and writes the header; chunks in `known_chunks` are in the
-    /// repository already and are not written again.
+    /// repository already and are not written again. In an encrypted repository the file is
+    /// written sealed, when the manifest is finished.
     pub(crate) fn create(
+        repository: &Repository,
         path: &Path,
         header: &Header,
         known_chunks: HashSet<BlobId>,
@@ -73,7 +77,7 @@ impl ManifestWriter {
             .mode(0o600)
             .open(path)
             .map_err(io_error(format!("create {}", path.display())))?;
-        let encoder = zstd::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
+        let encoder = zstd::Encoder::new(ManifestSink::new(repository, file), ZSTD_LEVEL)
             .map_err(io_error(format!("start compressing {}", path.display())))?;
         let mut writer = ManifestWriter {
             path: path.to_owned(),
@@ -169,7 +173,7 @@ impl ManifestWriter {
         let file = self
             .encoder
             .finish()
-            .and_then(|buffered| buffered.into_inner().map_err(|error| error.into_error()))
+            .and_then(ManifestSink::finish)
             .map_err(io_error(action()))?;
         file.sync_all().map_err(io_error(action()))?;
         let size = file.metadata().map_err(io_error(action()))?.len();

@@ -176,3 +176,26 @@ async fn an_s3_url_without_a_bucket_is_refused() {
         .unwrap_err();
     assert!(matches!(error, Error::InvalidConfig(_)), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_repository_is_copied_sealed_and_opens_with_its_key() {
+    use strongbox::backup::{Repository, RepositoryKey};
+    let harness = Harness::sqlite().await;
+    let key = RepositoryKey::from_bytes([7; 32]);
+    let sealed = harness.dir.path().join("sealed");
+    let repository = Repository::create_encrypted(&sealed, &key).await.unwrap();
+    store_players(&harness.store, 50).await;
+    repository.backup(&harness.store, |_| {}).await.unwrap();
+    let offsite = harness.dir.path().join("offsite");
+    let report = copy(text(&sealed), text(&offsite), |_| {}).await.unwrap();
+    assert_eq!(report.backups_copied, 1, "{report:?}");
+    let error = Repository::open(&offsite).await.unwrap_err();
+    assert!(matches!(error, Error::RepositoryKey { .. }), "{error:?}");
+    let copied = Repository::open_with_key(&offsite, &key).await.unwrap();
+    assert!(copied.verify(None, |_| {}).await.unwrap().is_clean());
+    let target = harness.dir.path().join("from-sealed-copy.db");
+    restore(&copied, &BackupRef::Latest, &target, RestoreOptions::all())
+        .await
+        .unwrap();
+    assert_eq!(restored_contents(&target).await, contents(&harness.store).await);
+}

@@ -5,6 +5,7 @@ mod browse;
 mod copy;
 mod damage;
 mod follow;
+mod encrypted;
 mod fuzz;
 mod hostile;
 mod leftovers;
