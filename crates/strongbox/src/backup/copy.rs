@@ -60,12 +60,13 @@ pub async fn copy(
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
     let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
-    let _source_lock = lock_if_local(&source).await?;
     let format = source.get(FORMAT_NAME).await.map_err(|error| {
         Error::InvalidConfig(format!(
-            "{from} is not a backup repository (its {FORMAT_NAME} cannot be read: {error})"
+            "{from} is not a Strongbox backup repository (its {FORMAT_NAME} cannot be read: \
+             {error})"
         ))
     })?;
+    let _source_lock = lock_if_local(&source).await?;
     let present = target.list().await?;
     match present.get(FORMAT_NAME) {
         None => target.put(FORMAT_NAME, format.clone()).await?,
@@ -154,7 +155,8 @@ fn check_content(from: &str, name: &str, bytes: &[u8]) -> Result<()> {
 async fn lock_if_local(objects: &Objects) -> Result<Option<RepositoryLock>> {
     match objects {
         Objects::Local(dir) => {
-            let repository = Repository::open(dir.clone()).await?;
+            // The lock needs no key: an encrypted repository is copied sealed.
+            let repository = Repository::plain(dir.clone());
             blocking(move || repository.lock(LockMode::Shared).map(Some)).await
         }
         #[cfg(feature = "s3")]

@@ -37,7 +37,7 @@ impl DiffKind {
     }
 }
 
-/// A record that differs between two backups, as [`Repository::diff`] streams it.
+/// A record that differs between two backups, as [`Repository::diff`](super::Repository::diff) streams it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordDiff {
     /// How it differs.

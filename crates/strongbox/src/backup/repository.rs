@@ -20,8 +20,8 @@ use super::files::{
     write_durably,
 };
 use super::id::BackupId;
-use super::lock::{LockWait, acquire};
 use super::key::{Encryption, format_version};
+use super::lock::{LockWait, acquire};
 use super::manifest::{self, ManifestSummary};
 use crate::blob::BlobId;
 use crate::codec::Dictionary;

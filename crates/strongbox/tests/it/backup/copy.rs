@@ -197,5 +197,8 @@ async fn an_encrypted_repository_is_copied_sealed_and_opens_with_its_key() {
     restore(&copied, &BackupRef::Latest, &target, RestoreOptions::all())
         .await
         .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(&harness.store).await);
+    assert_eq!(
+        restored_contents(&target).await,
+        contents(&harness.store).await
+    );
 }

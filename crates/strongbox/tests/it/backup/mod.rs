@@ -4,8 +4,8 @@
 mod browse;
 mod copy;
 mod damage;
-mod follow;
 mod encrypted;
+mod follow;
 mod fuzz;
 mod hostile;
 mod leftovers;
