@@ -41,16 +41,19 @@ impl std::fmt::Debug for Remote {
 }
 
 impl Remote {
-    /// The repository at `s3://bucket/prefix` (the prefix may be empty).
+    /// The repository at `s3://bucket/prefix` (the prefix may be empty), optionally with
+    /// `?endpoint=URL` (a server other than the environment's; `http://` allows plain HTTP)
+    /// and `&region=NAME`.
     ///
     /// # Errors
     /// `Error::InvalidConfig` for a URL without a bucket, or settings the client refuses.
     pub(crate) fn parse(url: &str) -> Result<Self> {
         let rest = url.strip_prefix("s3://").unwrap_or(url);
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(Error::InvalidConfig(format!(
-                "{url}: an S3 repository URL is s3://BUCKET/PREFIX"
+                "{url}: an S3 repository URL is s3://BUCKET/PREFIX[?endpoint=URL&region=NAME]"
             )));
         }
         let retry = RetryConfig {
@@ -58,9 +61,24 @@ impl Remote {
             retry_timeout: RETRY_TIMEOUT,
             ..RetryConfig::default()
         };
-        let store = AmazonS3Builder::from_env()
+        let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_retry(retry)
+            .with_retry(retry);
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            builder = match pair.split_once('=') {
+                Some(("endpoint", endpoint)) => builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://")),
+                Some(("region", region)) => builder.with_region(region),
+                _ => {
+                    return Err(Error::InvalidConfig(format!(
+                        "{url}: unknown setting {pair:?} (an S3 repository URL takes \
+                         endpoint=URL and region=NAME)"
+                    )));
+                }
+            };
+        }
+        let store = builder
             .build()
             .map_err(|error| Error::InvalidConfig(format!("{url}: {error}")))?;
         Ok(Remote {

@@ -202,3 +202,106 @@ async fn an_encrypted_repository_is_copied_sealed_and_opens_with_its_key() {
         contents(&harness.store).await
     );
 }
+
+/// A TCP proxy in front of the S3 server that breaks connections: of each four it accepts,
+/// one is closed at once, one has its requests cut after 64 KiB and one its answers after 64
+/// bytes. Returns its port and the count of connections it broke.
+#[cfg(feature = "s3")]
+async fn flaky_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broken = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&broken);
+    tokio::spawn(async move {
+        for n in 0u64.. {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            let broken = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                if n % 4 == 1 {
+                    broken.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                // One connection in four has its requests cut after 64 KiB, one its answers
+                // after 64 bytes, and one passes whole (until the client closes it).
+                let (up, down) = match n % 4 {
+                    2 => (64 << 10, usize::MAX),
+                    3 => (usize::MAX, 64),
+                    _ => (usize::MAX, usize::MAX),
+                };
+                let (mut client_read, mut client_write) = client.split();
+                let (mut server_read, mut server_write) = server.split();
+                let is_cut = tokio::select! {
+                    cut = relay(&mut client_read, &mut server_write, up) => cut,
+                    cut = relay(&mut server_read, &mut client_write, down) => cut,
+                };
+                if is_cut {
+                    broken.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, broken)
+}
+
+/// Copies bytes until `budget` of them went through (`true`: cut there) or the stream ends.
+#[cfg(feature = "s3")]
+async fn relay(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    budget: usize,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 << 10];
+    let mut sent = 0;
+    while sent < budget {
+        let room = buffer.len().min(budget - sent);
+        match from.read(&mut buffer[..room]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => {
+                if to.write_all(&buffer[..read]).await.is_err() {
+                    return false;
+                }
+                sent += read;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_through_a_server_that_drops_connections_retries_and_restores_equal() {
+    let Some(bucket) = s3_bucket() else {
+        return;
+    };
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (port, broken) = flaky_proxy(upstream).await;
+    let harness = Harness::sqlite().await;
+    let repository = two_backups(&harness).await;
+    let prefix = format!(
+        "s3://{bucket}/flaky-{}?endpoint=http://127.0.0.1:{port}",
+        std::process::id()
+    );
+    let up = copy(text(repository.dir()), &prefix, |_| {}).await.unwrap();
+    assert_eq!(up.backups_copied, 2, "{up:?}");
+    let back = harness.dir.path().join("back");
+    copy(&prefix, text(&back), |_| {}).await.unwrap();
+    let broken = broken.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        broken > 0,
+        "the proxy broke no connection: it tested nothing"
+    );
+    println!("flaky S3: {broken} connections broken, the copies retried through them");
+    restores_equal(text(&back), &harness, "from-flaky-s3.db").await;
+}

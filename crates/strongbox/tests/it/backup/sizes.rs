@@ -119,6 +119,18 @@ async fn the_sample_store_backs_up_within_its_targets() {
             .unwrap();
         keys.push((collection.to_owned(), key.to_owned()));
     }
+    // The anchor: SQLite's own copy of the same store, `VACUUM INTO` a new file.
+    let anchor = harness.dir.path().join("vacuum-into.db");
+    let started = Instant::now();
+    rusqlite::Connection::open(harness.path())
+        .unwrap()
+        .execute("VACUUM INTO ?1", [anchor.to_str().unwrap()])
+        .unwrap();
+    println!(
+        "anchor: VACUUM INTO of the same store: {} bytes in {} ms",
+        std::fs::metadata(&anchor).unwrap().len(),
+        started.elapsed().as_millis()
+    );
     println!(
         "sample store:\n{}",
         incremental(store, &repository, &keys).await
