@@ -5,11 +5,9 @@
 use std::path::Path;
 
 use strongbox::Error;
-use strongbox::backup::{BackupRef, RestoreOptions, copy};
+use strongbox::backup::{BackupRef, copy};
 
-use super::{
-    contents, files_under, new_repository, restore, restored_contents, store_players, value,
-};
+use super::{contents, files_under, new_repository, restored, store_players, value};
 use crate::common::Harness;
 
 /// Two backups with a change between them.
@@ -26,17 +24,8 @@ async fn two_backups(harness: &Harness) -> strongbox::backup::Repository {
 async fn restores_equal(location: &str, harness: &Harness, name: &str) {
     let repository = strongbox::backup::Repository::open(location).await.unwrap();
     assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
-    let target = harness.dir.path().join(name);
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        restored_contents(&target).await,
+        restored(&repository, &BackupRef::Latest, harness.dir.path(), name).await,
         contents(&harness.store).await
     );
 }
@@ -193,12 +182,14 @@ async fn an_encrypted_repository_is_copied_sealed_and_opens_with_its_key() {
     assert!(matches!(error, Error::RepositoryKey { .. }), "{error:?}");
     let copied = Repository::open_with_key(&offsite, &key).await.unwrap();
     assert!(copied.verify(None, |_| {}).await.unwrap().is_clean());
-    let target = harness.dir.path().join("from-sealed-copy.db");
-    restore(&copied, &BackupRef::Latest, &target, RestoreOptions::all())
-        .await
-        .unwrap();
     assert_eq!(
-        restored_contents(&target).await,
+        restored(
+            &copied,
+            &BackupRef::Latest,
+            harness.dir.path(),
+            "from-sealed-copy.db"
+        )
+        .await,
         contents(&harness.store).await
     );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strongbox::backup::{BackupRef, RestoreOptions};
 use strongbox::{Error, Store};
 
-use super::{contents, new_repository, restore, restored_contents, store_players, value};
+use super::{contents, new_repository, restore, restored, restored_contents, store_players, value};
 use crate::common::Harness;
 
 fn now_ms() -> i64 {
@@ -76,16 +76,16 @@ async fn ships_changes_as_small_backups(harness: &Harness) {
         full.bytes_written
     );
     assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
-    let target = harness.dir.path().join("followed.db");
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(store).await);
+    assert_eq!(
+        restored(
+            &repository,
+            &BackupRef::Latest,
+            harness.dir.path(),
+            "followed.db"
+        )
+        .await,
+        contents(store).await
+    );
 
     // A new follower (a restarted `backup follow`) continues from the newest backup.
     change_a_few(store, 2).await;
@@ -93,16 +93,16 @@ async fn ships_changes_as_small_backups(harness: &Harness) {
     let step = restarted.step().await.unwrap();
     assert!(!step.is_full, "{step:?}");
     assert_eq!(step.changes, 6);
-    let target = harness.dir.path().join("restarted.db");
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(store).await);
+    assert_eq!(
+        restored(
+            &repository,
+            &BackupRef::Latest,
+            harness.dir.path(),
+            "restarted.db"
+        )
+        .await,
+        contents(store).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,16 +135,17 @@ async fn a_restore_at_an_instant_gives_the_state_committed_then() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for (round, (at_ms, expected)) in states.iter().enumerate() {
-        let target = harness.dir.path().join(format!("at-{round}.db"));
-        restore(
-            &repository,
-            &BackupRef::At(*at_ms),
-            &target,
-            RestoreOptions::all(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(&restored_contents(&target).await, expected, "round {round}");
+        assert_eq!(
+            &restored(
+                &repository,
+                &BackupRef::At(*at_ms),
+                harness.dir.path(),
+                format!("at-{round}.db")
+            )
+            .await,
+            expected,
+            "round {round}"
+        );
     }
     let too_early = restore(
         &repository,
@@ -173,16 +174,16 @@ async fn follow_takes_a_full_backup_when_the_feed_was_trimmed_past_it() {
     assert!(store.trim_changes().await.unwrap() > 0);
     let step = follower.step().await.unwrap();
     assert!(step.is_full, "{step:?}");
-    let target = harness.dir.path().join("after-trim.db");
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(store).await);
+    assert_eq!(
+        restored(
+            &repository,
+            &BackupRef::Latest,
+            harness.dir.path(),
+            "after-trim.db"
+        )
+        .await,
+        contents(store).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,16 +251,16 @@ async fn follow_under_concurrent_writes_keeps_up_and_restores_exactly() {
         "follow: {steps} steps over {written} writes; recovery point at most {} ms",
         worst.as_millis()
     );
-    let target = harness.dir.path().join("final.db");
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(&store).await);
+    assert_eq!(
+        restored(
+            &repository,
+            &BackupRef::Latest,
+            harness.dir.path(),
+            "final.db"
+        )
+        .await,
+        contents(&store).await
+    );
     assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
 }
 

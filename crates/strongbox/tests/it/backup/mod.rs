@@ -97,6 +97,21 @@ pub async fn restore(
         .await
 }
 
+/// Restores `which` (everything) into a new file `name` under `dir`, and returns what the
+/// restored file holds ([`restored_contents`]).
+pub async fn restored(
+    repository: &Repository,
+    which: &BackupRef,
+    dir: &Path,
+    name: impl AsRef<Path>,
+) -> Contents {
+    let target = dir.join(name);
+    restore(repository, which, &target, RestoreOptions::all())
+        .await
+        .unwrap();
+    restored_contents(&target).await
+}
+
 /// Opens a restored file, reads all of it, and closes it after checking it.
 pub async fn restored_contents(path: &Path) -> Contents {
     let store = Store::open(Config::new(path)).await.unwrap();
