@@ -67,7 +67,10 @@ pub async fn follow(args: &FollowArgs, config: Config) -> anyhow::Result<()> {
                 step = follower.step() => step.context("ship changes to the repository")?,
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             };
-            report(&args.repo, &step)?;
+            // A step that found nothing new is told only when it is the only one.
+            if step.backup.is_some() || args.once {
+                report(&args.repo, &step)?;
+            }
             if args.once {
                 return Ok(());
             }
@@ -81,7 +84,7 @@ pub async fn follow(args: &FollowArgs, config: Config) -> anyhow::Result<()> {
     crate::commands::close(store, result).await
 }
 
-/// One line per step that wrote a backup (with `--once`, also one that did not).
+/// The line of one step.
 fn report(repo: &RepoOption, step: &FollowStep) -> anyhow::Result<()> {
     let mut out = Output::stdout();
     match (&step.backup, repo.json) {

@@ -11,8 +11,8 @@ use futures_util::stream::{self, BoxStream, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::check::{BlobError, check_size, load_blob};
-use super::files::{blocking, io_error};
+use super::check::load_entry_blob;
+use super::files::blocking;
 use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::{Entry, ManifestReader};
@@ -162,23 +162,7 @@ impl Repository {
         let dictionaries = self.read_dictionaries(id, refs)?;
         let packs = Packs::load(self)?;
         let size_bytes = entry.meta.size_bytes;
-        let (stored, raw_len) = load_blob(self, &packs, &blob_id, size_bytes, &dictionaries)
-            .map_err(|error| match error {
-                BlobError::Missing => Error::corrupt_at(
-                    collection,
-                    key,
-                    format!(
-                        "blob {blob_id} is missing from the backup repository{}",
-                        packs.missing_hint()
-                    ),
-                ),
-                BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
-                BlobError::Unreadable(error) => {
-                    io_error(format!("read blob {blob_id} in {}", self.dir().display()))(error)
-                }
-            })?;
-        check_size(&blob_id, raw_len, size_bytes)
-            .map_err(|detail| Error::corrupt_at(collection, key, detail))?;
+        let (stored, _) = load_entry_blob(self, &packs, entry, &dictionaries)?;
         let limit = usize::try_from(size_bytes).unwrap_or(usize::MAX);
         let raw = blob::decode_verified(&blob_id, &stored, limit, &dictionaries)
             .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;

@@ -48,6 +48,39 @@ pub(crate) fn stored_bound(size_bytes: u64) -> u64 {
         .saturating_add(1024)
 }
 
+/// A record's stored blob and its decoded length, loaded with [`load_blob`] and its size checked with
+/// [`check_size`], each failure told as the error a restore or a read of the backup reports:
+/// `Error::Corrupt` naming the record, or `Error::Io` when the pack cannot be read.
+pub(super) fn load_entry_blob(
+    repository: &Repository,
+    packs: &Packs,
+    entry: &super::manifest::Entry,
+    dictionaries: &HashMap<u32, Arc<Dictionary>>,
+) -> crate::error::Result<(Vec<u8>, u64)> {
+    use crate::error::Error;
+    let (collection, key, blob_id) = (&entry.collection, &entry.key, entry.blob_id);
+    let size_bytes = entry.meta.size_bytes;
+    let (stored, raw_len) = load_blob(repository, packs, &blob_id, size_bytes, dictionaries)
+        .map_err(|error| match error {
+            BlobError::Missing => Error::corrupt_at(
+                collection,
+                key,
+                format!(
+                    "blob {blob_id} is missing from the backup repository{}",
+                    packs.missing_hint()
+                ),
+            ),
+            BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
+            BlobError::Unreadable(error) => super::files::io_error(format!(
+                "read blob {blob_id} in {}",
+                repository.dir().display()
+            ))(error),
+        })?;
+    check_size(&blob_id, raw_len, size_bytes)
+        .map_err(|detail| Error::corrupt_at(collection, key, detail))?;
+    Ok((stored, raw_len))
+}
+
 /// Reads blob `blob_id` from its pack and decodes it, expanding it to at most
 /// `max_raw_bytes` (the size the manifest gives its value), and checks it against its id.
 /// Returns the stored bytes and the decoded size; at most [`stored_bound`] of `max_raw_bytes`

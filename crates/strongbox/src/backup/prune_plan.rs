@@ -1,20 +1,17 @@
 //! [`Repository::plan_prune`]: what a prune would delete, deleting nothing (a dry run).
 //!
-//! **Invariant:** the plan chooses the backups with the same rule as the prune
-//! ([`Retention::select`] over the readable manifests; an unreadable one is neither kept nor
-//! deleted), and holds the lock shared: it reads and never writes, so it runs beside backups.
+//! **Invariant:** the plan chooses the backups and the blobs they need with the prune's own
+//! code (`Repository::choose` and `needed_by`: [`Retention::select`] over the readable
+//! manifests; an unreadable one is neither kept nor deleted), and holds the lock shared: it reads and never writes, so it runs beside backups.
 //! A prune started later may find other backups (new ones, or ones another prune deleted).
-
-use std::collections::HashSet;
 
 use super::files::blocking;
 use super::id::BackupId;
 use super::index::Packs;
-use super::manifest::{ManifestReader, read_summary};
 use super::repository::{LockMode, Repository};
-use crate::blob::BlobId;
+use super::retention::require_rule;
 use crate::config::Retention;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What [`Repository::prune`] would do now with a retention, as [`Repository::plan_prune`]
 /// finds it.
@@ -47,13 +44,7 @@ impl Repository {
     /// # Cancel safety
     /// Cancel safe: it only reads.
     pub async fn plan_prune(&self, retention: &Retention) -> Result<PrunePlan> {
-        if !retention.has_rule() {
-            return Err(Error::InvalidConfig(
-                "the retention keeps no backup; set keep_last, keep_daily or keep_weekly to at \
-                 least 1, or keep_within_secs above 0"
-                    .into(),
-            ));
-        }
+        require_rule(retention)?;
         let repository = self.clone();
         let retention = *retention;
         blocking(move || {
@@ -64,37 +55,15 @@ impl Repository {
     }
 
     fn plan_prune_blocking(&self, retention: &Retention) -> Result<PrunePlan> {
-        let mut plan = PrunePlan::default();
-        let mut backups = Vec::new();
-        for id in self.manifest_ids()? {
-            match read_summary(self, &id) {
-                Ok(summary) => backups.push((id, summary.header.created_at_ms)),
-                Err(error) => {
-                    plan.sweep_skipped.get_or_insert_with(|| {
-                        format!(
-                            "backup {id} is unreadable ({error}), so the blobs it needs are unknown"
-                        )
-                    });
-                    plan.unreadable.push(id);
-                }
-            }
-        }
-        let kept = retention.select(&backups);
-        backups.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        for (id, _) in backups {
-            if kept.contains(&id) {
-                plan.kept.push(id);
-            } else {
-                plan.removed.push(id);
-            }
-        }
-        let mut needed: HashSet<BlobId> = HashSet::new();
-        for id in &plan.kept {
-            let mut reader = ManifestReader::open(self, id)?;
-            while let Some(entry) = reader.next_entry()? {
-                needed.insert(entry.blob_id);
-            }
-        }
+        let choice = self.choose(retention)?;
+        let mut plan = PrunePlan {
+            kept: choice.kept,
+            removed: choice.removed,
+            unreadable: choice.unreadable,
+            sweep_skipped: choice.sweep_skipped,
+            ..PrunePlan::default()
+        };
+        let (needed, _) = self.needed_by(&plan.kept)?;
         plan.blobs_kept = needed.len() as u64;
         let packs = Packs::load(self)?;
         if let Some(damage) = packs.damaged.first() {

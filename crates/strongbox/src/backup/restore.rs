@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::check::{BlobError, check_size, load_blob};
+use super::check::load_entry_blob;
 use super::files::{blocking, io_error};
 use super::id::BackupId;
 use super::index::Packs;
@@ -425,23 +425,7 @@ impl Repository {
                 max: max_value_bytes,
             });
         }
-        let (stored, raw_len) = load_blob(self, packs, &blob_id, size_bytes, dictionaries)
-            .map_err(|error| match error {
-                BlobError::Missing => Error::corrupt_at(
-                    collection,
-                    key,
-                    format!(
-                        "blob {blob_id} is missing from the backup repository{}",
-                        packs.missing_hint()
-                    ),
-                ),
-                BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
-                BlobError::Unreadable(error) => {
-                    io_error(format!("read blob {blob_id} in {}", self.dir().display()))(error)
-                }
-            })?;
-        check_size(&blob_id, raw_len, size_bytes)
-            .map_err(|detail| Error::corrupt_at(collection, key, detail))?;
+        let (stored, raw_len) = load_entry_blob(self, packs, entry, dictionaries)?;
         Ok(EncodedBlob {
             id: blob_id,
             stored,

@@ -104,13 +104,7 @@ impl Repository {
     /// Cancel safe: a dropped prune finishes on its thread, and an interrupted one leaves a
     /// valid repository.
     pub async fn prune(&self, retention: &Retention) -> Result<PruneReport> {
-        if !retention.has_rule() {
-            return Err(Error::InvalidConfig(
-                "the retention keeps no backup; set keep_last, keep_daily or keep_weekly to at \
-                 least 1, or keep_within_secs above 0"
-                    .into(),
-            ));
-        }
+        require_rule(retention)?;
         let repository = self.clone();
         let retention = *retention;
         blocking(move || repository.prune_blocking(&retention)).await
@@ -122,51 +116,73 @@ impl Repository {
             temp_files_removed: self.remove_temporary_files()?,
             ..PruneReport::default()
         };
-        let mut backups = Vec::new();
-        let mut unreadable = Vec::new();
-        for id in self.manifest_ids()? {
-            match read_summary(self, &id) {
-                Ok(summary) => backups.push((id, summary.header.created_at_ms)),
-                Err(error) => unreadable.push((id, error.to_string())),
-            }
+        let choice = self.choose(retention)?;
+        for id in &choice.removed {
+            let path = self.manifest_path(id);
+            std::fs::remove_file(&path).map_err(io_error(format!("delete {}", path.display())))?;
         }
-        let kept = retention.select(&backups);
-        backups.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        let manifests = self.manifests_dir();
-        for (id, _) in backups {
-            if kept.contains(&id) {
-                report.kept.push(id);
-            } else {
-                let path = self.manifest_path(&id);
-                std::fs::remove_file(&path)
-                    .map_err(io_error(format!("delete {}", path.display())))?;
-                report.removed.push(id);
-            }
+        if !choice.removed.is_empty() {
+            sync_dir(&self.manifests_dir())?;
         }
-        if !report.removed.is_empty() {
-            sync_dir(&manifests)?;
-        }
-        if let Some((id, error)) = unreadable.first() {
-            report.sweep_skipped = Some(format!(
-                "backup {id} is unreadable ({error}), so the blobs it needs are unknown"
-            ));
+        report.kept = choice.kept;
+        report.removed = choice.removed;
+        if let Some(skipped) = choice.sweep_skipped {
+            report.sweep_skipped = Some(skipped);
             return Ok(report);
         }
-        let mut needed: HashSet<BlobId> = HashSet::new();
-        let mut chunks: HashSet<BlobId> = HashSet::new();
-        for id in &report.kept {
-            let mut reader = ManifestReader::open(self, id)?;
-            while let Some(entry) = reader.next_entry()? {
-                needed.insert(entry.blob_id);
-            }
-            chunks.extend(reader.chunk_ids());
-        }
+        let (blobs, chunks) = self.needed_by(&report.kept)?;
         let needed = Needed {
-            blobs: &needed,
+            blobs: &blobs,
             chunks: &chunks,
         };
         self.sweep_packs(&needed, &mut report)?;
         Ok(report)
+    }
+
+    /// Which backups `retention` keeps and which it removes (each oldest first), and the
+    /// unreadable ones, which it does neither: the choice prune makes and its dry run shows.
+    pub(super) fn choose(&self, retention: &Retention) -> Result<Choice> {
+        let mut choice = Choice::default();
+        let mut backups = Vec::new();
+        for id in self.manifest_ids()? {
+            match read_summary(self, &id) {
+                Ok(summary) => backups.push((id, summary.header.created_at_ms)),
+                Err(error) => {
+                    choice.sweep_skipped.get_or_insert_with(|| {
+                        format!(
+                            "backup {id} is unreadable ({error}), so the blobs it needs are unknown"
+                        )
+                    });
+                    choice.unreadable.push(id);
+                }
+            }
+        }
+        let kept = retention.select(&backups);
+        backups.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        for (id, _) in backups {
+            if kept.contains(&id) {
+                choice.kept.push(id);
+            } else {
+                choice.removed.push(id);
+            }
+        }
+        Ok(choice)
+    }
+
+    /// The blobs and the manifest chunks the backups `kept` need.
+    pub(super) fn needed_by(
+        &self,
+        kept: &[BackupId],
+    ) -> Result<(HashSet<BlobId>, HashSet<BlobId>)> {
+        let (mut blobs, mut chunks) = (HashSet::new(), HashSet::new());
+        for id in kept {
+            let mut reader = ManifestReader::open(self, id)?;
+            while let Some(entry) = reader.next_entry()? {
+                blobs.insert(entry.blob_id);
+            }
+            chunks.extend(reader.chunk_ids());
+        }
+        Ok((blobs, chunks))
     }
 
     /// Deletes what interrupted backups left in `tmp/` (a real directory: the lock checked);
@@ -278,4 +294,26 @@ mod tests {
         assert_eq!(kept_times(weekly, &all), [17 * DAY + HOUR, 24 * DAY + HOUR]);
         Ok(())
     }
+}
+
+/// What [`Repository::choose`] decided.
+#[derive(Default)]
+pub(super) struct Choice {
+    pub(super) kept: Vec<BackupId>,
+    pub(super) removed: Vec<BackupId>,
+    pub(super) unreadable: Vec<BackupId>,
+    /// Why no blob may be deleted: the first unreadable backup.
+    pub(super) sweep_skipped: Option<String>,
+}
+
+/// `Error::InvalidConfig` for a retention with no rule, which would keep no backup.
+pub(super) fn require_rule(retention: &Retention) -> Result<()> {
+    if retention.has_rule() {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig(
+        "the retention keeps no backup; set keep_last, keep_daily or keep_weekly to at least 1, \
+         or keep_within_secs above 0"
+            .into(),
+    ))
 }
