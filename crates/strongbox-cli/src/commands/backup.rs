@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use strongbox::Config;
-use strongbox::backup::{BackupRef, IfExists, Progress, Repository, RestoreOptions};
+use strongbox::backup::{BackupRef, Damage, IfExists, Progress, Repository, RestoreOptions};
 
 use crate::cli::GlobalOptions;
 use crate::commands::Failure;
@@ -233,18 +233,7 @@ async fn verify(repo: &RepoOption, config: &Config, id: Option<String>) -> anyho
     bar.finish_and_clear();
     let report = report.context("verify backups")?;
     print(repo, &report, |out| {
-        for damage in &report.damage {
-            let place = match (&damage.collection, &damage.key) {
-                (Some(collection), Some(key)) => format!(" ({collection}/{key})"),
-                _ => String::new(),
-            };
-            out.line(format_args!(
-                "{}: {}{place}: {}",
-                damage.backup_id,
-                damage.blob_id.as_deref().unwrap_or("manifest"),
-                damage.detail
-            ))?;
-        }
+        show_damage(out, &report.damage)?;
         out.line(format_args!(
             "verify: {} backups, {} values ({}) checked, {} problems",
             report.backups_checked,
@@ -391,6 +380,23 @@ pub(super) fn not_a_repository(error: strongbox::Error, dir: &Path) -> anyhow::E
         ),
         other => anyhow::Error::from(other).context(format!("open backup repository {shown}")),
     }
+}
+
+/// One line per damage found by `verify` or `check`: backup, blob (or manifest), record, what.
+pub(crate) fn show_damage(out: &mut Output, damage: &[Damage]) -> anyhow::Result<()> {
+    for damage in damage {
+        let place = match (&damage.collection, &damage.key) {
+            (Some(collection), Some(key)) => format!(" ({collection}/{key})"),
+            _ => String::new(),
+        };
+        out.line(format_args!(
+            "{}: {}{place}: {}",
+            damage.backup_id,
+            damage.blob_id.as_deref().unwrap_or("manifest"),
+            damage.detail
+        ))?;
+    }
+    Ok(())
 }
 
 /// Shows a library progress report on a bar.

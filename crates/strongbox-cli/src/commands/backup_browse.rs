@@ -219,18 +219,7 @@ pub async fn check(args: &CheckArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 fn show_check(out: &mut Output, report: &CheckReport) -> anyhow::Result<()> {
-    for damage in &report.damage {
-        let place = match (&damage.collection, &damage.key) {
-            (Some(collection), Some(key)) => format!(" ({collection}/{key})"),
-            _ => String::new(),
-        };
-        out.line(format_args!(
-            "{}: {}{place}: {}",
-            damage.backup_id,
-            damage.blob_id.as_deref().unwrap_or("manifest"),
-            damage.detail
-        ))?;
-    }
+    super::backup::show_damage(out, &report.damage)?;
     out.line(format_args!(
         "check: {} backups, {} values located in {} packs; {} values ({}) read from {} packs; \
          {} problems",
