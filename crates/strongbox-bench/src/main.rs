@@ -7,10 +7,16 @@
 //! lines. `--write-dataset FILE` writes the data as JSON lines (for `strongbox import`) and
 //! stops.
 //!
-//! Workloads, each timed for `--duration` seconds on a fresh database in a temporary directory:
-//! bulk load (transactions of 1,000 records); durable single-record stores from one task and
-//! from `--concurrency` tasks (updates: a random key gets another value of its collection);
-//! cache-hit reads (8 tasks); cold reads with the cache off (8 tasks, uniform and Zipfian 0.99
+//! Workloads, each timed for `--duration` seconds on a fresh database in a temporary directory,
+//! whose cache holds a tenth of the dataset's JSON bytes (at least 1 MiB) and which takes a
+//! backup into a repository beside it when maintenance runs: bulk load (transactions of 1,000
+//! records); durable single-record stores from `--concurrency` tasks (updates: a random key
+//! gets another value of its collection) with no maintenance running, then the same updates for
+//! as long as the first maintenance run takes (it trains what training while writing left,
+//! recompresses, decides on a full vacuum and takes the backup), then a second maintenance run
+//! alone, after which the file is measured; durable single-record stores from one task and
+//! from `--concurrency` tasks; cache hits (8 tasks, Zipfian keys, the most popular tenth of the
+//! keys read once first); cold reads with the cache off (8 tasks, uniform and Zipfian 0.99
 //! keys); a YCSB-A-like 50/50 read/update mix on Zipfian keys (`--concurrency` tasks). The
 //! original approach (see [`seed`]) runs its writes, its cold reads (one connection) and its
 //! cache hits (8 threads) on the same data, and every figure of ours is also given as a ratio
@@ -35,10 +41,14 @@
 //!   acknowledgement to its receipt.
 //!
 //! `--json` prints one object whose field names are stable: `records`, `raw_bytes`,
-//! `file_bytes`, `seed_file_bytes`, `peak_rss_bytes`, `cache_capacity_bytes`, `maintenance_ms`
-//! and `dictionaries_trained` (the maintenance run after the bulk load), and for each workload
-//! `<name>_ops_per_s`, `<name>_p50_us`, `<name>_p99_us` with names `bulk_load`, `write`
-//! (concurrent), `write_single`, `read_hit`, `read_cold` (uniform), `read_cold_zipf`, `mixed`,
+//! `file_bytes`, `file_bytes_per_record`, `seed_file_bytes`, `peak_rss_bytes` (the process's
+//! peak), `store_rss_bytes` (the peak of our SQLite workloads above the memory the process held
+//! before them: the dataset), `cache_capacity_bytes`, `read_hit_ratio` (the share of
+//! `read_hit`'s reads the cache served), `maintenance_ms`, `maintenance_steps` (`[name, ms]`
+//! pairs) and `dictionaries_trained` (the maintenance run after the bulk load), and for each
+//! workload `<name>_ops_per_s`, `<name>_p50_us`, `<name>_p99_us` with names `bulk_load`,
+//! `write` (concurrent), `write_without_maintenance`, `write_during_maintenance`,
+//! `write_single`, `read_hit`, `read_cold` (uniform), `read_cold_zipf`, `mixed`,
 //! `seed_bulk_load`, `seed_write`, `seed_read` (the original approach's cold reads: a select,
 //! gunzip and decode) and `seed_read_hit` (its cache hits: gunzip and decode); `ratios`
 //! (ours / the original's); and `postgres` (the same workload fields, or null). The transfers
@@ -51,8 +61,9 @@
 //! `feed_lag_*` and `feed_lag_polled_*` (`_ops_per_s`: changes received per second of the
 //! run; `_p50_us`, `_p99_us`: their lag). Their ratios are
 //! `ratios.transfer` (ours / rusqlite's), `ratios.transfer_to_write` (our transfers / our
-//! concurrent writes, `write`), `ratios.scan` (scan / retrieve) and `ratios.feed_write`
-//! (updates with the feed on / off). With `--postgres`, `postgres.feed` holds the same
+//! concurrent writes, `write`), `ratios.scan` (scan / retrieve), `ratios.feed_write`
+//! (updates with the feed on / off) and `ratios.write_p99_during_maintenance` (the p99 of
+//! `write_during_maintenance` over that of `write_without_maintenance`). With `--postgres`, `postgres.feed` holds the same
 //! figures (`write_off`, `write_on`, `lag`, `lag_polled`). The `seed_`
 //! prefix names the original approach. `ratios.read_hit` compares cache hits with the
 //! original's cache hits (`seed_read_hit`); before `seed_read_hit` existed it compared them with
@@ -63,6 +74,9 @@
 //! running one-statement upsert transactions, as `pgbench` would, is `postgres.engine_upsert`
 //! (`ops_per_s`, `p50_us`, `p99_us`), and `postgres.write` is compared with it
 //! (`ratios.postgres_write_to_upsert`).
+//!
+//! `growth.py` beside this crate runs the bench at several `--records` and draws the table and
+//! the plot of `docs/growth/`.
 //!
 //! It is its own binary so that the product, `strongbox`, carries neither the baseline nor its
 //! dependencies (rusqlite directly, flate2, BLAKE3): run it with
@@ -93,6 +107,7 @@ use strongbox::{Config, Store};
 
 use crate::dataset::Dataset;
 use crate::report::Report;
+use crate::workload::{peak_rss_bytes, reset_peak_rss, rss_bytes};
 
 /// The allocator of the `strongbox` binary, so that the figures are the product's.
 #[global_allocator]
@@ -126,6 +141,10 @@ pub struct BenchArgs {
     /// Seconds each timed workload runs.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Leave dictionary training to the first maintenance run after the bulk load
+    /// (`Config::train_while_writing = false`) instead of training while the load writes.
+    #[arg(long)]
+    pub no_train_while_writing: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -168,19 +187,13 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dataset = Arc::new(dataset);
     let duration = Duration::from_secs_f64(args.duration.max(0.1));
     let dir = tempfile::tempdir().context("create a temporary directory")?;
-    let config = Config::new(dir.path().join("strongbox.db"));
-    let cache_capacity_bytes = config.cache_capacity_bytes;
+    let cache_capacity_bytes = (dataset.raw_bytes / 10).max(1 << 20);
+    let with_budget = |config: Config, backups: &str| {
+        bench_config(config, args, cache_capacity_bytes, dir.path().join(backups))
+    };
+    let config = with_budget(Config::new(dir.path().join("strongbox.db")), "backups");
     if !args.json {
-        let source = match &args.dataset {
-            Some(path) => path.display().to_string(),
-            None => "generated game data".to_owned(),
-        };
-        eprintln!(
-            "{} records ({source}), {} bytes of JSON values; {} s per workload",
-            dataset.records.len(),
-            dataset.raw_bytes,
-            args.duration
-        );
+        announce(args, &dataset);
     }
     // A PostgreSQL database that cannot be reached fails now, not after the other workloads.
     if let Some(url) = &args.postgres {
@@ -190,6 +203,9 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .close()
             .await?;
     }
+    // Our workloads' memory is measured from here: the dataset is in memory already.
+    reset_peak_rss();
+    let rss_before = rss_bytes();
     let ours = ours::run(
         config,
         &dataset,
@@ -199,6 +215,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     )
     .await
     .context("run the Strongbox workloads")?;
+    let store_rss_bytes = peak_rss_bytes().saturating_sub(rss_before);
     let seed_path = dir.path().join("seed.db");
     let seed_dataset = Arc::clone(&dataset);
     let seed = tokio::task::spawn_blocking(move || seed::run(&seed_path, &seed_dataset, duration))
@@ -214,7 +231,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let postgres = match &args.postgres {
         Some(url) => Some(
             ours::run(
-                Config::postgres(url.clone()),
+                with_budget(Config::postgres(url.clone()), "backups-postgres"),
                 &dataset,
                 args.concurrency,
                 duration,
@@ -238,6 +255,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let report = Report::new(
         &dataset,
         cache_capacity_bytes,
+        store_rss_bytes,
         ours,
         seed,
         baseline_transfer,
@@ -252,4 +270,33 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         report.print();
     }
     Ok(())
+}
+
+/// A store's configuration for the bench: the cache a tenth of the data, backups into
+/// `backups` when maintenance runs, training while writing unless turned off.
+fn bench_config(
+    mut config: Config,
+    args: &BenchArgs,
+    cache_capacity_bytes: u64,
+    backups: PathBuf,
+) -> Config {
+    config.cache_capacity_bytes = cache_capacity_bytes;
+    config.backup_repository = Some(backups);
+    config.backup_interval_secs = 86_400;
+    config.train_while_writing = !args.no_train_while_writing;
+    config
+}
+
+/// Says on standard error what the run measures.
+fn announce(args: &BenchArgs, dataset: &Dataset) {
+    let source = match &args.dataset {
+        Some(path) => path.display().to_string(),
+        None => "generated game data".to_owned(),
+    };
+    eprintln!(
+        "{} records ({source}), {} bytes of JSON values; {} s per workload",
+        dataset.records.len(),
+        dataset.raw_bytes,
+        args.duration
+    );
 }

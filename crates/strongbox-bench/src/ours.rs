@@ -1,8 +1,11 @@
-//! Strongbox's workloads on one backend: a bulk load and one maintenance run, then timed
-//! writes, the change feed's cost and lag (see `feed`), cache-hit reads, cold reads, a
-//! read/update mix, transfers (see `transfer`) and a scan (see `scan`).
+//! Strongbox's workloads on one backend: a bulk load; concurrent writes without maintenance, then
+//! the same writes while the first maintenance run (dictionary training, recompression, vacuum
+//! decision, a backup) works beside them; then timed writes, the change feed's cost and lag
+//! (see `feed`), cache-hit reads, cold reads, a read/update mix, transfers (see `transfer`) and a
+//! scan (see `scan`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -14,7 +17,9 @@ use crate::dataset::Dataset;
 use crate::feed::FeedFigures;
 use crate::scan::ScanFigures;
 use crate::transfer::TransferFigures;
-use crate::workload::{Latencies, Measured, READ_TASKS, Zipf, run_for, time_tasks};
+use crate::workload::{
+    Latencies, Measured, READ_TASKS, Zipf, run_for, time_tasks, time_tasks_while,
+};
 
 /// Records in each transaction of the bulk load.
 const BULK_BATCH: usize = 1000;
@@ -26,10 +31,16 @@ pub struct Figures {
     pub bulk_load: Measured,
     /// Updates from `--concurrency` tasks.
     pub write: Measured,
+    /// The same updates right after the bulk load, for `--duration`, no maintenance running.
+    pub write_without_maintenance: Measured,
+    /// The same updates while the first maintenance run after the bulk load works.
+    pub write_during_maintenance: Measured,
     /// Updates from one task.
     pub write_single: Measured,
-    /// Reads served by the cache, uniform keys.
+    /// Reads of Zipfian keys through the cache (`cache_capacity_bytes`: a tenth of the data).
     pub read_hit: Measured,
+    /// The share of `read_hit`'s reads the cache served.
+    pub read_hit_ratio: f64,
     /// Reads with the cache off, uniform keys.
     pub read_cold: Measured,
     /// Reads with the cache off, Zipfian keys.
@@ -44,10 +55,14 @@ pub struct Figures {
     pub feed: FeedFigures,
     /// A collection read by one scan, and by one retrieve per key.
     pub scan: ScanFigures,
-    /// File (or table) bytes after the bulk load and the maintenance run.
+    /// File (or table) bytes after the bulk load, the maintenance run beside the writes and a
+    /// second one alone.
     pub file_bytes: u64,
-    /// The maintenance run after the bulk load (it trains the dictionaries), in milliseconds.
+    /// The maintenance run after the bulk load (it trains the dictionaries), in milliseconds,
+    /// under the concurrent writes of `write_during_maintenance`.
     pub maintenance_ms: u64,
+    /// Its steps: name and milliseconds.
+    pub maintenance_steps: Vec<(String, u64)>,
     /// Dictionaries it trained.
     pub dictionaries_trained: u64,
     /// PostgreSQL only: the engine's own upserts from as many connections (see `upserts`).
@@ -56,10 +71,12 @@ pub struct Figures {
 
 impl Figures {
     /// Each timed workload with its name in the report, in the report's order.
-    pub fn workloads(&self) -> [(&'static str, Measured); 7] {
+    pub fn workloads(&self) -> [(&'static str, Measured); 9] {
         [
             ("bulk_load", self.bulk_load),
             ("write", self.write),
+            ("write_without_maintenance", self.write_without_maintenance),
+            ("write_during_maintenance", self.write_during_maintenance),
             ("write_single", self.write_single),
             ("read_hit", self.read_hit),
             ("read_cold", self.read_cold),
@@ -103,22 +120,24 @@ pub async fn run(
         .await
         .context("open the store")?;
     let bulk_load = bulk_load(&store, dataset).await?;
-    let maintenance = store.maintenance().await?;
-    let file_bytes = store.storage_stats().await?.file_bytes;
     let target = Target {
         store: store.clone(),
         dataset: Arc::clone(dataset),
         zipf: Arc::new(Zipf::new(dataset.records.len() as u64, 0.99)),
     };
+    let write_without_maintenance = target.writes(concurrency, duration).await?;
+    let (maintenance, write_during_maintenance) =
+        target.writes_during_maintenance(concurrency).await?;
+    // The file as maintenance leaves it when nothing else writes: a second run checkpoints
+    // what the writes beside the first left in the WAL.
+    store.maintenance().await?;
+    let file_bytes = store.storage_stats().await?.file_bytes;
     let write_single = target.writes(1, duration).await?;
     let write = target.writes(concurrency, duration).await?;
     let feed = crate::feed::run(&config, &store, dataset, concurrency, duration)
         .await
         .context("run the change feed's workloads")?;
-    for (collection, key, _) in &dataset.records {
-        store.retrieve::<serde_json::Value>(collection, key).await?;
-    }
-    let read_hit = target.reads(KeyChoice::Uniform, duration).await?;
+    let (read_hit, read_hit_ratio) = target.cache_hits(duration).await?;
 
     let mut cold_config = config.clone();
     cold_config.cache_capacity_bytes = 0;
@@ -146,8 +165,11 @@ pub async fn run(
     Ok(Figures {
         bulk_load,
         write,
+        write_without_maintenance,
+        write_during_maintenance,
         write_single,
         read_hit,
+        read_hit_ratio,
         read_cold,
         read_cold_zipf,
         mixed,
@@ -157,6 +179,11 @@ pub async fn run(
         scan,
         file_bytes,
         maintenance_ms: maintenance.elapsed_ms,
+        maintenance_steps: maintenance
+            .steps
+            .iter()
+            .map(|step| (step.name.to_owned(), step.elapsed_ms))
+            .collect(),
         dictionaries_trained: maintenance.dictionaries_trained,
         engine_upsert: None,
     })
@@ -213,6 +240,70 @@ impl Target {
         Ok(timed_updates(&self.store, &self.dataset, tasks, duration)
             .await?
             .measured())
+    }
+
+    /// Concurrent updates on `tasks` tasks for as long as a maintenance run takes (the first
+    /// after the bulk load: it trains the dictionaries and recompresses, decides on a full
+    /// vacuum, and takes a backup when one is configured).
+    ///
+    /// # Errors
+    /// When a write fails, or a maintenance step does.
+    async fn writes_during_maintenance(
+        &self,
+        tasks: usize,
+    ) -> anyhow::Result<(strongbox::MaintenanceReport, Measured)> {
+        let running = Arc::new(AtomicBool::new(true));
+        let maintenance = tokio::spawn({
+            let (store, running) = (self.store.clone(), Arc::clone(&running));
+            async move {
+                let report = store.maintenance().await;
+                running.store(false, Ordering::Relaxed);
+                report
+            }
+        });
+        let latencies = time_tasks_while(
+            tasks,
+            move || running.load(Ordering::Relaxed),
+            (self.store.clone(), Arc::clone(&self.dataset)),
+            |(store, dataset), mut rng| async move {
+                let (collection, key, value) = dataset.update(&mut rng);
+                store.store(collection, key, value).await?;
+                Ok(())
+            },
+        )
+        .await?;
+        let report = maintenance.await.context("run maintenance")??;
+        anyhow::ensure!(
+            report.errors.is_empty(),
+            "maintenance failed: {}",
+            report.errors.join("; ")
+        );
+        Ok((report, latencies.measured()))
+    }
+
+    /// Reads of Zipfian keys through the cache, which the most popular tenth of the keys
+    /// warmed first (as much of it as the cache holds): the reads, and the share the cache
+    /// served.
+    async fn cache_hits(&self, duration: Duration) -> anyhow::Result<(Measured, f64)> {
+        for (collection, key, _) in self
+            .dataset
+            .records
+            .iter()
+            .take(self.dataset.records.len() / 10)
+        {
+            self.store
+                .retrieve::<serde_json::Value>(collection, key)
+                .await?;
+        }
+        let before = self.store.stats().await?.cache;
+        let measured = self.reads(KeyChoice::Zipfian, duration).await?;
+        let after = self.store.stats().await?.cache;
+        let (hits, misses) = (
+            after.hits.saturating_sub(before.hits),
+            after.misses.saturating_sub(before.misses),
+        );
+        let ratio = hits as f64 / (hits + misses).max(1) as f64;
+        Ok((measured, ratio))
     }
 
     /// Reads of keys that exist, on [`READ_TASKS`] tasks.

@@ -18,6 +18,9 @@ pub struct Report {
     records: u64,
     cache_capacity_bytes: u64,
     peak_rss_bytes: u64,
+    /// Peak resident memory of our SQLite workloads above what the process held before them
+    /// (the dataset).
+    store_rss_bytes: u64,
     ours: Figures,
     seed: SeedFigures,
     /// The transfers on rusqlite, the obvious way.
@@ -30,6 +33,7 @@ impl Report {
     pub fn new(
         dataset: &Dataset,
         cache_capacity_bytes: u64,
+        store_rss_bytes: u64,
         ours: Figures,
         seed: SeedFigures,
         baseline_transfer: Measured,
@@ -40,6 +44,7 @@ impl Report {
             records: dataset.records.len() as u64,
             cache_capacity_bytes,
             peak_rss_bytes: peak_rss_bytes(),
+            store_rss_bytes,
             ours,
             seed,
             baseline_transfer,
@@ -54,6 +59,8 @@ impl Report {
         let baselines = [
             Some(seed.bulk_load),
             Some(seed.write),
+            None,
+            None,
             Some(seed.write),
             Some(seed.read_hit),
             Some(seed.read),
@@ -104,10 +111,17 @@ impl Report {
             ("records", json!(self.records)),
             ("raw_bytes", json!(self.raw_bytes)),
             ("file_bytes", json!(ours.file_bytes)),
+            (
+                "file_bytes_per_record",
+                json!(ratio(ours.file_bytes as f64, self.records as f64)),
+            ),
+            ("read_hit_ratio", json!(ours.read_hit_ratio)),
             ("maintenance_ms", json!(ours.maintenance_ms)),
+            ("maintenance_steps", json!(ours.maintenance_steps)),
             ("dictionaries_trained", json!(ours.dictionaries_trained)),
             ("seed_file_bytes", json!(self.seed.file_bytes)),
             ("peak_rss_bytes", json!(self.peak_rss_bytes)),
+            ("store_rss_bytes", json!(self.store_rss_bytes)),
             ("cache_capacity_bytes", json!(self.cache_capacity_bytes)),
             ("postgres", json!(self.postgres)),
         ];
@@ -154,6 +168,13 @@ impl Report {
             (
                 "feed_write",
                 ratio(ours.feed.write_on.ops_per_s, ours.feed.write_off.ops_per_s),
+            ),
+            (
+                "write_p99_during_maintenance",
+                ratio(
+                    ours.write_during_maintenance.p99_us as f64,
+                    ours.write_without_maintenance.p99_us as f64,
+                ),
             ),
         ];
         for (name, value) in others {
@@ -207,14 +228,41 @@ impl Report {
              reads with its database reads (one connection)"
         );
         println!(
-            "file measured after the bulk load and one maintenance run ({} ms, {} dictionaries trained)",
-            self.ours.maintenance_ms, self.ours.dictionaries_trained
+            "read_hit: Zipfian keys, the cache a tenth of the raw data ({} MiB); it served {:.1}% \
+             of them",
+            self.cache_capacity_bytes >> 20,
+            self.ours.read_hit_ratio * 100.0
+        );
+        let steps: Vec<String> = self
+            .ours
+            .maintenance_steps
+            .iter()
+            .filter(|(_, ms)| *ms > 0)
+            .map(|(name, ms)| format!("{name} {ms}"))
+            .collect();
+        println!(
+            "file measured after the bulk load and one maintenance run under the concurrent \
+             writes ({} ms, {} dictionaries trained; steps in ms: {})",
+            self.ours.maintenance_ms,
+            self.ours.dictionaries_trained,
+            steps.join(", ")
         );
         println!(
-            "raw JSON {} bytes; peak RSS {} MiB (cache budget {} MiB)",
+            "write p99 during maintenance / without: {:.2}x (the target: at most 2); file bytes \
+             per record {:.0}",
+            ratio(
+                self.ours.write_during_maintenance.p99_us as f64,
+                self.ours.write_without_maintenance.p99_us as f64
+            ),
+            ratio(self.ours.file_bytes as f64, self.records as f64)
+        );
+        println!(
+            "raw JSON {} bytes; peak RSS of our workloads above the dataset's {} MiB (cache \
+             budget {} MiB); process peak {} MiB",
             self.raw_bytes,
+            self.store_rss_bytes >> 20,
+            self.cache_capacity_bytes >> 20,
             self.peak_rss_bytes >> 20,
-            self.cache_capacity_bytes >> 20
         );
         self.print_transfer_and_scan();
         if let Some(postgres) = &self.postgres {

@@ -99,17 +99,36 @@ where
     F: Fn(C, SmallRng) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
+    let deadline = Instant::now() + duration;
+    time_tasks_while(tasks, move || Instant::now() < deadline, context, operation).await
+}
+
+/// Runs `operation` on `tasks` tasks for as long as `keep_going` says so (each task asks
+/// before each call); measures each call. Each call gets a clone of `context` and a generator
+/// of its own ([`rng_for`]).
+pub async fn time_tasks_while<C, F, Fut>(
+    tasks: usize,
+    keep_going: impl Fn() -> bool + Send + Sync + 'static,
+    context: C,
+    operation: F,
+) -> anyhow::Result<Latencies>
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, SmallRng) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
     let operation = Arc::new(operation);
+    let keep_going = Arc::new(keep_going);
     let started = Instant::now();
-    let deadline = started + duration;
     let mut handles = Vec::with_capacity(tasks);
     for task in 0..tasks {
         let operation = Arc::clone(&operation);
+        let keep_going = Arc::clone(&keep_going);
         let context = context.clone();
         handles.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0u64;
-            while Instant::now() < deadline {
+            while keep_going() {
                 let begun = Instant::now();
                 operation(context.clone(), rng_for(task, n)).await?;
                 latencies.push(u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -248,18 +267,33 @@ impl Zipf {
     }
 }
 
-/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
+/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`; since the last
+/// [`reset_peak_rss`]).
 pub fn peak_rss_bytes() -> u64 {
+    status_kib("VmHWM:").map_or(0, |kib| kib * 1024)
+}
+
+/// Resident memory of this process now, in bytes (Linux `VmRSS`).
+pub fn rss_bytes() -> u64 {
+    status_kib("VmRSS:").map_or(0, |kib| kib * 1024)
+}
+
+/// Starts the peak ([`peak_rss_bytes`]) again from the present resident memory (Linux 4.0 and
+/// later: writing 5 to `/proc/self/clear_refs`); false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// A `kB` line of `/proc/self/status`.
+fn status_kib(field: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|line| line.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmHWM:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 #[cfg(test)]

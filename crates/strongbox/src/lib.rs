@@ -74,6 +74,7 @@ mod store;
 mod tasks;
 mod telemetry;
 mod training;
+mod training_trigger;
 mod transact;
 mod transaction;
 mod verify;

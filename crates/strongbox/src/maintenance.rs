@@ -1,9 +1,13 @@
 //! `Store::maintenance`: keep the database small, fast and checked, and say what was done.
 //!
 //! Steps run in order; each is timed, and a failing step is recorded in the report without
-//! stopping the others (as the seed intended). Each database step is one job on the writer
-//! between group commits (the vacuum runs in chunks), so writers wait at most one step and
-//! readers never wait. A lock keeps maintenance from running twice at once.
+//! stopping the others (as the seed intended). What reads much (the orphan search, samples,
+//! recompression's reading and encoding, the slack measurement, the backup, the integrity
+//! check) runs on readers and blocking threads; what writes runs on the writer between group
+//! commits in short jobs (deletes of 500 blobs, rewrites of 256 values, vacuum chunks of 2,048
+//! pages), so writers wait at most one job and readers never wait. The one long writer job, a
+//! full vacuum, runs on request or only when no write committed during the run. A lock keeps
+//! maintenance from running twice at once.
 
 use std::time::Instant;
 
@@ -136,7 +140,6 @@ impl Store {
             report: &mut report,
             cancel,
         };
-
         run.step("flush_read_counts", async {
             self.flush_access();
             Ok("queued".to_owned())
@@ -156,6 +159,8 @@ impl Store {
                 Ok((format!("trimmed {trimmed} changes from the feed"), trimmed))
             })
             .await;
+        // Writes committed from here on (the sweeps above commit too) defer a full vacuum.
+        let commits_before = self.commit_count();
         let orphans = run.step("collect_orphans", self.collect_orphans()).await;
         let compressed = run.step("compress", self.compress()).await;
         run.step("optimize", self.optimize(options.is_full)).await;
@@ -166,7 +171,8 @@ impl Store {
             })
             .await;
         }
-        let pages = run.step("vacuum", self.vacuum(options.is_full)).await;
+        let vacuum = self.vacuum(options.is_full, commits_before);
+        let pages = run.step("vacuum", vacuum).await;
         let backup = match &self.config().backup_repository {
             Some(dir) if self.config().backup_interval_secs > 0 => run
                 .step("backup", self.scheduled_backup(dir))
@@ -254,8 +260,11 @@ impl Store {
     }
 
     /// Returns free pages to the file system: incrementally, or by a rebuild when `is_full` or
-    /// when more than `vacuum_slack_percent` of the file is slack. The value is pages released.
-    async fn vacuum(&self, is_full: bool) -> Result<(String, u64)> {
+    /// when more than `vacuum_slack_percent` of the file is slack and no write of this process
+    /// committed since `commits_before` (a rebuild holds the writer for its whole length, which
+    /// at a million records is many seconds; the report then says it was deferred). The value
+    /// is pages released.
+    async fn vacuum(&self, is_full: bool, commits_before: u64) -> Result<(String, u64)> {
         let backend = self.backend();
         let mut pages = backend.vacuum(is_full).await?;
         if is_full {
@@ -274,6 +283,17 @@ impl Store {
         let threshold = u64::from(self.config().vacuum_slack_percent);
         let percent = slack.saturating_mul(100).checked_div(total).unwrap_or(0);
         if threshold > 0 && percent > threshold {
+            let writes = self.commit_count().wrapping_sub(commits_before);
+            if writes > 0 {
+                return Ok((
+                    format!(
+                        "incremental: released {pages} pages; {percent}% of the file is slack, \
+                         but {writes} writes committed during this run: the full vacuum is \
+                         left to a run without writes (or `maintenance --full`)"
+                    ),
+                    pages,
+                ));
+            }
             pages += backend.vacuum(true).await?;
             return Ok((
                 format!(

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     /// Held while maintenance runs, so that it never runs twice at once.
     maintenance: tokio::sync::Mutex<()>,
     tasks: Tasks,
+    /// Counts values written without a dictionary, to train while writing.
+    training: crate::training_trigger::TrainingTrigger,
     /// Bumped after each write this process committed, to wake the change feed's subscribers.
     committed: tokio::sync::watch::Sender<u64>,
 }
@@ -74,6 +76,7 @@ impl Store {
                 access: AccessLog::default(),
                 maintenance: tokio::sync::Mutex::new(()),
                 tasks: Tasks::new(),
+                training: crate::training_trigger::TrainingTrigger::default(),
                 committed: tokio::sync::watch::Sender::new(0),
             }),
         }
@@ -91,6 +94,10 @@ impl Store {
 
     pub(crate) fn cache(&self) -> &Cache {
         &self.inner.cache
+    }
+
+    pub(crate) fn training_trigger(&self) -> &crate::training_trigger::TrainingTrigger {
+        &self.inner.training
     }
 
     pub(crate) fn dictionaries(&self) -> &Dictionaries {
@@ -115,6 +122,11 @@ impl Store {
         self.inner
             .committed
             .send_modify(|commits| *commits = commits.wrapping_add(1));
+    }
+
+    /// Writes this process has committed since the store opened (wrapping).
+    pub(crate) fn commit_count(&self) -> u64 {
+        *self.inner.committed.borrow()
     }
 
     pub(crate) fn tasks(&self) -> &Tasks {

@@ -107,6 +107,11 @@ impl Tasks {
         self.tracker.spawn(work);
     }
 
+    /// The token every task watches: cancelled when the store closes.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Asks every task to stop at its next step.
     pub fn cancel(&self) {
         self.cancel.cancel();

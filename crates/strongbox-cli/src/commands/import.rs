@@ -110,7 +110,11 @@ struct Summary {
 /// unreadable file, a failed commit (busy database...).
 pub async fn run(global: &GlobalOptions, args: ImportArgs) -> anyhow::Result<()> {
     let (source, total_bytes) = open_source(&args.file)?;
-    let store = crate::commands::open(global).await?;
+    // The import trains every collection once at its end, on a sample of all it imported,
+    // and says so: no training while it writes.
+    let mut config = crate::config::load_single_pass(global)?;
+    config.train_while_writing = false;
+    let store = crate::commands::open_config(config).await?;
     let result = import(&store, &args, source, total_bytes).await;
     crate::commands::close(store, result).await
 }

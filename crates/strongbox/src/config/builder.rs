@@ -193,6 +193,12 @@ impl Config {
         self
     }
 
+    /// Sets `train_while_writing`.
+    pub fn with_train_while_writing(mut self, train: bool) -> Self {
+        self.train_while_writing = train;
+        self
+    }
+
     /// Sets `inline_reads`.
     pub fn with_inline_reads(mut self, inline_reads: bool) -> Self {
         self.inline_reads = inline_reads;
@@ -327,6 +333,7 @@ mod tests {
             .with_durability(Durability::Process)
             .with_compression(Compression::default())
             .with_dictionary_min_values(5)
+            .with_train_while_writing(false)
             .with_max_value_bytes(1_000)
             .with_read_connections(2)
             .with_inline_reads(false)
@@ -352,6 +359,7 @@ mod tests {
         expected.replica_wait_ms = 3;
         expected.durability = Durability::Process;
         expected.dictionary_min_values = 5;
+        expected.train_while_writing = false;
         expected.max_value_bytes = 1_000;
         expected.read_connections = 2;
         expected.inline_reads = false;

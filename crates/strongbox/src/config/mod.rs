@@ -133,6 +133,12 @@ pub struct Config {
     /// once it holds at least this many records (see `Store::train_dictionaries`). Default
     /// 1,000; 0 turns dictionaries off. Only with zstd compression. Valid: any.
     pub dictionary_min_values: u64,
+    /// Whether a collection written without a dictionary is trained in the background as soon
+    /// as this process has written `dictionary_min_values` of its values (then at four times as
+    /// many while training does not pay), rather than at the next maintenance run: a bulk load
+    /// is then compressed with its dictionary from its first thousands of values on. Default
+    /// true. Valid: either.
+    pub train_while_writing: bool,
     /// Largest serialized value accepted, in bytes; also the most a stored value may expand to
     /// when decompressed. Default 16 MiB (16,777,216). Valid: 1 to 1 GiB (1,073,741,824).
     pub max_value_bytes: usize,
@@ -175,10 +181,11 @@ pub struct Config {
     /// every interval. See [`Config::stats_interval`].
     pub stats_interval_secs: u64,
     /// Maintenance rebuilds the whole file (a full vacuum, which holds writes back while it runs)
-    /// when more than this percentage of it is slack: free pages, and space left in half-empty
-    /// pages, which an incremental vacuum cannot return. Default 40; 0 never does. Valid: 0 to
-    /// 100. SQLite only: PostgreSQL's slack is not measured, so there a full vacuum runs only on
-    /// request.
+    /// when more than this percentage of it is slack (free pages, and space left in half-empty
+    /// pages, which an incremental vacuum cannot return) and no write of this process committed
+    /// during the run (under writes it is deferred, and the report says so). Default 40; 0
+    /// never does. Valid: 0 to 100. SQLite only: PostgreSQL's slack is not measured, so there a
+    /// full vacuum runs only on request.
     pub vacuum_slack_percent: u8,
     /// A backup repository directory. When set, maintenance takes a backup (then prunes with
     /// `backup_retention`) whenever the newest backup is older than `backup_interval_secs`,
@@ -242,6 +249,7 @@ impl Default for Config {
             durability: Durability::Full,
             compression: Compression::default(),
             dictionary_min_values: 1_000,
+            train_while_writing: true,
             max_value_bytes: 16 << 20,
             busy_timeout_ms: 5_000,
             read_connections: 4,
@@ -389,6 +397,7 @@ mod tests {
         replica_wait_ms = 20
         durability = "process"
         dictionary_min_values = 500
+        train_while_writing = false
         max_value_bytes = 1048576
         busy_timeout_ms = 1234
         read_connections = 2
@@ -433,6 +442,7 @@ mod tests {
         assert_eq!(config.changes_retention_count, 5_000);
         assert_eq!(config.expiry_sweep_interval_secs, 5);
         assert!(!config.change_feed);
+        assert!(!config.train_while_writing);
         assert_eq!(
             config.backup_retention,
             Retention {

@@ -13,7 +13,7 @@ use crate::backend::{WriteOp, WriteOutcome, Writes};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::cache::CachedValue;
 use crate::clock::now_ms;
-use crate::codec::Format;
+use crate::codec::{Codec, Format};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
 use crate::record::{Expect, PutOptions, Version};
@@ -225,10 +225,27 @@ impl Store {
                 WriteOp::Check { .. } | WriteOp::CheckRange { .. } => None,
             })
             .collect();
+        // Values stored without a dictionary count towards training one (`training_trigger`).
+        let counts_plain = self.trains_while_writing();
+        let plain: Vec<String> = ops
+            .iter()
+            .filter(|_| counts_plain)
+            .filter_map(|op| match op {
+                WriteOp::Put {
+                    collection, blob, ..
+                } if crate::codec::codec_of(&blob.stored) != Some(Codec::ZstdDictionary) => {
+                    Some(collection.clone())
+                }
+                _ => None,
+            })
+            .collect();
         let result = self.inner.backend.write(ops).await;
         let cache = &self.inner.cache;
         match &result {
             Ok(outcomes) => {
+                for collection in &plain {
+                    self.note_plain_value(collection);
+                }
                 // Only a batch that changed a record adds to the change feed.
                 let changed = outcomes.iter().any(|outcome| {
                     !matches!(

@@ -7,6 +7,13 @@ use crate::backend::{DictionaryStorage, StoredDictionary, dictionary_clash};
 use crate::blob::BlobId;
 use crate::error::Result;
 
+/// Changes the newest-values sample looks back over.
+const NEWEST_WINDOW: i64 = 100_000;
+
+/// Rows a block sample aims at, per value asked for: rows of other collections share the
+/// blocks, and a collection's rows cluster, so it asks for plenty.
+const SAMPLED_ROWS: f32 = 4.0;
+
 impl DictionaryStorage for PostgresBackend {
     async fn dictionaries(&self) -> Result<Vec<StoredDictionary>> {
         let client = self.client().await?;
@@ -80,6 +87,11 @@ impl DictionaryStorage for PostgresBackend {
             .collect()
     }
 
+    /// The newest values come from the change feed's last [`NEWEST_WINDOW`] changes (a walk
+    /// back along its primary key), else a random sample; a random sample picks record rows
+    /// first — from a block sample of about four times as many rows as asked when the table is
+    /// large ([`SAMPLED_ROWS`]), else from the collection's rows — and reads only their values,
+    /// never every value of the collection.
     async fn sample_values(
         &self,
         collection: &str,
@@ -87,18 +99,58 @@ impl DictionaryStorage for PostgresBackend {
         newest: bool,
     ) -> Result<Vec<(BlobId, Vec<u8>)>> {
         let client = self.client().await?;
-        let sql = if newest {
-            "SELECT b.id, b.data FROM strongbox_records r JOIN strongbox_blobs b ON b.id = r.blob_id
-             WHERE r.collection = $1 ORDER BY r.updated_at DESC LIMIT $2"
-        } else {
-            "SELECT b.id, b.data FROM strongbox_records r JOIN strongbox_blobs b ON b.id = r.blob_id
-             WHERE r.collection = $1 ORDER BY random() LIMIT $2"
-        };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(sql, &[&collection, &limit])
-            .await
-            .map_err(map_err("sample a collection's values"))?;
+        let mut rows = Vec::new();
+        if newest {
+            rows = client
+                .query(
+                    "SELECT b.id, b.data FROM strongbox_changes c
+                     JOIN strongbox_blobs b ON b.id = c.blob_id
+                     WHERE c.seq > (SELECT coalesce(max(seq), 0) FROM strongbox_changes) - $3
+                       AND c.collection = $1 AND c.kind = 1
+                     ORDER BY c.seq DESC LIMIT $2",
+                    &[&collection, &limit, &NEWEST_WINDOW],
+                )
+                .await
+                .map_err(map_err("sample a collection's newest values"))?;
+        }
+        if rows.len() < usize::try_from(limit / 2).unwrap_or(usize::MAX) {
+            let estimated: f32 = client
+                .query_one(
+                    "SELECT greatest(reltuples, 1)::float4 FROM pg_class
+                     WHERE oid = 'strongbox_records'::regclass",
+                    &[],
+                )
+                .await
+                .map_err(map_err("estimate the records' count"))?
+                .column(0)?;
+            #[allow(clippy::cast_precision_loss)] // a percentage: precision does not matter
+            let percent = (SAMPLED_ROWS * limit as f32 / estimated * 100.0).clamp(0.0001, 100.0);
+            if percent < 100.0 {
+                rows = client
+                    .query(
+                        "SELECT b.id, b.data FROM (
+                             SELECT blob_id FROM strongbox_records TABLESAMPLE SYSTEM ($3)
+                             WHERE collection = $1 LIMIT $2) r
+                         JOIN strongbox_blobs b ON b.id = r.blob_id",
+                        &[&collection, &limit, &percent],
+                    )
+                    .await
+                    .map_err(map_err("sample a collection's values"))?;
+            }
+        }
+        if rows.len() < usize::try_from(limit / 2).unwrap_or(usize::MAX) {
+            rows = client
+                .query(
+                    "SELECT b.id, b.data FROM (
+                         SELECT blob_id FROM strongbox_records WHERE collection = $1
+                         ORDER BY random() LIMIT $2) r
+                     JOIN strongbox_blobs b ON b.id = r.blob_id",
+                    &[&collection, &limit],
+                )
+                .await
+                .map_err(map_err("sample a collection's values"))?;
+        }
         let mut values = Vec::with_capacity(rows.len());
         for row in &rows {
             if let Some(id) = BlobId::from_slice(row.column(0)?) {

@@ -1,8 +1,9 @@
-//! Maintenance on the SQLite file: each step is one job on the writer connection, run between
-//! group commits, so writes wait at most one step (one chunk, for the incremental vacuum) and
-//! reads, in WAL mode, never wait.
+//! Maintenance on the SQLite file: what writes runs as short jobs on the writer connection
+//! between group commits (one chunk of the incremental vacuum, one batch of the orphan sweep),
+//! what only reads (the orphan search, the slack measurement) on a reader, so writes wait at most
+//! one job and reads, in WAL mode, never wait. A full vacuum is the one long job.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::SqliteBackend;
@@ -18,27 +19,26 @@ const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(20
 /// Free pages returned to the file system per incremental-vacuum job.
 const VACUUM_CHUNK_PAGES: i64 = 2048;
 
-/// The blobs no record points at: released ones (count 0) that no change of the feed names,
-/// which the sweep deletes, and orphans (a positive count), with their stored bytes. (`IN` a
-/// subquery that yields a NULL is never false: hence `IS NOT NULL`.)
+/// The blobs no record points at, as of a reader's snapshot: the released ones (count 0) that
+/// no change of the feed names, `(ref, stored bytes)`, which the sweep deletes; and orphans (a
+/// positive count), which it reports. (`IN` a subquery that yields a NULL is never false:
+/// hence `IS NOT NULL`.)
 const UNREFERENCED_BLOBS: &str = "
-    WITH unreferenced AS (
-        SELECT length(b.data) AS bytes, coalesce(c.refcount, 0) AS refcount,
-               b.id IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL) AS is_in_feed
-        FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
-        WHERE b.ref NOT IN (SELECT blob FROM records))
-    SELECT count(*) FILTER (WHERE refcount = 0 AND NOT is_in_feed),
-           coalesce(sum(bytes) FILTER (WHERE refcount = 0 AND NOT is_in_feed), 0),
-           count(*) FILTER (WHERE refcount > 0),
-           coalesce(sum(bytes) FILTER (WHERE refcount > 0), 0)
-    FROM unreferenced";
+    SELECT b.ref, length(b.data), coalesce(c.refcount, 0) AS refcount
+    FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
+    WHERE b.ref NOT IN (SELECT blob FROM records)
+      AND (coalesce(c.refcount, 0) > 0
+           OR b.id NOT IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL))";
 
-/// Deletes the released blobs (count 0, no record) that no change names, then their counts.
+/// Deletes one released blob if it still is: its count is still 0 (a write that took it back
+/// raised it) and no change newer than the snapshot (`?2`) names it.
 const DELETE_RELEASED: &str = "
-    DELETE FROM blobs WHERE ref NOT IN (SELECT blob FROM records)
-      AND coalesce((SELECT refcount FROM blob_refs c WHERE c.ref = blobs.ref), 0) = 0
-      AND id NOT IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL);
-    DELETE FROM blob_refs WHERE ref NOT IN (SELECT ref FROM blobs);";
+    DELETE FROM blobs WHERE ref = ?1
+      AND coalesce((SELECT refcount FROM blob_refs WHERE ref = ?1), 0) = 0
+      AND NOT EXISTS (SELECT 1 FROM changes WHERE seq > ?2 AND blob_id = blobs.id)";
+
+/// Released blobs deleted per writer job.
+const SWEEP_BATCH: usize = 500;
 
 /// Bytes holding no data (unused parts of pages and free pages), and the database's size.
 const SLACK: &str = "
@@ -84,33 +84,65 @@ impl Upkeep for SqliteBackend {
     /// feed names is deleted (a put's value stays readable while its change is held). A blob
     /// with a positive count and no record (an orphan) means that a record's reference was
     /// damaged (it then points elsewhere, and this blob may be the only copy of its value): the
-    /// sweep then deletes nothing and fails with `Error::Corrupt`. It runs in an immediate
-    /// transaction (the write lock is taken at the start, waiting up to the busy timeout), so
-    /// writers in other processes delay it but cannot make it fail half-way.
+    /// sweep then deletes nothing and fails with `Error::Corrupt`.
+    ///
+    /// The search (a pass over every blob and record) runs on a reader's snapshot, so writers
+    /// never wait for it; the writer then deletes the blobs it found in jobs of
+    /// [`SWEEP_BATCH`], each checking again that its blob is still released: a count is exact,
+    /// so a record written since the snapshot that took the blob back has raised it, and a
+    /// change recorded since is newer than the snapshot's last.
     async fn collect_orphan_blobs(&self) -> Result<OrphanSweep> {
-        self.exclusive(|conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err("begin the orphan sweep"))?;
-            let (released, released_bytes, orphans, orphan_bytes): (i64, i64, i64, i64) = tx
-                .query_row(UNREFERENCED_BLOBS, [], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                })
-                .map_err(map_err("find unreferenced blobs"))?;
-            if orphans > 0 {
-                return Err(inconsistent_store(orphans, orphan_bytes));
-            }
-            tx.execute_batch(DELETE_RELEASED)
-                .map_err(map_err("delete unreferenced blobs"))?;
-            tx.commit().map_err(map_err("commit the orphan sweep"))?;
-            Ok(OrphanSweep {
-                blobs: 0,
-                bytes: 0,
-                released: unsigned(released),
-                released_bytes: unsigned(released_bytes),
+        let (released, orphans, orphan_bytes, snapshot_seq) = self
+            .readers
+            .read(|conn| {
+                // One snapshot for the feed's newest change and the search.
+                let tx = conn
+                    .unchecked_transaction()
+                    .map_err(map_err("begin the orphan search"))?;
+                let newest: i64 = tx
+                    .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |row| {
+                        row.get(0)
+                    })
+                    .map_err(map_err("read the feed's newest change"))?;
+                let rows = tx
+                    .prepare(UNREFERENCED_BLOBS)
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| {
+                                Ok((
+                                    row.get::<_, i64>(0)?,
+                                    row.get::<_, i64>(1)?,
+                                    row.get::<_, i64>(2)?,
+                                ))
+                            })?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(map_err("find unreferenced blobs"))?;
+                let (mut released, mut orphans, mut orphan_bytes) = (Vec::new(), 0i64, 0i64);
+                for (blob, bytes, refcount) in rows {
+                    if refcount > 0 {
+                        orphans += 1;
+                        orphan_bytes += bytes;
+                    } else {
+                        released.push(blob);
+                    }
+                }
+                Ok((released, orphans, orphan_bytes, newest))
             })
-        })
-        .await
+            .await?;
+        if orphans > 0 {
+            return Err(inconsistent_store(orphans, orphan_bytes));
+        }
+        let mut sweep = OrphanSweep::default();
+        for batch in released.chunks(SWEEP_BATCH) {
+            let batch = batch.to_vec();
+            let (deleted, bytes) = self
+                .exclusive(move |conn| delete_released(conn, &batch, snapshot_seq))
+                .await?;
+            sweep.released += deleted;
+            sweep.released_bytes += bytes;
+        }
+        Ok(sweep)
     }
 
     async fn vacuum(&self, full: bool) -> Result<u64> {
@@ -206,6 +238,45 @@ impl Upkeep for SqliteBackend {
         })
         .await
     }
+}
+
+/// Deletes the blobs of `batch` that are still released (see [`DELETE_RELEASED`]), and their
+/// counts, in one transaction: how many, and their stored bytes.
+fn delete_released(conn: &mut Connection, batch: &[i64], snapshot_seq: i64) -> Result<(u64, u64)> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(map_err("begin the orphan sweep"))?;
+    let (mut deleted, mut bytes) = (0u64, 0u64);
+    {
+        let mut size = tx
+            .prepare_cached("SELECT length(data) FROM blobs WHERE ref = ?1")
+            .map_err(map_err("measure a released blob"))?;
+        let mut delete = tx
+            .prepare_cached(DELETE_RELEASED)
+            .map_err(map_err("delete a released blob"))?;
+        let mut forget = tx
+            .prepare_cached("DELETE FROM blob_refs WHERE ref = ?1")
+            .map_err(map_err("delete a released blob's count"))?;
+        for &blob in batch {
+            let stored: Option<i64> = size
+                .query_row([blob], |row| row.get(0))
+                .optional()
+                .map_err(map_err("measure a released blob"))?;
+            if delete
+                .execute(rusqlite::params![blob, snapshot_seq])
+                .map_err(map_err("delete a released blob"))?
+                == 1
+            {
+                forget
+                    .execute([blob])
+                    .map_err(map_err("delete a released blob's count"))?;
+                deleted += 1;
+                bytes += unsigned(stored.unwrap_or(0));
+            }
+        }
+    }
+    tx.commit().map_err(map_err("commit the orphan sweep"))?;
+    Ok((deleted, bytes))
 }
 
 fn page_count(conn: &Connection) -> Result<u64> {

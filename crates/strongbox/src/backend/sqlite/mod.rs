@@ -51,9 +51,14 @@ use crate::error::{Error, Result};
 /// WAL pages (16 MiB) after which a commit checkpoints them into the database file. A checkpoint
 /// copies each page once however often it changed since the last: on the sample data, durable
 /// concurrent writes ran at 7.7x the seed's rate with SQLite's default of 1,000 pages, 8.75x with
-/// 4,000 and 8.7x with 8,000 (`strongbox bench`, one run each). The WAL file keeps its largest
-/// size until maintenance truncates it.
+/// 4,000 and 8.7x with 8,000 (`strongbox bench`, one run each).
 const WAL_CHECKPOINT_PAGES: i64 = 4_000;
+
+/// Bytes the WAL file is cut back to whenever the writer starts it over (after a checkpoint
+/// copied all of it): a reader holding an old snapshot (a backup, a long scan) stops checkpoints
+/// from passing it, so the WAL grows by everything written meanwhile, and SQLite would otherwise
+/// keep the file at that high-water mark until maintenance's `TRUNCATE` checkpoint.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 
 /// A store's SQLite database file.
 #[derive(Debug)]
@@ -150,6 +155,8 @@ impl SqliteBackend {
             .map_err(map_err("set synchronous"))?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(map_err("set the WAL checkpoint size"))?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
+            .map_err(map_err("set the WAL size limit"))?;
         conn.set_prepared_statement_cache_capacity(64);
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,

@@ -445,6 +445,7 @@ async fn encryption_overhead_on_the_sample() {
 async fn dictionaries_go_sealed_with_an_encrypted_backup() {
     let adjust = |config: &mut Config| {
         config.dictionary_min_values = 200;
+        config.train_while_writing = false;
         config.cache_capacity_bytes = 0;
     };
     let harness = Harness::sqlite_with(adjust).await;

@@ -23,6 +23,8 @@
 //! it is stored first, then the registry reloads, so no blob ever names a dictionary that is
 //! not stored.
 
+mod while_writing;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,7 +151,9 @@ impl Store {
         Ok(report)
     }
 
-    async fn compress_collection(
+    /// Trains (or retrains) one collection's dictionary when it pays, and recompresses its
+    /// values with it; `records` is only reported.
+    pub(crate) async fn compress_collection(
         &self,
         collection: String,
         records: u64,
@@ -235,7 +239,9 @@ impl Store {
     }
 
     /// Rewrites the collection's values with its current dictionary where that is smaller;
-    /// returns how many were rewritten and the bytes saved.
+    /// returns how many were rewritten and the bytes saved. Pages of [`RECOMPRESS_BATCH`]
+    /// values are re-encoded on every core ([`reencode_page`]) while the writer stores the
+    /// previous page, so the writer is busy only for the short rewrite jobs.
     async fn recompress(&self, collection: &str) -> Result<(u64, u64)> {
         let known = self.dictionaries().load();
         let Some(dictionary) = known.current(collection).map(|(d, _)| Arc::clone(d)) else {
@@ -248,55 +254,117 @@ impl Store {
             Dictionary::new(dictionary.bytes().to_vec(), level)
                 .map_err(|error| Error::backend("prepare a dictionary", error.to_string()))?,
         );
-        let max = self.config().max_value_bytes;
+        let recode = Recode {
+            known,
+            dictionary,
+            compression,
+            max: self.config().max_value_bytes,
+        };
         let (mut values, mut saved) = (0, 0);
-        let mut after = None;
-        loop {
-            let page = self
-                .backend()
-                .values_after(collection, after.take(), RECOMPRESS_BATCH)
-                .await?;
-            let Some((last, _, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            let full = page.len() == RECOMPRESS_BATCH;
-            let known = Arc::clone(&known);
-            let dictionary = Arc::clone(&dictionary);
-            let rewrites = tokio::task::spawn_blocking(move || {
-                // Keys sharing a value list it once each: rewrite it once.
-                let mut seen = std::collections::HashSet::new();
-                page.into_iter()
-                    .filter(|(_, id, _)| seen.insert(*id))
-                    .filter_map(|(_, id, stored)| {
-                        reencode(&id, &stored, &dictionary, compression, max, &*known)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|error| Error::backend("recompress values", error.to_string()))?;
+        let mut next = self.reencoded_page(collection, None, &recode).await?;
+        while let Some((rewrites, last, is_full)) = next {
             let batch_saved: u64 = rewrites.iter().map(|(_, _, saved)| saved).sum();
-            let rewritten = self
-                .backend()
-                .rewrite_blobs(
-                    rewrites
-                        .into_iter()
-                        .map(|(id, stored, _)| (id, stored))
-                        .collect(),
-                )
-                .await?;
+            let write = self.backend().rewrite_blobs(
+                rewrites
+                    .into_iter()
+                    .map(|(id, stored, _)| (id, stored))
+                    .collect(),
+            );
+            let following = async {
+                if is_full {
+                    self.reencoded_page(collection, Some(last), &recode).await
+                } else {
+                    Ok(None)
+                }
+            };
+            let (rewritten, following) = futures_util::future::try_join(write, following).await?;
             values += rewritten;
             saved += batch_saved;
-            if !full {
-                break;
-            }
+            next = following;
         }
         Ok((values, saved))
     }
+
+    /// The page of the collection's values after key `after`, re-encoded: the rewrites, the
+    /// page's last key, and whether the page was full (more may follow). `None` past the end.
+    async fn reencoded_page(
+        &self,
+        collection: &str,
+        after: Option<String>,
+        recode: &Recode,
+    ) -> Result<Option<(Vec<Rewrite>, String, bool)>> {
+        let page = self
+            .backend()
+            .values_after(collection, after, RECOMPRESS_BATCH)
+            .await?;
+        let Some((last, _, _)) = page.last() else {
+            return Ok(None);
+        };
+        let last = last.clone();
+        let is_full = page.len() == RECOMPRESS_BATCH;
+        let recode = recode.clone();
+        let rewrites = tokio::task::spawn_blocking(move || reencode_page(page, &recode))
+            .await
+            .map_err(|error| Error::backend("recompress values", error.to_string()))?;
+        Ok(Some((rewrites, last, is_full)))
+    }
+}
+
+/// A value's new encoding: its id, the stored bytes, and the bytes it saves.
+type Rewrite = (BlobId, Vec<u8>, u64);
+
+/// What re-encoding a value needs.
+#[derive(Clone)]
+struct Recode {
+    known: Arc<Known>,
+    dictionary: Arc<Dictionary>,
+    compression: Compression,
+    max: usize,
+}
+
+/// Re-encodes a page of `(key, id, stored)` values on as many threads as there are cores; keys
+/// sharing a value list it once each, and it is rewritten once.
+fn reencode_page(page: Vec<(String, BlobId, Vec<u8>)>, recode: &Recode) -> Vec<Rewrite> {
+    let mut seen = std::collections::HashSet::new();
+    let values: Vec<(BlobId, Vec<u8>)> = page
+        .into_iter()
+        .filter(|(_, id, _)| seen.insert(*id))
+        .map(|(_, id, stored)| (id, stored))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let share = values.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = values
+            .chunks(share)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .filter_map(|(id, stored)| {
+                            reencode(
+                                id,
+                                stored,
+                                &recode.dictionary,
+                                recode.compression,
+                                recode.max,
+                                &*recode.known,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // A worker that panicked re-encoded nothing: its values keep their encoding.
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 impl CollectionCompression {
-    fn new(collection: String, records: u64, action: &'static str) -> Self {
+    /// An outcome with nothing measured yet.
+    pub(crate) fn new(collection: String, records: u64, action: &'static str) -> Self {
         CollectionCompression {
             collection,
             records,
