@@ -225,14 +225,18 @@ fn lags(
     Ok(Measured::from_latencies(micros, elapsed))
 }
 
-/// The newest change's number, reading the feed after `since` (a change already read).
+/// The newest change's number, reading the feed after `since` (a change already read; from
+/// the oldest change held when maintenance trimmed the feed past it).
 async fn newest_seq(store: &Store, since: u64) -> anyhow::Result<u64> {
     let mut newest = since;
     loop {
-        let page = store
-            .changes(newest, PAGE)
-            .await
-            .context("read the change feed")?;
+        let page = match store.changes(newest, PAGE).await {
+            Err(strongbox::Error::ChangesTrimmed { oldest, .. }) => {
+                newest = oldest.saturating_sub(1);
+                continue;
+            }
+            page => page.context("read the change feed")?,
+        };
         match page.last() {
             Some(change) => newest = change.seq,
             None => return Ok(newest),
