@@ -129,8 +129,9 @@ pub struct Config {
     /// Compression of new values. Default zstd, balanced. Changing it never affects reading.
     /// Valid: any.
     pub compression: Compression,
-    /// A collection gets a zstd dictionary, trained on a sample of its values by maintenance,
-    /// once it holds at least this many records (see `Store::train_dictionaries`). Default
+    /// A collection gets a zstd dictionary, trained on a sample of its values by maintenance (or
+    /// while it is written, see `train_while_writing`), once it holds at least this many
+    /// records (see `Store::train_dictionaries`). Default
     /// 1,000; 0 turns dictionaries off. Only with zstd compression. Valid: any.
     pub dictionary_min_values: u64,
     /// Whether a collection written without a dictionary is trained in the background as soon

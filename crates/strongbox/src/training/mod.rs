@@ -2,7 +2,8 @@
 //! dictionary trained on a sample of them, and its values are recompressed with it.
 //!
 //! - **When.** [`Store::train_dictionaries`] runs as a maintenance step (and after a CLI
-//!   import). A collection of at least `Config::dictionary_min_values` records without a
+//!   import); while a collection without a dictionary is written, `while_writing` trains it
+//!   in the background as soon as it has enough values. A collection of at least `Config::dictionary_min_values` records without a
 //!   dictionary gets one; a collection whose newest values compress more than
 //!   [`DRIFT`] worse with its dictionary than when it was trained gets a new one.
 //! - **Kept only when it pays.** A trained dictionary is measured on held-out values against
@@ -27,6 +28,8 @@ mod while_writing;
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{DictionaryStorage, StoredDictionary};
 use crate::blob::{self, BlobId};
@@ -143,7 +146,8 @@ impl Store {
             let outcome = if records < min_values {
                 CollectionCompression::new(collection, records, "too_few_values")
             } else {
-                self.compress_collection(collection, records).await?
+                self.compress_collection(collection, records, &CancellationToken::new())
+                    .await?
             };
             report.collections.push(outcome);
         }
@@ -157,6 +161,7 @@ impl Store {
         &self,
         collection: String,
         records: u64,
+        stop: &CancellationToken,
     ) -> Result<CollectionCompression> {
         let known = self.dictionaries().load();
         let current = known.current(&collection).cloned();
@@ -212,7 +217,7 @@ impl Store {
         };
         outcome.ratio_after = Some(held_out);
         outcome.dictionary = Some(format!("{:08x}", dictionary.id()));
-        let (values, saved) = self.recompress(&collection).await?;
+        let (values, saved) = self.recompress(&collection, stop).await?;
         outcome.values_recompressed = values;
         outcome.bytes_saved = saved;
         Ok(outcome)
@@ -242,7 +247,7 @@ impl Store {
     /// returns how many were rewritten and the bytes saved. Pages of [`RECOMPRESS_BATCH`]
     /// values are re-encoded on every core ([`reencode_page`]) while the writer stores the
     /// previous page, so the writer is busy only for the short rewrite jobs.
-    async fn recompress(&self, collection: &str) -> Result<(u64, u64)> {
+    async fn recompress(&self, collection: &str, stop: &CancellationToken) -> Result<(u64, u64)> {
         let known = self.dictionaries().load();
         let Some(dictionary) = known.current(collection).map(|(d, _)| Arc::clone(d)) else {
             return Ok((0, 0));
@@ -270,8 +275,9 @@ impl Store {
                     .map(|(id, stored, _)| (id, stored))
                     .collect(),
             );
+            // Once `stop` fires, this page is the last: nothing is left running on a reader.
             let following = async {
-                if is_full {
+                if is_full && !stop.is_cancelled() {
                     self.reencoded_page(collection, Some(last), &recode).await
                 } else {
                     Ok(None)

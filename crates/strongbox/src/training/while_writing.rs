@@ -14,8 +14,8 @@
 //!   maintenance's); a training that did not pay is tried again at four times as many values,
 //!   so a collection that never compresses costs a few attempts, not one per thousand writes.
 //! - **One at a time, off the write path.** The write that crosses the mark only spawns the
-//!   task (a store's task, which `close` stops between two steps); one training runs at a time,
-//!   and none while maintenance runs (it trains too).
+//!   task (a store's task, which `close` stops after the page it is recompressing); one
+//!   training runs at a time, and none while maintenance runs (it trains too).
 //! - `Config::train_while_writing = false` leaves training to maintenance (and to explicit
 //!   `Store::train_dictionaries` calls).
 
@@ -46,22 +46,18 @@ impl Store {
                 return;
             };
             // Maintenance trains every collection: leave this one to a run in progress. A
-            // close stops the training between two steps (it is cancel safe), so that closing
-            // never waits for a whole recompression.
+            // close stops the recompression after its page in progress (rewriting is cancel
+            // safe), so that closing never waits for a whole collection, and no read of it
+            // outlives the store.
             if let Ok(_running) = store.maintenance_lock().try_lock() {
-                let trained = tokio::select! {
-                    () = closing.cancelled() => None,
-                    trained = store.train_collection(&collection) => Some(trained),
-                };
-                match trained {
-                    None => {}
-                    Some(Ok(outcome)) => tracing::debug!(
+                match store.train_collection(&collection, &closing).await {
+                    Ok(outcome) => tracing::debug!(
                         collection,
                         action = outcome.action,
                         values = outcome.values_recompressed,
                         "trained a dictionary while writing"
                     ),
-                    Some(Err(error)) => {
+                    Err(error) => {
                         tracing::warn!(collection, %error, "training a dictionary failed");
                     }
                 }
@@ -84,11 +80,13 @@ impl Store {
     pub(crate) async fn train_collection(
         &self,
         collection: &str,
+        stop: &tokio_util::sync::CancellationToken,
     ) -> crate::Result<CollectionCompression> {
         self.dictionaries().reload(self.backend()).await?;
         if self.dictionaries().load().current(collection).is_some() {
             return Ok(CollectionCompression::new(collection.to_owned(), 0, "kept"));
         }
-        self.compress_collection(collection.to_owned(), 0).await
+        self.compress_collection(collection.to_owned(), 0, stop)
+            .await
     }
 }

@@ -24,3 +24,4 @@ mod postgres;
 mod processes;
 mod read_only;
 mod scan_memory;
+mod under_load;
