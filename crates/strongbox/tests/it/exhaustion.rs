@@ -13,15 +13,7 @@ const FILL_DB: &str = "STRONGBOX_TEST_FILL_DB";
 
 /// An incompressible 8 KiB value, different for each `n`.
 fn noise(n: u64) -> String {
-    let mut seed = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..8192)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            char::from(b'!' + (seed % 90) as u8)
-        })
-        .collect()
+    crate::common::noise(n, 8192)
 }
 
 /// A small tmpfs, unmounted on drop.

@@ -8,15 +8,7 @@ use crate::common::Harness;
 
 /// A value of about 2 KiB that compresses poorly, different for each `i`.
 fn bulky(i: u64) -> String {
-    let mut seed = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..2048)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            char::from(b'!' + (seed % 90) as u8)
-        })
-        .collect()
+    crate::common::noise(i, 2048)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

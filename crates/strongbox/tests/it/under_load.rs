@@ -4,20 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::Harness;
-
-/// `len` printable bytes that compress poorly, different for each `i`.
-fn noise(i: u64, len: usize) -> String {
-    let mut seed = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            char::from(b'!' + (seed % 90) as u8)
-        })
-        .collect()
-}
+use crate::common::{Harness, noise};
 
 /// The outcome of the run's vacuum step.
 fn vacuum_outcome(report: &strongbox::MaintenanceReport) -> String {
