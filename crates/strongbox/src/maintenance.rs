@@ -174,10 +174,9 @@ impl Store {
         let vacuum = self.vacuum(options.is_full, commits_before);
         let pages = run.step("vacuum", vacuum).await;
         let backup = match &self.config().backup_repository {
-            Some(dir) if self.config().backup_interval_secs > 0 => run
-                .step("backup", self.scheduled_backup(dir))
-                .await
-                .flatten(),
+            Some(_) if self.config().backup_interval_secs > 0 => {
+                run.step("backup", self.scheduled_backup()).await.flatten()
+            }
             _ => None,
         };
         run.step("checkpoint", self.checkpoint()).await;
@@ -326,12 +325,18 @@ impl Store {
         ))
     }
 
-    /// Backs up to `dir` (then prunes) if the newest backup there is older than the interval.
-    async fn scheduled_backup(
-        &self,
-        dir: &std::path::Path,
-    ) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
-        let repository = crate::backup::Repository::open_or_create(dir).await?;
+    /// Backs up to the configured repository (then prunes) if the newest backup there is older
+    /// than the interval.
+    async fn scheduled_backup(&self) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
+        let done = self.backup_if_due().await;
+        if done.is_err() {
+            crate::backup::forget_unlocked(self);
+        }
+        done
+    }
+
+    async fn backup_if_due(&self) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
+        let repository = crate::backup::configured(self, true).await?;
         let now = now_ms();
         let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX);

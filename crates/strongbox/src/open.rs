@@ -92,10 +92,8 @@ fn start_tasks(store: &Store) {
             }
         },
     );
-    if let Some(dir) = config.backup_repository.clone()
-        && !config.read_only
-    {
-        crate::backup::follow_in_background(store, dir);
+    if config.backup_repository.is_some() && !config.read_only {
+        crate::backup::follow_in_background(store);
     }
     tasks.every(
         "cache eviction",

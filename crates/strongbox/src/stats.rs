@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use crate::backend::{Engine, Reads, ReplicaTotals, StorageTotals};
-use crate::backup::Repository;
 use crate::cache::CacheStats;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -244,12 +243,15 @@ impl Store {
     /// repository is configured or it cannot be read (logged).
     async fn backup_age_seconds(&self) -> Option<f64> {
         let dir = self.config().backup_repository.as_ref()?;
-        let newest = match Repository::open(dir).await {
+        let newest = match crate::backup::configured(self, false).await {
             Ok(repository) => repository.newest_backup_ms().await,
             // Not a repository (yet): the first scheduled backup creates it.
             Err(Error::InvalidConfig(_)) => Ok(None),
             Err(error) => Err(error),
         };
+        if newest.is_err() {
+            crate::backup::forget_unlocked(self);
+        }
         match newest {
             Ok(Some(created_at_ms)) => {
                 Some(now_ms().saturating_sub(created_at_ms).max(0) as f64 / 1000.0)

@@ -53,6 +53,9 @@ pub(crate) struct Inner {
     training: crate::training_trigger::TrainingTrigger,
     /// Bumped after each write this process committed, to wake the change feed's subscribers.
     committed: tokio::sync::watch::Sender<u64>,
+    /// The encrypted backup repository of the configuration, once unlocked (the backup
+    /// module's; typed there, so that this module does not depend on it).
+    unlocked_repository: std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 impl Drop for Inner {
@@ -78,6 +81,7 @@ impl Store {
                 tasks: Tasks::new(),
                 training: crate::training_trigger::TrainingTrigger::default(),
                 committed: tokio::sync::watch::Sender::new(0),
+                unlocked_repository: std::sync::Mutex::default(),
             }),
         }
     }
@@ -131,6 +135,13 @@ impl Store {
 
     pub(crate) fn tasks(&self) -> &Tasks {
         &self.inner.tasks
+    }
+
+    /// Where `backup::configured` keeps the configured repository once unlocked.
+    pub(crate) fn unlocked_repository(
+        &self,
+    ) -> &std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>> {
+        &self.inner.unlocked_repository
     }
 
     /// The configuration the store was opened with.

@@ -347,7 +347,8 @@ fn target_exists(error: strongbox::Error) -> anyhow::Error {
     }
 }
 
-/// The repository of `--repo` (or `$STRONGBOX_REPO`), else of the config file; waiting for its
+/// The repository of `--repo` (or `$STRONGBOX_REPO`), else of the config file (with its key
+/// file or password file, when no key option is given); waiting for its
 /// lock at most `--lock-timeout`, with a notice on standard error when it has to wait.
 pub(crate) async fn open_repository(
     repo: &RepoOption,
@@ -362,7 +363,14 @@ pub(crate) async fn open_repository(
             "name the backup repository with --repo DIR (or $STRONGBOX_REPO, or \
              backup_repository in --config)",
         )?;
-    let repository = crate::commands::backup_key::open(&dir, &repo.key, create).await?;
+    let mut key = repo.key.clone();
+    // The config file's repository comes with the config file's key, unless one is given.
+    if repo.repo.is_none() && key.key_file.is_none() && key.password_file.is_none() {
+        key.key_file = config.backup_repository_key_file.clone();
+        key.password_file = config.backup_repository_password_file.clone();
+        key.encrypt |= key.key_file.is_some() || key.password_file.is_some();
+    }
+    let repository = crate::commands::backup_key::open(&dir, &key, create).await?;
     Ok(repository
         .with_lock_timeout(repo.lock_timeout)
         .with_lock_notice(|notice| eprintln!("strongbox: {notice}")))

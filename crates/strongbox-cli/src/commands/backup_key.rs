@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use strongbox::backup::{Repository, RepositoryKey};
 
 /// The environment variable that gives the repository passphrase.
@@ -40,15 +39,7 @@ impl KeyOptions {
             return Ok(Some(RepositoryKey::from_file(path)?));
         }
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read the password file {}", path.display()))?;
-            let passphrase = text.lines().next().unwrap_or_default();
-            anyhow::ensure!(
-                !passphrase.is_empty(),
-                "the password file {} is empty; write the passphrase on its first line",
-                path.display()
-            );
-            return Ok(Some(RepositoryKey::passphrase(passphrase)));
+            return Ok(Some(RepositoryKey::from_password_file(path)?));
         }
         match std::env::var(PASSWORD_ENV) {
             Ok(passphrase) if !passphrase.is_empty() => {

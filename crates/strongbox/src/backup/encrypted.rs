@@ -29,6 +29,12 @@ impl Repository {
         }
     }
 
+    /// Whether the directory holds a format file: it is a repository, or was made one
+    /// (possibly by another process) since the caller looked.
+    pub(super) fn is_created(&self) -> bool {
+        std::fs::symlink_metadata(self.dir.join(super::repository::FORMAT_FILE)).is_ok()
+    }
+
     /// The key error for this repository.
     pub(super) fn key_error(&self, problem: KeyProblem) -> Error {
         Error::RepositoryKey {

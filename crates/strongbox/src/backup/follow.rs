@@ -21,7 +21,6 @@
 //! - The store's writers never wait for it: it reads as any reader does.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc};
@@ -258,19 +257,19 @@ impl Follower {
 /// Starts the background task of `backup_follow_secs` (none when it is 0): a step every
 /// interval into the repository in `dir` (created if new), logged; the task keeps the base it
 /// continues from between steps, and holds only a weak handle on the store.
-pub(crate) fn follow_in_background(store: &Store, dir: PathBuf) {
+pub(crate) fn follow_in_background(store: &Store) {
     let base: Arc<Mutex<Option<(BackupId, u64)>>> = Arc::default();
     store.tasks().every(
         "backup follow",
         store.config().backup_follow_secs,
         store.downgrade(),
         move |inner, _| {
-            let (dir, base) = (dir.clone(), Arc::clone(&base));
+            let base = Arc::clone(&base);
             async move {
                 let store = Store::from_inner(inner);
                 let mut base = base.lock().await;
                 let stepped = async {
-                    let repository = Repository::open_or_create(dir).await?;
+                    let repository = super::configured(&store, true).await?;
                     let mut follower = repository.follower(&store);
                     follower.base = base.take();
                     let step = follower.step().await;
@@ -286,6 +285,7 @@ pub(crate) fn follow_in_background(store: &Store, dir: PathBuf) {
                         "changes shipped to the backup repository"
                     ),
                     Err(error) => {
+                        super::forget_unlocked(&store);
                         tracing::warn!(%error, "cannot ship changes to the backup repository")
                     }
                 }

@@ -130,6 +130,32 @@ impl RepositoryKey {
         Ok(RepositoryKey::from_bytes(*key))
     }
 
+    /// The passphrase on the first line of a file (what `--password-file` and
+    /// `backup_repository_password_file` name); the line end is not part of it.
+    ///
+    /// # Errors
+    /// `Error::Io` when the file cannot be read, `Error::InvalidConfig` when its first line is
+    /// empty or not UTF-8.
+    pub fn from_password_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = Zeroizing::new(read_regular(path, MAX_KEY_FILE_BYTES).map_err(io_error(
+            format!("read the password file {}", path.display()),
+        ))?);
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            Error::InvalidConfig(format!(
+                "the password file {} is not UTF-8 text",
+                path.display()
+            ))
+        })?;
+        match text.lines().next() {
+            Some(passphrase) if !passphrase.is_empty() => Ok(RepositoryKey::passphrase(passphrase)),
+            _ => Err(Error::InvalidConfig(format!(
+                "the password file {} is empty; write the passphrase on its first line",
+                path.display()
+            ))),
+        }
+    }
+
     /// What this key is, for messages: `"passphrase"` or `"key file"`.
     fn kind(&self) -> &'static str {
         match self.secret {

@@ -50,6 +50,7 @@
 mod browse;
 mod check;
 mod chunk;
+mod configured;
 mod copy;
 mod create;
 mod crypt;
@@ -85,6 +86,7 @@ use std::sync::Arc;
 
 pub use crate::config::Retention;
 pub use browse::{BackupRecord, BackupValue};
+pub(crate) use configured::{configured, forget_unlocked};
 pub use copy::{CopyReport, copy};
 pub use create::BackupSummary;
 pub use diff::{DiffKind, RecordDiff};

@@ -28,7 +28,7 @@ use crate::codec::Dictionary;
 use crate::error::{Error, Result};
 
 /// The file that marks a directory as a repository and gives its format version.
-const FORMAT_FILE: &str = "strongbox-backup.json";
+pub(super) const FORMAT_FILE: &str = "strongbox-backup.json";
 
 /// The `format` value of [`FORMAT_FILE`].
 const FORMAT_NAME: &str = "strongbox-backup";

@@ -241,6 +241,19 @@ impl Config {
         self
     }
 
+    /// Sets `backup_repository_key_file`: the repository is encrypted under this key file.
+    pub fn with_backup_repository_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backup_repository_key_file = Some(path.into());
+        self
+    }
+
+    /// Sets `backup_repository_password_file`: the repository is encrypted under the
+    /// passphrase on this file's first line.
+    pub fn with_backup_repository_password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.backup_repository_password_file = Some(path.into());
+        self
+    }
+
     /// Sets `backup_retention`.
     pub fn with_backup_retention(mut self, retention: Retention) -> Self {
         self.backup_retention = retention;

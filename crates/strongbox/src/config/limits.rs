@@ -61,6 +61,7 @@ impl Config {
         if let Some(repository) = &self.backup_repository {
             check_path("backup_repository", repository)?;
         }
+        self.check_backup_key()?;
         let counts = [
             ("postgres_pool_size", self.postgres_pool_size, CONNECTIONS),
             ("read_connections", self.read_connections, CONNECTIONS),
@@ -149,6 +150,39 @@ impl Config {
                     url.redacted()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// A repository key is one file, of a configured repository.
+    fn check_backup_key(&self) -> Result<()> {
+        let files = [
+            (
+                "backup_repository_key_file",
+                &self.backup_repository_key_file,
+            ),
+            (
+                "backup_repository_password_file",
+                &self.backup_repository_password_file,
+            ),
+        ];
+        for (field, file) in files {
+            if let Some(file) = file {
+                check_path(field, file)?;
+                if self.backup_repository.is_none() {
+                    return Err(invalid(format!(
+                        "{field} is set but backup_repository is not: set the repository it is \
+                         the key of"
+                    )));
+                }
+            }
+        }
+        if files.iter().all(|(_, file)| file.is_some()) {
+            return Err(invalid(
+                "backup_repository_key_file and backup_repository_password_file are both set: \
+                 a repository has one key, give one of them"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -332,7 +366,7 @@ mod tests {
 
     #[test]
     fn names_and_paths_must_be_usable() {
-        let cases: [(&str, Adjust); 6] = [
+        let cases: [(&str, Adjust); 7] = [
             ("path", |c| c.path = "".into()),
             ("path", |c| c.path = "a\0b".into()),
             ("sqlite_vfs", |c| c.sqlite_vfs = Some(String::new())),
@@ -344,6 +378,10 @@ mod tests {
             }),
             ("backup_repository", |c| {
                 c.backup_repository = Some("".into())
+            }),
+            ("backup_repository_key_file", |c| {
+                c.backup_repository = Some("backups".into());
+                c.backup_repository_key_file = Some("".into())
             }),
         ];
         for (field, set) in cases {
@@ -385,5 +423,19 @@ mod tests {
         assert!(refusal(&config).starts_with("backup_retention"));
         config.backup_interval_secs = 0;
         assert!(config.validate().is_ok(), "scheduling is off");
+    }
+
+    #[test]
+    fn a_repository_key_is_one_file_of_a_configured_repository() {
+        let key_only = Config::default().with_backup_repository_key_file("backups.key");
+        assert!(refusal(&key_only).starts_with("backup_repository_key_file is set"));
+        let password_only = Config::default().with_backup_repository_password_file("pass");
+        assert!(refusal(&password_only).starts_with("backup_repository_password_file is set"));
+        let one = Config::default()
+            .with_backup_repository("backups")
+            .with_backup_repository_key_file("backups.key");
+        assert!(one.validate().is_ok(), "{:?}", one.validate());
+        let both = one.with_backup_repository_password_file("pass");
+        assert!(refusal(&both).contains("both set"));
     }
 }

@@ -193,6 +193,13 @@ pub struct Config {
     /// and the CLI's `backup` commands use it when `--repo` is not given. Default none. Valid:
     /// a path that is not empty.
     pub backup_repository: Option<PathBuf>,
+    /// The key file of an encrypted `backup_repository` (32 bytes, or 64 hex digits): the
+    /// store's scheduled backups, `follow` task and backup-age gauge open it with this key,
+    /// and create it encrypted under it when it does not exist yet. Default none. Valid: a
+    /// path that is not empty, with `backup_repository` set; not with the password file.
+    pub backup_repository_key_file: Option<PathBuf>,
+    /// As `backup_repository_key_file`, with a passphrase: the first line of this file.
+    pub backup_repository_password_file: Option<PathBuf>,
     /// Seconds between scheduled backups. Default 86,400 (a day); 0 turns scheduling off.
     /// Valid: 0 to 31,536,000 (365 days). See [`Config::backup_interval`].
     pub backup_interval_secs: u64,
@@ -263,6 +270,8 @@ impl Default for Config {
             stats_interval_secs: 60,
             vacuum_slack_percent: 40,
             backup_repository: None,
+            backup_repository_key_file: None,
+            backup_repository_password_file: None,
             backup_interval_secs: 86_400,
             backup_follow_secs: 0,
             backup_retention: Retention::default(),
@@ -411,6 +420,7 @@ mod tests {
         stats_interval_secs = 10
         vacuum_slack_percent = 25
         backup_repository = "backups"
+        backup_repository_key_file = "backups.key"
         backup_interval_secs = 7200
         maintenance_interval_secs = 600
         cache_eviction_interval_secs = 20

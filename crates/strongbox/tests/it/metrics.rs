@@ -165,6 +165,34 @@ fn the_backup_age_is_reported_once_a_repository_is_configured() {
 }
 
 #[test]
+fn the_backup_age_of_an_encrypted_repository_is_read_with_the_configured_key() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorded(&recorder, async {
+        let dir = tempfile::tempdir().unwrap();
+        let (repository, password) = (dir.path().join("backups"), dir.path().join("password"));
+        std::fs::write(&password, "correct horse\n").unwrap();
+        let key = strongbox::backup::RepositoryKey::passphrase("correct horse");
+        let backups = strongbox::backup::Repository::create_encrypted(&repository, &key)
+            .await
+            .unwrap();
+        let config = quiet_config(&dir)
+            .with_backup_repository(&repository)
+            .with_backup_repository_password_file(&password);
+        let store = Store::open(config).await.unwrap();
+        store.store("players", "alice", &1).await.unwrap();
+        store.publish_metrics().await;
+        let age = Reading::take(&snapshotter).gauge("strongbox_backup_age_seconds");
+        assert_eq!(age, f64::INFINITY, "no backup yet");
+        backups.backup(&store, |_| {}).await.unwrap();
+        store.publish_metrics().await;
+        let age = Reading::take(&snapshotter).gauge("strongbox_backup_age_seconds");
+        assert!((0.0..600.0).contains(&age), "{age}");
+        store.close().await.unwrap();
+    });
+}
+
+#[test]
 fn the_eviction_task_removes_expired_entries_in_the_background() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

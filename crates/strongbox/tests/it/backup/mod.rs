@@ -2,6 +2,7 @@
 //! verified, pruned by retention, and refusing bad input with nothing half-written.
 
 mod browse;
+mod configured;
 mod copy;
 mod damage;
 mod encrypted;
