@@ -9,6 +9,9 @@
 //! commit, under a per-shard lock that also bumps the shard's sequence number; a read that
 //! fetched from the database fills the cache only if its shard's sequence is unchanged since
 //! before the fetch, so a slow read can never put back a value a write replaced meanwhile.
+//! The same holds between writes: a write sets its key only if no other write touched the
+//! shard between its sending and its commit (otherwise it drops the key), so racing writers
+//! whose updates arrive in the other order than their commits never leave the older value.
 //! Writes by other processes are seen after at most `cache_ttl_secs`.
 //!
 //! Hits, misses and evictions are counted for `Store::stats` and, as they happen, through the
@@ -158,21 +161,42 @@ impl Cache {
         }
     }
 
-    /// Records a committed write: the new value (write-through) or its absence.
-    pub fn written(&self, collection: &str, key: &str, value: Option<CachedValue>) {
+    /// Records a committed write: the new value (write-through) or its absence. `ticket` was
+    /// taken before the write was sent; when another write touched the shard since, the two
+    /// may have committed in either order while their updates arrive in the other, so the
+    /// key is dropped rather than set (the next read fetches what committed last).
+    pub fn written(
+        &self,
+        ticket: FillTicket,
+        collection: &str,
+        key: &str,
+        value: Option<CachedValue>,
+    ) {
         let Some(entries) = &self.entries else { return };
-        let shard = self.shard(collection, key);
-        let Some(Ok(mut sequence)) = self.shards.get(shard).map(Mutex::lock) else {
+        let Some(Ok(mut sequence)) = self.shards.get(ticket.shard).map(Mutex::lock) else {
             // A poisoned shard cannot order fills; dropping everything keeps the invariant.
             entries.invalidate_all();
             return;
         };
+        let is_alone = *sequence == ticket.sequence;
         *sequence = sequence.wrapping_add(1);
         let cache_key = cache_key(collection, key);
-        match value.filter(|_| self.mode == CacheMode::WriteThrough) {
+        match value.filter(|_| is_alone && self.mode == CacheMode::WriteThrough) {
             Some(value) => entries.insert(cache_key, Arc::new(value)),
             None => entries.invalidate(&cache_key),
         }
+    }
+
+    /// Drops a key: written here without its outcome known, or by another server.
+    pub fn invalidate(&self, collection: &str, key: &str) {
+        let Some(entries) = &self.entries else { return };
+        let shard = self.shard(collection, key);
+        let Some(Ok(mut sequence)) = self.shards.get(shard).map(Mutex::lock) else {
+            entries.invalidate_all();
+            return;
+        };
+        *sequence = sequence.wrapping_add(1);
+        entries.invalidate(&cache_key(collection, key));
     }
 
     /// Drops every entry (writes by other servers may have been missed).

@@ -47,7 +47,7 @@ pub(crate) async fn start(store: &Store) {
 async fn apply(store: &Store, position: Position, invalidation: Invalidation) -> Position {
     match invalidation {
         Invalidation::Key { collection, key } => {
-            store.cache().written(&collection, &key, None);
+            store.cache().invalidate(&collection, &key);
             position
         }
         Invalidation::All => {
@@ -89,7 +89,7 @@ async fn catch_up(store: &Store, position: Position) -> Position {
             return Some(page.newest);
         }
         for change in &page.changes {
-            store.cache().written(&change.collection, &change.key, None);
+            store.cache().invalidate(&change.collection, &change.key);
         }
         let is_last_page = page.changes.len() < FEED_PAGE;
         position = page.changes.last().map_or(position, |change| change.seq);

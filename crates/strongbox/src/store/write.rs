@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Store;
 use crate::backend::{WriteOp, WriteOutcome, Writes};
 use crate::blob::{BlobId, EncodedBlob};
-use crate::cache::CachedValue;
+use crate::cache::{CachedValue, FillTicket};
 use crate::clock::now_ms;
 use crate::codec::{Codec, Format};
 use crate::error::{Error, Result};
@@ -239,8 +239,18 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let result = self.inner.backend.write(ops).await;
         let cache = &self.inner.cache;
+        // Taken before the writes are sent: a write that commits meanwhile to the same shard
+        // may have committed before or after these, so their keys are then dropped, not set.
+        let tickets: Vec<Option<FillTicket>> = touched
+            .iter()
+            .map(|touched| {
+                touched
+                    .as_ref()
+                    .map(|(collection, key, _)| cache.ticket(collection, key))
+            })
+            .collect();
+        let result = self.inner.backend.write(ops).await;
         match &result {
             Ok(outcomes) => {
                 for collection in &plain {
@@ -256,8 +266,8 @@ impl Store {
                 if changed {
                     self.note_commit();
                 }
-                for (touched, outcome) in touched.into_iter().zip(outcomes) {
-                    let Some((collection, key, value)) = touched else {
+                for ((touched, ticket), outcome) in touched.into_iter().zip(tickets).zip(outcomes) {
+                    let (Some((collection, key, value)), Some(ticket)) = (touched, ticket) else {
                         continue;
                     };
                     let cached = match outcome {
@@ -274,14 +284,14 @@ impl Store {
                         }
                         WriteOutcome::Deleted(_) | WriteOutcome::Checked => None,
                     };
-                    cache.written(&collection, &key, cached);
+                    cache.written(ticket, &collection, &key, cached);
                 }
             }
             // Whether anything committed is unknown for some errors (a dead writer): forget
             // the keys rather than risk serving what was replaced.
             Err(_) => {
                 for (collection, key, _) in touched.into_iter().flatten() {
-                    cache.written(&collection, &key, None);
+                    cache.invalidate(&collection, &key);
                 }
             }
         }

@@ -119,6 +119,46 @@ async fn racing_readers_never_put_back_a_replaced_value() {
     harness.finish().await;
 }
 
+/// Writers racing on the same keys: whatever order their commits and their cache updates
+/// interleave in, once they are done the cache serves what the database holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_leave_the_newest_value_cached() {
+    let harness = Harness::sqlite().await;
+    for round in 0..5u32 {
+        let mut writers = JoinSet::new();
+        for task in 0..8u32 {
+            let store = harness.store.clone();
+            writers.spawn(async move {
+                for i in 0..150u32 {
+                    let key = format!("k{}", (task + i) % 3);
+                    store.store("race", &key, &(round, task, i)).await.unwrap();
+                }
+            });
+        }
+        while let Some(result) = writers.join_next().await {
+            result.unwrap();
+        }
+        let fresh = strongbox::Store::open(strongbox::Config::new(harness.path()))
+            .await
+            .unwrap();
+        for key in ["k0", "k1", "k2"] {
+            let on_disk = fresh.retrieve_record::<(u32, u32, u32)>("race", key).await;
+            let cached = harness
+                .store
+                .retrieve_record::<(u32, u32, u32)>("race", key)
+                .await;
+            let (on_disk, cached) = (on_disk.unwrap().unwrap(), cached.unwrap().unwrap());
+            assert_eq!(
+                (cached.value, cached.meta.version),
+                (on_disk.value, on_disk.meta.version),
+                "round {round}, key {key}: the cache serves a replaced value"
+            );
+        }
+        fresh.close().await.unwrap();
+    }
+    harness.finish().await;
+}
+
 #[tokio::test]
 async fn the_byte_bound_holds_under_a_flood_of_large_values() {
     let capacity = 1 << 20;
