@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::check::stored_bound;
 use super::id::BackupId;
 use super::index::Packs;
-use super::manifest::{MAX_LINE_BYTES, MAX_WINDOW_LOG, RecordLine, manifest_corrupt};
+use super::manifest::{ItemLine, MAX_LINE_BYTES, MAX_WINDOW_LOG, manifest_corrupt};
 use super::pack::read_entry;
 use super::repository::Repository;
 use crate::blob::BlobId;
@@ -27,7 +27,7 @@ const MAX_CHUNK_RAW_BYTES: u64 = 2 << 20;
 pub(super) struct ChunkLine {
     /// The chunk's id: the BLAKE3 hash of its uncompressed lines, in hex.
     pub(super) chunk: String,
-    /// The record lines it holds.
+    /// The lines it holds (records, and a differential's removals).
     pub(super) records: u64,
 }
 
@@ -50,8 +50,9 @@ impl ChunkCursor {
         &self.ids
     }
 
-    /// The next record line of the current chunk, if it has one left.
-    pub(super) fn next_line(&mut self, backup: &BackupId) -> Result<Option<RecordLine<String>>> {
+    /// The next line of the current chunk (a record, or a differential's removal), if it has
+    /// one left.
+    pub(super) fn next_line(&mut self, backup: &BackupId) -> Result<Option<ItemLine>> {
         let Some(chunk_id) = self.id else {
             return Ok(None);
         };
@@ -86,7 +87,7 @@ impl ChunkCursor {
         let entry = serde_json::from_slice(line).map_err(|error| {
             manifest_corrupt(
                 backup,
-                format!("its chunk {chunk_id} has a line that is not a record ({error})"),
+                format!("its chunk {chunk_id} has a line that is neither a record nor a removal ({error})"),
             )
         })?;
         self.at += length + 1;

@@ -4,7 +4,8 @@
 //!
 //! **Invariants:** a backup appears at the destination only once everything it needs is
 //! there: packs and dictionaries are written first, then the indexes naming them, then the
-//! manifests, each object whole (a local file is synced and renamed into place, an S3 object
+//! manifests (in name order, so that a differential backup's base, whose id sorts before
+//! its own, is there first), each object whole (a local file is synced and renamed into place, an S3 object
 //! is atomic). Objects are immutable and named by their content, and nothing is ever deleted
 //! at the destination, so a copy needs no lock there beyond a local repository's shared one,
 //! two copies into one destination cannot harm each other, and a killed copy leaves a

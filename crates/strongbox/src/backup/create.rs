@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::differential::{BaseCursor, choose_base};
 use super::files::{blocking, create_dir, io_error, sync_dir};
 use super::id::BackupId;
 use super::index::{EntryKind, Packs, write_index};
@@ -103,13 +104,20 @@ impl Repository {
     {
         let started = Instant::now();
         let repository = self.clone();
-        let (lock, (known, known_chunks)) = blocking(move || {
+        let source = Source {
+            backend: store.backend().name().to_owned(),
+            location: store.config().location(),
+        };
+        let of = source.clone();
+        let (lock, (known, known_chunks), base) = blocking(move || {
             let lock = repository.lock(LockMode::Shared)?;
             let packs = Packs::load(&repository)?;
             let chunks: HashSet<BlobId> = packs.chunks.into_keys().collect();
+            let base = choose_base(&repository, &of);
             Ok((
                 lock,
                 (packs.blobs.into_keys().collect::<HashSet<_>>(), chunks),
+                base,
             ))
         })
         .await?;
@@ -126,11 +134,14 @@ impl Repository {
                 ratio: dictionary.ratio,
             })
             .collect();
-        let id = BackupId::generate(created_at_ms);
-        let source = Source {
-            backend: store.backend().name().to_owned(),
-            location: store.config().location(),
-        };
+        // A differential backup's id sorts after its base's (a copy publishes manifests in
+        // name order, so a base is at the destination before what is built on it); when no
+        // id can, the backup is whole.
+        let after_base = base
+            .as_ref()
+            .and_then(|base| BackupId::generate_after(created_at_ms, base));
+        let base = base.filter(|_| after_base.is_some());
+        let id = after_base.unwrap_or_else(|| BackupId::generate(created_at_ms));
         let cancelled = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancelled));
         let (items, received) = mpsc::channel(CHANNEL_ITEMS);
@@ -144,6 +155,7 @@ impl Repository {
             id,
             known: Arc::clone(&known),
             known_chunks,
+            base,
             max_value_bytes: store.config().max_value_bytes,
             progress: Arc::new(progress),
             cancelled,
@@ -237,6 +249,8 @@ struct Job {
     known: Arc<HashSet<BlobId>>,
     /// The manifest chunks the repository holds.
     known_chunks: HashSet<BlobId>,
+    /// The whole backup this one is differential on, if any ([`choose_base`]).
+    base: Option<BackupId>,
     /// The store's dictionaries, written to the repository with the backup.
     dictionaries: Vec<StoredDictionary>,
     /// The same, prepared for checking blobs.
@@ -286,12 +300,18 @@ impl Job {
         (self.progress)(Progress::new(Stage::Snapshot, 0, start.records));
         let mut header = self.header.clone();
         header.feed_seq = start.feed_seq;
+        header.base = self.base.as_ref().map(ToString::to_string);
+        let base = match &self.base {
+            Some(base) => Some(BaseCursor::open(&self.repository, base)?),
+            None => None,
+        };
         let manifest_tmp = self.tmp.join("manifest");
         let mut manifest = ManifestWriter::create(
             &self.repository,
             &manifest_tmp,
             &header,
             self.known_chunks.clone(),
+            base,
         )?;
         // Values and manifest chunks go into packs of their own, as restic keeps data and
         // trees apart: damage to a value's pack leaves the manifests readable.

@@ -52,6 +52,24 @@ impl BackupId {
         BackupId(format!("{}-{:08x}", format_time(now_ms), random_u32()))
     }
 
+    /// A new id for a backup taken at `now_ms` that sorts after `after` (a differential
+    /// backup's base): random within the same second, above `after`'s random part. `None`
+    /// when `after` is of a later second, or holds the last id of its second.
+    pub(crate) fn generate_after(now_ms: i64, after: &BackupId) -> Option<Self> {
+        let time = format_time(now_ms);
+        let (after_time, after_random) = after.0.split_once('-')?;
+        match time.as_str().cmp(after_time) {
+            std::cmp::Ordering::Greater => Some(BackupId::generate(now_ms)),
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal => {
+                let above = u32::from_str_radix(after_random, 16).ok()?.checked_add(1)?;
+                let span = u64::from(u32::MAX - above) + 1;
+                let random = u64::from(above) + u64::from(random_u32()) % span;
+                Some(BackupId(format!("{time}-{random:08x}")))
+            }
+        }
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -195,6 +213,25 @@ mod tests {
         ] {
             assert!(BackupId::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn an_id_after_another_sorts_after_it_or_is_none() -> Result<()> {
+        let ms = 1_795_850_100_000;
+        for base in ["20261128T071500Z-00000000", "20261128T071500Z-fffffffe"] {
+            let base = BackupId::parse(base)?;
+            for _ in 0..100 {
+                let id = BackupId::generate_after(ms + 999, &base).unwrap();
+                assert!(id > base && BackupId::parse(id.as_str())? == id, "{id}");
+            }
+        }
+        let last = BackupId::parse("20261128T071500Z-ffffffff")?;
+        assert_eq!(BackupId::generate_after(ms, &last), None);
+        let later = BackupId::parse("20261128T071501Z-00000000")?;
+        assert_eq!(BackupId::generate_after(ms, &later), None);
+        let earlier = BackupId::parse("20261128T071459Z-ffffffff")?;
+        assert!(BackupId::generate_after(ms, &earlier).is_some_and(|id| id > earlier));
+        Ok(())
     }
 
     #[test]

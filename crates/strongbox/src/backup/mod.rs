@@ -55,6 +55,7 @@ mod copy;
 mod create;
 mod crypt;
 mod diff;
+mod differential;
 mod encrypted;
 mod files;
 mod follow;
@@ -68,6 +69,7 @@ mod objects;
 mod options;
 mod pack;
 mod prune_plan;
+mod reader;
 #[cfg(feature = "s3")]
 mod remote;
 mod repack;

@@ -1,16 +1,16 @@
 //! The newest backup: how old it is, for the `strongbox_backup_age_seconds` gauge, and which
-//! one `BackupRef::Latest` and `BackupRef::At` name.
+//! one `BackupRef::Latest` and `BackupRef::At` name; and what `list` shows of each backup.
 //!
 //! Only the manifests' headers are read, so that finding a backup costs small reads however
 //! large the backups are (a whole read is `verify`'s job).
 
-use std::io;
+use std::{fs, io};
 
 use super::Repository;
 use super::files::blocking;
 use super::id::BackupId;
-use super::manifest::{ManifestReader, read_summary};
-use super::repository::LockMode;
+use super::manifest::{ManifestReader, ManifestSummary, read_summary};
+use super::repository::{BackupInfo, LockMode};
 use crate::error::{Error, Result};
 
 impl Repository {
@@ -84,5 +84,35 @@ impl Repository {
                      is from {oldest} ms)"
                 ))
             })
+    }
+
+    /// The [`BackupInfo`] of one backup, with the damage found if its manifest is unreadable.
+    pub(crate) fn info(&self, id: BackupId) -> BackupInfo {
+        let manifest_bytes =
+            fs::symlink_metadata(self.manifest_path(&id)).map_or(0, |meta| meta.len());
+        match read_summary(self, &id) {
+            Ok(ManifestSummary { header, trailer }) => BackupInfo {
+                id,
+                created_at_ms: header.created_at_ms,
+                source: header.source.location,
+                records: trailer.records,
+                blobs: trailer.blobs,
+                logical_bytes: trailer.logical_bytes,
+                manifest_bytes,
+                damage: None,
+                base: header.base.and_then(|base| BackupId::parse(&base).ok()),
+            },
+            Err(error) => BackupInfo {
+                created_at_ms: id.time_ms(),
+                id,
+                source: String::new(),
+                records: 0,
+                blobs: 0,
+                logical_bytes: 0,
+                manifest_bytes,
+                damage: Some(error.to_string()),
+                base: None,
+            },
+        }
     }
 }

@@ -22,7 +22,7 @@ use super::files::{
 use super::id::BackupId;
 use super::key::{Encryption, format_version};
 use super::lock::{LockWait, acquire};
-use super::manifest::{self, ManifestSummary};
+use super::manifest;
 use crate::blob::BlobId;
 use crate::codec::Dictionary;
 use crate::error::{Error, Result};
@@ -104,6 +104,9 @@ pub struct BackupInfo {
     pub manifest_bytes: u64,
     /// Why the manifest cannot be read, when it cannot; such a backup cannot be restored.
     pub damage: Option<String>,
+    /// For a differential backup, the whole backup it holds the changes since (prune keeps
+    /// it while this one is kept); `None` for a whole backup.
+    pub base: Option<BackupId>,
 }
 
 impl Repository {
@@ -170,34 +173,6 @@ impl Repository {
             Ok(infos)
         })
         .await
-    }
-
-    /// The [`BackupInfo`] of one backup, with the damage found if its manifest is unreadable.
-    pub(crate) fn info(&self, id: BackupId) -> BackupInfo {
-        let manifest_bytes =
-            fs::symlink_metadata(self.manifest_path(&id)).map_or(0, |meta| meta.len());
-        match manifest::read_summary(self, &id) {
-            Ok(ManifestSummary { header, trailer }) => BackupInfo {
-                id,
-                created_at_ms: header.created_at_ms,
-                source: header.source.location,
-                records: trailer.records,
-                blobs: trailer.blobs,
-                logical_bytes: trailer.logical_bytes,
-                manifest_bytes,
-                damage: None,
-            },
-            Err(error) => BackupInfo {
-                created_at_ms: id.time_ms(),
-                id,
-                source: String::new(),
-                records: 0,
-                blobs: 0,
-                logical_bytes: 0,
-                manifest_bytes,
-                damage: Some(error.to_string()),
-            },
-        }
     }
 
     pub(super) fn create_if_new(&self, encryption: Option<Encryption>) -> Result<()> {

@@ -144,9 +144,15 @@ impl Repository {
     pub(super) fn choose(&self, retention: &Retention) -> Result<Choice> {
         let mut choice = Choice::default();
         let mut backups = Vec::new();
+        let mut bases = Vec::new();
         for id in self.manifest_ids()? {
             match read_summary(self, &id) {
-                Ok(summary) => backups.push((id, summary.header.created_at_ms)),
+                Ok(summary) => {
+                    if let Some(base) = summary.header.base.as_deref() {
+                        bases.push((id.clone(), BackupId::parse(base)?));
+                    }
+                    backups.push((id, summary.header.created_at_ms));
+                }
                 Err(error) => {
                     choice.sweep_skipped.get_or_insert_with(|| {
                         format!(
@@ -157,7 +163,13 @@ impl Repository {
                 }
             }
         }
-        let kept = retention.select(&backups);
+        let mut kept = retention.select(&backups);
+        // A differential backup needs its base: it is kept with it.
+        for (id, base) in bases {
+            if kept.contains(&id) {
+                kept.insert(base);
+            }
+        }
         backups.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         for (id, _) in backups {
             if kept.contains(&id) {

@@ -14,9 +14,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::chunk::ChunkLine;
+use super::differential::BaseCursor;
 use super::files::io_error;
 use super::index::EntryKind;
-use super::manifest::{Header, RecordLine, Trailer};
+use super::manifest::{Entry, Header, MANIFEST_VERSION, RecordLine, RemovedLine, Trailer};
 use super::pack::PackWriter;
 use super::repository::Repository;
 use super::sealed::ManifestSink;
@@ -59,17 +60,26 @@ pub struct ManifestWriter {
     chunk_records: u64,
     known_chunks: HashSet<BlobId>,
     chunk_bytes: u64,
+    /// A differential manifest's base, walked beside the records appended.
+    base: Option<BaseCursor>,
+    /// The record and removal lines written.
+    lines: u64,
+    /// Whether the manifest is differential (it had a base).
+    is_differential: bool,
 }
 
 impl ManifestWriter {
     /// Creates the file at `path` and writes the header; chunks in `known_chunks` are in the
-    /// repository already and are not written again. In an encrypted repository the file is
-    /// written sealed, when the manifest is finished.
+    /// repository already and are not written again. With a `base` (the backup the header
+    /// names as its base), the manifest is differential: only records that differ from the
+    /// base's get a line, and the base's records the snapshot lacks a removal line. In an
+    /// encrypted repository the file is written sealed, when the manifest is finished.
     pub(crate) fn create(
         repository: &Repository,
         path: &Path,
         header: &Header,
         known_chunks: HashSet<BlobId>,
+        base: Option<BaseCursor>,
     ) -> Result<Self> {
         let file = OpenOptions::new()
             .write(true)
@@ -88,13 +98,28 @@ impl ManifestWriter {
             chunk_records: 0,
             known_chunks,
             chunk_bytes: 0,
+            is_differential: base.is_some(),
+            base,
+            lines: 0,
         };
-        writer.write_line(header, true)?;
+        let mut header = header.clone();
+        if writer.base.is_some() {
+            header.version = MANIFEST_VERSION;
+        }
+        writer.write_line(&header, true)?;
         Ok(writer)
     }
 
-    /// Appends a record line to the current chunk, and ends the chunk where its key says.
+    /// Appends a record (in key order): a record line in the current chunk, unless the
+    /// manifest is differential and its base holds the record unchanged.
     pub(crate) fn append(&mut self, record: &SnapshotRecord, packs: &mut PackWriter) -> Result<()> {
+        if let Some(mut base) = self.base.take() {
+            let unchanged = base.advance_to(record, |removed| self.remove(removed, packs));
+            self.base = Some(base);
+            if unchanged? {
+                return Ok(());
+            }
+        }
         let blob = record.blob_id.to_hex();
         let meta = &record.meta;
         let line = RecordLine::<&str> {
@@ -110,14 +135,35 @@ impl ManifestWriter {
             last_accessed_ms: meta.last_accessed_ms,
             expires_at_ms: meta.expires_at_ms,
         };
-        serde_json::to_writer(&mut self.chunk, &line)
+        self.push_line(&line, &record.collection, &record.key, packs)
+    }
+
+    /// Appends a removal line for a record of the base.
+    fn remove(&mut self, removed: &Entry, packs: &mut PackWriter) -> Result<()> {
+        let line = RemovedLine::<&str> {
+            collection: &removed.collection,
+            key: &removed.key,
+            removed: true,
+        };
+        self.push_line(&line, &removed.collection, &removed.key, packs)
+    }
+
+    /// Appends a line to the current chunk, and ends the chunk where its key says.
+    fn push_line<T: serde::Serialize>(
+        &mut self,
+        line: &T,
+        collection: &str,
+        key: &str,
+        packs: &mut PackWriter,
+    ) -> Result<()> {
+        serde_json::to_writer(&mut self.chunk, line)
             .map_err(|error| Error::backend("encode a manifest line", error))?;
         self.chunk.push(b'\n');
         self.chunk_records += 1;
+        self.lines += 1;
         if self.chunk_records >= CHUNK_MAX_RECORDS
             || self.chunk.len() >= CHUNK_MAX_BYTES
-            || (self.chunk_records >= CHUNK_MIN_RECORDS
-                && is_boundary(&record.collection, &record.key))
+            || (self.chunk_records >= CHUNK_MIN_RECORDS && is_boundary(collection, key))
         {
             self.end_chunk(packs)?;
         }
@@ -158,6 +204,9 @@ impl ManifestWriter {
         struct End {
             end: Trailer,
         }
+        if let Some(base) = self.base.take() {
+            base.finish(|removed| self.remove(removed, packs))?;
+        }
         self.end_chunk(packs)?;
         let checksum = self.hasher.finalize().to_hex().to_string();
         let end = End {
@@ -166,6 +215,7 @@ impl ManifestWriter {
                 blobs,
                 logical_bytes,
                 checksum,
+                lines: self.is_differential.then_some(self.lines),
             },
         };
         self.write_line(&end, false)?;

@@ -240,16 +240,7 @@ impl Store {
             })
             .collect();
         let cache = &self.inner.cache;
-        // Taken before the writes are sent: a write that commits meanwhile to the same shard
-        // may have committed before or after these, so their keys are then dropped, not set.
-        let tickets: Vec<Option<FillTicket>> = touched
-            .iter()
-            .map(|touched| {
-                touched
-                    .as_ref()
-                    .map(|(collection, key, _)| cache.ticket(collection, key))
-            })
-            .collect();
+        let tickets = tickets(cache, &touched);
         let result = self.inner.backend.write(ops).await;
         match &result {
             Ok(outcomes) => {
@@ -301,6 +292,23 @@ impl Store {
 
 /// A written value as the cache keeps it: blob id, stored bytes, format tag.
 type NewValue = (BlobId, Vec<u8>, u8);
+
+/// The cache tickets of the keys writes touch, taken before the writes are sent: a write
+/// that commits meanwhile to the same shard may have committed before or after these, so
+/// their keys are then dropped, not set (`Cache::written`).
+fn tickets(
+    cache: &crate::cache::Cache,
+    touched: &[Option<(String, String, Option<NewValue>)>],
+) -> Vec<Option<FillTicket>> {
+    touched
+        .iter()
+        .map(|touched| {
+            touched
+                .as_ref()
+                .map(|(collection, key, _)| cache.ticket(collection, key))
+        })
+        .collect()
+}
 
 /// Validates and builds a delete.
 pub(crate) fn delete_op(collection: &str, key: &str, expect: Expect) -> Result<WriteOp> {

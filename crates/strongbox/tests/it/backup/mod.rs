@@ -5,6 +5,7 @@ mod browse;
 mod configured;
 mod copy;
 mod damage;
+mod differential;
 mod encrypted;
 mod follow;
 mod fuzz;

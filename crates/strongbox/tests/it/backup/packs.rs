@@ -34,7 +34,11 @@ async fn prune_repacks_packs_that_became_mostly_garbage() {
             store.delete("players", &format!("p{i}")).await.unwrap();
         }
     }
+    // Differential on the first (320 removals), then whole: the differential's changes are
+    // more than an eighth of its records. Only the whole one is kept.
+    let differential = repository.backup(store, |_| {}).await.unwrap();
     let kept = repository.backup(store, |_| {}).await.unwrap();
+    assert_ne!(differential.id, kept.id);
     let expected = contents(store).await;
     let before = pack_bytes(&repository);
     // The state before the prune, to rebuild what an interrupted prune leaves.
@@ -71,7 +75,8 @@ async fn prune_repacks_packs_that_became_mostly_garbage() {
     for stale in ["index", "packs"] {
         merge_files(&snapshot.join(stale), &repository.dir().join(stale));
     }
-    assert_eq!(files_under(&repository.dir().join("index")).len(), 3);
+    // One index per backup (three), and the prune's.
+    assert_eq!(files_under(&repository.dir().join("index")).len(), 4);
     assert!(repository.verify(None, |_| {}).await.unwrap().is_clean());
     let target = harness.dir.path().join("interrupted.db");
     restore(
