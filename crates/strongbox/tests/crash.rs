@@ -10,9 +10,10 @@
 //! - the total of all balances never changed, and each balance equals its opening amount plus
 //!   the ledger entries that moved chips in or out (so every committed transaction is whole);
 //! - `verify` is clean: every blob matches its hash and every reference count is exact;
-//! - the backup repository, killed mid-backup, mid-`follow` step and mid-prune (repacks
-//!   included) any number of times, still verifies, and every backup it lists restores to a
-//!   state the children committed (each balance equal to its ledger);
+//! - the backup repository, killed mid-backup, mid-`follow` step, mid-copy (to an offsite
+//!   directory) and mid-prune (repacks included) any number of times, still verifies, and
+//!   every backup it lists restores to a state the children committed (each balance equal to
+//!   its ledger); so does the offsite copy;
 //! - the change feed agrees with the records: its sequence numbers strictly increase, and a
 //!   record exists at version v exactly when the last change of its key is a put of version v
 //!   (a key whose last change is a delete has no record). The children keep every change
@@ -249,6 +250,13 @@ async fn check(db: &Path, acknowledged: &HashSet<String>, is_full: bool, feed: &
         repository.prune(&Retention::last(3)).await.unwrap();
         check_backups(&repository, db).await;
     }
+    // A copy killed midway leaves only whole backups at the destination.
+    if let Ok(offsite) = Repository::open(offsite_of(&repository_of(db))).await {
+        let report = offsite.verify(None, |_| {}).await.unwrap();
+        assert!(report.is_clean(), "offsite: {:?}", report.damage);
+        offsite.prune(&Retention::last(3)).await.unwrap();
+        check_backups(&offsite, db).await;
+    }
 }
 
 /// Every backup the repository lists restores, and what it restores is a state the children
@@ -375,6 +383,11 @@ fn repository_of(db: &Path) -> std::path::PathBuf {
     db.with_extension("backups")
 }
 
+/// Where children copy the repository `repo` to.
+fn offsite_of(repo: &Path) -> String {
+    repo.with_extension("offsite").display().to_string()
+}
+
 /// The child: transfers until killed.
 fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -417,6 +430,12 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                         say("begin prune".into());
                         repository.prune(&Retention::last(2)).await.unwrap();
                         Some("prune")
+                    } else if task == 3 && n % 10 == 9 && repo.exists() {
+                        // An offsite copy, killed midway too: what it lists must be whole.
+                        say("begin copy".into());
+                        let (from, to) = (repo.display().to_string(), offsite_of(&repo));
+                        strongbox::backup::copy(&from, &to, |_| {}).await.unwrap();
+                        Some("copy")
                     } else {
                         None
                     };
