@@ -205,8 +205,12 @@ async fn list(repo: &RepoOption, config: &Config) -> anyhow::Result<()> {
     let backups = repository.list().await.context("list backups")?;
     print(repo, &backups, |out| {
         for backup in &backups {
+            let base = match &backup.base {
+                Some(base) => format!("  (changes since {base})"),
+                None => String::new(),
+            };
             out.line(format_args!(
-                "{}  {}  {:>10} records  {:>10}  {}",
+                "{}  {}  {:>10} records  {:>10}  {}{base}",
                 backup.id,
                 output::time(backup.created_at_ms),
                 output::count(backup.records),
