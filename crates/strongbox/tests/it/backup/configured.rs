@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use strongbox::backup::{BackupRef, Repository, RepositoryKey, RestoreOptions};
+use strongbox::backup::{Repository, RepositoryKey};
 use strongbox::{Config, Error, Store};
 
-use super::{contents, restore, restored_contents, store_players};
+use super::{restores_equal, store_players};
 
 /// A store over `dir/store.db` backing up to `dir/repository`, with maintenance and stats
 /// left to the test.
@@ -66,16 +66,7 @@ async fn a_configured_key_file_encrypts_scheduled_and_continuous_backups() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let target = dir.path().join("restored.db");
-    restore(
-        &repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(&store).await);
+    restores_equal(&repository, &store, dir.path(), "restored.db").await;
     store.close().await.unwrap();
 }
 

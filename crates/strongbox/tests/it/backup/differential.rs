@@ -4,12 +4,10 @@
 //! their changes pass an eighth of the records, keep their base through a prune, and are
 //! damaged with it, never silently wrong.
 
-use std::path::Path;
-
+use strongbox::Error;
 use strongbox::backup::{BackupRef, BackupSummary, Repository, RestoreOptions, Retention};
-use strongbox::{Error, Store};
 
-use super::{contents, new_repository, restore, restored_contents, store_players, value};
+use super::{new_repository, restore, restored_contents, restores_equal, store_players, value};
 use crate::common::Harness;
 
 /// The base of backup `id` as `list` shows it.
@@ -18,19 +16,6 @@ async fn base_of(repository: &Repository, summary: &BackupSummary) -> Option<Str
     let info = list.iter().find(|info| info.id == summary.id).unwrap();
     assert!(info.damage.is_none(), "{info:?}");
     info.base.as_ref().map(ToString::to_string)
-}
-
-async fn restores_equal(repository: &Repository, store: &Store, dir: &Path, name: &str) {
-    let target = dir.join(name);
-    restore(
-        repository,
-        &BackupRef::Latest,
-        &target,
-        RestoreOptions::all(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(restored_contents(&target).await, contents(store).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,6 +114,20 @@ pub async fn restored(
     restored_contents(&target).await
 }
 
+/// Restores the newest backup into `dir/name` and checks it equals the store now.
+pub async fn restores_equal(repository: &Repository, store: &Store, dir: &Path, name: &str) {
+    let target = dir.join(name);
+    restore(
+        repository,
+        &BackupRef::Latest,
+        &target,
+        RestoreOptions::all(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored_contents(&target).await, contents(store).await);
+}
+
 /// Opens a restored file, reads all of it, and closes it after checking it.
 pub async fn restored_contents(path: &Path) -> Contents {
     let store = Store::open(Config::new(path)).await.unwrap();
