@@ -48,14 +48,11 @@ use crate::backend::{Engine, Invalidation};
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
 
-/// WAL pages (64 MiB, the size the WAL is cut back to) after which a commit checkpoints them into
-/// the database file. A checkpoint copies each page once however often it changed since the
-/// last; on a large store almost every page a write touches is a different one, so fewer, larger
-/// checkpoints cost the writers less. 64 concurrent durable writers over a million records ran at
-/// 11.4k writes/s with 4,000 pages, 13.0k with 16,000 and 13.8k with 50,000, and over 20,000
-/// records at 15.7k, 15.7k and 13.9k (three interleaved runs each; the growth note has the
-/// command). On the sample data SQLite's default of 1,000 pages had been 12% slower than 4,000.
-const WAL_CHECKPOINT_PAGES: i64 = 16_000;
+/// WAL pages (16 MiB) after which a commit checkpoints them into the database file. A checkpoint
+/// copies each page once however often it changed since the last: on the sample data, durable
+/// concurrent writes ran at 7.7x the seed's rate with SQLite's default of 1,000 pages, 8.75x with
+/// 4,000 and 8.7x with 8,000 (`strongbox bench`, one run each).
+const WAL_CHECKPOINT_PAGES: i64 = 4_000;
 
 /// Bytes the WAL file is cut back to whenever the writer starts it over (after a checkpoint
 /// copied all of it): a reader holding an old snapshot (a backup, a long scan) stops checkpoints
