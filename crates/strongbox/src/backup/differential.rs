@@ -153,16 +153,26 @@ fn own_name(own: &Own) -> (&[u8], &[u8]) {
 /// changes. `None` (a whole backup) otherwise, and when the newest or its base cannot be read
 /// whole (a damaged backup is never built on). The caller holds the lock.
 pub(super) fn choose_base(repository: &Repository, source: &Source) -> Option<BackupId> {
-    let (_, newest) = repository
-        .manifest_ids()
-        .ok()?
-        .into_iter()
-        .filter_map(|id| {
-            let reader = ManifestReader::open_own(repository, &id).ok()?;
-            let header = reader.header();
-            (&header.source == source).then_some((header.created_at_ms, id))
-        })
-        .max()?;
+    let mut newest: Option<(i64, BackupId)> = None;
+    // Ids sort by their creation second: once a backup of this store is found, only those of
+    // the same second or the one before can be newer.
+    for id in repository.manifest_ids().ok()?.into_iter().rev() {
+        if newest
+            .as_ref()
+            .is_some_and(|(at_ms, _)| id.time_ms() < at_ms - 2_000)
+        {
+            break;
+        }
+        let Ok(reader) = ManifestReader::open_own(repository, &id) else {
+            continue;
+        };
+        let header = reader.header();
+        let candidate = (header.created_at_ms, id.clone());
+        if &header.source == source && newest.as_ref().is_none_or(|best| candidate > *best) {
+            newest = Some(candidate);
+        }
+    }
+    let (_, newest) = newest?;
     let (header, lines, records) = own_summary(repository, &newest).ok()?;
     let base = match header.base {
         None => newest,
