@@ -430,7 +430,10 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                         say("begin prune".into());
                         repository.prune(&Retention::last(2)).await.unwrap();
                         Some("prune")
-                    } else if task == 3 && n % 10 == 9 && repo.exists() {
+                    } else if task == 3
+                        && n % 10 == 9
+                        && repo.join("strongbox-backup.json").exists()
+                    {
                         // An offsite copy, killed midway too: what it lists must be whole.
                         say("begin copy".into());
                         let (from, to) = (repo.display().to_string(), offsite_of(&repo));

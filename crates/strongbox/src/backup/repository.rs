@@ -215,18 +215,35 @@ impl Repository {
             create_dir(&dir)?;
         }
         self.lock_file()?;
+        let is_encrypted = encryption.is_some();
         let format = serde_json::to_vec_pretty(&FormatFile {
             format: FORMAT_NAME.to_owned(),
             version: format_version(encryption.as_ref()),
             encryption,
         })
         .map_err(|error| Error::backend("encode the repository format file", error))?;
-        // The format file comes last: a directory is a repository only once it exists.
-        let temporary = self.tmp_dir().join(FORMAT_FILE);
+        // The format file comes last: a directory is a repository only once it exists. It is
+        // linked into place, never renamed over one that another process linked meanwhile
+        // (an encrypted repository's holds its key).
+        let temporary = self
+            .tmp_dir()
+            .join(format!("{FORMAT_FILE}.{:08x}", super::id::random_u32()));
         write_durably(&temporary, &format)?;
         let path = self.dir.join(FORMAT_FILE);
-        fs::rename(&temporary, &path).map_err(io_error(format!("create {}", path.display())))?;
-        sync_dir(&self.dir)
+        let linked = fs::hard_link(&temporary, &path);
+        let _ = fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => sync_dir(&self.dir),
+            // Another process made it a repository meanwhile: a plain one is this one.
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && !is_encrypted => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Err(Error::InvalidConfig(format!(
+                    "{} was made a backup repository by another process meanwhile; open it",
+                    self.dir.display()
+                )))
+            }
+            Err(error) => Err(io_error(format!("create {}", path.display()))(error)),
+        }
     }
 
     /// Checks the format file; returns its encryption record, if the repository is encrypted.

@@ -164,3 +164,20 @@ async fn verify_reports_every_manifest_restore_rejects() {
     assert_eq!(restored_contents(&target).await.len(), 4);
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creations_of_one_repository_all_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repository = dir.path().join("repository");
+    let mut creators = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let repository = repository.clone();
+        creators
+            .spawn(async move { strongbox::backup::Repository::open_or_create(&repository).await });
+    }
+    while let Some(created) = creators.join_next().await {
+        created.unwrap().unwrap();
+    }
+    let tmp = std::fs::read_dir(repository.join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "a creator left its temporary format file");
+}
