@@ -72,8 +72,11 @@
 //!
 //! With `--postgres`, the engine's own ceiling ([`upserts`]): `--concurrency` connections each
 //! running one-statement upsert transactions, as `pgbench` would, is `postgres.engine_upsert`
-//! (`ops_per_s`, `p50_us`, `p99_us`), and `postgres.write` is compared with it
-//! (`ratios.postgres_write_to_upsert`).
+//! (`ops_per_s`, `p50_us`, `p99_us`; all rounds together), and our concurrent durable writes
+//! are compared with it (`ratios.postgres_write_to_upsert`). The two are measured back to
+//! back, in `upserts::ROUNDS` rounds of our concurrent writes then the upserts
+//! (`postgres.upsert_rounds`: `write` and `upsert` of each round), and the ratio is the median
+//! of the rounds' ratios, so that a noisy neighbour slows both sides of a round alike.
 //!
 //! `growth.py` beside this crate runs the bench at several `--records` and draws the table and
 //! the plot of `docs/growth/`.
@@ -244,10 +247,9 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let postgres = match (postgres, &args.postgres) {
         (Some(mut figures), Some(url)) => {
-            let upserts = upserts::run_baseline(url, args.concurrency, duration)
-                .await
-                .context("run the engine's own upserts")?;
-            figures.engine_upsert = Some(upserts);
+            let rounds = upserts::paired(url, &dataset, args.concurrency, duration).await?;
+            figures.engine_upsert = Some(upserts::all_upserts(&rounds));
+            figures.upsert_rounds = rounds;
             Some(figures)
         }
         _ => None,

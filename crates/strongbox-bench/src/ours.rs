@@ -65,8 +65,12 @@ pub struct Figures {
     pub maintenance_steps: Vec<(String, u64)>,
     /// Dictionaries it trained.
     pub dictionaries_trained: u64,
-    /// PostgreSQL only: the engine's own upserts from as many connections (see `upserts`).
+    /// PostgreSQL only: the engine's own upserts from as many connections (see `upserts`),
+    /// all rounds of `upsert_rounds` together.
     pub engine_upsert: Option<Measured>,
+    /// PostgreSQL only: our concurrent writes and the engine's upserts, back to back, in
+    /// [`crate::upserts::ROUNDS`] rounds (see `upserts::paired`).
+    pub upsert_rounds: Vec<crate::upserts::Round>,
 }
 
 impl Figures {
@@ -186,6 +190,7 @@ pub async fn run(
             .collect(),
         dictionaries_trained: maintenance.dictionaries_trained,
         engine_upsert: None,
+        upsert_rounds: Vec::new(),
     })
 }
 

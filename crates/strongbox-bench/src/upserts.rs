@@ -3,15 +3,113 @@
 //! each transaction one `INSERT … ON CONFLICT DO UPDATE` of a 640-byte value into a
 //! `(collection, key)` table of 8,000 rows, each client on its own connection, with the
 //! server's default durability (`synchronous_commit = on`). Strongbox's concurrent durable
-//! writes on PostgreSQL (`write`) are compared with it in the same run.
+//! writes on PostgreSQL (`write`) are compared with it in the same run: [`paired`] runs
+//! the two back to back, [`ROUNDS`] times, and the comparison is the median of the rounds'
+//! ratios, since on a shared machine the load of other processes changes between the two far
+//! more than either changes on its own (in four runs on 3 December 2026 the upserts alone
+//! ranged from 5,547 to 12,887/s).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rand::RngExt as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+use strongbox::{Config, Store};
 use tokio_postgres::NoTls;
 
+use crate::dataset::Dataset;
+use crate::ours::timed_updates;
 use crate::workload::{Measured, rng_for};
+
+/// Rounds of [`paired`].
+pub const ROUNDS: usize = 3;
+
+/// One round of [`paired`]: our concurrent writes, then the upserts.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Round {
+    /// Our durable single-record updates from as many tasks as the upserts' connections.
+    pub write: Measured,
+    /// The engine's upserts ([`run_baseline`]).
+    pub upsert: Measured,
+}
+
+/// Our concurrent durable writes on the store at `url` (already holding `dataset`: the bench's
+/// PostgreSQL workloads loaded it; opened with the default settings) and the engine's upserts
+/// on the same server, each for `duration` from `concurrency` tasks, back to back, [`ROUNDS`]
+/// times.
+///
+/// # Errors
+/// When the store cannot be opened, a write fails or the upserts do.
+pub async fn paired(
+    url: &str,
+    dataset: &Arc<Dataset>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<Round>> {
+    let store = Store::open(Config::postgres(url.to_owned()))
+        .await
+        .context("open the PostgreSQL store again")?;
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let write = timed_updates(&store, dataset, concurrency.max(1), duration)
+            .await
+            .context("run our writes beside the upserts")?
+            .measured();
+        let upsert = run_baseline(url, concurrency, duration)
+            .await
+            .context("run the engine's own upserts")?;
+        rounds.push(Round { write, upsert });
+    }
+    store.close().await?;
+    Ok(rounds)
+}
+
+/// The median of the rounds' ratios (ours / the upserts'), `None` without rounds.
+pub fn median_ratio(rounds: &[Round]) -> Option<f64> {
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .filter(|round| round.upsert.ops_per_s > 0.0)
+        .map(|round| round.write.ops_per_s / round.upsert.ops_per_s)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    match ratios.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(ratios[middle]),
+        _ => Some((ratios[middle - 1] + ratios[middle]) / 2.0),
+    }
+}
+
+/// The upserts of every round as one measurement: their operations over their time; the
+/// latencies' percentiles are the rounds' highest.
+pub fn all_upserts(rounds: &[Round]) -> Measured {
+    let ops: u64 = rounds.iter().map(|round| round.upsert.ops).sum();
+    let seconds: f64 = rounds
+        .iter()
+        .filter(|round| round.upsert.ops_per_s > 0.0)
+        .map(|round| round.upsert.ops as f64 / round.upsert.ops_per_s)
+        .sum();
+    Measured {
+        ops,
+        ops_per_s: if seconds > 0.0 {
+            ops as f64 / seconds
+        } else {
+            0.0
+        },
+        p50_us: rounds
+            .iter()
+            .map(|round| round.upsert.p50_us)
+            .max()
+            .unwrap_or(0),
+        p99_us: rounds
+            .iter()
+            .map(|round| round.upsert.p99_us)
+            .max()
+            .unwrap_or(0),
+    }
+}
 
 /// Rows of the table written.
 const ROWS: u64 = 8_000;
