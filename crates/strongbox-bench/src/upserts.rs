@@ -194,3 +194,40 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     tokio::spawn(connection);
     Ok(client)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(write: f64, upsert: f64) -> Round {
+        let measured = |ops_per_s: f64| Measured {
+            ops: (ops_per_s * 2.0) as u64,
+            ops_per_s,
+            p50_us: 10,
+            p99_us: ops_per_s as u64,
+        };
+        Round {
+            write: measured(write),
+            upsert: measured(upsert),
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_the_rounds_ratios() {
+        let rounds = [round(100.0, 400.0), round(300.0, 100.0), round(50.0, 100.0)];
+        assert_eq!(median_ratio(&rounds), Some(0.5));
+        assert_eq!(median_ratio(&rounds[..2]), Some((0.25 + 3.0) / 2.0));
+        assert_eq!(median_ratio(&[]), None);
+        // A round without upserts has no ratio.
+        assert_eq!(median_ratio(&[round(10.0, 0.0)]), None);
+    }
+
+    #[test]
+    fn all_upserts_add_operations_over_time() {
+        // 800 upserts in 2 s, then 200 in 2 s: 250/s.
+        let total = all_upserts(&[round(1.0, 400.0), round(1.0, 100.0)]);
+        assert_eq!(total.ops, 1_000);
+        assert!((total.ops_per_s - 250.0).abs() < 1e-9);
+        assert_eq!(total.p99_us, 400);
+    }
+}
