@@ -9,12 +9,11 @@
 //! more than either changes on its own (in four runs on 3 December 2026 the upserts alone
 //! ranged from 5,547 to 12,887/s).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rand::RngExt as _;
-use std::sync::Arc;
-
 use serde::Serialize;
 use strongbox::{Config, Store};
 use tokio_postgres::NoTls;
