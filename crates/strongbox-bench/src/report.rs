@@ -181,15 +181,9 @@ impl Report {
             ratios.insert(name.into(), json!(value));
         }
         if let Some(postgres) = &self.postgres
-            && let Some(upserts) = &postgres.engine_upsert
+            && let Some(median) = crate::upserts::median_ratio(&postgres.upsert_rounds)
         {
-            ratios.insert(
-                "postgres_write_to_upsert".into(),
-                json!(
-                    crate::upserts::median_ratio(&postgres.upsert_rounds)
-                        .unwrap_or_else(|| ratio(postgres.write.ops_per_s, upserts.ops_per_s))
-                ),
-            );
+            ratios.insert("postgres_write_to_upsert".into(), json!(median));
         }
         ratios
     }
