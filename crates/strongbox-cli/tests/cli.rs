@@ -17,6 +17,8 @@ mod exact;
 mod follow;
 #[path = "cli/interface.rs"]
 mod interface;
+#[path = "cli/offsite.rs"]
+mod offsite;
 #[path = "cli/robustness.rs"]
 mod robustness;
 #[path = "cli/safety.rs"]
@@ -36,6 +38,7 @@ fn strongbox(db: &Path) -> Command {
         .env_remove("STRONGBOX_CONFIG")
         .env_remove("STRONGBOX_REPO")
         .env_remove("STRONGBOX_REPO_PASSWORD")
+        .env_remove("STRONGBOX_CACHE_DIR")
         .arg("--db")
         .arg(db);
     command

@@ -10,12 +10,13 @@ use anyhow::Context as _;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use strongbox::Config;
-use strongbox::backup::{BackupRef, Damage, IfExists, Progress, Repository, RestoreOptions};
+use strongbox::backup::{Access, BackupRef, Damage, IfExists, Progress, RestoreOptions};
 
 use crate::cli::GlobalOptions;
 use crate::commands::Failure;
 use crate::commands::backup_browse::{self, CheckArgs, DiffArgs, DumpArgs, LsArgs};
 use crate::commands::backup_follow::{self, CopyArgs, FollowArgs};
+use crate::commands::backup_open::open_repository;
 use crate::commands::backup_prune::{self, PruneArgs};
 use crate::location::{Location, LocationParser};
 use crate::output::{self, Output};
@@ -35,10 +36,15 @@ pub struct BackupArgs {
 /// The repository options every backup subcommand takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RepoOption {
-    /// The repository directory [default: $STRONGBOX_REPO, else `backup_repository` of
-    /// --config].
-    #[arg(long, env = "STRONGBOX_REPO", value_name = "DIR")]
+    /// The repository: a directory, or `s3://BUCKET/PREFIX` on S3-compatible storage
+    /// (credentials and endpoint from `AWS_*` variables; worked on through a mirror under
+    /// --cache-dir) [default: $STRONGBOX_REPO, else `backup_repository` of --config].
+    #[arg(long, env = "STRONGBOX_REPO", value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: Option<PathBuf>,
+    /// Where an `s3://` repository is mirrored [default: $XDG_CACHE_HOME/strongbox, else
+    /// ~/.cache/strongbox].
+    #[arg(long, env = "STRONGBOX_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Print one JSON object (an array for `list`; one object a line for `ls` and `diff`)
     /// instead of text.
     #[arg(long)]
@@ -175,15 +181,19 @@ pub async fn run(global: &GlobalOptions, args: BackupArgs) -> anyhow::Result<()>
 
 /// `backup create`: an online backup of the database into the repository (created if needed).
 async fn create(repo: &RepoOption, config: Config) -> anyhow::Result<()> {
-    let repository = open_repository(repo, &config, true).await?;
+    let mut opened = open_repository(repo, &config, Access::Write).await?;
     let mut config = crate::config::for_reading(config);
     config.create_if_missing = false;
     let store = crate::commands::open_config(config).await?;
     let bar = progress::counter("backing up", 0);
     let progress = bar.clone();
-    let result = repository.backup(&store, move |p| show(&progress, p)).await;
+    let result = opened
+        .repository
+        .backup(&store, move |p| show(&progress, p))
+        .await;
     bar.finish_and_clear();
-    let result = result.context("take a backup").and_then(|summary| {
+    let result = opened.finish(result.context("take a backup")).await;
+    let result = result.and_then(|summary| {
         print(repo, &summary, |out| {
             out.line(format_args!(
                 "backup {}: {} records, {} of {} values new ({} written) in {} ms",
@@ -201,8 +211,9 @@ async fn create(repo: &RepoOption, config: Config) -> anyhow::Result<()> {
 
 /// `backup list`: one line per backup, oldest first, with its damage if any.
 async fn list(repo: &RepoOption, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(repo, config, false).await?;
-    let backups = repository.list().await.context("list backups")?;
+    let mut opened = open_repository(repo, config, Access::Read).await?;
+    let backups = opened.repository.list().await.context("list backups");
+    let backups = opened.finish(backups).await?;
     print(repo, &backups, |out| {
         for backup in &backups {
             let base = match &backup.base {
@@ -224,18 +235,19 @@ async fn list(repo: &RepoOption, config: &Config) -> anyhow::Result<()> {
 
 /// `backup verify [ID]`: re-reads the backups and prints each damage and a summary.
 async fn verify(repo: &RepoOption, config: &Config, id: Option<String>) -> anyhow::Result<()> {
-    let repository = open_repository(repo, config, false).await?;
     let id = id
         .map(|id| id.parse())
         .transpose()
         .context("parse the backup id")?;
+    let mut opened = open_repository(repo, config, Access::Read).await?;
     let bar = progress::counter("verifying", 0);
     let progress = bar.clone();
-    let report = repository
+    let report = opened
+        .repository
         .verify(id.as_ref(), move |p| show(&progress, p))
         .await;
     bar.finish_and_clear();
-    let report = report.context("verify backups")?;
+    let report = opened.finish(report.context("verify backups")).await?;
     print(repo, &report, |out| {
         show_damage(out, &report.damage)?;
         out.line(format_args!(
@@ -264,19 +276,21 @@ async fn restore(
     to: &Location,
     options: &RestoreOptions,
 ) -> anyhow::Result<()> {
-    let repository = open_repository(repo, config, false).await?;
+    let mut opened = open_repository(repo, config, Access::Read).await?;
     let mut target = config.clone();
     to.apply_to(&mut target);
     target.backup_repository = None;
     let bar = progress::counter("restoring", 0);
     let progress = bar.clone();
-    let summary = repository
+    let summary = opened
+        .repository
         .restore(backup, &target, options, move |p| show(&progress, p))
         .await;
     bar.finish_and_clear();
     let summary = summary
         .map_err(target_exists)
-        .with_context(|| format!("restore into {to}"))?;
+        .with_context(|| format!("restore into {to}"));
+    let summary = opened.finish(summary).await?;
     print(repo, &summary, |out| {
         out.line(format_args!(
             "restored backup {} into {}: {} records in {} ms, verified",
@@ -349,35 +363,6 @@ fn target_exists(error: strongbox::Error) -> anyhow::Error {
         }
         other => other.into(),
     }
-}
-
-/// The repository of `--repo` (or `$STRONGBOX_REPO`), else of the config file (with its key
-/// file or password file, when no key option is given); waiting for its
-/// lock at most `--lock-timeout`, with a notice on standard error when it has to wait.
-pub(crate) async fn open_repository(
-    repo: &RepoOption,
-    config: &Config,
-    create: bool,
-) -> anyhow::Result<Repository> {
-    let dir = repo
-        .repo
-        .clone()
-        .or_else(|| config.backup_repository.clone())
-        .context(
-            "name the backup repository with --repo DIR (or $STRONGBOX_REPO, or \
-             backup_repository in --config)",
-        )?;
-    let mut key = repo.key.clone();
-    // The config file's repository comes with the config file's key, unless one is given.
-    if repo.repo.is_none() && key.key_file.is_none() && key.password_file.is_none() {
-        key.key_file = config.backup_repository_key_file.clone();
-        key.password_file = config.backup_repository_password_file.clone();
-        key.encrypt |= key.key_file.is_some() || key.password_file.is_some();
-    }
-    let repository = crate::commands::backup_key::open(&dir, &key, create).await?;
-    Ok(repository
-        .with_lock_timeout(repo.lock_timeout)
-        .with_lock_notice(|notice| eprintln!("strongbox: {notice}")))
 }
 
 /// A directory that is not (yet) a repository, told with the command that makes one; other

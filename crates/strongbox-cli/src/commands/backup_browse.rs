@@ -4,10 +4,13 @@
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use strongbox::Config;
-use strongbox::backup::{BackupId, BackupRecord, BackupRef, CheckReport, DiffKind, ReadData};
+use strongbox::backup::{
+    Access, BackupId, BackupRecord, BackupRef, CheckReport, DiffKind, ReadData, Repository,
+};
 
 use crate::commands::Failure;
-use crate::commands::backup::{RepoOption, open_repository, print, show};
+use crate::commands::backup::{RepoOption, print, show};
+use crate::commands::backup_open::open_repository;
 use crate::output::{self, Output};
 use crate::progress;
 
@@ -89,7 +92,13 @@ fn backup_ref(text: &str) -> anyhow::Result<BackupRef> {
 
 /// `backup ls ID`: the backup's records, as they are read.
 pub async fn ls(args: &LsArgs, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, config, false).await?;
+    let mut opened = open_repository(&args.repo, config, Access::Read).await?;
+    let result = ls_in(&opened.repository, args).await;
+    opened.finish(result).await
+}
+
+/// [`ls`] once the repository is open.
+async fn ls_in(repository: &Repository, args: &LsArgs) -> anyhow::Result<()> {
     let backup = backup_ref(&args.id)?;
     let mut records = repository.records(&backup, args.collection.as_deref());
     let mut out = Output::stdout();
@@ -113,7 +122,13 @@ pub async fn ls(args: &LsArgs, config: &Config) -> anyhow::Result<()> {
 
 /// `backup diff FROM TO`: the records that differ, as they are found.
 pub async fn diff(args: &DiffArgs, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, config, false).await?;
+    let mut opened = open_repository(&args.repo, config, Access::Read).await?;
+    let result = diff_in(&opened.repository, args).await;
+    opened.finish(result).await
+}
+
+/// [`diff`] once the repository is open.
+async fn diff_in(repository: &Repository, args: &DiffArgs) -> anyhow::Result<()> {
     let (from, to) = (backup_ref(&args.from)?, backup_ref(&args.to)?);
     let mut differences = repository.diff(&from, &to);
     let spinner = progress::spinner("comparing backups");
@@ -166,7 +181,13 @@ pub async fn diff(args: &DiffArgs, config: &Config) -> anyhow::Result<()> {
 
 /// `backup dump ID COLLECTION KEY`: the value as JSON; exit code 3 when it is absent.
 pub async fn dump(args: &DumpArgs, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, config, false).await?;
+    let mut opened = open_repository(&args.repo, config, Access::Read).await?;
+    let result = dump_in(&opened.repository, args).await;
+    opened.finish(result).await
+}
+
+/// [`dump`] once the repository is open.
+async fn dump_in(repository: &Repository, args: &DumpArgs) -> anyhow::Result<()> {
     let backup = backup_ref(&args.id)?;
     let found = progress::while_running(
         "reading the backup",
@@ -188,7 +209,13 @@ pub async fn dump(args: &DumpArgs, config: &Config) -> anyhow::Result<()> {
 
 /// `backup check [ID]`: the structure, and the data asked for; exit code 4 on damage.
 pub async fn check(args: &CheckArgs, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, config, false).await?;
+    let mut opened = open_repository(&args.repo, config, Access::Read).await?;
+    let result = check_in(&opened.repository, args).await;
+    opened.finish(result).await
+}
+
+/// [`check`] once the repository is open.
+async fn check_in(repository: &Repository, args: &CheckArgs) -> anyhow::Result<()> {
     let id: Option<BackupId> = args
         .id
         .as_deref()

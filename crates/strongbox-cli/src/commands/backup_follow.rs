@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use strongbox::Config;
-use strongbox::backup::{self, FollowStep};
+use strongbox::backup::{self, Access, FollowStep};
 
-use crate::commands::backup::{RepoOption, open_repository, print, show};
+use crate::commands::backup::{RepoOption, print, show};
+use crate::commands::backup_open::open_repository;
 use crate::output::{self, Output};
 use crate::progress;
 
@@ -56,17 +57,23 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 /// # Errors
 /// The library's: a store with the change feed off, a repository that cannot be written.
 pub async fn follow(args: &FollowArgs, config: Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, &config, true).await?;
+    let mut opened = open_repository(&args.repo, &config, Access::Write).await?;
     let mut config = crate::config::for_reading(config);
     config.create_if_missing = false;
     let store = crate::commands::open_config(config).await?;
-    let mut follower = repository.follower(&store);
+    let mut follower = opened.repository.follower(&store);
     let result = async {
         loop {
+            opened.resume().await?;
+            if opened.is_offsite() {
+                // The mirror was brought up to date: another machine may have pruned.
+                follower = opened.repository.follower(&store);
+            }
             let step = tokio::select! {
-                step = follower.step() => step.context("ship changes to the repository")?,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                step = follower.step() => step.context("ship changes to the repository"),
+                _ = tokio::signal::ctrl_c() => return opened.abandon().await,
             };
+            let step = opened.finish(step).await?;
             // A step that found nothing new is told only when it is the only one.
             if step.backup.is_some() || args.once {
                 report(&args.repo, &step)?;

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use strongbox::Config;
-use strongbox::backup::{PrunePlan, PruneReport, Retention};
+use strongbox::backup::{Access, PrunePlan, PruneReport, Retention};
 
-use crate::commands::backup::{RepoOption, open_repository, print};
+use crate::commands::backup::{RepoOption, print};
+use crate::commands::backup_open::open_repository;
 use crate::output::{self, Output};
 use crate::progress;
 
@@ -79,17 +80,27 @@ impl PruneArgs {
 /// `backup prune`: deletes the backups retention does not keep, or with `--dry-run` prints
 /// what it would delete.
 pub async fn prune(args: &PruneArgs, config: &Config) -> anyhow::Result<()> {
-    let repository = open_repository(&args.repo, config, false).await?;
     let retention = args.retention(config.backup_retention);
+    let access = if args.dry_run {
+        Access::Read
+    } else {
+        Access::Prune
+    };
+    let mut opened = open_repository(&args.repo, config, access).await?;
     if args.dry_run {
-        let plan = progress::while_running("planning the prune", repository.plan_prune(&retention))
-            .await
-            .context("plan a prune")?;
+        let plan = progress::while_running(
+            "planning the prune",
+            opened.repository.plan_prune(&retention),
+        )
+        .await
+        .context("plan a prune");
+        let plan = opened.finish(plan).await?;
         return print(&args.repo, &plan, |out| show_plan(out, &plan));
     }
-    let report = progress::while_running("pruning", repository.prune(&retention))
+    let report = progress::while_running("pruning", opened.repository.prune(&retention))
         .await
-        .context("prune backups")?;
+        .context("prune backups");
+    let report = opened.finish(report).await?;
     print(&args.repo, &report, |out| show_report(out, &report))
 }
 

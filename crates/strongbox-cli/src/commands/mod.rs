@@ -6,6 +6,7 @@ pub mod backup;
 pub mod backup_browse;
 pub mod backup_follow;
 pub mod backup_key;
+pub mod backup_open;
 pub mod backup_prune;
 pub mod changes;
 pub mod collections;

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use super::files::blocking;
-use super::objects::{FORMAT_NAME, Objects};
+use super::objects::{FORMAT_NAME, Objects, rank};
 use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, Stage};
 use crate::blob::BlobId;
@@ -60,14 +60,23 @@ pub async fn copy(
     to: &str,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
-    let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
+    copy_objects(&Objects::parse(from)?, &Objects::parse(to)?, progress).await
+}
+
+/// [`copy`] between two parsed places.
+pub(crate) async fn copy_objects(
+    source: &Objects,
+    target: &Objects,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<CopyReport> {
+    let (from, to) = (&source.describe(), &target.describe());
     let format = source.get(FORMAT_NAME).await.map_err(|error| {
         Error::InvalidConfig(format!(
             "{from} is not a Strongbox backup repository (its {FORMAT_NAME} cannot be read: \
              {error})"
         ))
     })?;
-    let _source_lock = lock_if_local(&source).await?;
+    let _source_lock = lock_if_local(source).await?;
     let present = target.list().await?;
     match present.get(FORMAT_NAME) {
         None => target.put(FORMAT_NAME, format.clone()).await?,
@@ -80,7 +89,7 @@ pub async fn copy(
             }
         }
     }
-    let _target_lock = lock_if_local(&target).await?;
+    let _target_lock = lock_if_local(target).await?;
     let wanted = source.list().await?;
     let (missing, already): (Vec<(&String, &u64)>, Vec<_>) = wanted
         .iter()
@@ -116,17 +125,6 @@ pub async fn copy(
         progress(Progress::new(Stage::Copy, report.objects_copied, total));
     }
     Ok(report)
-}
-
-/// The order files are copied in: what others name before what names them.
-fn rank(name: &str) -> u8 {
-    if name.starts_with("manifests/") {
-        2
-    } else if name.starts_with("index/") {
-        1
-    } else {
-        0
-    }
 }
 
 /// Packs and indexes are named by the BLAKE3 hash of their bytes: a copy checks it, so that

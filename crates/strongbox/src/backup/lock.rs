@@ -75,6 +75,32 @@ impl fmt::Debug for LockWait {
     }
 }
 
+impl LockWait {
+    /// How long to wait (`None`: as long as it takes).
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// This wait, with a timeout.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// This wait, telling `notice`.
+    pub(crate) fn with_notice(mut self, notice: NoticeFn) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// Tells the notice callback, if there is one.
+    pub(crate) fn tell(&self, notice: &LockNotice) {
+        if let Some(callback) = &self.notice {
+            callback(notice);
+        }
+    }
+}
+
 /// Two repositories are equal when they are the same directory waiting as long; the notice
 /// callbacks are not compared.
 impl PartialEq for LockWait {
@@ -90,7 +116,7 @@ impl Repository {
     /// with [`Error::LockTimeout`]. By default a call waits as long as it takes (a backup for
     /// a running prune, a prune for running backups).
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_wait.timeout = Some(timeout);
+        self.lock_wait = self.lock_wait.with_timeout(timeout);
         self
     }
 
@@ -101,13 +127,13 @@ impl Repository {
         mut self,
         notice: impl Fn(&LockNotice) + Send + Sync + 'static,
     ) -> Self {
-        self.lock_wait.notice = Some(Arc::new(notice));
+        self.lock_wait = self.lock_wait.with_notice(Arc::new(notice));
         self
     }
 
     /// How long calls wait for the lock (`None`: as long as it takes).
     pub fn lock_timeout(&self) -> Option<Duration> {
-        self.lock_wait.timeout
+        self.lock_wait.timeout()
     }
 }
 
@@ -131,13 +157,11 @@ pub(crate) fn acquire(file: &File, mode: LockMode, wait: &LockWait, dir: &Path) 
         LockMode::Shared => "a running prune",
         LockMode::Exclusive => "running backups, restores or checks, or a prune",
     };
-    if let Some(notice) = &wait.notice {
-        notice(&LockNotice {
-            repository: dir.to_owned(),
-            holder,
-            timeout: wait.timeout,
-        });
-    }
+    wait.tell(&LockNotice {
+        repository: dir.to_owned(),
+        holder,
+        timeout: wait.timeout,
+    });
     let Some(timeout) = wait.timeout else {
         let locked = match mode {
             LockMode::Shared => file.lock_shared(),

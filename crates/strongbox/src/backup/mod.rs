@@ -66,12 +66,16 @@ mod lock;
 mod manifest;
 mod newest;
 mod objects;
+#[cfg(feature = "s3")]
+mod offsite;
 mod options;
 mod pack;
 mod prune_plan;
 mod reader;
 #[cfg(feature = "s3")]
 mod remote;
+#[cfg(feature = "s3")]
+mod remote_lock;
 mod repack;
 mod repository;
 mod restore;
@@ -97,6 +101,8 @@ pub use follow::{FollowStep, Follower};
 pub use id::BackupId;
 pub use key::{ENCRYPTED_FORMAT_VERSION, RepositoryKey};
 pub use lock::LockNotice;
+#[cfg(feature = "s3")]
+pub use offsite::{Access, Offsite, OffsiteSession, PublishReport};
 pub use options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
 pub use prune_plan::PrunePlan;
 pub use repository::{BackupInfo, FORMAT_VERSION, Repository};

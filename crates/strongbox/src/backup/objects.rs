@@ -147,6 +147,18 @@ pub(crate) fn is_repository_name(name: &str) -> bool {
     }
 }
 
+/// The order files are copied in: what others name before what names them (packs and
+/// dictionaries, then indexes, then manifests); deletions go the other way.
+pub(crate) fn rank(name: &str) -> u8 {
+    if name.starts_with("manifests/") {
+        2
+    } else if name.starts_with("index/") {
+        1
+    } else {
+        0
+    }
+}
+
 /// `Error::Corrupt` for a name outside the layout.
 fn check_name(name: &str) -> Result<()> {
     if is_repository_name(name) {

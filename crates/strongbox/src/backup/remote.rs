@@ -101,6 +101,15 @@ impl Remote {
         }
     }
 
+    /// The length of `prefix/` in an object's path.
+    fn skip(&self) -> usize {
+        if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        }
+    }
+
     fn failed(&self, action: String) -> impl FnOnce(object_store::Error) -> Error {
         move |error| Error::Io {
             action,
@@ -117,11 +126,7 @@ impl Remote {
             .try_collect()
             .await
             .map_err(self.failed(format!("list {}", self.url)))?;
-        let skip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
+        let skip = self.skip();
         Ok(objects
             .into_iter()
             .filter_map(|meta| {
@@ -153,12 +158,43 @@ impl Remote {
         Ok(bytes.to_vec())
     }
 
-    /// Stores one object (S3 makes it visible whole or not at all).
+    /// Stores one object (S3 makes it visible whole or not at all). The name is the caller's
+    /// to check: a file of the layout, or a lock of `backup::remote_lock`.
     pub(crate) async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.store
             .put(&self.path(name), PutPayload::from(bytes))
             .await
             .map_err(self.failed(format!("write {name} to {}", self.url)))?;
         Ok(())
+    }
+
+    /// Deletes one object (deleting one that is not there is not an error).
+    pub(crate) async fn delete(&self, name: &str) -> Result<()> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.failed(format!("delete {name} from {}", self.url))(
+                error,
+            )),
+        }
+    }
+
+    /// The objects under `dir/` of the prefix (`locks/`), by name (`dir/...`), with the
+    /// server's time of their last write in milliseconds since the Unix epoch.
+    pub(crate) async fn list_times(&self, dir: &str) -> Result<Vec<(String, i64)>> {
+        let under = self.path(dir);
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&under))
+            .try_collect()
+            .await
+            .map_err(self.failed(format!("list {dir} of {}", self.url)))?;
+        let skip = self.skip();
+        Ok(objects
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.as_ref().get(skip..)?.to_owned();
+                Some((name, meta.last_modified.timestamp_millis()))
+            })
+            .collect())
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use strongbox::Error;
 use strongbox::backup::{BackupRef, copy};
 
+#[cfg(feature = "s3")]
+use super::s3_bucket;
 use super::{contents, files_under, new_repository, restored, store_players, value};
 use crate::common::Harness;
 
@@ -114,25 +116,6 @@ async fn a_copy_refuses_another_repository_and_a_non_repository() {
     );
 }
 
-/// The bucket of the S3-compatible server `.ci/run` starts (`STRONGBOX_TEST_S3_BUCKET`, with
-/// the `AWS_*` variables pointing at it); `None` skips the test, unless
-/// `STRONGBOX_REQUIRE_S3` is set.
-#[cfg(feature = "s3")]
-fn s3_bucket() -> Option<String> {
-    match std::env::var("STRONGBOX_TEST_S3_BUCKET") {
-        Ok(bucket) if !bucket.is_empty() => Some(bucket),
-        _ => {
-            assert!(
-                std::env::var_os("STRONGBOX_REQUIRE_S3").is_none(),
-                "STRONGBOX_REQUIRE_S3 is set but no S3 server is configured \
-                 (STRONGBOX_TEST_S3_BUCKET; .ci/run starts one)"
-            );
-            eprintln!("skipped: no S3-compatible server (STRONGBOX_TEST_S3_BUCKET is not set)");
-            None
-        }
-    }
-}
-
 #[cfg(feature = "s3")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repository_copied_to_s3_and_back_restores_equal() {
@@ -198,7 +181,9 @@ async fn an_encrypted_repository_is_copied_sealed_and_opens_with_its_key() {
 /// one is closed at once, one has its requests cut after 64 KiB and one its answers after 64
 /// bytes. Returns its port and the count of connections it broke.
 #[cfg(feature = "s3")]
-async fn flaky_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+pub(super) async fn flaky_proxy(
+    upstream: String,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::{AtomicU64, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -11,6 +11,8 @@ mod follow;
 mod fuzz;
 mod hostile;
 mod leftovers;
+#[cfg(feature = "s3")]
+mod offsite;
 mod online;
 mod packs;
 mod restore;
@@ -187,4 +189,23 @@ pub fn pack_bytes(repository: &Repository) -> u64 {
         .iter()
         .map(|path| std::fs::metadata(path).unwrap().len())
         .sum()
+}
+
+/// The bucket of the S3-compatible server `.ci/run` starts (`STRONGBOX_TEST_S3_BUCKET`, with
+/// the `AWS_*` variables pointing at it); `None` skips the test, unless
+/// `STRONGBOX_REQUIRE_S3` is set.
+#[cfg(feature = "s3")]
+pub fn s3_bucket() -> Option<String> {
+    match std::env::var("STRONGBOX_TEST_S3_BUCKET") {
+        Ok(bucket) if !bucket.is_empty() => Some(bucket),
+        _ => {
+            assert!(
+                std::env::var_os("STRONGBOX_REQUIRE_S3").is_none(),
+                "STRONGBOX_REQUIRE_S3 is set but no S3 server is configured \
+                 (STRONGBOX_TEST_S3_BUCKET; .ci/run starts one)"
+            );
+            eprintln!("skipped: no S3-compatible server (STRONGBOX_TEST_S3_BUCKET is not set)");
+            None
+        }
+    }
 }
