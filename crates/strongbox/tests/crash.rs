@@ -13,7 +13,9 @@
 //! - the backup repository, killed mid-backup, mid-`follow` step, mid-copy (to an offsite
 //!   directory) and mid-prune (repacks included) any number of times, still verifies, and
 //!   every backup it lists restores to a state the children committed (each balance equal to
-//!   its ledger); so does the offsite copy;
+//!   its ledger); so does the offsite copy; and so does, read through a fresh mirror, the
+//!   `s3://` repository the children back up to, follow and prune through killed
+//!   `backup::Offsite` sessions (with the `s3` feature and the S3 server `.ci/run` starts);
 //! - the change feed agrees with the records: its sequence numbers strictly increase, and a
 //!   record exists at version v exactly when the last change of its key is a put of version v
 //!   (a key whose last change is a delete has no record). The children keep every change
@@ -31,6 +33,10 @@ use futures_util::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 use strongbox::backup::{BackupRef, Repository, RestoreOptions, Retention};
 use strongbox::{ChangeKind, Config, Error, Expect, ListOptions, Scan, Store, Version};
+
+#[cfg(feature = "s3")]
+#[path = "crash/offsite.rs"]
+mod offsite;
 
 const ACCOUNTS: u64 = 16;
 const OPENING_BALANCE: i64 = 1_000;
@@ -88,6 +94,8 @@ fn parent() {
         .unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
+    #[cfg(feature = "s3")]
+    let offsite_url = offsite::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = Store::open(Config::new(&db)).await.unwrap();
@@ -109,6 +117,9 @@ fn parent() {
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut feed = FeedSoFar::default();
     let mut kills = 0u64;
+    // Backups of the offsite repository restored and checked.
+    #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
+    let mut offsite_checked = 0usize;
     // Repository work the children began and finished (the difference was killed midway).
     let mut completed: std::collections::BTreeMap<String, u64> = Default::default();
     for round in 0..rounds / 2 {
@@ -116,7 +127,12 @@ fn parent() {
         let mut children = Vec::new();
         for process in 0..2 {
             let name = format!("r{round}p{process}");
-            let child = Command::new(std::env::current_exe().unwrap())
+            let mut command = Command::new(std::env::current_exe().unwrap());
+            #[cfg(feature = "s3")]
+            if let Some(url) = &offsite_url {
+                command.env(offsite::URL_VARIABLE, url);
+            }
+            let child = command
                 .args([
                     "--crash-child",
                     db.to_str().unwrap(),
@@ -172,6 +188,14 @@ fn parent() {
         // The full reconciliation reads the whole ledger; every round checks the cheap invariants.
         let is_full = round % 5 == 4 || round + 1 == rounds / 2;
         runtime.block_on(check(&db, &acknowledged, is_full, &mut feed));
+        #[cfg(feature = "s3")]
+        if let (true, Some(url)) = (is_full, &offsite_url) {
+            let db = &db;
+            let check_all = |repository: Repository| async move {
+                check_backups(&repository, db).await;
+            };
+            offsite_checked += runtime.block_on(offsite::check(url, dir.path(), check_all));
+        }
     }
     assert!(
         !acknowledged.is_empty(),
@@ -180,7 +204,7 @@ fn parent() {
     println!(
         "crash harness: {kills} kills survived, {} acknowledged transfers checked, 0 lost, \
          {} changes in the feed agreeing with the records, repository work begun and finished by the \
-         children {completed:?}, in {:.1} s",
+         children {completed:?}, {offsite_checked} offsite backups restored and checked, in {:.1} s",
         acknowledged.len(),
         feed.changes,
         started.elapsed().as_secs_f64()
@@ -378,6 +402,17 @@ fn keep_every_change(config: Config) -> Config {
         .with_changes_retention_count(0)
 }
 
+/// An offsite session ([`offsite::session`]); nothing without the `s3` feature.
+async fn offsite_session(store: &Store, db: &Path, pick: u64) -> Option<&'static str> {
+    #[cfg(feature = "s3")]
+    return offsite::session(store, db, pick).await;
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = (store, db, pick);
+        None
+    }
+}
+
 /// The backup repository beside the database.
 fn repository_of(db: &Path) -> std::path::PathBuf {
     db.with_extension("backups")
@@ -402,6 +437,7 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
             let store = store.clone();
             let name = name.to_owned();
             let repo = repo.to_owned();
+            let db = db.to_owned();
             tasks.spawn(async move {
                 let mut rng = Rng::new(seed ^ (task + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 for n in 0.. {
@@ -439,6 +475,10 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                         let (from, to) = (repo.display().to_string(), offsite_of(&repo));
                         strongbox::backup::copy(&from, &to, |_| {}).await.unwrap();
                         Some("copy")
+                    } else if task == 4 && n % 10 == 9 {
+                        // Sessions on an offsite repository (when there is an S3 server).
+                        say("begin offsite".into());
+                        offsite_session(&store, &db, rng.below(6)).await
                     } else {
                         None
                     };
