@@ -36,7 +36,8 @@ pub(crate) fn configured_key(config: &Config) -> Result<Option<RepositoryKey>> {
 /// yet (encrypted under the configured key, if there is one).
 ///
 /// # Errors
-/// `Error::InvalidConfig` when no repository is configured, or (without `create`) when it is
+/// `Error::InvalidConfig` when no repository is configured, when it is an `s3://` URL (the
+/// CLI's commands take one; a store's own backups do not), or (without `create`) when it is
 /// not a repository yet; the errors of opening it (`Error::RepositoryKey` for a wrong key).
 pub(crate) async fn configured(store: &Store, create: bool) -> Result<Repository> {
     let config = store.config();
@@ -44,6 +45,14 @@ pub(crate) async fn configured(store: &Store, create: bool) -> Result<Repository
         .backup_repository
         .clone()
         .ok_or_else(|| Error::InvalidConfig("no backup_repository is configured".into()))?;
+    if dir.to_str().is_some_and(|dir| dir.starts_with("s3://")) {
+        return Err(Error::InvalidConfig(format!(
+            "backup_repository {} is on object storage: a store's own backups (scheduled, \
+             backup_follow_secs) go to a directory; copy it offsite with `strongbox backup copy \
+             --to s3://...`, or run `strongbox backup create|follow --repo s3://...`",
+            dir.display()
+        )));
+    }
     let Some(key) = configured_key(config)? else {
         return match create {
             true => Repository::open_or_create(dir).await,

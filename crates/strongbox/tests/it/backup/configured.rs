@@ -111,3 +111,19 @@ async fn a_wrong_passphrase_or_a_plain_repository_is_a_failed_step_that_writes_n
     assert!(!is_ok && outcome.contains("empty"), "{outcome}");
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_s3_backup_repository_is_a_clear_error_of_the_backup_step_not_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path()).with_backup_repository("s3://bucket/game");
+    config.path = dir.path().join("store.db");
+    let store = Store::open(config).await.unwrap();
+    store_players(&store, 3).await;
+    let (is_ok, outcome) = backup_step(&store).await;
+    assert!(!is_ok, "{outcome}");
+    assert!(outcome.contains("object storage"), "{outcome}");
+    assert!(outcome.contains("backup copy"), "{outcome}");
+    // Nothing was made of the URL on disk (no `s3:` directory beside the process).
+    assert!(!Path::new("s3:").exists());
+    store.close().await.unwrap();
+}
