@@ -336,7 +336,17 @@ impl Store {
     }
 
     async fn backup_if_due(&self) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
-        let repository = crate::backup::configured(self, true).await?;
+        let configured = crate::backup::configured(self, crate::backup::Work::Prune).await?;
+        let done = self.backup_if_due_in(&configured.repository).await;
+        // An `s3://` repository gets what was done, even a part (its mirror stays valid).
+        configured.finish().await?;
+        done
+    }
+
+    async fn backup_if_due_in(
+        &self,
+        repository: &crate::backup::Repository,
+    ) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
         let now = now_ms();
         let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
             .unwrap_or(i64::MAX);
@@ -353,7 +363,7 @@ impl Store {
             return Ok(("not due yet".to_owned(), None));
         }
         let report =
-            crate::backup::scheduled(self, &repository, &self.config().backup_retention).await?;
+            crate::backup::scheduled(self, repository, &self.config().backup_retention).await?;
         let outcome = format!(
             "backup {}: {} records, {} new blobs ({} bytes written); pruned {} backups",
             report.backup.id,

@@ -243,11 +243,10 @@ impl Store {
     /// repository is configured or it cannot be read (logged).
     async fn backup_age_seconds(&self) -> Option<f64> {
         let dir = self.config().backup_repository.as_ref()?;
-        let newest = match crate::backup::configured(self, false).await {
-            Ok(repository) => repository.newest_backup_ms().await,
+        let newest = match crate::backup::configured_newest_ms(self).await {
             // Not a repository (yet): the first scheduled backup creates it.
             Err(Error::InvalidConfig(_)) => Ok(None),
-            Err(error) => Err(error),
+            newest => newest,
         };
         if newest.is_err() {
             crate::backup::forget_unlocked(self);

@@ -23,7 +23,7 @@ use crate::output::{self, Output};
 use crate::progress;
 
 /// The file that makes a directory a backup repository (see docs/backup-format.md).
-const FORMAT_FILE: &str = "strongbox-backup.json";
+pub(crate) const FORMAT_FILE: &str = "strongbox-backup.json";
 
 /// `strongbox backup` and its subcommands.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,8 +41,8 @@ pub struct RepoOption {
     /// --cache-dir) [default: $STRONGBOX_REPO, else `backup_repository` of --config].
     #[arg(long, env = "STRONGBOX_REPO", value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: Option<PathBuf>,
-    /// Where an `s3://` repository is mirrored [default: $XDG_CACHE_HOME/strongbox, else
-    /// ~/.cache/strongbox].
+    /// Where an `s3://` repository is mirrored [default: `backup_cache_dir` of --config,
+    /// else $XDG_CACHE_HOME/strongbox, else ~/.cache/strongbox].
     #[arg(long, env = "STRONGBOX_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Print one JSON object (an array for `list`; one object a line for `ls` and `diff`)

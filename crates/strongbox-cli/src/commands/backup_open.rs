@@ -62,11 +62,19 @@ pub(crate) async fn open_repository(
             session: None,
         });
     };
-    let offsite = Offsite::new(url, cache_dir(repo)?)?
+    let offsite = Offsite::new(url, cache_dir(repo, config)?)?
         .with_lock_timeout(repo.lock_timeout)
         .with_lock_notice(notice);
     let session = start(&offsite, access).await?;
     let dir = session.dir();
+    if !create && !dir.join(crate::commands::backup::FORMAT_FILE).exists() {
+        let _ = session.close().await;
+        anyhow::bail!(
+            "{url} is not a backup repository (it has no {}); `strongbox backup create --repo \
+             {url}` makes one with a first backup",
+            crate::commands::backup::FORMAT_FILE
+        );
+    }
     match crate::commands::backup_key::open(&dir, &key, create).await {
         Ok(repository) => Ok(Opened {
             repository: repository
@@ -82,18 +90,14 @@ pub(crate) async fn open_repository(
     }
 }
 
-/// `--cache-dir`, else `$XDG_CACHE_HOME/strongbox`, else `~/.cache/strongbox`.
-fn cache_dir(repo: &RepoOption) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &repo.cache_dir {
-        return Ok(dir.clone());
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|dir| !dir.is_empty()) {
-        return Ok(PathBuf::from(dir).join("strongbox"));
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|home| !home.is_empty())
-        .context("an s3:// repository is mirrored in a cache directory: give --cache-dir DIR")?;
-    Ok(PathBuf::from(home).join(".cache").join("strongbox"))
+/// `--cache-dir`, else `backup_cache_dir` of --config, else `$XDG_CACHE_HOME/strongbox`, else
+/// `~/.cache/strongbox`.
+fn cache_dir(repo: &RepoOption, config: &Config) -> anyhow::Result<PathBuf> {
+    repo.cache_dir
+        .clone()
+        .or_else(|| config.backup_cache_dir.clone())
+        .or_else(Offsite::default_cache_dir)
+        .context("an s3:// repository is mirrored in a cache directory: give --cache-dir DIR")
 }
 
 /// Opens a session on the offsite repository, with a progress bar while it downloads.

@@ -1,4 +1,5 @@
-//! The repository a store's configuration names: `backup_repository`, opened with
+//! The repository a store's configuration names: `backup_repository` (a directory, or an
+//! `s3://` URL worked on through a session on its mirror, `backup::offsite`), opened with
 //! `backup_repository_key_file` or `backup_repository_password_file` when it is encrypted. The
 //! store's scheduled backups, its `follow` task and its backup-age gauge all open it here.
 //!
@@ -32,27 +33,165 @@ pub(crate) fn configured_key(config: &Config) -> Result<Option<RepositoryKey>> {
         .transpose()
 }
 
-/// Opens the store's configured repository; with `create`, creates it when it does not exist
-/// yet (encrypted under the configured key, if there is one).
+/// What a piece of the store's own backup work does to the configured repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Reads it.
+    Read,
+    /// Adds backups (created when it does not exist yet).
+    Write,
+    /// Adds backups and prunes.
+    Prune,
+}
+
+/// The configured repository, opened for one piece of work: a directory, or the mirror of an
+/// `s3://` one in a session that [`Configured::finish`] publishes and ends.
+#[derive(Debug)]
+pub(crate) struct Configured {
+    /// The repository to work on.
+    pub(crate) repository: Repository,
+    #[cfg(feature = "s3")]
+    session: Option<super::offsite::OffsiteSession>,
+}
+
+/// Opens the store's configured repository for `work`; unless it only reads, creates it when
+/// it does not exist yet (encrypted under the configured key, if there is one).
 ///
 /// # Errors
-/// `Error::InvalidConfig` when no repository is configured, when it is an `s3://` URL (the
-/// CLI's commands take one; a store's own backups do not), or (without `create`) when it is
-/// not a repository yet; the errors of opening it (`Error::RepositoryKey` for a wrong key).
-pub(crate) async fn configured(store: &Store, create: bool) -> Result<Repository> {
-    let config = store.config();
-    let dir = config
+/// `Error::InvalidConfig` when no repository is configured, when it is not a repository yet
+/// and `work` only reads, or when it is an `s3://` URL and the `s3` feature is off; the
+/// errors of opening it (`Error::RepositoryKey` for a wrong key) and, for an `s3://` one, of
+/// its session ([`super::Offsite::open`]).
+pub(crate) async fn configured(store: &Store, work: Work) -> Result<Configured> {
+    let location = location(store.config())?;
+    if let Some(url) = s3_url(&location) {
+        return open_offsite(store, url, work).await;
+    }
+    Ok(Configured {
+        repository: open_dir(store, location, work != Work::Read).await?,
+        #[cfg(feature = "s3")]
+        session: None,
+    })
+}
+
+/// When the newest backup of the configured repository was taken (for the backup-age gauge):
+/// for an `s3://` one, from the names of its manifests, without a session.
+///
+/// # Errors
+/// As [`configured`] for [`Work::Read`], and as [`Repository::newest_backup_ms`].
+pub(crate) async fn configured_newest_ms(store: &Store) -> Result<Option<i64>> {
+    let location = location(store.config())?;
+    match s3_url(&location) {
+        #[cfg(feature = "s3")]
+        Some(url) => offsite(store.config(), url)?.newest_backup_ms().await,
+        #[cfg(not(feature = "s3"))]
+        Some(url) => Err(no_s3(url)),
+        None => {
+            open_dir(store, location, false)
+                .await?
+                .newest_backup_ms()
+                .await
+        }
+    }
+}
+
+impl Configured {
+    /// Whether the repository is the mirror of an `s3://` one.
+    pub(crate) fn is_offsite(&self) -> bool {
+        #[cfg(feature = "s3")]
+        let offsite = self.session.is_some();
+        #[cfg(not(feature = "s3"))]
+        let offsite = false;
+        offsite
+    }
+
+    /// Ends the work: on an `s3://` repository, uploads what the work wrote into the mirror
+    /// (a partial work too: every local operation leaves the mirror a valid repository at
+    /// any point), then gives the session up.
+    ///
+    /// # Errors
+    /// The upload's ([`super::OffsiteSession::publish`]).
+    pub(crate) async fn finish(self) -> Result<()> {
+        #[cfg(feature = "s3")]
+        if let Some(session) = self.session {
+            let published = session.publish(|_| {}).await;
+            if let Err(error) = session.close().await {
+                tracing::warn!(%error, "could not give up a backup repository's lock (it expires)");
+            }
+            published?;
+        }
+        Ok(())
+    }
+}
+
+/// `backup_repository`.
+fn location(config: &Config) -> Result<PathBuf> {
+    config
         .backup_repository
         .clone()
-        .ok_or_else(|| Error::InvalidConfig("no backup_repository is configured".into()))?;
-    if dir.to_str().is_some_and(|dir| dir.starts_with("s3://")) {
-        return Err(Error::InvalidConfig(format!(
-            "backup_repository {} is on object storage: a store's own backups (scheduled, \
-             backup_follow_secs) go to a directory; copy it offsite with `strongbox backup copy \
-             --to s3://...`, or run `strongbox backup create|follow --repo s3://...`",
-            dir.display()
-        )));
+        .ok_or_else(|| Error::InvalidConfig("no backup_repository is configured".into()))
+}
+
+/// The URL, when `location` is an `s3://` one.
+fn s3_url(location: &std::path::Path) -> Option<&str> {
+    location.to_str().filter(|text| text.starts_with("s3://"))
+}
+
+/// A session on the `s3://` repository, and its mirror opened as [`open_dir`] opens one.
+#[cfg(feature = "s3")]
+async fn open_offsite(store: &Store, url: &str, work: Work) -> Result<Configured> {
+    use super::offsite::Access;
+    let access = match work {
+        Work::Read => Access::Read,
+        Work::Write => Access::Write,
+        Work::Prune => Access::Prune,
+    };
+    let session = offsite(store.config(), url)?.open(access, |_| {}).await?;
+    match open_dir(store, session.dir(), work != Work::Read).await {
+        Ok(repository) => Ok(Configured {
+            repository,
+            session: Some(session),
+        }),
+        Err(error) => {
+            let _ = session.close().await;
+            Err(error)
+        }
     }
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_offsite(_: &Store, url: &str, _: Work) -> Result<Configured> {
+    Err(no_s3(url))
+}
+
+#[cfg(not(feature = "s3"))]
+fn no_s3(url: &str) -> Error {
+    Error::InvalidConfig(format!(
+        "backup_repository {url}: this build of Strongbox has no S3 support (build \
+         strongbox-store with the `s3` feature)"
+    ))
+}
+
+/// The configured `s3://` repository and its mirror's cache directory.
+#[cfg(feature = "s3")]
+fn offsite(config: &Config, url: &str) -> Result<super::offsite::Offsite> {
+    let cache = config
+        .backup_cache_dir
+        .clone()
+        .or_else(super::offsite::Offsite::default_cache_dir)
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "backup_repository {url} is worked on through a mirror in a cache directory: \
+                 set backup_cache_dir (there is no $XDG_CACHE_HOME nor $HOME)"
+            ))
+        })?;
+    super::offsite::Offsite::new(url, cache)
+}
+
+/// Opens the repository in `dir`; with `create`, creates it when it does not exist yet
+/// (encrypted under the configured key, if there is one).
+async fn open_dir(store: &Store, dir: PathBuf, create: bool) -> Result<Repository> {
+    let config = store.config();
     let Some(key) = configured_key(config)? else {
         return match create {
             true => Repository::open_or_create(dir).await,

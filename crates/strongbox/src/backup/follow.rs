@@ -269,11 +269,14 @@ pub(crate) fn follow_in_background(store: &Store) {
                 let store = Store::from_inner(inner);
                 let mut base = base.lock().await;
                 let stepped = async {
-                    let repository = super::configured(&store, true).await?;
-                    let mut follower = repository.follower(&store);
-                    follower.base = base.take();
+                    let configured = super::configured(&store, super::Work::Write).await?;
+                    let mut follower = configured.repository.follower(&store);
+                    // The mirror of an `s3://` repository may have lost it to a prune
+                    // elsewhere: its base is found again each step.
+                    follower.base = base.take().filter(|_| !configured.is_offsite());
                     let step = follower.step().await;
                     *base = follower.base;
+                    configured.finish().await?;
                     step
                 };
                 match stepped.await {

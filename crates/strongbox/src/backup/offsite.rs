@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use super::copy::{CopyReport, copy_objects};
 use super::files::{blocking, create_dir, io_error, sync_dir};
+use super::id::BackupId;
 use super::lock::{LockNotice, LockWait, acquire};
 use super::objects::{FORMAT_NAME, Objects, rank};
 use super::remote::Remote;
@@ -47,7 +48,8 @@ pub enum Access {
     Read,
     /// Add backups to it (create, follow), creating it when it does not exist: a shared lock.
     Write,
-    /// Prune it: an exclusive lock; publishing deletes what the prune deleted.
+    /// Prune it (and add backups, as scheduled backups do): an exclusive lock; publishing
+    /// deletes what the prune deleted.
     Prune,
 }
 
@@ -118,6 +120,31 @@ impl Offsite {
         self
     }
 
+    /// The cache directory used when none is given: `$XDG_CACHE_HOME/strongbox`, else
+    /// `$HOME/.cache/strongbox`; `None` when neither variable is set.
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+        set("XDG_CACHE_HOME")
+            .map(|dir| PathBuf::from(dir).join("strongbox"))
+            .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(".cache/strongbox")))
+    }
+
+    /// When the newest backup in the repository was taken, in milliseconds since the Unix
+    /// epoch, to the second (from the names of its manifests: one listing, no lock, nothing
+    /// downloaded); `None` when it holds none.
+    ///
+    /// # Errors
+    /// `Error::Io` when the server cannot be listed.
+    pub async fn newest_backup_ms(&self) -> Result<Option<i64>> {
+        let listed = self.remote.list().await?;
+        Ok(listed
+            .keys()
+            .filter_map(|name| name.strip_prefix("manifests/")?.strip_suffix(".jsonl.zst"))
+            .filter_map(|id| BackupId::parse(id).ok())
+            .map(|id| id.time_ms())
+            .max())
+    }
+
     /// The URL, as given.
     pub fn url(&self) -> String {
         self.remote.describe()
@@ -127,8 +154,8 @@ impl Offsite {
     /// counts the objects downloaded (stage [`Stage::Copy`]).
     ///
     /// # Errors
-    /// `Error::InvalidConfig` when a [`Access::Read`] or [`Access::Prune`] session finds no
-    /// repository at the URL; `Error::LockTimeout` after the lock timeout; `Error::Io` when
+    /// `Error::InvalidConfig` when a [`Access::Read`] session finds no repository at the URL
+    /// (the others start from an empty mirror); `Error::LockTimeout` after the lock timeout; `Error::Io` when
     /// the server or the cache cannot be read or written (after `object_store`'s retries).
     pub async fn open(
         &self,
@@ -194,7 +221,7 @@ impl OffsiteSession {
     /// Makes the mirror equal to the remote repository.
     async fn download(&self, progress: &(impl Fn(Progress) + Send + Sync)) -> Result<()> {
         let wanted = self.remote().list().await?;
-        if !wanted.contains_key(FORMAT_NAME) && self.access != Access::Write {
+        if !wanted.contains_key(FORMAT_NAME) && self.access == Access::Read {
             return Err(Error::InvalidConfig(format!(
                 "{} is not a Strongbox backup repository (it has no {FORMAT_NAME}); `strongbox \
                  backup create --repo {}` makes one with a first backup",

@@ -190,10 +190,10 @@ pub struct Config {
     /// becoming 919); 0 never does. Valid: 0 to 100. SQLite only: PostgreSQL's slack is not measured, so there a
     /// full vacuum runs only on request.
     pub vacuum_slack_percent: u8,
-    /// A backup repository directory. When set, maintenance takes a backup (then prunes with
-    /// `backup_retention`) whenever the newest backup is older than `backup_interval_secs`,
-    /// and the CLI's `backup` commands use it when `--repo` is not given. Default none. Valid:
-    /// a path that is not empty.
+    /// A backup repository: a directory, or (with the `s3` feature) an `s3://bucket/prefix`
+    /// URL. When set, maintenance takes a backup (then prunes with `backup_retention`)
+    /// whenever the newest backup is older than `backup_interval_secs`, and the CLI's `backup`
+    /// commands use it when `--repo` is not given. Default none. Valid: not empty.
     pub backup_repository: Option<PathBuf>,
     /// The key file of an encrypted `backup_repository` (32 bytes, or 64 hex digits): the
     /// store's scheduled backups, `follow` task and backup-age gauge open it with this key,
@@ -202,6 +202,9 @@ pub struct Config {
     pub backup_repository_key_file: Option<PathBuf>,
     /// As `backup_repository_key_file`, with a passphrase: the first line of this file.
     pub backup_repository_password_file: Option<PathBuf>,
+    /// Where an `s3://` `backup_repository` is mirrored (`backup::Offsite`). Default none:
+    /// `$XDG_CACHE_HOME/strongbox`, else `~/.cache/strongbox`.
+    pub backup_cache_dir: Option<PathBuf>,
     /// Seconds between scheduled backups. Default 86,400 (a day); 0 turns scheduling off.
     /// Valid: 0 to 31,536,000 (365 days). See [`Config::backup_interval`].
     pub backup_interval_secs: u64,
@@ -274,6 +277,7 @@ impl Default for Config {
             backup_repository: None,
             backup_repository_key_file: None,
             backup_repository_password_file: None,
+            backup_cache_dir: None,
             backup_interval_secs: 86_400,
             backup_follow_secs: 0,
             backup_retention: Retention::default(),

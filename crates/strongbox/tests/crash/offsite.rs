@@ -46,14 +46,17 @@ pub async fn session(store: &Store, db: &Path, pick: u64) -> Option<&'static str
     } else {
         Access::Write
     };
-    let session = match offsite.open(access, |_| {}).await {
-        Ok(session) => session,
-        // No repository yet: a prune waits for a first backup.
-        Err(strongbox::Error::InvalidConfig(_)) if access == Access::Prune => return None,
-        Err(error) => panic!("open {url}: {error}"),
-    };
+    let session = offsite.open(access, |_| {}).await.unwrap();
     let done = if access == Access::Prune {
-        let repository = Repository::open(session.dir()).await.unwrap();
+        let repository = match Repository::open(session.dir()).await {
+            Ok(repository) => repository,
+            // No repository yet: a prune waits for a first backup.
+            Err(strongbox::Error::InvalidConfig(_)) => {
+                session.close().await.unwrap();
+                return None;
+            }
+            Err(error) => panic!("open the mirror of {url}: {error}"),
+        };
         repository.prune(&Retention::last(2)).await.unwrap();
         "offsite prune"
     } else {

@@ -112,18 +112,86 @@ async fn a_wrong_passphrase_or_a_plain_repository_is_a_failed_step_that_writes_n
     store.close().await.unwrap();
 }
 
+/// Without the `s3` feature, an `s3://` repository is a clear error of the backup step, never
+/// a local directory named `s3:`.
+#[cfg(not(feature = "s3"))]
 #[tokio::test]
-async fn an_s3_backup_repository_is_a_clear_error_of_the_backup_step_not_a_local_directory() {
+async fn without_s3_support_an_s3_backup_repository_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path()).with_backup_repository("s3://bucket/game");
-    config.path = dir.path().join("store.db");
-    let store = Store::open(config).await.unwrap();
+    let store = Store::open(config(dir.path()).with_backup_repository("s3://bucket/game"))
+        .await
+        .unwrap();
     store_players(&store, 3).await;
     let (is_ok, outcome) = backup_step(&store).await;
     assert!(!is_ok, "{outcome}");
-    assert!(outcome.contains("object storage"), "{outcome}");
-    assert!(outcome.contains("backup copy"), "{outcome}");
-    // Nothing was made of the URL on disk (no `s3:` directory beside the process).
+    assert!(outcome.contains("no S3 support"), "{outcome}");
     assert!(!Path::new("s3:").exists());
+    store.close().await.unwrap();
+}
+
+/// A store backing up to an `s3://` repository (the S3 server `.ci/run` starts), encrypted:
+/// its scheduled backup and its follow task publish through the mirror in
+/// `backup_cache_dir`, and another machine's mirror reads them back, equal; the backup-age
+/// gauge's source sees the newest.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_and_continuous_backups_go_to_an_s3_repository() {
+    use strongbox::backup::{Access, Offsite};
+    let Some(bucket) = super::s3_bucket() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!("s3://{bucket}/configured-{nanos}");
+    let key_file = dir.path().join("backups.key");
+    std::fs::write(&key_file, [9u8; 32]).unwrap();
+    let mut config = config(dir.path())
+        .with_backup_repository(&url)
+        .with_backup_repository_key_file(&key_file);
+    config.backup_cache_dir = Some(dir.path().join("cache"));
+    config.backup_follow_secs = 1;
+    let store = Store::open(config).await.unwrap();
+    store_players(&store, 30).await;
+    let (is_ok, outcome) = backup_step(&store).await;
+    assert!(is_ok, "{outcome}");
+
+    let key = RepositoryKey::from_file(&key_file).unwrap();
+    let elsewhere = Offsite::new(&url, dir.path().join("elsewhere")).unwrap();
+    let newest_of = |records: u64| {
+        let elsewhere = elsewhere.clone();
+        let key = key.clone();
+        async move {
+            let session = elsewhere.open(Access::Read, |_| {}).await.unwrap();
+            let repository = Repository::open_with_key(session.dir(), &key)
+                .await
+                .unwrap();
+            let newest = repository.list().await.unwrap().last().map(|b| b.records);
+            session.close().await.unwrap();
+            newest == Some(records)
+        }
+    };
+    assert!(newest_of(30).await);
+    assert!(elsewhere.newest_backup_ms().await.unwrap().is_some());
+
+    // The follow task ships later writes there too.
+    store_players(&store, 45).await;
+    let written = Instant::now();
+    while !newest_of(45).await {
+        assert!(
+            written.elapsed() < Duration::from_secs(30),
+            "the follow task shipped nothing to {url} in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let session = elsewhere.open(Access::Read, |_| {}).await.unwrap();
+    let repository = Repository::open_with_key(session.dir(), &key)
+        .await
+        .unwrap();
+    assert!(repository.is_encrypted());
+    restores_equal(&repository, &store, dir.path(), "restored.db").await;
+    session.close().await.unwrap();
     store.close().await.unwrap();
 }
