@@ -6,9 +6,10 @@
 //! there: packs and dictionaries are written first, then the indexes naming them, then the
 //! manifests (in name order, so that a differential backup's base, whose id sorts before
 //! its own, is there first), each object whole (a local file is synced and renamed into place, an S3 object
-//! is atomic). Objects are immutable and named by their content, and nothing is ever deleted
-//! at the destination, so a copy needs no lock there beyond a local repository's shared one,
-//! two copies into one destination cannot harm each other, and a killed copy leaves a
+//! is atomic). Objects are immutable and named by their content, and a copy deletes nothing,
+//! so two copies into one destination cannot harm each other; it holds both ends' locks
+//! shared (a directory's `flock`, an object store's lock objects), so that no prune deletes
+//! what it reads, nor what it found already there and counts on. A killed copy leaves a
 //! destination whose every listed backup is whole (the next copy completes the rest). A pack
 //! or index whose bytes do not hash to its name is not copied: the copy stops before any
 //! manifest, naming it (in an encrypted repository names are keyed hashes, which a copy
@@ -60,13 +61,25 @@ pub async fn copy(
     to: &str,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
-    copy_objects(&Objects::parse(from)?, &Objects::parse(to)?, progress).await
+    let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
+    copy_objects(&source, &target, Locking::Both, progress).await
+}
+
+/// Which repository locks a copy takes (shared: no prune deletes while it reads or writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locking {
+    /// Both ends' ([`copy`]).
+    Both,
+    /// The source's only: the caller holds the target's (an offsite session publishing).
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    SourceOnly,
 }
 
 /// [`copy`] between two parsed places.
 pub(crate) async fn copy_objects(
     source: &Objects,
     target: &Objects,
+    locking: Locking,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
     let (from, to) = (&source.describe(), &target.describe());
@@ -76,7 +89,7 @@ pub(crate) async fn copy_objects(
              {error})"
         ))
     })?;
-    let _source_lock = lock_if_local(source).await?;
+    let source_lock = lock_shared(source).await?;
     let present = target.list().await?;
     match present.get(FORMAT_NAME) {
         None => target.put(FORMAT_NAME, format.clone()).await?,
@@ -89,7 +102,10 @@ pub(crate) async fn copy_objects(
             }
         }
     }
-    let _target_lock = lock_if_local(target).await?;
+    let target_lock = match locking {
+        Locking::Both => lock_shared(target).await?,
+        Locking::SourceOnly => Held::Nothing,
+    };
     let wanted = source.list().await?;
     let (missing, already): (Vec<(&String, &u64)>, Vec<_>) = wanted
         .iter()
@@ -124,6 +140,8 @@ pub(crate) async fn copy_objects(
         }
         progress(Progress::new(Stage::Copy, report.objects_copied, total));
     }
+    target_lock.release().await?;
+    source_lock.release().await?;
     Ok(report)
 }
 
@@ -149,16 +167,42 @@ fn check_content(from: &str, name: &str, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// The shared lock of a local repository (so that no prune deletes while the copy reads or
-/// writes); none for an object store.
-async fn lock_if_local(objects: &Objects) -> Result<Option<RepositoryLock>> {
+/// A shared lock a copy holds on one end.
+enum Held {
+    /// A directory's `flock`, released when dropped.
+    Local(#[allow(dead_code)] RepositoryLock),
+    /// An object store's lock object (`backup::remote_lock`).
+    #[cfg(feature = "s3")]
+    Remote(super::remote_lock::RemoteLock),
+    /// None.
+    Nothing,
+}
+
+impl Held {
+    /// Gives the lock up.
+    async fn release(self) -> Result<()> {
+        match self {
+            #[cfg(feature = "s3")]
+            Held::Remote(lock) => lock.release().await,
+            Held::Local(_) | Held::Nothing => Ok(()),
+        }
+    }
+}
+
+/// The shared lock of a repository, waiting for a running prune as long as it takes (an
+/// encrypted repository's lock needs no key: it is copied sealed).
+async fn lock_shared(objects: &Objects) -> Result<Held> {
     match objects {
         Objects::Local(dir) => {
-            // The lock needs no key: an encrypted repository is copied sealed.
             let repository = Repository::plain(dir.clone());
-            blocking(move || repository.lock(LockMode::Shared).map(Some)).await
+            blocking(move || repository.lock(LockMode::Shared).map(Held::Local)).await
         }
         #[cfg(feature = "s3")]
-        Objects::Remote(_) => Ok(None),
+        Objects::Remote(remote) => {
+            let wait = super::lock::LockWait::default();
+            super::remote_lock::RemoteLock::acquire(remote, false, &wait)
+                .await
+                .map(Held::Remote)
+        }
     }
 }

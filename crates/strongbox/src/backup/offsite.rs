@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::copy::{CopyReport, copy_objects};
+use super::copy::{CopyReport, Locking, copy_objects};
 use super::files::{blocking, create_dir, io_error, sync_dir};
 use super::id::BackupId;
 use super::lock::{LockNotice, LockWait, acquire};
@@ -273,7 +273,10 @@ impl OffsiteSession {
         if self.access == Access::Read {
             return Ok(PublishReport::default());
         }
-        let uploaded = copy_objects(&self.local(), &self.remote(), progress).await?;
+        // The session holds the remote lock already (an exclusive one would keep a copy's
+        // shared lock waiting for ever).
+        let uploaded =
+            copy_objects(&self.local(), &self.remote(), Locking::SourceOnly, progress).await?;
         let mut report = PublishReport {
             uploaded,
             objects_deleted: 0,

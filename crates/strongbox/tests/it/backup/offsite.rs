@@ -320,3 +320,94 @@ async fn delete_lock(url: &str, pid: u32) {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_the_bucket_waits_for_a_running_prune() {
+    let Some(bucket) = s3_bucket() else {
+        return;
+    };
+    let harness = Harness::sqlite().await;
+    let url = fresh_url(&bucket, "copy-waits");
+    store_players(&harness.store, 20).await;
+    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
+    // A local copy of the same repository, with one more backup to copy up.
+    let local_dir = harness.dir.path().join("local");
+    strongbox::backup::copy(&url, local_dir.to_str().unwrap(), |_| {})
+        .await
+        .unwrap();
+    let local = Repository::open(&local_dir).await.unwrap();
+    local.backup(&harness.store, |_| {}).await.unwrap();
+    let pruning = Offsite::new(&url, harness.dir.path().join("b"))
+        .unwrap()
+        .open(Access::Prune, |_| {})
+        .await
+        .unwrap();
+    let from = local.dir().display().to_string();
+    let copying = tokio::spawn({
+        let url = url.clone();
+        async move { strongbox::backup::copy(&from, &url, |_| {}).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!copying.is_finished(), "the copy went ahead during a prune");
+    pruning.close().await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), copying)
+        .await
+        .expect("the copy still waits after the prune ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.backups_copied, 1, "{report:?}");
+    assert_eq!(listed(&url, &harness.dir.path().join("c")).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_object_in_the_bucket_is_found_by_verify_through_a_mirror() {
+    use futures_util::TryStreamExt as _;
+    use object_store::ObjectStore as _;
+    let Some(bucket) = s3_bucket() else {
+        return;
+    };
+    let harness = Harness::sqlite().await;
+    let url = fresh_url(&bucket, "damaged");
+    store_players(&harness.store, 100).await;
+    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
+    // One byte of the largest pack changes in the bucket itself.
+    let prefix = url.trim_start_matches("s3://").split_once('/').unwrap().1;
+    let store = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(&bucket)
+        .build()
+        .unwrap();
+    let packs = object_store::path::Path::from(format!("{prefix}/packs"));
+    let objects: Vec<object_store::ObjectMeta> =
+        store.list(Some(&packs)).try_collect().await.unwrap();
+    let largest = objects.iter().max_by_key(|meta| meta.size).unwrap();
+    let mut bytes = store
+        .get(&largest.location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    bytes[200] ^= 0x10;
+    store.put(&largest.location, bytes.into()).await.unwrap();
+
+    let session = Offsite::new(&url, harness.dir.path().join("b"))
+        .unwrap()
+        .open(Access::Read, |_| {})
+        .await
+        .unwrap();
+    let repository = Repository::open(session.dir()).await.unwrap();
+    let report = repository.verify(None, |_| {}).await.unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    let error = repository
+        .restore(
+            &BackupRef::Latest,
+            &strongbox::Config::new(harness.dir.path().join("from-damaged.db")),
+            &strongbox::backup::RestoreOptions::all(),
+            |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
+    session.close().await.unwrap();
+}
