@@ -155,8 +155,9 @@ impl Offsite {
     ///
     /// # Errors
     /// `Error::InvalidConfig` when a [`Access::Read`] session finds no repository at the URL
-    /// (the others start from an empty mirror); `Error::LockTimeout` after the lock timeout; `Error::Io` when
-    /// the server or the cache cannot be read or written (after `object_store`'s retries).
+    /// (the others start from an empty mirror); `Error::LockTimeout` after the lock timeout;
+    /// `Error::Io` when the server or the cache cannot be read or written (after
+    /// `object_store`'s retries).
     pub async fn open(
         &self,
         access: Access,
