@@ -257,15 +257,20 @@ async fn sessions_through_a_server_that_drops_connections_retry_and_restore_equa
     );
 }
 
-/// Writes an exclusive lock object into `url`'s `locks/`, naming `pid` on this machine.
-async fn plant_lock(url: &str, pid: u32) {
-    use object_store::ObjectStore as _;
-    let rest = url.trim_start_matches("s3://");
-    let (bucket, prefix) = rest.split_once('/').unwrap();
+/// The bucket of `url` reached directly (to plant or damage objects), and the URL's prefix.
+fn raw_bucket(url: &str) -> (object_store::aws::AmazonS3, String) {
+    let (bucket, prefix) = url.trim_start_matches("s3://").split_once('/').unwrap();
     let store = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .build()
         .unwrap();
+    (store, prefix.to_owned())
+}
+
+/// Writes an exclusive lock object into `url`'s `locks/`, naming `pid` on this machine.
+async fn plant_lock(url: &str, pid: u32) {
+    use object_store::ObjectStore as _;
+    let (store, prefix) = raw_bucket(url);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let body = serde_json::json!({ "exclusive": true, "pid": pid, "host": host.trim() });
     let name = format!("{prefix}/locks/exclusive-{pid:032x}");
@@ -308,12 +313,7 @@ async fn a_lock_of_a_process_gone_from_this_machine_is_stale_at_once() {
 /// Deletes the lock [`plant_lock`] wrote for `pid`.
 async fn delete_lock(url: &str, pid: u32) {
     use object_store::ObjectStore as _;
-    let rest = url.trim_start_matches("s3://");
-    let (bucket, prefix) = rest.split_once('/').unwrap();
-    let store = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .build()
-        .unwrap();
+    let (store, prefix) = raw_bucket(url);
     let name = format!("{prefix}/locks/exclusive-{pid:032x}");
     store
         .delete(&object_store::path::Path::from(name))
@@ -371,11 +371,7 @@ async fn a_damaged_object_in_the_bucket_is_found_by_verify_through_a_mirror() {
     store_players(&harness.store, 100).await;
     backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
     // One byte of the largest pack changes in the bucket itself.
-    let prefix = url.trim_start_matches("s3://").split_once('/').unwrap().1;
-    let store = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(&bucket)
-        .build()
-        .unwrap();
+    let (store, prefix) = raw_bucket(&url);
     let packs = object_store::path::Path::from(format!("{prefix}/packs"));
     let objects: Vec<object_store::ObjectMeta> =
         store.list(Some(&packs)).try_collect().await.unwrap();
