@@ -185,8 +185,16 @@ fn offsite(config: &Config, url: &str) -> Result<super::offsite::Offsite> {
                  set backup_cache_dir (there is no $XDG_CACHE_HOME nor $HOME)"
             ))
         })?;
-    super::offsite::Offsite::new(url, cache)
+    // A store's own work never waits long for another machine's: it fails, and the next run
+    // (or step) tries again.
+    Ok(super::offsite::Offsite::new(url, cache)?
+        .with_lock_timeout(STORE_LOCK_TIMEOUT)
+        .with_lock_notice(|notice| tracing::info!(%notice, "backup repository locked")))
 }
+
+/// How long a store's own backup work waits for the lock of an `s3://` repository.
+#[cfg(feature = "s3")]
+const STORE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens the repository in `dir`; with `create`, creates it when it does not exist yet
 /// (encrypted under the configured key, if there is one).
