@@ -402,6 +402,15 @@ fn keep_every_change(config: Config) -> Config {
         .with_changes_retention_count(0)
 }
 
+/// Whether the children have an offsite repository (the `s3` feature, and a URL from the
+/// parent).
+fn has_offsite() -> bool {
+    #[cfg(feature = "s3")]
+    return std::env::var_os(offsite::URL_VARIABLE).is_some();
+    #[cfg(not(feature = "s3"))]
+    false
+}
+
 /// An offsite session ([`offsite::session`]); nothing without the `s3` feature.
 async fn offsite_session(store: &Store, db: &Path, pick: u64) -> Option<&'static str> {
     #[cfg(feature = "s3")]
@@ -475,7 +484,7 @@ fn child(db: &Path, name: &str, seed: u64, repo: &Path) {
                         let (from, to) = (repo.display().to_string(), offsite_of(&repo));
                         strongbox::backup::copy(&from, &to, |_| {}).await.unwrap();
                         Some("copy")
-                    } else if task == 4 && n % 10 == 9 {
+                    } else if task == 4 && n % 10 == 9 && has_offsite() {
                         // Sessions on an offsite repository (when there is an S3 server).
                         say("begin offsite".into());
                         offsite_session(&store, &db, rng.below(6)).await
