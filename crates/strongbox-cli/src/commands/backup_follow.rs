@@ -134,7 +134,12 @@ pub async fn copy(args: &CopyArgs, config: &Config) -> anyhow::Result<()> {
     let from = from.to_string_lossy().into_owned();
     let bar = progress::counter("copying", 0);
     let progress = bar.clone();
-    let report = backup::copy(&from, &args.to, move |p| show(&progress, p)).await;
+    let notice = |notice: &backup::LockNotice| eprintln!("strongbox: {notice}");
+    let timeout = args.repo.lock_timeout;
+    let report = backup::copy_with_lock_timeout(&from, &args.to, timeout, notice, move |p| {
+        show(&progress, p)
+    })
+    .await;
     bar.finish_and_clear();
     let report = report.with_context(|| format!("copy {from} to {}", args.to))?;
     print(&args.repo, &report, |out| {

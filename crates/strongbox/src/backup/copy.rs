@@ -18,8 +18,11 @@
 //! the destination opens with the same passphrase or key file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::files::blocking;
+use super::lock::{LockNotice, LockWait};
 use super::objects::{FORMAT_NAME, Objects, rank};
 use super::repository::{LockMode, Repository, RepositoryLock};
 use super::{Progress, Stage};
@@ -62,26 +65,49 @@ pub async fn copy(
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
     let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
-    copy_objects(&source, &target, Locking::Both, progress).await
+    let locking = Locking::Both(LockWait::default());
+    copy_objects(&source, &target, &locking, progress).await
 }
 
-/// Which repository locks a copy takes (shared: no prune deletes while it reads or writes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`copy`], waiting at most `lock_timeout` for a prune running at either end (then
+/// [`Error::LockTimeout`], having copied nothing), and telling `notice` once when it starts
+/// to wait (`strongbox backup copy --lock-timeout`).
+///
+/// # Errors
+/// As [`copy`], and `Error::LockTimeout`.
+pub async fn copy_with_lock_timeout(
+    from: &str,
+    to: &str,
+    lock_timeout: Duration,
+    notice: impl Fn(&LockNotice) + Send + Sync + 'static,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<CopyReport> {
+    let (source, target) = (Objects::parse(from)?, Objects::parse(to)?);
+    let wait = LockWait::default()
+        .with_timeout(lock_timeout)
+        .with_notice(Arc::new(notice));
+    copy_objects(&source, &target, &Locking::Both(wait), progress).await
+}
+
+/// Which repository locks a copy takes (shared: no prune deletes while it reads or writes),
+/// waiting for them as its [`LockWait`] says.
+#[derive(Debug, Clone)]
 pub(crate) enum Locking {
     /// Both ends' ([`copy`]).
-    Both,
+    Both(LockWait),
     /// The source's only: the caller holds the target's (an offsite session publishing).
     #[cfg_attr(not(feature = "s3"), allow(dead_code))]
-    SourceOnly,
+    SourceOnly(LockWait),
 }
 
 /// [`copy`] between two parsed places.
 pub(crate) async fn copy_objects(
     source: &Objects,
     target: &Objects,
-    locking: Locking,
+    locking: &Locking,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
+    let (Locking::Both(wait) | Locking::SourceOnly(wait)) = locking;
     let (from, to) = (&source.describe(), &target.describe());
     let format = source.get(FORMAT_NAME).await.map_err(|error| {
         Error::InvalidConfig(format!(
@@ -89,7 +115,7 @@ pub(crate) async fn copy_objects(
              {error})"
         ))
     })?;
-    let source_lock = lock_shared(source).await?;
+    let source_lock = lock_shared(source, wait).await?;
     let present = target.list().await?;
     match present.get(FORMAT_NAME) {
         None => target.put(FORMAT_NAME, format.clone()).await?,
@@ -103,8 +129,8 @@ pub(crate) async fn copy_objects(
         }
     }
     let target_lock = match locking {
-        Locking::Both => lock_shared(target).await?,
-        Locking::SourceOnly => Held::Nothing,
+        Locking::Both(_) => lock_shared(target, wait).await?,
+        Locking::SourceOnly(_) => Held::Nothing,
     };
     let wanted = source.list().await?;
     let (missing, already): (Vec<(&String, &u64)>, Vec<_>) = wanted
@@ -189,20 +215,18 @@ impl Held {
     }
 }
 
-/// The shared lock of a repository, waiting for a running prune as long as it takes (an
+/// The shared lock of a repository, waiting for a running prune as `wait` says (an
 /// encrypted repository's lock needs no key: it is copied sealed).
-async fn lock_shared(objects: &Objects) -> Result<Held> {
+async fn lock_shared(objects: &Objects, wait: &LockWait) -> Result<Held> {
     match objects {
         Objects::Local(dir) => {
-            let repository = Repository::plain(dir.clone());
+            let mut repository = Repository::plain(dir.clone());
+            repository.lock_wait = wait.clone();
             blocking(move || repository.lock(LockMode::Shared).map(Held::Local)).await
         }
         #[cfg(feature = "s3")]
-        Objects::Remote(remote) => {
-            let wait = super::lock::LockWait::default();
-            super::remote_lock::RemoteLock::acquire(remote, false, &wait)
-                .await
-                .map(Held::Remote)
-        }
+        Objects::Remote(remote) => super::remote_lock::RemoteLock::acquire(remote, false, wait)
+            .await
+            .map(Held::Remote),
     }
 }

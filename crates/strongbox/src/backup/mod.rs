@@ -93,7 +93,7 @@ use std::sync::Arc;
 pub use crate::config::Retention;
 pub use browse::{BackupRecord, BackupValue};
 pub(crate) use configured::{Work, configured, configured_newest_ms, forget_unlocked};
-pub use copy::{CopyReport, copy};
+pub use copy::{CopyReport, copy, copy_with_lock_timeout};
 pub use create::BackupSummary;
 pub use diff::{DiffKind, RecordDiff};
 pub(crate) use follow::follow_in_background;

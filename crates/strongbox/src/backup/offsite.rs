@@ -276,8 +276,8 @@ impl OffsiteSession {
         }
         // The session holds the remote lock already (an exclusive one would keep a copy's
         // shared lock waiting for ever).
-        let uploaded =
-            copy_objects(&self.local(), &self.remote(), Locking::SourceOnly, progress).await?;
+        let locking = Locking::SourceOnly(self.offsite.lock_wait.clone());
+        let uploaded = copy_objects(&self.local(), &self.remote(), &locking, progress).await?;
         let mut report = PublishReport {
             uploaded,
             objects_deleted: 0,

@@ -343,6 +343,23 @@ async fn a_copy_into_the_bucket_waits_for_a_running_prune() {
         .await
         .unwrap();
     let from = local.dir().display().to_string();
+    // With a lock timeout, the copy gives up, having told its wait once.
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = std::sync::Arc::clone(&told);
+    let error = strongbox::backup::copy_with_lock_timeout(
+        &from,
+        &url,
+        Duration::from_millis(300),
+        move |_| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, Error::LockTimeout { .. }), "{error:?}");
+    assert_eq!(told.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Without one, it waits for the prune to end.
     let copying = tokio::spawn({
         let url = url.clone();
         async move { strongbox::backup::copy(&from, &url, |_| {}).await }
