@@ -34,6 +34,18 @@ async fn backup_offsite(harness: &Harness, url: &str, cache: &Path) {
     session.close().await.unwrap();
 }
 
+/// A store of `players` players and a fresh prefix of the test bucket (`name-…`) holding one
+/// backup of it, taken through a session mirrored in the harness's `a/`; `None` when there
+/// is no S3 server.
+async fn one_backup(name: &str, players: u64) -> Option<(Harness, String)> {
+    let bucket = s3_bucket()?;
+    let harness = Harness::sqlite().await;
+    let url = fresh_url(&bucket, name);
+    store_players(&harness.store, players).await;
+    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
+    Some((harness, url))
+}
+
 /// The backups listed through a read session mirrored in `cache`.
 async fn listed(url: &str, cache: &Path) -> usize {
     let session = Offsite::new(url, cache)
@@ -113,14 +125,10 @@ async fn backups_published_from_one_mirror_restore_equal_from_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_is_not_published_changes_nothing_on_the_server() {
-    let Some(bucket) = s3_bucket() else {
+    let Some((harness, url)) = one_backup("unpublished", 50).await else {
         return;
     };
-    let harness = Harness::sqlite().await;
-    let url = fresh_url(&bucket, "unpublished");
-    let cache = harness.dir.path().join("cache");
-    store_players(&harness.store, 50).await;
-    backup_offsite(&harness, &url, &cache).await;
+    let cache = harness.dir.path().join("a");
     {
         let session = Offsite::new(&url, &cache)
             .unwrap()
@@ -139,13 +147,9 @@ async fn a_session_that_is_not_published_changes_nothing_on_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prune_waits_for_a_running_session_then_times_out_with_a_notice() {
-    let Some(bucket) = s3_bucket() else {
+    let Some((harness, url)) = one_backup("locked", 20).await else {
         return;
     };
-    let harness = Harness::sqlite().await;
-    let url = fresh_url(&bucket, "locked");
-    store_players(&harness.store, 20).await;
-    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
     let reading = Offsite::new(&url, harness.dir.path().join("a"))
         .unwrap()
         .open(Access::Read, |_| {})
@@ -285,13 +289,9 @@ async fn plant_lock(url: &str, pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_of_a_process_gone_from_this_machine_is_stale_at_once() {
-    let Some(bucket) = s3_bucket() else {
+    let Some((harness, url)) = one_backup("dead-lock", 10).await else {
         return;
     };
-    let harness = Harness::sqlite().await;
-    let url = fresh_url(&bucket, "dead-lock");
-    store_players(&harness.store, 10).await;
-    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
     // A running process's lock (this one's) stays in the way until the timeout.
     plant_lock(&url, std::process::id()).await;
     let reader = Offsite::new(&url, harness.dir.path().join("b"))
@@ -323,13 +323,9 @@ async fn delete_lock(url: &str, pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_into_the_bucket_waits_for_a_running_prune() {
-    let Some(bucket) = s3_bucket() else {
+    let Some((harness, url)) = one_backup("copy-waits", 20).await else {
         return;
     };
-    let harness = Harness::sqlite().await;
-    let url = fresh_url(&bucket, "copy-waits");
-    store_players(&harness.store, 20).await;
-    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
     // A local copy of the same repository, with one more backup to copy up.
     let local_dir = harness.dir.path().join("local");
     strongbox::backup::copy(&url, local_dir.to_str().unwrap(), |_| {})
@@ -380,13 +376,9 @@ async fn a_copy_into_the_bucket_waits_for_a_running_prune() {
 async fn a_damaged_object_in_the_bucket_is_found_by_verify_through_a_mirror() {
     use futures_util::TryStreamExt as _;
     use object_store::ObjectStore as _;
-    let Some(bucket) = s3_bucket() else {
+    let Some((harness, url)) = one_backup("damaged", 100).await else {
         return;
     };
-    let harness = Harness::sqlite().await;
-    let url = fresh_url(&bucket, "damaged");
-    store_players(&harness.store, 100).await;
-    backup_offsite(&harness, &url, &harness.dir.path().join("a")).await;
     // One byte of the largest pack changes in the bucket itself.
     let (store, prefix) = raw_bucket(&url);
     let packs = object_store::path::Path::from(format!("{prefix}/packs"));
