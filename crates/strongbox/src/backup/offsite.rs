@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::copy::{CopyReport, Locking, copy_objects};
-use super::files::{blocking, create_dir, io_error, sync_dir};
+use super::files::{blocking, create_dir, io_error};
 use super::id::BackupId;
 use super::lock::{LockNotice, LockWait, acquire};
 use super::objects::{FORMAT_NAME, Objects, rank};
@@ -255,8 +255,9 @@ impl OffsiteSession {
             local.put(name, bytes).await?;
             progress(Progress::new(Stage::Copy, done as u64 + 1, total));
         }
-        let dir = self.dir();
-        blocking(move || if dir.exists() { sync_dir(&dir) } else { Ok(()) }).await
+        // Each download was synced into place by `Objects::put`; a deletion lost to a crash is
+        // made again by the next session.
+        Ok(())
     }
 
     /// Uploads what the session wrote into the mirror, backups last; in a prune session,
