@@ -69,6 +69,7 @@ mod migrate;
 pub mod name;
 mod open;
 mod record;
+mod staged;
 mod stats;
 mod store;
 mod tasks;

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     /// The encrypted backup repository of the configuration, once unlocked (the backup
     /// module's; typed there, so that this module does not depend on it).
     unlocked_repository: std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// The writes of this store's transactions being committed (`crate::staged`).
+    staged: crate::staged::Staged,
 }
 
 impl Drop for Inner {
@@ -69,6 +71,7 @@ impl Store {
     /// A store over an opened backend, with an empty cache and dictionary registry and no
     /// background task yet (`Store::open` loads the one and starts the others).
     pub(crate) fn assemble(config: Config, backend: Backend) -> Self {
+        let staged = crate::staged::Staged::new(backend.applies_in_order());
         Store {
             inner: Arc::new(Inner {
                 cache: Cache::new(&config),
@@ -82,6 +85,7 @@ impl Store {
                 training: crate::training_trigger::TrainingTrigger::default(),
                 committed: tokio::sync::watch::Sender::new(0),
                 unlocked_repository: std::sync::Mutex::default(),
+                staged,
             }),
         }
     }
@@ -135,6 +139,11 @@ impl Store {
 
     pub(crate) fn tasks(&self) -> &Tasks {
         &self.inner.tasks
+    }
+
+    /// The writes of this store's transactions being committed.
+    pub(crate) fn staged(&self) -> &crate::staged::Staged {
+        &self.inner.staged
     }
 
     /// Where `backup::configured` keeps the configured repository once unlocked.

@@ -10,25 +10,32 @@
 //! PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check that fails
 //! is `Error::Conflict`, and the closure runs again after a jittered pause.
 //!
+//! While its commit waits for the engine, a transaction stages what it read and wrote
+//! (`crate::staged`), and a transaction of the same store reading such a key reads the staged
+//! value; its check then names that value too. Hot keys thus chain in one group commit.
+//!
 //! **Invariant:** nothing a closure writes reaches the database unless every key it read is
-//! still at the version it saw and every range it scanned still holds exactly what it saw; a closure that fails or panics writes nothing.
+//! still at the version (and, read from a staged write, the value) it saw and every range it
+//! scanned still holds exactly what it saw; a closure that fails or panics writes nothing.
 
 use std::collections::BTreeMap;
-use std::ops::RangeBounds;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::backend::{Reads, ScanRange, WriteOp};
+use crate::backend::{ScanRange, WriteOp};
 use crate::blob::EncodedBlob;
 use crate::clock::now_ms;
-use crate::collection::{Entry, Scan};
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
-use crate::record::{Expect, Expiry, RecordMeta, Version};
-use crate::store::{Source, Store};
+use crate::record::{Expect, Expiry, Version};
+use crate::staged::{StagedRead, StagedValue};
+use crate::store::Store;
 use crate::telemetry::Operation;
+
+mod read;
+#[cfg(test)]
+mod tests;
 
 /// A (collection, key) pair.
 type Key = (String, String);
@@ -66,6 +73,9 @@ pub struct ReadWriteTransaction {
     writes: BTreeMap<Key, (usize, Pending)>,
     /// Each range scanned.
     ranges: Vec<RangeRead>,
+    /// The keys first read from another transaction's staged write (`crate::staged`), with
+    /// what was read: later reads repeat it, and the commit checks the value too.
+    staged_reads: BTreeMap<Key, StagedRead>,
 }
 
 impl ReadWriteTransaction {
@@ -76,150 +86,7 @@ impl ReadWriteTransaction {
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
             ranges: Vec::new(),
-        }
-    }
-
-    /// Reads the value under `key`: this transaction's own write if it made one, else the
-    /// committed value. The version read is checked at commit.
-    ///
-    /// # Errors
-    /// `Error::InvalidName`, `Error::Serialization` when the value is not a `T`, and the errors
-    /// of [`Store::retrieve`].
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn get<T: DeserializeOwned>(
-        &mut self,
-        collection: &str,
-        key: &str,
-    ) -> Result<Option<T>> {
-        validate_collection(collection)?;
-        validate_key(key)?;
-        let name = (collection.to_owned(), key.to_owned());
-        if let Some((_, pending)) = self.writes.get(&name) {
-            return self.decode_pending(collection, key, pending).await;
-        }
-        // Its version becomes a condition of the commit: read it where the commit checks it.
-        let record = self
-            .store
-            .retrieve_from::<T>(collection, key, Source::Primary)
-            .await?;
-        let version = record.as_ref().map(|record| record.meta.version);
-        self.reads.entry(name).or_insert(version);
-        Ok(record.map(|record| record.value))
-    }
-
-    /// Reads the records `scan` selects in `collection`, in its order, with this transaction's
-    /// own writes in place. The whole range is checked at commit: a key in it that another
-    /// transaction changed, deleted or inserted meanwhile (a phantom) is a conflict, and the
-    /// closure runs again.
-    ///
-    /// Unlike [`Collection::scan`](crate::Collection::scan), which streams, the entries come
-    /// back together (a transaction holds what it read until it commits): give large ranges a
-    /// limit.
-    ///
-    /// # Errors
-    /// `Error::InvalidName`, `Error::Serialization` when a value is not a `T`, and the errors
-    /// of a read.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn scan<T: DeserializeOwned>(
-        &mut self,
-        collection: &str,
-        scan: Scan,
-    ) -> Result<Vec<Entry<T>>> {
-        validate_collection(collection)?;
-        let (mut range, limit) = scan.into_range(usize::MAX);
-        let limit = limit.unwrap_or(usize::MAX);
-        let own: Vec<(&String, &Pending)> = self
-            .writes
-            .iter()
-            .filter(|((written, key), _)| {
-                written == collection
-                    && RangeBounds::<String>::contains(
-                        &(range.start.as_ref(), range.end.as_ref()),
-                        key,
-                    )
-            })
-            .map(|((_, key), (_, pending))| (key, pending))
-            .collect();
-        // Each own delete can hide one committed record: read that many more, so that what
-        // is left after the overlay still fills the limit.
-        range.limit = limit.saturating_add(own.len());
-        let committed = self
-            .store
-            .backend()
-            .scan_latest(collection, range.clone())
-            .await?;
-        let mut entries = BTreeMap::new();
-        for (key, fetched) in &committed {
-            if self
-                .writes
-                .contains_key(&(collection.to_owned(), key.clone()))
-            {
-                continue;
-            }
-            let record = self
-                .store
-                .decode_fetched::<T>(collection, key, fetched)
-                .await?;
-            let version = record.meta.version;
-            let value = record.value;
-            entries.insert(key.clone(), (version, value));
-        }
-        let seen: Vec<(String, Version)> = committed
-            .into_iter()
-            .map(|(key, fetched)| (key, fetched.meta.version))
-            .collect();
-        for (key, pending) in own {
-            if let Some(value) = self.decode_pending(collection, key, pending).await? {
-                // The version the write will have when it commits.
-                let version = seen
-                    .iter()
-                    .find(|(seen_key, _)| seen_key == key)
-                    .map_or(Version::FIRST, |(_, version)| version.next());
-                entries.insert(key.clone(), (version, value));
-            }
-        }
-        let reverse = range.reverse;
-        self.ranges.push((collection.to_owned(), range, seen));
-        let entries = entries.into_iter().map(|(key, (version, value))| Entry {
-            key,
-            version,
-            value,
-        });
-        Ok(if reverse {
-            entries.rev().take(limit).collect()
-        } else {
-            entries.take(limit).collect()
-        })
-    }
-
-    /// The value a pending write leaves: `None` for a delete, the value decoded for a put.
-    async fn decode_pending<T: DeserializeOwned>(
-        &self,
-        collection: &str,
-        key: &str,
-        pending: &Pending,
-    ) -> Result<Option<T>> {
-        match pending {
-            Pending::Delete => Ok(None),
-            Pending::Put { blob, format, .. } => {
-                let meta = RecordMeta {
-                    version: Version::FIRST,
-                    created_at_ms: 0,
-                    updated_at_ms: 0,
-                    size_bytes: blob.raw_len,
-                    access_count: 0,
-                    last_accessed_ms: 0,
-                    expires_at_ms: None,
-                };
-                self.store
-                    .decode(collection, key, &blob.id, &blob.stored, *format, &meta)
-                    .await
-                    .map(Some)
-            }
+            staged_reads: BTreeMap::new(),
         }
     }
 
@@ -284,8 +151,35 @@ impl ReadWriteTransaction {
         }
     }
 
+    /// What this transaction's commit stages for the transactions reading after it: each key
+    /// it read and then wrote, with the version the write gives it (one more than the
+    /// version read; the first for a key read absent). A write with an expiry, or of a key not
+    /// read, is not staged: its version or its lifetime is not known in advance.
+    fn stageable(&self) -> Vec<(Key, StagedValue)> {
+        self.writes
+            .iter()
+            .filter_map(|(name, (_, pending))| {
+                let read = self.reads.get(name)?;
+                let value = match pending {
+                    Pending::Delete => StagedValue::Absent,
+                    Pending::Put {
+                        blob,
+                        format,
+                        expires_at_ms: None,
+                    } => StagedValue::Put {
+                        version: read.map_or(Version::FIRST, Version::next),
+                        blob: std::sync::Arc::new(blob.clone()),
+                        format: *format,
+                    },
+                    Pending::Put { .. } => return None,
+                };
+                Some((name.clone(), value))
+            })
+            .collect()
+    }
+
     /// The batch that commits this transaction: a check of every range scanned, then of every
-    /// key read and not written,
+    /// key read and not written (and of every key read from a staged write, with its value),
     /// then the writes in the order their keys were first written, each conditioned on the
     /// version read (no condition on a key written without being read).
     fn into_ops(self) -> Vec<WriteOp> {
@@ -306,11 +200,17 @@ impl ReadWriteTransaction {
         ops.extend(
             self.reads
                 .iter()
-                .filter(|(name, _)| !self.writes.contains_key(*name))
-                .map(|((collection, key), version)| WriteOp::Check {
-                    collection: collection.clone(),
-                    key: key.clone(),
+                .filter(|(name, _)| {
+                    !self.writes.contains_key(*name) || self.staged_reads.contains_key(*name)
+                })
+                .map(|(name, version)| WriteOp::Check {
+                    collection: name.0.clone(),
+                    key: name.1.clone(),
                     expect: expect_of(Some(*version)),
+                    value: match self.staged_reads.get(name).map(|read| &read.value) {
+                        Some(StagedValue::Put { blob, .. }) => Some(blob.id),
+                        Some(StagedValue::Absent) | None => None,
+                    },
                 }),
         );
         let mut writes: Vec<(Key, (usize, Pending))> = self.writes.into_iter().collect();
@@ -348,8 +248,11 @@ impl Store {
     /// database transaction as its writes; if any changed (a key inserted into a scanned range
     /// included), nothing is written and `body` runs again (up to
     /// [`Config::transact_attempts`](crate::Config::transact_attempts) times, after a short
-    /// jittered pause). An `Err` from `body` writes nothing and is returned at once, without a
-    /// retry. A `body` that only reads writes nothing: its reads are checked together, and it
+    /// jittered pause). An `Err` from `body` writes nothing and is returned without a retry
+    /// (once its reads are checked, if it read a value another transaction of this store was
+    /// committing: were that one to fail, `body` runs again instead). A key that such a
+    /// transaction is committing reads as it will be, so transactions on a hot key follow
+    /// each other in one group commit rather than conflict. A `body` that only reads writes nothing: its reads are checked together, and it
     /// runs again if they were torn by a concurrent commit, so what it returns comes from one
     /// consistent state. Reach for this whenever a write depends on what was read;
     /// [`Store::store`] and [`Store::transaction`] remain for blind writes.
@@ -397,7 +300,13 @@ impl Store {
         loop {
             attempt += 1;
             let mut tx = ReadWriteTransaction::new(self.clone());
-            let value = body(&mut tx).await?;
+            let value = match body(&mut tx).await {
+                Ok(value) => value,
+                Err(error) => {
+                    tokio::time::sleep(tx.after_error(attempt, error).await?).await;
+                    continue;
+                }
+            };
             match tx.commit().await {
                 Ok(()) => return Ok(value),
                 Err(error) => match self.retry_pause(attempt, error) {
@@ -428,16 +337,63 @@ impl ReadWriteTransaction {
     /// `Error::Conflict` when something it read changed, and the errors of a write.
     pub(crate) async fn commit(self) -> Result<()> {
         let store = self.store.clone();
+        if let Some(conflict) = self.doomed() {
+            return Err(conflict);
+        }
+        let staged = self.stageable();
         let ops = self.into_ops();
         if ops.is_empty() {
             return Ok(());
         }
         let started = std::time::Instant::now();
+        // Withdrawn when the commit is decided, or dropped.
+        let staging = store.staged().stage(staged);
         let committed = store.apply(ops).await;
+        if committed.is_ok() {
+            staging.committed();
+        } else {
+            drop(staging);
+        }
         store
             .recorder()
             .finish(Operation::Commit, started.elapsed(), &committed);
         committed.map(drop)
+    }
+
+    /// The conflict of a transaction that read a staged write whose commit is known to have
+    /// failed: its check would fail, so it is not sent.
+    fn doomed(&self) -> Option<Error> {
+        self.staged_reads
+            .iter()
+            .find(|(_, read)| read.outcome.has_failed())
+            .map(|((collection, key), read)| Error::Conflict {
+                collection: collection.clone(),
+                key: key.clone(),
+                expected: read.value.version().map_or(Expect::Absent, Expect::Version),
+                actual: None,
+            })
+    }
+}
+
+impl ReadWriteTransaction {
+    /// What follows attempt `attempt` when its closure returned `error`: the pause before
+    /// the next attempt, or the error to return. An error stands at once, unless the closure
+    /// read a staged write (`crate::staged`): what it failed on may then never have been
+    /// committed, so its reads are checked first, and if they do not hold it runs again (or,
+    /// its attempts spent, the conflict is returned).
+    ///
+    /// # Errors
+    /// `error`, or the conflict or engine error of the check.
+    pub(crate) async fn after_error(mut self, attempt: u32, error: Error) -> Result<Duration> {
+        if self.staged_reads.is_empty() {
+            return Err(error);
+        }
+        let store = self.store.clone();
+        self.writes.clear();
+        match self.commit().await {
+            Ok(()) => Err(error),
+            Err(conflict) => store.retry_pause(attempt, conflict),
+        }
     }
 }
 

@@ -50,6 +50,14 @@ impl Backend {
             None => Ok(Backend::Sqlite(SqliteBackend::open(config).await?)),
         }
     }
+
+    /// Whether this engine applies a process's write requests in the order they were sent
+    /// (SQLite's single writer does; PostgreSQL's writer tasks commit checked requests side by
+    /// side), which is what lets transactions chain on each other's staged writes
+    /// (`crate::staged`).
+    pub fn applies_in_order(&self) -> bool {
+        matches!(self, Backend::Sqlite(_))
+    }
 }
 
 /// Calls the same method on whichever engine this is.

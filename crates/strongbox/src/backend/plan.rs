@@ -165,9 +165,19 @@ pub(crate) fn plan<'op, R: Copy>(
                 release: None,
             })
         }
-        WriteOp::Check { expect, .. } => {
+        WriteOp::Check { expect, value, .. } => {
             check_expect(collection, key, *expect, state)?;
-            Ok(Plan::Checked)
+            match value {
+                Some(id) if intact.and_then(|current| current.blob_id) != Some(*id) => {
+                    Err(Error::Conflict {
+                        collection: collection.to_owned(),
+                        key: key.to_owned(),
+                        expected: *expect,
+                        actual: current.map(|current| current.meta.version),
+                    })
+                }
+                _ => Ok(Plan::Checked),
+            }
         }
         // An engine checks a range with `check_range` on the rows it reads; there is no single
         // record to plan for.

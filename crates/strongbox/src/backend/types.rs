@@ -42,6 +42,10 @@ pub enum WriteOp {
         key: String,
         /// What the transaction saw: the version it read, or `Expect::Absent`.
         expect: Expect,
+        /// When given, the value the record must also point at: how a read of another
+        /// transaction's staged write is checked (`crate::staged`), since the version alone
+        /// could have been reached by a different write if that one failed.
+        value: Option<crate::blob::BlobId>,
     },
     /// Write nothing, but fail the batch with a conflict unless the records of `range` are
     /// exactly `seen` (keys and versions, in the range's order): how a transaction that

@@ -352,8 +352,8 @@ impl Store {
     /// Runs `body` as a serializable read-write transaction and returns what it returned. As
     /// [`crate::Store::transact`]: every key `body` read is checked at commit; if any changed,
     /// nothing is written and `body` runs again (up to `Config::transact_attempts` times,
-    /// after a short jittered pause). An `Err` from `body` writes nothing and is returned at
-    /// once.
+    /// after a short jittered pause). An `Err` from `body` writes nothing and is returned
+    /// without a retry (after its reads are checked, as there).
     ///
     /// `body` runs on the calling thread, outside the runtime, so it may do anything a
     /// synchronous function may, including other calls on this store.
@@ -371,7 +371,14 @@ impl Store {
         loop {
             attempt += 1;
             let mut tx = crate::transact::ReadWriteTransaction::new(store.clone());
-            let value = body(&mut ReadWriteTransaction::new(&mut tx, self))?;
+            let value = match body(&mut ReadWriteTransaction::new(&mut tx, self)) {
+                Ok(value) => value,
+                Err(error) => {
+                    let pause = tx.after_error(attempt, error);
+                    std::thread::sleep(self.run("check a transaction's reads", pause)?);
+                    continue;
+                }
+            };
             match self.run("commit a transaction", tx.commit()) {
                 Ok(()) => return Ok(value),
                 Err(error) => std::thread::sleep(store.retry_pause(attempt, error)?),

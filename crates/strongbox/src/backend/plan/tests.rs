@@ -174,6 +174,7 @@ fn checks_write_nothing_and_hold_only_when_the_condition_does() {
                 collection: "c".into(),
                 key: "k".into(),
                 expect,
+                value: None,
             };
             let result = plan(&op, current.as_ref(), NOW);
             assert_eq!(
@@ -303,4 +304,27 @@ fn the_condition_rule_over_every_expectation_and_state() {
             }
         }
     }
+}
+
+#[test]
+fn a_check_of_a_value_holds_only_when_the_record_points_at_it() {
+    let check = |value: &[u8]| WriteOp::Check {
+        collection: "c".into(),
+        key: "k".into(),
+        expect: Expect::Version(Version::new(1)),
+        value: Some(blob(value).id),
+    };
+    let current = stored(1, b"old", 10);
+    assert_eq!(
+        plan(&check(b"old"), Some(&current), NOW).ok(),
+        Some(Plan::Checked)
+    );
+    // The same version holding another value: the write that was read did not commit.
+    assert!(matches!(
+        plan(&check(b"new"), Some(&current), NOW),
+        Err(Error::Conflict { .. })
+    ));
+    let mut missing_blob = current;
+    missing_blob.blob_id = None;
+    assert!(plan(&check(b"old"), Some(&missing_blob), NOW).is_err());
 }

@@ -126,6 +126,7 @@ fn stale_reads(ops: &[WriteOp]) -> Error {
             collection,
             key,
             expect,
+            ..
         }
         | WriteOp::Put {
             collection,
