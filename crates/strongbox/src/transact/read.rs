@@ -44,13 +44,13 @@ impl ReadWriteTransaction {
         }
         // A key read once is read from the same place again: a staged value may never
         // commit, so it must not mix with the committed one in one run of the closure.
-        if !self.reads.contains_key(&name) {
-            if let Some(staged) = self.store.staged().get(collection, key) {
-                let value = self.decode_staged(collection, key, &staged.value).await?;
-                self.reads.insert(name.clone(), staged.value.version());
-                self.staged_reads.insert(name, staged);
-                return Ok(value);
-            }
+        if !self.reads.contains_key(&name)
+            && let Some(staged) = self.store.staged().get(collection, key)
+        {
+            let value = self.decode_staged(collection, key, &staged.value).await?;
+            self.reads.insert(name.clone(), staged.value.version());
+            self.staged_reads.insert(name, staged);
+            return Ok(value);
         }
         // Its version becomes a condition of the commit: read it where the commit checks it.
         let record = self
