@@ -84,6 +84,14 @@ impl StagedValue {
             StagedValue::Absent => None,
         }
     }
+
+    /// The value and its format tag (`None`: absent).
+    pub(crate) fn written(&self) -> Option<(&EncodedBlob, u8)> {
+        match self {
+            StagedValue::Put { blob, format, .. } => Some((blob, *format)),
+            StagedValue::Absent => None,
+        }
+    }
 }
 
 /// A staged value as a reader gets it: the value, and the outcome of the commit staging it.
@@ -121,6 +129,11 @@ impl Staged {
             entries: Mutex::default(),
             next_ticket: AtomicU64::new(0),
         }
+    }
+
+    /// Whether writes are staged in this store.
+    pub(crate) fn is_on(&self) -> bool {
+        self.is_on
     }
 
     /// The staged value of a key, if a commit in flight staged one.

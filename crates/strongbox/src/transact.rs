@@ -60,6 +60,16 @@ enum Pending {
     Delete,
 }
 
+impl Pending {
+    /// The value written and its format tag (`None`: a delete).
+    fn written(&self) -> Option<(&EncodedBlob, u8)> {
+        match self {
+            Pending::Put { blob, format, .. } => Some((blob, *format)),
+            Pending::Delete => None,
+        }
+    }
+}
+
 /// The handle a [`Store::transact`] closure reads and writes through.
 ///
 /// Reads return committed data, or this transaction's own earlier writes; writes are kept until
@@ -156,6 +166,9 @@ impl ReadWriteTransaction {
     /// version read; the first for a key read absent). A write with an expiry, or of a key not
     /// read, is not staged: its version or its lifetime is not known in advance.
     fn stageable(&self) -> Vec<(Key, StagedValue)> {
+        if !self.store.staged().is_on() {
+            return Vec::new();
+        }
         self.writes
             .iter()
             .filter_map(|(name, (_, pending))| {

@@ -13,7 +13,6 @@ use crate::collection::{Entry, Scan};
 use crate::error::Result;
 use crate::name::{validate_collection, validate_key};
 use crate::record::{RecordMeta, Version};
-use crate::staged::StagedValue;
 use crate::store::Source;
 
 impl ReadWriteTransaction {
@@ -37,17 +36,23 @@ impl ReadWriteTransaction {
         validate_key(key)?;
         let name = (collection.to_owned(), key.to_owned());
         if let Some((_, pending)) = self.writes.get(&name) {
-            return self.decode_pending(collection, key, pending).await;
+            return self
+                .decode_uncommitted(collection, key, pending.written())
+                .await;
         }
         if let Some(staged) = self.staged_reads.get(&name) {
-            return self.decode_staged(collection, key, &staged.value).await;
+            return self
+                .decode_uncommitted(collection, key, staged.value.written())
+                .await;
         }
         // A key read once is read from the same place again: a staged value may never
         // commit, so it must not mix with the committed one in one run of the closure.
         if !self.reads.contains_key(&name)
             && let Some(staged) = self.store.staged().get(collection, key)
         {
-            let value = self.decode_staged(collection, key, &staged.value).await?;
+            let value = self
+                .decode_uncommitted(collection, key, staged.value.written())
+                .await?;
             self.reads.insert(name.clone(), staged.value.version());
             self.staged_reads.insert(name, staged);
             return Ok(value);
@@ -126,7 +131,10 @@ impl ReadWriteTransaction {
             .map(|(key, fetched)| (key, fetched.meta.version))
             .collect();
         for (key, pending) in own {
-            if let Some(value) = self.decode_pending(collection, key, pending).await? {
+            if let Some(value) = self
+                .decode_uncommitted(collection, key, pending.written())
+                .await?
+            {
                 // The version the write will have when it commits.
                 let version = seen
                     .iter()
@@ -149,33 +157,18 @@ impl ReadWriteTransaction {
         })
     }
 
-    /// The value a pending write leaves: `None` for a delete, the value decoded for a put.
-    async fn decode_pending<T: DeserializeOwned>(
+    /// The value an uncommitted write leaves (its own pending one, or another transaction's
+    /// staged one): `None` for a delete, the value decoded for a put.
+    async fn decode_uncommitted<T: DeserializeOwned>(
         &self,
         collection: &str,
         key: &str,
-        pending: &Pending,
+        written: Option<(&EncodedBlob, u8)>,
     ) -> Result<Option<T>> {
-        match pending {
-            Pending::Delete => Ok(None),
-            Pending::Put { blob, format, .. } => self
-                .decode_blob(collection, key, blob, *format)
-                .await
-                .map(Some),
-        }
-    }
-
-    /// The value a staged write leaves: `None` for a delete, the value decoded for a put.
-    async fn decode_staged<T: DeserializeOwned>(
-        &self,
-        collection: &str,
-        key: &str,
-        staged: &StagedValue,
-    ) -> Result<Option<T>> {
-        match staged {
-            StagedValue::Absent => Ok(None),
-            StagedValue::Put { blob, format, .. } => self
-                .decode_blob(collection, key, blob, *format)
+        match written {
+            None => Ok(None),
+            Some((blob, format)) => self
+                .decode_blob(collection, key, blob, format)
                 .await
                 .map(Some),
         }

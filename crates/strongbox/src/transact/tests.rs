@@ -13,6 +13,14 @@ async fn store(dir: &tempfile::TempDir) -> Store {
     Store::open(config).await.unwrap()
 }
 
+/// A store (and its directory) where `balances/a` is 10 at version 1.
+async fn store_with_ten() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir).await;
+    store.store("balances", "a", &10u64).await.unwrap();
+    (dir, store)
+}
+
 /// Stages `value` as the version `version` of `balances/a`, as a commit in flight would.
 fn stage(store: &Store, version: u64, value: u64) -> crate::staged::Staging<'_> {
     let (blob, format) = store.encode_value("balances", "a", &value).unwrap();
@@ -39,9 +47,7 @@ async fn increment(store: &Store) -> Result<u64> {
 
 #[tokio::test]
 async fn a_transaction_reads_a_staged_write_and_commits_when_it_did() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    store.store("balances", "a", &10u64).await.unwrap();
+    let (_dir, store) = store_with_ten().await;
     let staging = stage(&store, 2, 11);
     // The staged write has not committed yet: the check of what was read fails. (The failed
     // commit staged 12 over the 11, then withdrew it: stage the 11 again.)
@@ -68,9 +74,7 @@ async fn a_transaction_reads_a_staged_write_and_commits_when_it_did() {
 
 #[tokio::test]
 async fn a_staged_version_reached_by_another_value_is_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    store.store("balances", "a", &10u64).await.unwrap();
+    let (_dir, store) = store_with_ten().await;
     // A commit in flight stages 11 at version 2, and fails; another write takes the key to
     // version 2 with 50. Reading the staged 11 must not let 12 overwrite the 50.
     let staging = stage(&store, 2, 11);
@@ -90,9 +94,7 @@ async fn a_staged_version_reached_by_another_value_is_a_conflict() {
 
 #[tokio::test]
 async fn a_closures_error_on_a_staged_read_stands_only_if_that_write_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    store.store("balances", "a", &10u64).await.unwrap();
+    let (_dir, store) = store_with_ten().await;
     let refuse = async |store: &Store| {
         store
             .transact(async |tx| {
@@ -115,9 +117,7 @@ async fn a_closures_error_on_a_staged_read_stands_only_if_that_write_committed()
 
 #[tokio::test]
 async fn a_key_read_from_the_database_is_not_read_again_from_a_staged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    store.store("balances", "a", &10u64).await.unwrap();
+    let (_dir, store) = store_with_ten().await;
     let read_twice = store
         .transact(async |tx| {
             let first: Option<u64> = tx.get("balances", "a").await?;
@@ -134,9 +134,7 @@ async fn a_key_read_from_the_database_is_not_read_again_from_a_staged_write() {
 
 #[tokio::test]
 async fn a_commit_stages_its_writes_until_it_is_decided() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    store.store("balances", "a", &10u64).await.unwrap();
+    let (_dir, store) = store_with_ten().await;
     let mut tx = ReadWriteTransaction::new(store.clone());
     let a: u64 = tx.get("balances", "a").await.unwrap().unwrap();
     tx.put("balances", "a", &(a + 5)).unwrap();
