@@ -32,8 +32,9 @@
 //!   own connection. Both check afterwards that the balances still add up, and the bench fails
 //!   if they do not.
 //! - scan ([`scan`]): a collection of `--scan-records` records (100,000 by default, the
-//!   dataset's values copied) read once through `Collection::scan(Scan::all())` and once with
-//!   one `retrieve` per key in key order, from one task, both with the cache off.
+//!   dataset's values copied) read through `Collection::scan(Scan::all())` and with one
+//!   `retrieve` per key in key order, from one task, both with the cache off, in turns for three
+//!   rounds (the medians are reported).
 //! - the change feed ([`feed`]): the concurrent durable updates through a handle with the feed
 //!   off (`Config::with_change_feed(false)`) and one with it on, in turns, for `--duration`
 //!   each in all; then the same updates for `--duration` while a subscriber on the writing
@@ -56,10 +57,10 @@
 //! transfer's latency, its retries included), `transfer_retry_rate` (closure runs that did not
 //! commit, per committed transfer), `transfer_accounts`, and `baseline_transfer_ops_per_s`,
 //! `baseline_transfer_p50_us`, `baseline_transfer_p99_us` (rusqlite); the scan gives
-//! `scan_records`, `scan_values_per_s` and `scan_retrieve_values_per_s`; the change feed
-//! `feed_write_off_*` and `feed_write_on_*` (`_ops_per_s`, `_p50_us`, `_p99_us`: updates),
-//! `feed_lag_*` and `feed_lag_polled_*` (`_ops_per_s`: changes received per second of the
-//! run; `_p50_us`, `_p99_us`: their lag). Their ratios are
+//! `scan_records`, `scan_rounds`, `scan_values_per_s` and `scan_retrieve_values_per_s`; the
+//! change feed `feed_write_off_*` and `feed_write_on_*` (`_ops_per_s`, `_p50_us`, `_p99_us`:
+//! updates), `feed_lag_*` and `feed_lag_polled_*` (`_ops_per_s`: changes received per second
+//! of the run; `_p50_us`, `_p99_us`: their lag). Their ratios are
 //! `ratios.transfer` (ours / rusqlite's), `ratios.transfer_to_write` (our transfers / our
 //! concurrent writes, `write`), `ratios.scan` (scan / retrieve), `ratios.feed_write`
 //! (updates with the feed on / off) and `ratios.write_p99_during_maintenance` (the p99 of

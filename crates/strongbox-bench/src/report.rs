@@ -103,6 +103,7 @@ impl Report {
             ("transfer_retry_rate", json!(ours.transfer_retry_rate)),
             ("transfer_accounts", json!(ACCOUNTS)),
             ("scan_records", json!(ours.scan.records)),
+            ("scan_rounds", json!(ours.scan.rounds)),
             ("scan_values_per_s", json!(ours.scan.values_per_s)),
             (
                 "scan_retrieve_values_per_s",
@@ -394,9 +395,10 @@ fn print_row(name: &str, measured: &Measured) {
 /// Prints a scan against retrieves.
 fn print_scan(scan: &ScanFigures) {
     println!(
-        "scan of {} records, cache off, one task: {:.0} values/s; one retrieve per key in key \
-         order: {:.0} values/s; ratio {:.2}x",
+        "scan of {} records, cache off, one task, median of {} rounds: {:.0} values/s; one \
+         retrieve per key in key order: {:.0} values/s; ratio {:.2}x",
         scan.records,
+        scan.rounds,
         scan.values_per_s,
         scan.retrieve_values_per_s,
         ratio(scan.values_per_s, scan.retrieve_values_per_s)

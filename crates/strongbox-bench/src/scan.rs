@@ -9,16 +9,16 @@
 //! bulk-loaded in transactions of 1,000 records. Both reads run on a second handle with the
 //! cache off (`cache_capacity_bytes = 0`), so every value comes from the database, is checked
 //! against its seal and hash and is decoded into a `serde_json::Value`, on both sides; the
-//! operating system's page cache is warm for both (the collection was just written). Each side
-//! reads the collection once, scan first.
+//! operating system's page cache is warm for both (the collection was just written). The two
+//! sides take turns, scan first, for [`ROUNDS`] rounds; each side's figure is its median.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
-use strongbox::{Config, Scan, Store};
+use strongbox::{Collection, Config, Scan, Store};
 
 use crate::dataset::Dataset;
 
@@ -28,6 +28,10 @@ pub const COLLECTION: &str = "bench_scan";
 /// The records in the scanned collection by default.
 pub const DEFAULT_RECORDS: usize = 100_000;
 
+/// Rounds of one scan then one pass of retrieves: each side's figure is its median, so a burst
+/// of another load on a shared machine falls on one round, not on one side.
+const ROUNDS: usize = 3;
+
 /// Records per transaction of the load.
 const LOAD_BATCH: usize = 1_000;
 
@@ -36,9 +40,12 @@ const LOAD_BATCH: usize = 1_000;
 pub struct ScanFigures {
     /// Records in the collection (each side reads them all once).
     pub records: u64,
-    /// Values per second through `Collection::scan(Scan::all())`.
+    /// Rounds of one scan then one pass of retrieves; the figures are their medians.
+    pub rounds: usize,
+    /// Values per second through `Collection::scan(Scan::all())` (median of the rounds).
     pub values_per_s: f64,
-    /// Values per second through one `retrieve` per key, in key order, from one task.
+    /// Values per second through one `retrieve` per key, in key order, from one task (median
+    /// of the rounds).
     pub retrieve_values_per_s: f64,
 }
 
@@ -61,34 +68,63 @@ pub async fn run(
         .await
         .context("open an uncached handle for the scan")?;
 
+    let collection = uncached.collection::<Value>(COLLECTION)?;
+    let (mut scans, mut retrieves) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        scans.push(per_second(
+            keys.len(),
+            scan_once(&collection, keys.len()).await?,
+        ));
+        retrieves.push(per_second(
+            keys.len(),
+            retrieve_once(&uncached, &keys).await?,
+        ));
+    }
+    uncached.close().await?;
+    Ok(ScanFigures {
+        records: keys.len() as u64,
+        rounds: ROUNDS,
+        values_per_s: median(scans),
+        retrieve_values_per_s: median(retrieves),
+    })
+}
+
+/// Reads the collection once through a scan; returns how long it took.
+async fn scan_once(collection: &Collection<Value>, expected: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut entries = uncached.collection::<Value>(COLLECTION)?.scan(Scan::all());
+    let mut entries = collection.scan(Scan::all());
     let mut scanned = 0usize;
     while let Some(entry) = entries.try_next().await.context("scan")? {
         std::hint::black_box(entry);
         scanned += 1;
     }
-    let scan_elapsed = started.elapsed();
+    let elapsed = started.elapsed();
     anyhow::ensure!(
-        scanned == keys.len(),
-        "the scan read {scanned} records of {}",
-        keys.len()
+        scanned == expected,
+        "the scan read {scanned} records of {expected}"
     );
+    Ok(elapsed)
+}
 
+/// Reads `keys` with one retrieve each; returns how long it took.
+async fn retrieve_once(store: &Store, keys: &[String]) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    for key in &keys {
-        let value = uncached.retrieve::<Value>(COLLECTION, key).await?;
+    for key in keys {
+        let value = store.retrieve::<Value>(COLLECTION, key).await?;
         anyhow::ensure!(value.is_some(), "{key} vanished");
         std::hint::black_box(value);
     }
-    let retrieve_elapsed = started.elapsed();
-    uncached.close().await?;
-    let per_second = |elapsed: std::time::Duration| keys.len() as f64 / elapsed.as_secs_f64();
-    Ok(ScanFigures {
-        records: keys.len() as u64,
-        values_per_s: per_second(scan_elapsed),
-        retrieve_values_per_s: per_second(retrieve_elapsed),
-    })
+    Ok(started.elapsed())
+}
+
+fn per_second(values: usize, elapsed: Duration) -> f64 {
+    values as f64 / elapsed.as_secs_f64()
+}
+
+/// The median of a few figures (the upper one of an even count).
+fn median(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures.get(figures.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Writes `records` records into [`COLLECTION`]; returns their keys, in the order written.

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::time::Duration;
 
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,6 +23,8 @@ use crate::error::Result;
 use crate::name::{prefix_successor, validate_collection, validate_key};
 use crate::record::{Expect, PutOptions, Version};
 use crate::store::{ListOptions, Store, delete_op, has_expired};
+
+mod scan;
 
 /// Records a scan reads per round trip.
 pub const SCAN_PAGE: usize = 256;
@@ -383,98 +385,16 @@ where
     }
 
     /// The records `scan` selects, as a stream of entries in key order (or reversed), read in
-    /// pages of [`SCAN_PAGE`]. Use `futures::TryStreamExt::try_next` to walk it.
+    /// pages of [`SCAN_PAGE`]: while one page is yielded, the next is fetched, so memory stays
+    /// bounded by three pages. Use `futures::TryStreamExt::try_next` to walk it; dropping it
+    /// stops the reading.
     ///
     /// Each entry is checked like a `get`; an error ends the stream after it is yielded.
+    ///
+    /// # Panics
+    /// When polled outside a tokio runtime (as every read of the store).
     pub fn scan(&self, scan: Scan) -> BoxStream<'static, Result<Entry<T>>> {
-        let (range, limit) = scan.into_range(SCAN_PAGE);
-        let state = ScanState {
-            collection: self.clone(),
-            range,
-            remaining: limit.unwrap_or(usize::MAX),
-            page: Vec::new().into_iter(),
-            is_done: false,
-        };
-        stream::unfold(state, |mut state| async move {
-            let entry = state.next().await?;
-            if entry.is_err() {
-                state.is_done = true;
-            }
-            Some((entry, state))
-        })
-        .boxed()
-    }
-}
-
-/// Where a scan stands: the range left to read, the page being yielded.
-struct ScanState<T> {
-    collection: Collection<T>,
-    /// What is left to read (its `limit` is the page size).
-    range: ScanRange,
-    /// How many more entries may be yielded.
-    remaining: usize,
-    /// The fetched page, not yet yielded.
-    page: std::vec::IntoIter<(String, crate::backend::StoredRecord)>,
-    /// Whether the range is exhausted (or failed).
-    is_done: bool,
-}
-
-impl<T: Serialize + DeserializeOwned + Send + 'static> ScanState<T> {
-    /// The next entry, fetching the next page when this one is used up.
-    async fn next(&mut self) -> Option<Result<Entry<T>>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        if self.page.len() == 0 {
-            if self.is_done {
-                return None;
-            }
-            match self.fetch().await {
-                Ok(()) if self.page.len() == 0 => return None,
-                Ok(()) => {}
-                Err(error) => return Some(Err(error)),
-            }
-        }
-        let (key, fetched) = self.page.next()?;
-        self.remaining -= 1;
-        let store = &self.collection.store;
-        let name = &self.collection.name;
-        Some(
-            store
-                .decode_fetched::<T>(name, &key, &fetched)
-                .await
-                .map(|record| Entry {
-                    key,
-                    version: record.meta.version,
-                    value: record.value,
-                }),
-        )
-    }
-
-    /// Reads the next page and moves the range past it.
-    async fn fetch(&mut self) -> Result<()> {
-        let mut range = self.range.clone();
-        let limit = SCAN_PAGE.min(self.remaining);
-        range.limit = limit;
-        let page = self
-            .collection
-            .store
-            .backend()
-            .scan(&self.collection.name, range)
-            .await?;
-        if page.len() < limit {
-            self.is_done = true;
-        }
-        if let Some((last, _)) = page.last() {
-            let after = Bound::Excluded(last.clone());
-            if self.range.reverse {
-                self.range.end = after;
-            } else {
-                self.range.start = after;
-            }
-        }
-        self.page = page.into_iter();
-        Ok(())
+        scan::entries(self.clone(), scan)
     }
 }
 

@@ -2,9 +2,10 @@
 //! place and stay readable everywhere: after a reopen, from another process, after retraining,
 //! in backups, restores and copies, and a damaged dictionary is reported, not fatal.
 
+use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 use strongbox::backup::{BackupRef, Repository, RestoreOptions};
-use strongbox::{Config, Error, Store};
+use strongbox::{Config, Error, Scan, Store};
 
 use crate::common::Harness;
 
@@ -265,10 +266,24 @@ async fn a_drifting_collection_is_retrained_and_old_values_stay_readable() {
 
 async fn another_store_reads_values_compressed_after_it_opened(config: Config) {
     let first = Store::open(config.clone()).await.unwrap();
-    let second = Store::open(config).await.unwrap();
+    let second = Store::open(config.clone()).await.unwrap();
+    let scanning = Store::open(config).await.unwrap();
     fill(&first, "players", PLAYERS, player).await;
     let report = first.train_dictionaries().await.unwrap();
     assert_eq!(report.collections[0].action, "trained");
+    // A scan decodes its pages on other threads: it loads the dictionary on first sight too.
+    let scanned: Vec<_> = scanning
+        .collection::<Value>("players")
+        .unwrap()
+        .scan(Scan::all())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(scanned.len() as u64, PLAYERS);
+    for entry in scanned {
+        assert_eq!(entry.value, player(entry.key.parse().unwrap()));
+    }
+    scanning.close().await.unwrap();
     // `second` opened before the dictionary existed: it loads it on first sight.
     check_all(&second, "players", PLAYERS, player).await;
     // And writes with it after its own maintenance; `first` reads those.
