@@ -336,6 +336,16 @@ impl Store {
     }
 
     async fn backup_if_due(&self) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
+        // An `s3://` repository is asked first, with one listing and no session: a session
+        // takes the repository's exclusive lock and brings its mirror up to date, which a run
+        // with no backup due must not do (it would hold other machines off for nothing). The
+        // listing goes by the manifests' names, so a damaged newest backup delays the next
+        // one by up to an interval (`backup check` reports it).
+        if crate::backup::configured_is_offsite(self.config())
+            && !self.is_backup_due(crate::backup::configured_newest_ms(self).await?)
+        {
+            return Ok(("not due yet".to_owned(), None));
+        }
         let configured = crate::backup::configured(self, crate::backup::Work::Prune).await?;
         let done = self.backup_if_due_in(&configured.repository).await;
         // An `s3://` repository gets what was done, even a part (its mirror stays valid).
@@ -347,9 +357,6 @@ impl Store {
         &self,
         repository: &crate::backup::Repository,
     ) -> Result<(String, Option<crate::backup::ScheduledReport>)> {
-        let now = now_ms();
-        let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX);
         let newest = repository
             .list()
             .await?
@@ -357,9 +364,7 @@ impl Store {
             .filter(|backup| backup.damage.is_none())
             .map(|backup| backup.created_at_ms)
             .max();
-        if let Some(newest) = newest
-            && now.saturating_sub(newest) < interval_ms
-        {
+        if !self.is_backup_due(newest) {
             return Ok(("not due yet".to_owned(), None));
         }
         let report =
@@ -373,6 +378,14 @@ impl Store {
             report.prune.removed.len()
         );
         Ok((outcome, Some(report)))
+    }
+
+    /// Whether a scheduled backup is due, the newest one having been taken at `newest_ms`
+    /// (`None`: there is none).
+    fn is_backup_due(&self, newest_ms: Option<i64>) -> bool {
+        let interval_ms = i64::try_from(self.config().backup_interval_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        newest_ms.is_none_or(|newest| now_ms().saturating_sub(newest) >= interval_ms)
     }
 }
 

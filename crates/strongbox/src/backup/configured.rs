@@ -95,6 +95,11 @@ pub(crate) async fn configured_newest_ms(store: &Store) -> Result<Option<i64>> {
     }
 }
 
+/// Whether the store's configured repository is an `s3://` one.
+pub(crate) fn configured_is_offsite(config: &Config) -> bool {
+    location(config).is_ok_and(|location| s3_url(&location).is_some())
+}
+
 impl Configured {
     /// Whether the repository is the mirror of an `s3://` one.
     pub(crate) fn is_offsite(&self) -> bool {

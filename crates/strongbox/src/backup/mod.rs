@@ -92,7 +92,9 @@ use std::sync::Arc;
 
 pub use crate::config::Retention;
 pub use browse::{BackupRecord, BackupValue};
-pub(crate) use configured::{Work, configured, configured_newest_ms, forget_unlocked};
+pub(crate) use configured::{
+    Work, configured, configured_is_offsite, configured_newest_ms, forget_unlocked,
+};
 pub use copy::{CopyReport, copy, copy_with_lock_timeout};
 pub use create::BackupSummary;
 pub use diff::{DiffKind, RecordDiff};

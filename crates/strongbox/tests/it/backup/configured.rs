@@ -195,3 +195,36 @@ async fn scheduled_and_continuous_backups_go_to_an_s3_repository() {
     session.close().await.unwrap();
     store.close().await.unwrap();
 }
+
+/// A maintenance run with no backup due asks an `s3://` repository with one listing and takes
+/// no session: another machine's exclusive lock on the repository (a live process's, here
+/// this one's) does not hold it up, nor fail its backup step.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_not_due_on_s3_takes_no_lock() {
+    let Some(bucket) = super::s3_bucket() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let url = format!("s3://{bucket}/not-due-{nanos}");
+    let mut config = config(dir.path()).with_backup_repository(&url);
+    config.backup_cache_dir = Some(dir.path().join("cache"));
+    config.backup_interval_secs = 3_600;
+    let store = Store::open(config).await.unwrap();
+    store_players(&store, 10).await;
+    let (is_ok, outcome) = backup_step(&store).await;
+    assert!(is_ok && outcome.starts_with("backup "), "{outcome}");
+
+    super::offsite::plant_lock(&url, std::process::id()).await;
+    // A session would wait for the lock (a minute for a store's own work), then fail.
+    let (is_ok, outcome) = tokio::time::timeout(Duration::from_secs(20), backup_step(&store))
+        .await
+        .expect("a maintenance run with no backup due waited for the repository's lock");
+    assert!(is_ok, "{outcome}");
+    assert_eq!(outcome, "not due yet");
+    store.close().await.unwrap();
+}

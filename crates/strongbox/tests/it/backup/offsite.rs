@@ -272,7 +272,7 @@ fn raw_bucket(url: &str) -> (object_store::aws::AmazonS3, String) {
 }
 
 /// Writes an exclusive lock object into `url`'s `locks/`, naming `pid` on this machine.
-async fn plant_lock(url: &str, pid: u32) {
+pub(super) async fn plant_lock(url: &str, pid: u32) {
     use object_store::ObjectStore as _;
     let (store, prefix) = raw_bucket(url);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
