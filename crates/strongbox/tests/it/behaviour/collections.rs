@@ -138,7 +138,8 @@ pub async fn scans_honour_bounds_prefixes_order_and_limits(store: &Store) {
 
 pub async fn scans_page_through_large_collections_and_concurrent_deletes(store: &Store) {
     // Enough pages that some are read only after the consumer has taken the first: a scan
-    // reads at most four pages ahead of the one it is yielding.
+    // reads at most two pages ahead of the one it is yielding (one in its channel, one
+    // fetched and waiting), so pages from the fourth on are read after the deletes.
     let total = 8 * SCAN_PAGE as u32;
     let unread = 5 * SCAN_PAGE as u32;
     let numbers = store.collection::<u32>("many").unwrap();
