@@ -46,7 +46,11 @@ pub enum Expect {
     Any,
     /// The key must not exist.
     Absent,
-    /// The key must exist with exactly this version.
+    /// The key must exist with exactly this version. Versions count the writes of a key
+    /// since it was created: a key deleted and created again starts again at version 1, so
+    /// a version read before a delete can match the new record. Where that matters (a lease
+    /// released and taken again), use [`crate::Store::transact`], which checks the value read
+    /// too.
     Version(Version),
 }
 

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::blob::EncodedBlob;
+use crate::blob::{BlobId, EncodedBlob};
 use crate::record::Version;
 
 /// A (collection, key) pair.
@@ -81,6 +81,14 @@ impl StagedValue {
     pub(crate) fn version(&self) -> Option<Version> {
         match self {
             StagedValue::Put { version, .. } => Some(*version),
+            StagedValue::Absent => None,
+        }
+    }
+
+    /// What a reader of it saw: its version and value id (`None`: absent).
+    pub(crate) fn seen(&self) -> Option<(Version, BlobId)> {
+        match self {
+            StagedValue::Put { version, blob, .. } => Some((*version, blob.id)),
             StagedValue::Absent => None,
         }
     }

@@ -2,21 +2,24 @@
 //! commits it only if nothing it read changed meanwhile, else runs it again.
 //!
 //! A [`ReadWriteTransaction`] buffers its writes (its reads see them) and remembers the version
-//! of every key it read (`None`: absent) and the keys and versions of every range it scanned.
-//! At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange` (so a key
-//! inserted into a scanned range conflicts: no phantoms), and each write carries the version
-//! read as its condition, all in one batch: the engine checks
-//! them in the same database transaction as the writes (on SQLite inside the group commit; on
-//! PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check that fails
-//! is `Error::Conflict`, and the closure runs again after a jittered pause.
+//! and value id of every key it read (`None`: absent) and the keys and versions of every range
+//! it scanned. At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange`
+//! (so a key inserted into a scanned range conflicts: no phantoms), and each write of a key
+//! read carries the version and value read as its condition (the version alone is not enough:
+//! a key deleted and created again starts again at version 1), all in one batch: the engine
+//! checks them in the same database transaction as the writes (on SQLite inside the group
+//! commit; on PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check
+//! that fails is `Error::Conflict`, and the closure runs again after a jittered pause.
 //!
 //! While its commit waits for the engine, a transaction stages what it read and wrote
 //! (`crate::staged`), and a transaction of the same store reading such a key reads the staged
-//! value; its check then names that value too. Hot keys thus chain in one group commit.
+//! value, checked like any read. Hot keys thus chain in one group commit.
 //!
-//! **Invariant:** nothing a closure writes reaches the database unless every key it read is
-//! still at the version (and, read from a staged write, the value) it saw and every range it
-//! scanned still holds exactly what it saw; a closure that fails or panics writes nothing.
+//! **Invariant:** nothing a closure writes reaches the database unless every key it read
+//! still holds the version and the value it saw and every range it scanned still holds the
+//! keys and versions it saw; a closure that fails or panics writes nothing. (A range is
+//! compared on keys and versions: a key in it deleted and created again back to the version
+//! seen, with another value, between the scan and the commit, is not caught.)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::backend::{ScanRange, WriteOp};
-use crate::blob::EncodedBlob;
+use crate::blob::{BlobId, EncodedBlob};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::name::{validate_collection, validate_key};
@@ -77,8 +80,9 @@ impl Pending {
 #[derive(Debug)]
 pub struct ReadWriteTransaction {
     store: Store,
-    /// The version each key had when first read (`None`: absent).
-    reads: BTreeMap<Key, Option<Version>>,
+    /// What each key held when first read: its version and value id (`None`: absent). The
+    /// commit checks both, since a key deleted and created again starts again at version 1.
+    reads: BTreeMap<Key, Option<(Version, BlobId)>>,
     /// The last write of each key, with the order keys were first written in.
     writes: BTreeMap<Key, (usize, Pending)>,
     /// Each range scanned.
@@ -180,7 +184,7 @@ impl ReadWriteTransaction {
                         format,
                         expires_at_ms: None,
                     } => StagedValue::Put {
-                        version: read.map_or(Version::FIRST, Version::next),
+                        version: read.map_or(Version::FIRST, |(version, _)| version.next()),
                         blob: std::sync::Arc::new(blob.clone()),
                         format: *format,
                     },
@@ -192,14 +196,14 @@ impl ReadWriteTransaction {
     }
 
     /// The batch that commits this transaction: a check of every range scanned, then of every
-    /// key read and not written (and of every key read from a staged write, with its value),
-    /// then the writes in the order their keys were first written, each conditioned on the
-    /// version read (no condition on a key written without being read).
+    /// key read and not written, then the writes in the order their keys were first written.
+    /// A key read is checked, or written, on the version and the value read; a key written
+    /// without being read, on nothing.
     fn into_ops(self) -> Vec<WriteOp> {
-        let expect_of = |read: Option<Option<Version>>| match read {
-            None => Expect::Any,
-            Some(None) => Expect::Absent,
-            Some(Some(version)) => Expect::Version(version),
+        let expect_of = |read: Option<&Option<(Version, BlobId)>>| match read {
+            None => (Expect::Any, None),
+            Some(None) => (Expect::Absent, None),
+            Some(Some((version, blob_id))) => (Expect::Version(*version), Some(*blob_id)),
         };
         let ranges = self
             .ranges
@@ -213,23 +217,22 @@ impl ReadWriteTransaction {
         ops.extend(
             self.reads
                 .iter()
-                .filter(|(name, _)| {
-                    !self.writes.contains_key(*name) || self.staged_reads.contains_key(*name)
-                })
-                .map(|(name, version)| WriteOp::Check {
-                    collection: name.0.clone(),
-                    key: name.1.clone(),
-                    expect: expect_of(Some(*version)),
-                    value: match self.staged_reads.get(name).map(|read| &read.value) {
-                        Some(StagedValue::Put { blob, .. }) => Some(blob.id),
-                        Some(StagedValue::Absent) | None => None,
-                    },
+                .filter(|(name, _)| !self.writes.contains_key(*name))
+                .map(|(name, read)| {
+                    let (expect, expect_value) = expect_of(Some(read));
+                    WriteOp::Check {
+                        collection: name.0.clone(),
+                        key: name.1.clone(),
+                        expect,
+                        expect_value,
+                    }
                 }),
         );
         let mut writes: Vec<(Key, (usize, Pending))> = self.writes.into_iter().collect();
         writes.sort_by_key(|(_, (order, _))| *order);
         for ((collection, key), (_, pending)) in writes {
-            let expect = expect_of(self.reads.get(&(collection.clone(), key.clone())).copied());
+            let (expect, expect_value) =
+                expect_of(self.reads.get(&(collection.clone(), key.clone())));
             ops.push(match pending {
                 Pending::Put {
                     blob,
@@ -241,12 +244,14 @@ impl ReadWriteTransaction {
                     blob,
                     format,
                     expect,
+                    expect_value,
                     expires_at_ms,
                 },
                 Pending::Delete => WriteOp::Delete {
                     collection,
                     key,
                     expect,
+                    expect_value,
                 },
             });
         }

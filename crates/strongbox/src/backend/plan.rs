@@ -121,10 +121,12 @@ pub(crate) fn plan<'op, R: Copy>(
             blob,
             format,
             expect,
+            expect_value,
             expires_at_ms,
             ..
         } => {
             check_expect(collection, key, *expect, state)?;
+            check_value(collection, key, *expect, *expect_value, intact, state)?;
             let meta = RecordMeta {
                 version: current.map_or(Version::FIRST, |current| current.meta.version.next()),
                 created_at_ms: intact.map_or(now_ms, |current| current.meta.created_at_ms),
@@ -165,19 +167,14 @@ pub(crate) fn plan<'op, R: Copy>(
                 release: None,
             })
         }
-        WriteOp::Check { expect, value, .. } => {
+        WriteOp::Check {
+            expect,
+            expect_value,
+            ..
+        } => {
             check_expect(collection, key, *expect, state)?;
-            match value {
-                Some(id) if intact.and_then(|current| current.blob_id) != Some(*id) => {
-                    Err(Error::Conflict {
-                        collection: collection.to_owned(),
-                        key: key.to_owned(),
-                        expected: *expect,
-                        actual: current.map(|current| current.meta.version),
-                    })
-                }
-                _ => Ok(Plan::Checked),
-            }
+            check_value(collection, key, *expect, *expect_value, intact, state)?;
+            Ok(Plan::Checked)
         }
         // An engine checks a range with `check_range` on the rows it reads; there is no single
         // record to plan for.
@@ -185,8 +182,13 @@ pub(crate) fn plan<'op, R: Copy>(
             "check a scanned range",
             "a range check reached the single-record planner",
         )),
-        WriteOp::Delete { expect, .. } => {
+        WriteOp::Delete {
+            expect,
+            expect_value,
+            ..
+        } => {
             check_expect(collection, key, *expect, state)?;
+            check_value(collection, key, *expect, *expect_value, intact, state)?;
             Ok(match current {
                 None => Plan::Absent,
                 Some(_) => Plan::Delete {
@@ -238,6 +240,29 @@ pub(crate) fn check_expect(
             expected: expect,
             actual,
         })
+    }
+}
+
+/// A conflict unless the record is intact and points at `expected`, when given (`state`: its
+/// version and whether it is intact, as for [`check_expect`]).
+fn check_value<R>(
+    collection: &str,
+    key: &str,
+    expect: Expect,
+    expected: Option<BlobId>,
+    intact: Option<&Current<R>>,
+    state: Option<(Version, bool)>,
+) -> Result<()> {
+    match expected {
+        Some(id) if intact.and_then(|current| current.blob_id) != Some(id) => {
+            Err(Error::Conflict {
+                collection: collection.to_owned(),
+                key: key.to_owned(),
+                expected: expect,
+                actual: state.map(|(version, _)| version),
+            })
+        }
+        _ => Ok(()),
     }
 }
 

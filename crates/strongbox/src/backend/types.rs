@@ -21,6 +21,9 @@ pub enum WriteOp {
         format: u8,
         /// The condition on the record replaced.
         expect: Expect,
+        /// When given, the value the record replaced must also point at (see
+        /// [`WriteOp::Check`]'s).
+        expect_value: Option<BlobId>,
         /// When the record expires, in milliseconds since the Unix epoch (`None`: never).
         expires_at_ms: Option<i64>,
     },
@@ -32,6 +35,9 @@ pub enum WriteOp {
         key: String,
         /// The condition on the record removed.
         expect: Expect,
+        /// When given, the value the record removed must also point at (see
+        /// [`WriteOp::Check`]'s).
+        expect_value: Option<BlobId>,
     },
     /// Write nothing, but fail the batch with a conflict unless the record is as `expect`
     /// says: how a transaction that read the record validates its read at commit.
@@ -42,10 +48,11 @@ pub enum WriteOp {
         key: String,
         /// What the transaction saw: the version it read, or `Expect::Absent`.
         expect: Expect,
-        /// When given, the value the record must also point at: how a read of another
-        /// transaction's staged write is checked (`crate::staged`), since the version alone
-        /// could have been reached by a different write if that one failed.
-        value: Option<crate::blob::BlobId>,
+        /// When given, the value the record must also point at: how a transaction checks what
+        /// it read, since the version alone can be reached again by other writes — after a
+        /// delete, a key starts again at version 1; a staged write (`crate::staged`) that
+        /// failed leaves its version to the next writer.
+        expect_value: Option<BlobId>,
     },
     /// Write nothing, but fail the batch with a conflict unless the records of `range` are
     /// exactly `seen` (keys and versions, in the range's order): how a transaction that

@@ -100,17 +100,20 @@ impl Store {
         collection: &str,
         key: &str,
     ) -> Result<Option<Record<T>>> {
-        self.retrieve_from(collection, key, Source::AnyCurrent)
-            .await
+        let found = self
+            .retrieve_from(collection, key, Source::AnyCurrent)
+            .await?;
+        Ok(found.map(|(record, _)| record))
     }
 
-    /// As [`Store::retrieve_record`], reading the primary on a cache miss (see [`Source`]).
+    /// As [`Store::retrieve_record`], reading from `source` on a cache miss (see [`Source`]),
+    /// with the id of the value read.
     pub(crate) async fn retrieve_from<T: DeserializeOwned>(
         &self,
         collection: &str,
         key: &str,
         source: Source,
-    ) -> Result<Option<Record<T>>> {
+    ) -> Result<Option<(Record<T>, BlobId)>> {
         let started = Instant::now();
         let result = self.retrieve_uncounted(collection, key, source).await;
         self.inner
@@ -124,7 +127,7 @@ impl Store {
         collection: &str,
         key: &str,
         source: Source,
-    ) -> Result<Option<Record<T>>> {
+    ) -> Result<Option<(Record<T>, BlobId)>> {
         validate_collection(collection)?;
         validate_key(key)?;
         let cache = &self.inner.cache;
@@ -145,10 +148,11 @@ impl Store {
                 )
                 .await?;
             self.note_access(collection, key);
-            return Ok(Some(Record {
+            let record = Record {
                 value,
                 meta: hit.meta,
-            }));
+            };
+            return Ok(Some((record, hit.blob_id)));
         }
         let ticket = cache.is_enabled().then(|| cache.ticket(collection, key));
         let fetched = match source {
@@ -162,6 +166,7 @@ impl Store {
             return Ok(None);
         }
         let record = self.decode_fetched::<T>(collection, key, &fetched).await?;
+        let blob_id = fetched.blob_id;
         if let (Some(ticket), Some(stored)) = (ticket, fetched.stored) {
             let cached = CachedValue {
                 blob_id: fetched.blob_id,
@@ -172,7 +177,7 @@ impl Store {
             cache.fill(ticket, collection, key, cached);
         }
         self.note_access(collection, key);
-        Ok(Some(record))
+        Ok(Some((record, blob_id)))
     }
 
     /// Whether `key` exists.

@@ -148,6 +148,7 @@ impl Store {
             blob,
             format,
             expect: options.expect,
+            expect_value: None,
             expires_at_ms: options.expiry.instant_ms(now_ms()),
         })
     }
@@ -318,6 +319,7 @@ pub(crate) fn delete_op(collection: &str, key: &str, expect: Expect) -> Result<W
         collection: collection.to_owned(),
         key: key.to_owned(),
         expect,
+        expect_value: None,
     })
 }
 

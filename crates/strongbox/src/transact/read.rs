@@ -53,18 +53,20 @@ impl ReadWriteTransaction {
             let value = self
                 .decode_uncommitted(collection, key, staged.value.written())
                 .await?;
-            self.reads.insert(name.clone(), staged.value.version());
+            self.reads.insert(name.clone(), staged.value.seen());
             self.staged_reads.insert(name, staged);
             return Ok(value);
         }
         // Its version becomes a condition of the commit: read it where the commit checks it.
-        let record = self
+        let found = self
             .store
             .retrieve_from::<T>(collection, key, Source::Primary)
             .await?;
-        let version = record.as_ref().map(|record| record.meta.version);
-        self.reads.entry(name).or_insert(version);
-        Ok(record.map(|record| record.value))
+        let seen = found
+            .as_ref()
+            .map(|(record, blob_id)| (record.meta.version, *blob_id));
+        self.reads.entry(name).or_insert(seen);
+        Ok(found.map(|(record, _)| record.value))
     }
 
     /// Reads the records `scan` selects in `collection`, in its order, with this transaction's

@@ -37,6 +37,7 @@ fn put(value: &[u8], expect: Expect) -> WriteOp {
         blob: blob(value),
         format: 1,
         expect,
+        expect_value: None,
         expires_at_ms: None,
     }
 }
@@ -46,6 +47,7 @@ fn delete(expect: Expect) -> WriteOp {
         collection: "c".into(),
         key: "k".into(),
         expect,
+        expect_value: None,
     }
 }
 
@@ -174,7 +176,7 @@ fn checks_write_nothing_and_hold_only_when_the_condition_does() {
                 collection: "c".into(),
                 key: "k".into(),
                 expect,
-                value: None,
+                expect_value: None,
             };
             let result = plan(&op, current.as_ref(), NOW);
             assert_eq!(
@@ -312,7 +314,7 @@ fn a_check_of_a_value_holds_only_when_the_record_points_at_it() {
         collection: "c".into(),
         key: "k".into(),
         expect: Expect::Version(Version::new(1)),
-        value: Some(blob(value).id),
+        expect_value: Some(blob(value).id),
     };
     let current = stored(1, b"old", 10);
     assert_eq!(
@@ -327,4 +329,19 @@ fn a_check_of_a_value_holds_only_when_the_record_points_at_it() {
     let mut missing_blob = current;
     missing_blob.blob_id = None;
     assert!(plan(&check(b"old"), Some(&missing_blob), NOW).is_err());
+    // A write or a delete conditioned on a value holds only where the check would.
+    for (held, expected) in [(b"old", true), (b"new", false)] {
+        let mut put = put(b"next", Expect::Version(Version::new(1)));
+        let mut delete = delete(Expect::Version(Version::new(1)));
+        for op in [&mut put, &mut delete] {
+            if let WriteOp::Put { expect_value, .. } | WriteOp::Delete { expect_value, .. } = op {
+                *expect_value = Some(blob(held).id);
+            }
+            assert_eq!(
+                plan(op, Some(&current), NOW).is_ok(),
+                expected,
+                "{op:?} on a record holding \"old\""
+            );
+        }
+    }
 }

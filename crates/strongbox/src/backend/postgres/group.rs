@@ -138,6 +138,7 @@ fn stale_reads(ops: &[WriteOp]) -> Error {
             collection,
             key,
             expect,
+            ..
         } => Some((collection.clone(), key.clone(), *expect)),
         WriteOp::CheckRange { collection, .. } => {
             Some((collection.clone(), String::new(), Expect::Any))

@@ -51,6 +51,7 @@ behaviours!(
     transact::scans_in_a_transaction_see_own_writes,
     transact::a_scanned_range_conflicts_on_phantoms_changes_and_deletes,
     transact::a_range_condition_holds_under_concurrent_inserts,
+    transact::a_key_created_again_at_the_version_read_conflicts,
     transactions::a_transaction_commits_across_collections,
     transactions::a_failed_condition_in_the_middle_leaves_nothing,
     transactions::conditional_stores_and_deletes_check_versions,
