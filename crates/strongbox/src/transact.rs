@@ -2,8 +2,8 @@
 //! commits it only if nothing it read changed meanwhile, else runs it again.
 //!
 //! A [`ReadWriteTransaction`] buffers its writes (its reads see them) and remembers the version
-//! and value id of every key it read (`None`: absent) and the keys and versions of every range
-//! it scanned. At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange`
+//! and value id of every key it read (`None`: absent) and the keys, versions and value ids of
+//! every range it scanned. At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange`
 //! (so a key inserted into a scanned range conflicts: no phantoms), and each write of a key
 //! read carries the version and value read as its condition (the version alone is not enough:
 //! a key deleted and created again starts again at version 1), all in one batch: the engine
@@ -17,15 +17,14 @@
 //!
 //! **Invariant:** nothing a closure writes reaches the database unless every key it read
 //! still holds the version and the value it saw and every range it scanned still holds the
-//! keys and versions it saw; a closure that fails or panics writes nothing. (A range is
-//! compared on keys and versions: a key in it deleted and created again back to the version
-//! seen, with another value, between the scan and the commit, is not caught.)
+//! keys, versions and values it saw; a closure that fails or panics writes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::backend::RangeRow;
 use crate::backend::{ScanRange, WriteOp};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::clock::now_ms;
@@ -45,7 +44,7 @@ type Key = (String, String);
 
 /// A range a transaction scanned: its collection, the range with the limit it was read with,
 /// and the keys and versions read.
-type RangeRead = (String, ScanRange, Vec<(String, Version)>);
+type RangeRead = (String, ScanRange, Vec<RangeRow>);
 
 /// A write waiting for the commit.
 #[derive(Debug)]

@@ -29,6 +29,7 @@ mod types;
 pub use contract::{Checks, DictionaryStorage, Engine, Feed, Reads, Snapshots, Upkeep, Writes};
 pub(crate) use contract::{dictionary_clash, inconsistent_store};
 pub use dispatch::Backend;
+pub(crate) use range::RangeRow;
 /// An embedded database file's companions and whether it is in use (SQLite's: a PostgreSQL
 /// store has no files of its own).
 pub use sqlite::{COMPANION_SUFFIXES, database_files, is_in_use};

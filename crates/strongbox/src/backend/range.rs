@@ -2,13 +2,19 @@
 //! conflicts when a key in it changes, disappears or appears (a phantom).
 //!
 //! **Invariant:** a range check passes only when the rows the range selects now, with the
-//! limit the scan used, are exactly the keys and versions the scan saw.
+//! limit the scan used, are exactly the keys, versions and values the scan saw.
 
+use crate::blob::BlobId;
 use crate::error::{Error, Result};
 use crate::record::{Expect, Version};
 
-/// Checks a scanned range at commit: `found`, the `(key, version)` rows the engine reads now
-/// with the same range and limit, must equal `seen`, what the transaction's scan read.
+/// A row of a scanned range: its key, version and value id (`None`: the value is missing,
+/// which no scan saw). The value counts as well as the version: a key deleted and created
+/// again starts again at version 1.
+pub(crate) type RangeRow = (String, Version, Option<BlobId>);
+
+/// Checks a scanned range at commit: `found`, the rows the engine reads now with the same
+/// range and limit, must equal `seen`, what the transaction's scan read.
 ///
 /// # Errors
 /// `Error::Conflict` naming the first key in the scan's order that differs: one changed (the
@@ -16,8 +22,8 @@ use crate::record::{Expect, Version};
 pub(crate) fn check_range(
     collection: &str,
     reverse: bool,
-    seen: &[(String, Version)],
-    found: &[(String, Version)],
+    seen: &[RangeRow],
+    found: &[RangeRow],
 ) -> Result<()> {
     let conflict = |key: &str, expected: Expect, actual: Option<Version>| Error::Conflict {
         collection: collection.to_owned(),
@@ -30,15 +36,18 @@ pub(crate) fn check_range(
     loop {
         match (seen.next(), found.next()) {
             (None, None) => return Ok(()),
-            (Some((key, version)), None) => {
+            (Some((key, version, _)), None) => {
                 return Err(conflict(key, Expect::Version(*version), None));
             }
-            (None, Some((key, version))) => {
+            (None, Some((key, version, _))) => {
                 return Err(conflict(key, Expect::Absent, Some(*version)));
             }
-            (Some((seen_key, seen_version)), Some((found_key, found_version))) => {
+            (
+                Some((seen_key, seen_version, seen_value)),
+                Some((found_key, found_version, found_value)),
+            ) => {
                 if seen_key == found_key {
-                    if seen_version != found_version {
+                    if seen_version != found_version || seen_value != found_value {
                         return Err(conflict(
                             seen_key,
                             Expect::Version(*seen_version),
@@ -64,9 +73,13 @@ pub(crate) fn check_range(
 mod tests {
     use super::*;
 
-    fn rows(rows: &[(&str, u64)]) -> Vec<(String, Version)> {
+    /// Rows whose value ids are their version's (so a value differs when its version does).
+    fn rows(rows: &[(&str, u64)]) -> Vec<RangeRow> {
         rows.iter()
-            .map(|(key, version)| ((*key).to_owned(), Version::new(*version)))
+            .map(|(key, version)| {
+                let value = BlobId::of(&version.to_le_bytes());
+                ((*key).to_owned(), Version::new(*version), Some(value))
+            })
             .collect()
     }
 
@@ -128,5 +141,19 @@ mod tests {
             conflict(false, &[("z", 4)], &[]),
             Some(("z".into(), Expect::Version(v(4)), None))
         );
+    }
+
+    #[test]
+    fn a_key_back_at_the_version_seen_with_another_value_conflicts() {
+        let seen = rows(&[("a", 1), ("b", 1)]);
+        let mut found = seen.clone();
+        found[1].2 = Some(BlobId::of(b"another value"));
+        let error = check_range("c", false, &seen, &found);
+        assert!(
+            matches!(&error, Err(Error::Conflict { key, .. }) if key == "b"),
+            "{error:?}"
+        );
+        found[1].2 = None;
+        assert!(check_range("c", false, &seen, &found).is_err());
     }
 }

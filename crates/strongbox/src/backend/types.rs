@@ -4,7 +4,7 @@
 //! exactly these types, so the layers above never learn which engine they run on.
 
 use crate::blob::{BlobId, EncodedBlob};
-use crate::record::{Expect, RecordMeta, Version};
+use crate::record::{Expect, RecordMeta};
 
 /// One write inside an atomic batch.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub enum WriteOp {
         /// The range scanned, with the limit it was scanned with.
         range: ScanRange,
         /// What the scan saw.
-        seen: Vec<(String, Version)>,
+        seen: Vec<super::RangeRow>,
     },
     /// Create a record exactly as a backup holds it: like a `Put` with `Expect::Absent` (a
     /// conflict if the key exists), with the same reference counting, but keeping the

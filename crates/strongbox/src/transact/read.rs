@@ -7,6 +7,7 @@ use std::ops::RangeBounds;
 use serde::de::DeserializeOwned;
 
 use super::{Pending, ReadWriteTransaction};
+use crate::backend::RangeRow;
 use crate::backend::Reads as _;
 use crate::blob::EncodedBlob;
 use crate::collection::{Entry, Scan};
@@ -128,9 +129,9 @@ impl ReadWriteTransaction {
             let value = record.value;
             entries.insert(key.clone(), (version, value));
         }
-        let seen: Vec<(String, Version)> = committed
+        let seen: Vec<RangeRow> = committed
             .into_iter()
-            .map(|(key, fetched)| (key, fetched.meta.version))
+            .map(|(key, fetched)| (key, fetched.meta.version, Some(fetched.blob_id)))
             .collect();
         for (key, pending) in own {
             if let Some(value) = self
@@ -140,8 +141,8 @@ impl ReadWriteTransaction {
                 // The version the write will have when it commits.
                 let version = seen
                     .iter()
-                    .find(|(seen_key, _)| seen_key == key)
-                    .map_or(Version::FIRST, |(_, version)| version.next());
+                    .find(|(seen_key, ..)| seen_key == key)
+                    .map_or(Version::FIRST, |(_, version, _)| version.next());
                 entries.insert(key.clone(), (version, value));
             }
         }

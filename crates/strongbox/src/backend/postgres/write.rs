@@ -24,6 +24,7 @@ use super::convert::{Column, map_err, to_i64, unsigned};
 use super::feed::NewChanges;
 use super::read::scan_bounds;
 use super::refs::RefChanges;
+use crate::backend::RangeRow;
 use crate::backend::plan::Current;
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome, Writes};
 use crate::blob::BlobId;
@@ -36,7 +37,7 @@ use crate::record::{Expect, Version};
 macro_rules! range_sql {
     ($order:literal) => {
         concat!(
-            "SELECT key, version FROM strongbox_records
+            "SELECT key, version, blob_id FROM strongbox_records
              WHERE collection = $1
                AND ($2::text IS NULL OR key >= $2) AND ($3::text IS NULL OR key > $3)
                AND ($4::text IS NULL OR key <= $4) AND ($5::text IS NULL OR key < $5)
@@ -201,14 +202,14 @@ pub(super) async fn expire(
     Ok(())
 }
 
-/// The `(key, version)` rows `range` selects now (the transaction is SERIALIZABLE, so an
-/// insert into the range by a concurrent transaction also fails one of the two).
+/// The rows `range` selects now (the transaction is SERIALIZABLE, so an insert into the range
+/// by a concurrent transaction also fails one of the two).
 pub(super) async fn range_rows(
     tx: &Transaction<'_>,
     collection: &str,
     range: &ScanRange,
     now: i64,
-) -> Result<Vec<(String, Version)>, Failure> {
+) -> Result<Vec<RangeRow>, Failure> {
     let ([lowest, above, highest, below], limit) = scan_bounds(range);
     let sql = if range.reverse {
         range_sql!("DESC")
@@ -229,7 +230,8 @@ pub(super) async fn range_rows(
     rows.iter()
         .map(|row| {
             let version: i64 = row.column(1)?;
-            Ok((row.column(0)?, Version::new(unsigned(version))))
+            let value = BlobId::from_slice(row.column(2)?);
+            Ok((row.column(0)?, Version::new(unsigned(version)), value))
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use super::convert::{map_err, meta, to_i64, unsigned};
 use super::feed::append_change;
 use super::read::scan_bounds;
 use crate::backend::plan::{Current, Plan, Reference, has_expired, plan};
-use crate::backend::range::check_range;
+use crate::backend::range::{RangeRow, check_range};
 use crate::backend::{AccessUpdate, ScanRange, WriteOp, WriteOutcome};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::change::ChangeKind;
@@ -75,10 +75,10 @@ const ADD_ACCESS: &str = "
 macro_rules! range_sql {
     ($order:literal) => {
         concat!(
-            "SELECT key, version FROM records
-             WHERE collection = ?1 AND key >= ?2 AND key < ?3
-               AND (expires_at IS NULL OR expires_at > ?5)
-             ORDER BY key ",
+            "SELECT r.key, r.version, b.id FROM records r LEFT JOIN blobs b ON b.ref = r.blob
+             WHERE r.collection = ?1 AND r.key >= ?2 AND r.key < ?3
+               AND (r.expires_at IS NULL OR r.expires_at > ?5)
+             ORDER BY r.key ",
             $order,
             " LIMIT ?4"
         )
@@ -234,13 +234,13 @@ pub(super) fn sweep_expired(conn: &Connection, now: i64, limit: usize) -> Result
     Ok((found.len(), deleted))
 }
 
-/// The `(key, version)` rows `range` selects now.
+/// The rows `range` selects now.
 fn range_rows(
     conn: &Connection,
     collection: &str,
     range: &ScanRange,
     now: i64,
-) -> Result<Vec<(String, Version)>> {
+) -> Result<Vec<RangeRow>> {
     let [lower, upper] = scan_bounds(range);
     let limit = i64::try_from(range.limit).unwrap_or(i64::MAX);
     let sql = if range.reverse {
@@ -252,7 +252,10 @@ fn range_rows(
         .and_then(|mut statement| {
             statement
                 .query_map(params![collection, lower, upper, limit, now], |row| {
-                    Ok((row.get(0)?, Version::new(unsigned(row.get(1)?))))
+                    let value = row
+                        .get::<_, Option<Vec<u8>>>(2)?
+                        .and_then(|id| BlobId::from_slice(&id));
+                    Ok((row.get(0)?, Version::new(unsigned(row.get(1)?)), value))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })

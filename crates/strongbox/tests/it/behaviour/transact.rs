@@ -198,16 +198,21 @@ pub async fn a_scanned_range_conflicts_on_phantoms_changes_and_deletes(store: &S
 
 /// A key deleted and created again starts again at version 1: a transaction that read it
 /// before conflicts, and runs again, though the key is back at the version it read — whether
-/// the transaction only read the key or also wrote it (a lease released by one player and
-/// taken by another between the read and the commit).
+/// the transaction read the key, also wrote it, or scanned a range holding it (a lease
+/// released by one player and taken by another between the read and the commit).
 pub async fn a_key_created_again_at_the_version_read_conflicts(store: &Store) {
-    for writes_it in [false, true] {
+    for how in ["read", "written", "scanned"] {
         store.store("leases", "t7", &"alice").await.unwrap();
         let runs = std::sync::atomic::AtomicU32::new(0);
         let seen = store
             .transact(async |tx| {
                 let run = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let holder: Option<String> = tx.get("leases", "t7").await?;
+                let holder: Option<String> = if how == "scanned" {
+                    let entries = tx.scan::<String>("leases", Scan::prefix("t")).await?;
+                    entries.into_iter().next().map(|entry| entry.value)
+                } else {
+                    tx.get("leases", "t7").await?
+                };
                 if run == 0 {
                     store.delete("leases", "t7").await?;
                     store.store("leases", "t7", &"bob").await?;
@@ -217,7 +222,7 @@ pub async fn a_key_created_again_at_the_version_read_conflicts(store: &Store) {
                     );
                 }
                 let holder = holder.unwrap_or_default();
-                if writes_it {
+                if how == "written" {
                     tx.put("leases", "t7", &format!("{holder}, renewed"))?;
                 } else {
                     tx.put("log", "t7", &holder)?;
@@ -226,16 +231,17 @@ pub async fn a_key_created_again_at_the_version_read_conflicts(store: &Store) {
             })
             .await
             .unwrap();
-        assert_eq!(runs.into_inner(), 2, "writes it: {writes_it}");
-        assert_eq!(seen, "bob");
-        let (collection, expected) = if writes_it {
+        assert_eq!(runs.into_inner(), 2, "{how}");
+        assert_eq!(seen, "bob", "{how}");
+        let (collection, expected) = if how == "written" {
             ("leases", "bob, renewed")
         } else {
             ("log", "bob")
         };
         assert_eq!(
             store.retrieve::<String>(collection, "t7").await.unwrap(),
-            Some(expected.to_owned())
+            Some(expected.to_owned()),
+            "{how}"
         );
         store.delete("leases", "t7").await.unwrap();
     }
