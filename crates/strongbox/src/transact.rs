@@ -3,13 +3,14 @@
 //!
 //! A [`ReadWriteTransaction`] buffers its writes (its reads see them) and remembers the version
 //! and value id of every key it read (`None`: absent) and the keys, versions and value ids of
-//! every range it scanned. At commit each read becomes a `WriteOp::Check`, each scan a `WriteOp::CheckRange`
-//! (so a key inserted into a scanned range conflicts: no phantoms), and each write of a key
-//! read carries the version and value read as its condition (the version alone is not enough:
-//! a key deleted and created again starts again at version 1), all in one batch: the engine
-//! checks them in the same database transaction as the writes (on SQLite inside the group
-//! commit; on PostgreSQL at SERIALIZABLE), so a committed transaction is serializable. A check
-//! that fails is `Error::Conflict`, and the closure runs again after a jittered pause.
+//! every range it scanned. At commit each read becomes a `WriteOp::Check`, each scan a
+//! `WriteOp::CheckRange` (so a key inserted into a scanned range conflicts: no phantoms), and
+//! each write of a key read carries the version and value read as its condition (the version
+//! alone is not enough: a key deleted and created again starts again at version 1), all in
+//! one batch: the engine checks them in the same database transaction as the writes (on
+//! SQLite inside the group commit; on PostgreSQL at SERIALIZABLE), so a committed transaction
+//! is serializable. A check that fails is `Error::Conflict`, and the closure runs again after
+//! a jittered pause.
 //!
 //! While its commit waits for the engine, a transaction stages what it read and wrote
 //! (`crate::staged`), and a transaction of the same store reading such a key reads the staged
@@ -24,8 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::backend::RangeRow;
-use crate::backend::{ScanRange, WriteOp};
+use crate::backend::{RangeRow, ScanRange, WriteOp};
 use crate::blob::{BlobId, EncodedBlob};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -43,7 +43,7 @@ mod tests;
 type Key = (String, String);
 
 /// A range a transaction scanned: its collection, the range with the limit it was read with,
-/// and the keys and versions read.
+/// and the rows read.
 type RangeRead = (String, ScanRange, Vec<RangeRow>);
 
 /// A write waiting for the commit.

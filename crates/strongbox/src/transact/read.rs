@@ -7,8 +7,7 @@ use std::ops::RangeBounds;
 use serde::de::DeserializeOwned;
 
 use super::{Pending, ReadWriteTransaction};
-use crate::backend::RangeRow;
-use crate::backend::Reads as _;
+use crate::backend::{RangeRow, Reads as _};
 use crate::blob::EncodedBlob;
 use crate::collection::{Entry, Scan};
 use crate::error::Result;
@@ -58,7 +57,8 @@ impl ReadWriteTransaction {
             self.staged_reads.insert(name, staged);
             return Ok(value);
         }
-        // Its version becomes a condition of the commit: read it where the commit checks it.
+        // Its version and value become conditions of the commit: read them where the commit
+        // checks them.
         let found = self
             .store
             .retrieve_from::<T>(collection, key, Source::Primary)
