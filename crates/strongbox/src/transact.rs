@@ -261,17 +261,18 @@ impl ReadWriteTransaction {
 impl Store {
     /// Runs `body` as a serializable read-write transaction and returns what it returned.
     ///
-    /// Every key `body` read, and every range it scanned, is checked at commit, in the same
-    /// database transaction as its writes; if any changed (a key inserted into a scanned range
-    /// included), nothing is written and `body` runs again (up to
+    /// Every key `body` read, and every range it scanned, is checked at commit (version and
+    /// value), in the same database transaction as its writes; if any changed (a key inserted
+    /// into a scanned range, or deleted and created again, included), nothing is written and
+    /// `body` runs again (up to
     /// [`Config::transact_attempts`](crate::Config::transact_attempts) times, after a short
     /// jittered pause). An `Err` from `body` writes nothing and is returned without a retry
     /// (once its reads are checked, if it read a value another transaction of this store was
     /// committing: were that one to fail, `body` runs again instead). A key that such a
     /// transaction is committing reads as it will be, so transactions on a hot key follow
-    /// each other in one group commit rather than conflict. A `body` that only reads writes nothing: its reads are checked together, and it
-    /// runs again if they were torn by a concurrent commit, so what it returns comes from one
-    /// consistent state. Reach for this whenever a write depends on what was read;
+    /// each other in one group commit rather than conflict. A `body` that only reads writes
+    /// nothing: its reads are checked together, and it runs again if they were torn by a
+    /// concurrent commit, so what it returns comes from one consistent state. Reach for this whenever a write depends on what was read;
     /// [`Store::store`] and [`Store::transaction`] remain for blind writes.
     ///
     /// Inside `tokio::spawn`, a closure that uses local variables is written `async move |tx|`
