@@ -23,7 +23,7 @@ impl ReadWriteTransaction {
     ///
     /// # Errors
     /// `Error::InvalidName`, `Error::Serialization` when the value is not a `T`, and the errors
-    /// of [`Store::retrieve`].
+    /// of [`Store::retrieve`](crate::Store::retrieve).
     ///
     /// # Cancel safety
     /// Cancel safe.
