@@ -38,7 +38,7 @@ const LOAD_BATCH: usize = 1_000;
 /// The scan against one retrieve per key.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ScanFigures {
-    /// Records in the collection (each side reads them all once).
+    /// Records in the collection (each side reads them all once a round).
     pub records: u64,
     /// Rounds of one scan then one pass of retrieves; the figures are their medians.
     pub rounds: usize,
@@ -117,6 +117,7 @@ async fn retrieve_once(store: &Store, keys: &[String]) -> anyhow::Result<Duratio
     Ok(started.elapsed())
 }
 
+/// `values` read in `elapsed`, per second.
 fn per_second(values: usize, elapsed: Duration) -> f64 {
     values as f64 / elapsed.as_secs_f64()
 }
