@@ -141,11 +141,7 @@ async fn scheduled_and_continuous_backups_go_to_an_s3_repository() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://{bucket}/configured-{nanos}");
+    let url = super::offsite::fresh_url(&bucket, "configured");
     let key_file = dir.path().join("backups.key");
     std::fs::write(&key_file, [9u8; 32]).unwrap();
     let mut config = config(dir.path())
@@ -206,11 +202,7 @@ async fn a_backup_not_due_on_s3_takes_no_lock() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let url = format!("s3://{bucket}/not-due-{nanos}");
+    let url = super::offsite::fresh_url(&bucket, "not-due");
     let mut config = config(dir.path()).with_backup_repository(&url);
     config.backup_cache_dir = Some(dir.path().join("cache"));
     config.backup_interval_secs = 3_600;

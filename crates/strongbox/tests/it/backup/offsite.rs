@@ -14,7 +14,7 @@ use super::{contents, restored, s3_bucket, store_players, value};
 use crate::common::Harness;
 
 /// A fresh prefix of the test bucket.
-fn fresh_url(bucket: &str, name: &str) -> String {
+pub(super) fn fresh_url(bucket: &str, name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
