@@ -107,6 +107,29 @@ pub(crate) async fn copy_objects(
     locking: &Locking,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<CopyReport> {
+    Ok(copy_listed(source, target, locking, progress).await?.0)
+}
+
+/// The listings a copy took: every object of the source, and of the target before the copy
+/// wrote anything (names and sizes; the format file included).
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
+pub(crate) struct Listings {
+    /// The source's objects.
+    pub(crate) source: BTreeMap<String, u64>,
+    /// The target's objects before the copy.
+    pub(crate) target_before: BTreeMap<String, u64>,
+}
+
+/// [`copy_objects`], also returning the two listings it took, so that a caller holding the
+/// target's exclusive lock (a prune session publishing) can tell what the target holds now
+/// without listing it again: what it held before, and the source's objects.
+pub(crate) async fn copy_listed(
+    source: &Objects,
+    target: &Objects,
+    locking: &Locking,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<(CopyReport, Listings)> {
     let (Locking::Both(wait) | Locking::SourceOnly(wait)) = locking;
     let (from, to) = (&source.describe(), &target.describe());
     let format = source.get(FORMAT_NAME).await.map_err(|error| {
@@ -168,7 +191,11 @@ pub(crate) async fn copy_objects(
     }
     target_lock.release().await?;
     source_lock.release().await?;
-    Ok(report)
+    let listings = Listings {
+        source: wanted,
+        target_before: present,
+    };
+    Ok((report, listings))
 }
 
 /// Packs and indexes are named by the BLAKE3 hash of their bytes: a copy checks it, so that

@@ -23,14 +23,13 @@
 //! session that is not published (a killed command) changes nothing on the remote, and the
 //! next session drops its leftovers from the mirror.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::copy::{CopyReport, Locking, copy_objects};
+use super::copy::{CopyReport, Locking, copy_listed};
 use super::files::{blocking, create_dir, io_error};
 use super::id::BackupId;
 use super::lock::{LockNotice, LockWait, acquire};
@@ -278,15 +277,19 @@ impl OffsiteSession {
         // The session holds the remote lock already (an exclusive one would keep a copy's
         // shared lock waiting for ever).
         let locking = Locking::SourceOnly(self.offsite.lock_wait.clone());
-        let uploaded = copy_objects(&self.local(), &self.remote(), &locking, progress).await?;
+        let (uploaded, listings) =
+            copy_listed(&self.local(), &self.remote(), &locking, progress).await?;
         let mut report = PublishReport {
             uploaded,
             objects_deleted: 0,
         };
         if self.access == Access::Prune {
-            let have = self.local().list().await?;
-            let there: BTreeMap<String, u64> = self.remote().list().await?;
-            let mut gone: Vec<&String> = there
+            // The bucket holds what it held before the upload and what was uploaded (the
+            // mirror's objects): under the exclusive lock nobody else writes there, so the
+            // copy's two listings tell what to delete without listing the bucket again.
+            let have = &listings.source;
+            let mut gone: Vec<&String> = listings
+                .target_before
                 .keys()
                 .filter(|name| *name != FORMAT_NAME && !have.contains_key(*name))
                 .collect();
