@@ -425,3 +425,76 @@ async fn a_table_altered_by_hand_is_an_error_not_a_panic() {
     assert!(!store.verify().await.unwrap().is_clean());
     store.close().await.unwrap();
 }
+
+/// How many times `strongbox_records` was read whole, once every connection that read it
+/// has closed (a closing backend flushes its statistics).
+async fn whole_reads_of_records(scratch: &ScratchDatabase) -> i64 {
+    let client = scratch.connect().await;
+    let mut last = -1;
+    // Backends flush their counts as they exit, just after the store closed: wait until
+    // the count holds still.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let row = client
+            .query_one(
+                "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'strongbox_records'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let now: i64 = row.get(0);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_groups_find_their_records_through_the_index_not_by_reading_the_table() {
+    const RECORDS: usize = 15_000;
+    const GROUPS: usize = 10;
+    let Some(scratch) = ScratchDatabase::create().await else {
+        return;
+    };
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    for first in (0..RECORDS).step_by(1_000) {
+        let mut tx = store.transaction();
+        for n in first..first + 1_000 {
+            tx.store("scores", &format!("player-{n:05}"), &(n as i64))
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    store.close().await.unwrap();
+    scratch
+        .connect()
+        .await
+        .batch_execute("ANALYZE strongbox_records")
+        .await
+        .unwrap();
+    let before = whole_reads_of_records(&scratch).await;
+
+    // Each transaction is one group naming 300 keys: past a hundred or so, the planner's
+    // costs prefer reading the whole table into a hash join for the lock and the updates.
+    let store = Store::open(Config::postgres(scratch.url())).await.unwrap();
+    for group in 0..GROUPS {
+        let mut tx = store.transaction();
+        for n in (group..RECORDS).step_by(RECORDS / 300).take(300) {
+            tx.store("scores", &format!("player-{n:05}"), &-(n as i64))
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(
+        store.retrieve::<i64>("scores", "player-00050").await.unwrap(),
+        Some(-50)
+    );
+    store.close().await.unwrap();
+    let whole_reads = whole_reads_of_records(&scratch).await - before;
+    assert!(
+        whole_reads < GROUPS as i64,
+        "{GROUPS} groups of 300 keys read the records' table whole {whole_reads} times"
+    );
+}

@@ -45,6 +45,15 @@ const LOCK_ROWS: &str = "
     ORDER BY r.collection, r.key
     FOR UPDATE OF r";
 
+/// The group's planner options, for its transaction only: nested loops over the primary
+/// key's index, never a hash or merge join. Every set-based statement of a group joins an
+/// `unnest` of the group's keys with a table; once a group names about a hundred keys, the
+/// planner's costs prefer reading the whole table into a hash join, which at 15,000 records
+/// made each such statement read every row (docs/benchmarks.md has the figures before and
+/// after). At SERIALIZABLE a whole-table read also takes a predicate lock on the whole table.
+/// Options only choose plans: results are the same whichever plan runs.
+const PLANNER: &str = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
 /// A record as PostgreSQL's writes handle it: the handle on its blob is the blob's id.
 pub(super) type Row = Current<Option<BlobId>>;
 
@@ -101,7 +110,12 @@ pub(super) async fn apply(
     settings: Settings,
 ) -> Result<(Vec<Result<Vec<WriteOutcome>>>, bool), Failure> {
     let now = now_ms();
-    let mut slots = lock(tx, requests).await?;
+    // Sent ahead of the lock in one flight (a request is sent when its future is first
+    // polled, and `join` polls in order), so the options cost no round trip of their own.
+    let (planner, locked) =
+        futures_util::future::join(tx.batch_execute(PLANNER), lock(tx, requests)).await;
+    planner.map_err(classify("set the planner options of a write transaction"))?;
+    let mut slots = locked?;
     let mut refs = RefChanges::default();
     let mut changes = NewChanges::new(settings.is_change_feed_on);
     let mut announced = Vec::new();
