@@ -488,7 +488,10 @@ async fn large_groups_find_their_records_through_the_index_not_by_reading_the_ta
         tx.commit().await.unwrap();
     }
     assert_eq!(
-        store.retrieve::<i64>("scores", "player-00050").await.unwrap(),
+        store
+            .retrieve::<i64>("scores", "player-00050")
+            .await
+            .unwrap(),
         Some(-50)
     );
     store.close().await.unwrap();

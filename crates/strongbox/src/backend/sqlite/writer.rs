@@ -22,10 +22,10 @@ use crate::error::{Error, Result};
 
 /// The longest a group waits for more concurrent requests before it commits. Short: the
 /// writer is the bottleneck under concurrency, and every microsecond it waits is one it does
-/// not commit in. Measured with `strongbox-bench` (4 December 2026, alternating builds): at
-/// 500 µs the writer spent a fifth of its time waiting here and transfers (`transact`)
-/// reran twice as often; at 100 µs transfers ran 1.3–2× faster and plain concurrent writes
-/// no slower; shorter still (50 µs, none) measured about the same as 100 µs.
+/// not commit in. At 500 µs the writer was seen spending a fifth of its time waiting here
+/// (4 December 2026); at 100 µs concurrent writes and transfers (`transact`) ran faster in
+/// `strongbox-bench`, alternating builds (docs/benchmarks.md, "Transfers"); shorter still
+/// (50 µs, none) measured about the same as 100 µs.
 const GATHER: Duration = Duration::from_micros(100);
 
 /// A message to the writer thread.
