@@ -112,7 +112,7 @@ pub(crate) async fn copy_objects(
 
 /// The listings a copy took: every object of the source, and of the target before the copy
 /// wrote anything (names and sizes; the format file included).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[cfg_attr(not(feature = "s3"), allow(dead_code))]
 pub(crate) struct Listings {
     /// The source's objects.
