@@ -295,7 +295,7 @@ async fn a_version_1_database_is_migrated_with_every_record() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let changes: i64 = conn
         .query_row("SELECT count(*) FROM changes", [], |row| row.get(0))
         .unwrap();
@@ -312,4 +312,67 @@ async fn a_version_1_database_is_migrated_with_every_record() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(indexes, ["blobs_by_id"]);
+}
+
+/// Rewrites a store's change feed as schema version 6 kept it (each value named by its whole
+/// id), with `sqlite_sequence` at `counter`.
+fn feed_as_in_version_6(path: &std::path::Path, counter: i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE changes_v6 (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             collection TEXT NOT NULL,
+             key TEXT NOT NULL,
+             kind INTEGER NOT NULL,
+             version INTEGER NOT NULL,
+             at INTEGER NOT NULL,
+             blob_id BLOB
+         );
+         INSERT INTO changes_v6
+             SELECT c.seq, c.collection, c.key, c.kind, c.version, c.at, b.id
+             FROM changes c LEFT JOIN blobs b ON b.ref = c.blob;
+         DROP TABLE changes;
+         ALTER TABLE changes_v6 RENAME TO changes;
+         UPDATE sqlite_sequence SET seq = {counter} WHERE name = 'changes';
+         PRAGMA user_version = 6;"
+    ))
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_feed_is_migrated_with_every_change_its_value_and_its_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let store = Store::open(Config::new(&path)).await.unwrap();
+    store.store("players", "alice", &"first").await.unwrap();
+    store.store("players", "alice", &"second").await.unwrap();
+    store.store("players", "bob", &"first").await.unwrap();
+    store.delete("players", "bob").await.unwrap();
+    let before = store.changes(0, 10).await.unwrap();
+    store.close().await.unwrap();
+    // As if changes 5 to 9 had been handed out and trimmed (by another process's writes).
+    feed_as_in_version_6(&path, 9);
+
+    let store = Store::open(Config::new(&path)).await.unwrap();
+    let after = store.changes(0, 10).await.unwrap();
+    assert_eq!(after, before);
+    // The overwritten value is still the first change's.
+    let first: Option<String> = store.change_value(&after[0]).await.unwrap();
+    assert_eq!(first.as_deref(), Some("first"));
+    // Numbering carries on from the counter, not from the rows left.
+    store.store("players", "carol", &"first").await.unwrap();
+    let newest = store.changes(4, 10).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].seq, 10);
+    // The orphan sweep keeps what the changes name, and the feed's values stay readable.
+    store.maintenance().await.unwrap();
+    let first: Option<String> = store.change_value(&after[0]).await.unwrap();
+    assert_eq!(first.as_deref(), Some("first"));
+    assert!(store.verify().await.unwrap().is_clean());
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
 }

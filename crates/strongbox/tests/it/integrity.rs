@@ -288,6 +288,40 @@ async fn a_damaged_reference_reads_as_corrupt_and_maintenance_deletes_nothing() 
     store.close().await.unwrap();
 }
 
+/// A change of the feed names its value by the blob's `ref` and the first 8 bytes of its id: a
+/// `ref` damaged into another value's, or a damaged tag, reads as corrupt, never as the other
+/// value.
+#[tokio::test]
+async fn a_change_whose_value_reference_is_damaged_reads_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = small_store(dir.path(), 12).await;
+    let damages = [
+        "UPDATE changes SET blob = (SELECT blob FROM changes WHERE key = 'key-0002')
+         WHERE key = 'key-0001'",
+        "UPDATE changes SET blob_tag = zeroblob(8) WHERE key = 'key-0001'",
+        "UPDATE changes SET blob = (SELECT max(ref) + 1 FROM blobs) WHERE key = 'key-0001'",
+    ];
+    for (index, damage) in damages.into_iter().enumerate() {
+        let copy = dir.path().join(format!("damaged-{index}.db"));
+        std::fs::copy(&path, &copy).unwrap();
+        Connection::open(&copy)
+            .unwrap()
+            .execute_batch(damage)
+            .unwrap();
+        let store = Store::open(Config::new(&copy)).await.unwrap();
+        let error = store.changes(0, 100).await.unwrap_err();
+        assert!(
+            matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "key-0001"),
+            "{damage}: {error}"
+        );
+        // The changes before the damaged one still read, each with its own value.
+        let before = store.changes(0, 1).await.unwrap();
+        let first: Option<String> = store.change_value(&before[0]).await.unwrap();
+        assert_eq!(first.as_deref(), Some("value number 0 of 12, "));
+        store.close().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn an_empty_file_is_not_taken_for_a_new_store_and_is_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();

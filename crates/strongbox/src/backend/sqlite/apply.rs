@@ -166,7 +166,8 @@ pub(super) fn apply_ops(conn: &Connection, ops: Vec<WriteOp>) -> Result<Vec<Writ
                     release_blob_ref(conn, old_ref)?;
                 }
                 let (kind, version) = (ChangeKind::Put, meta.version);
-                append_change(conn, collection, key, kind, version, now, Some(&blob.id))?;
+                let value = Some((blob_ref, &blob.id));
+                append_change(conn, collection, key, kind, version, now, value)?;
                 WriteOutcome::Stored { meta, deduplicated }
             }
         };

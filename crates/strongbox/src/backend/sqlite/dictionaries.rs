@@ -198,7 +198,7 @@ fn newest_puts(
     })?;
     let mut statement = conn.prepare_cached(
         "SELECT b.id, b.data FROM changes c
-         JOIN blobs b ON substr(b.id, 1, 8) = substr(c.blob_id, 1, 8) AND b.id = c.blob_id
+         JOIN blobs b ON b.ref = c.blob AND substr(b.id, 1, 8) = c.blob_tag
          WHERE c.seq > ?3 AND c.collection = ?1 AND c.kind = 1
          ORDER BY c.seq DESC LIMIT ?2",
     )?;

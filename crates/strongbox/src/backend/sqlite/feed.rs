@@ -18,20 +18,24 @@ use crate::change::{Change, ChangeKind};
 use crate::error::{Error, Result};
 use crate::record::Version;
 
-/// Appends one change; `seq` is the next number.
+/// Appends one change; `seq` is the next number. A put names its value by the blob's `ref` and
+/// the first 8 bytes of its id (schema version 7).
 const APPEND: &str = "
-    INSERT INTO changes (collection, key, kind, version, at, blob_id)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    INSERT INTO changes (collection, key, kind, version, at, blob, blob_tag)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-/// Changes after a sequence number, ascending.
+/// Changes after a sequence number, ascending, each put with its value's whole id (read through
+/// its `ref` in the same snapshot).
 const AFTER: &str = "
-    SELECT seq, collection, key, kind, version, at, blob_id FROM changes
-    WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+    SELECT c.seq, c.collection, c.key, c.kind, c.version, c.at, c.blob_tag, b.id
+    FROM changes c LEFT JOIN blobs b ON b.ref = c.blob
+    WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2";
 
-/// A collection's changes after a sequence number, ascending.
+/// A collection's changes after a sequence number, ascending, as [`AFTER`].
 const AFTER_IN_COLLECTION: &str = "
-    SELECT seq, collection, key, kind, version, at, blob_id FROM changes
-    WHERE seq > ?1 AND collection = ?3 ORDER BY seq LIMIT ?2";
+    SELECT c.seq, c.collection, c.key, c.kind, c.version, c.at, c.blob_tag, b.id
+    FROM changes c LEFT JOIN blobs b ON b.ref = c.blob
+    WHERE c.seq > ?1 AND c.collection = ?3 ORDER BY c.seq LIMIT ?2";
 
 /// Where the feed stands: trimmed through, oldest held, newest committed.
 pub(super) const BOUNDS: &str = "
@@ -51,6 +55,10 @@ const TRIM: &str = "DELETE FROM changes WHERE seq <= ?1";
 
 /// Records how far the feed was trimmed.
 const RECORD_TRIM: &str = "UPDATE feed SET trimmed_through = max(trimmed_through, ?1) WHERE id = 0";
+
+/// Bytes of a value's id a change keeps beside the blob's `ref`, to check that the `ref` still
+/// names that value.
+const TAG_BYTES: usize = 8;
 
 /// The stored bytes of a blob, found by its id (the index holds the id's first 8 bytes).
 const BLOB: &str = "SELECT data FROM blobs WHERE substr(id, 1, 8) = substr(?1, 1, 8) AND id = ?1";
@@ -77,7 +85,7 @@ pub(super) fn append_change(
     kind: ChangeKind,
     version: Version,
     at_ms: i64,
-    blob_id: Option<&BlobId>,
+    blob: Option<(i64, &BlobId)>,
 ) -> Result<()> {
     if !IS_RECORDING.get() {
         return Ok(());
@@ -90,7 +98,8 @@ pub(super) fn append_change(
                 kind.code(),
                 to_i64(version.get()),
                 at_ms,
-                blob_id.map(|id| id.as_bytes().as_slice())
+                blob.map(|(blob_ref, _)| blob_ref),
+                blob.map(|(_, id)| &id.as_bytes()[..TAG_BYTES])
             ])
         })
         .map_err(map_err("record a change"))?;
@@ -235,8 +244,17 @@ fn read_page(
     })
 }
 
-/// A change's columns as stored.
-type Columns = (i64, String, String, i64, i64, i64, Option<Vec<u8>>);
+/// A change's columns as stored, and its value's id as its `ref` found it.
+type Columns = (
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
 
 fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
     Ok((
@@ -247,22 +265,27 @@ fn columns(row: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
     ))
 }
 
-/// A change from its stored columns; an unknown kind or a malformed blob id is damage.
-fn change((seq, collection, key, kind, version, at_ms, blob_id): Columns) -> Result<Change> {
+/// A change from its stored columns. An unknown kind is damage, and so is a value that its
+/// `ref` does not find, or finds under an id that does not begin with the change's tag.
+fn change((seq, collection, key, kind, version, at_ms, tag, found): Columns) -> Result<Change> {
     let damaged = |detail: &str| Error::Corrupt {
         collection: Some(collection.clone()),
         key: Some(key.clone()),
         detail: format!("change {seq} of the feed {detail}"),
     };
     let kind = ChangeKind::from_code(kind).ok_or_else(|| damaged("has an unknown kind"))?;
-    let blob_id = match blob_id {
-        None => None,
-        Some(bytes) => {
-            Some(BlobId::from_slice(&bytes).ok_or_else(|| damaged("names a malformed value id"))?)
-        }
+    let blob_id = match (tag, found) {
+        (None, _) => None,
+        (Some(_), None) => return Err(damaged("names a value the store does not hold")),
+        (Some(tag), Some(id)) => Some(
+            BlobId::from_slice(&id)
+                .filter(|id| id.as_bytes().get(..TAG_BYTES) == Some(tag.as_slice()))
+                .ok_or_else(|| damaged("names a value whose id does not match it"))?,
+        ),
     };
     Ok(Change {
         seq: unsigned(seq),

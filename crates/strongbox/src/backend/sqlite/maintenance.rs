@@ -28,14 +28,14 @@ const UNREFERENCED_BLOBS: &str = "
     FROM blobs b LEFT JOIN blob_refs c ON c.ref = b.ref
     WHERE b.ref NOT IN (SELECT blob FROM records)
       AND (coalesce(c.refcount, 0) > 0
-           OR b.id NOT IN (SELECT blob_id FROM changes WHERE blob_id IS NOT NULL))";
+           OR b.ref NOT IN (SELECT blob FROM changes WHERE blob IS NOT NULL))";
 
 /// Deletes one released blob if it still is: its count is still 0 (a write that took it back
 /// raised it) and no change newer than the snapshot (`?2`) names it.
 const DELETE_RELEASED: &str = "
     DELETE FROM blobs WHERE ref = ?1
       AND coalesce((SELECT refcount FROM blob_refs WHERE ref = ?1), 0) = 0
-      AND NOT EXISTS (SELECT 1 FROM changes WHERE seq > ?2 AND blob_id = blobs.id)";
+      AND NOT EXISTS (SELECT 1 FROM changes WHERE seq > ?2 AND blob = blobs.ref)";
 
 /// Released blobs deleted per writer job.
 const SWEEP_BATCH: usize = 500;
