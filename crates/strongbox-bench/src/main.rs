@@ -42,7 +42,8 @@
 //!   acknowledgement to its receipt.
 //!
 //! `--json` prints one object whose field names are stable: `records`, `raw_bytes`,
-//! `file_bytes`, `file_bytes_per_record`, `seed_file_bytes`, `peak_rss_bytes` (the process's
+//! `file_bytes`, `file_bytes_per_record`, `file_table_bytes` (SQLite: each table's and index's
+//! bytes in that file, by name, from `dbstat`), `seed_file_bytes`, `peak_rss_bytes` (the process's
 //! peak), `store_rss_bytes` (the peak of our SQLite workloads above the memory the process held
 //! before them: the dataset), `cache_capacity_bytes`, `read_hit_ratio` (the share of
 //! `read_hit`'s reads the cache served), `maintenance_ms`, `maintenance_steps` (`[name, ms]`

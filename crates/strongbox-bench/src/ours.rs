@@ -4,6 +4,8 @@
 //! (see `feed`), cache-hit reads, cold reads, a read/update mix, transfers (see `transfer`) and a
 //! scan (see `scan`).
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -58,6 +60,10 @@ pub struct Figures {
     /// File (or table) bytes after the bulk load, the maintenance run beside the writes and a
     /// second one alone.
     pub file_bytes: u64,
+    /// SQLite only: the bytes of each table and index in that file (`dbstat`), which show what
+    /// `file_bytes` holds; among them `changes`, the change feed, which grows with the writes
+    /// the timed workloads made before it was measured (a faster run holds more changes).
+    pub file_tables: BTreeMap<String, u64>,
     /// The maintenance run after the bulk load (it trains the dictionaries), in milliseconds,
     /// under the concurrent writes of `write_during_maintenance`.
     pub maintenance_ms: u64,
@@ -136,6 +142,10 @@ pub async fn run(
     // what the writes beside the first left in the WAL.
     store.maintenance().await?;
     let file_bytes = store.storage_stats().await?.file_bytes;
+    let file_tables = match config.postgres_url {
+        Some(_) => BTreeMap::new(),
+        None => table_bytes(&config.path).context("measure the file's tables")?,
+    };
     let write_single = target.writes(1, duration).await?;
     let write = target.writes(concurrency, duration).await?;
     let feed = crate::feed::run(&config, &store, dataset, concurrency, duration)
@@ -182,6 +192,7 @@ pub async fn run(
         feed,
         scan,
         file_bytes,
+        file_tables,
         maintenance_ms: maintenance.elapsed_ms,
         maintenance_steps: maintenance
             .steps
@@ -192,6 +203,20 @@ pub async fn run(
         engine_upsert: None,
         upsert_rounds: Vec::new(),
     })
+}
+
+/// The bytes of each table and index of the SQLite file at `path` (`dbstat`: pages, free space
+/// in them included), read on a read-only connection of its own.
+fn table_bytes(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut statement = conn.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)?)))?;
+    rows.map(|row| {
+        let (name, bytes) = row?;
+        Ok((name, u64::try_from(bytes)?))
+    })
+    .collect()
 }
 
 /// Stores the whole dataset in transactions of [`BULK_BATCH`] records.

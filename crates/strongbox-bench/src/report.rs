@@ -116,6 +116,7 @@ impl Report {
                 "file_bytes_per_record",
                 json!(ratio(ours.file_bytes as f64, self.records as f64)),
             ),
+            ("file_table_bytes", json!(ours.file_tables)),
             ("read_hit_ratio", json!(ours.read_hit_ratio)),
             ("maintenance_ms", json!(ours.maintenance_ms)),
             ("maintenance_steps", json!(ours.maintenance_steps)),
