@@ -57,9 +57,17 @@ def table(reports):
     row("first maintenance, ms", lambda r: f"{r['maintenance_ms']:,}")
     row("file bytes per record", lambda r: f"{r['file_bytes_per_record']:,.0f}")
     row("file / BitCraps file", lambda r: f"{r['ratios']['file_bytes']:.2f}x")
+    # What the change feed holds of the file (`dbstat`): one change per record loaded and per
+    # update the run made before the file was measured.
+    row("of which the change feed, bytes per record", changes_per_record)
     row("peak RSS of our workloads, MiB", lambda r: f"{r['store_rss_bytes'] / 2**20:,.0f}")
     row("cache budget, MiB", lambda r: f"{r['cache_capacity_bytes'] / 2**20:,.0f}")
     return "\n".join(rows) + "\n"
+
+
+def changes_per_record(report):
+    changes = report.get("file_table_bytes", {}).get("changes")
+    return "–" if changes is None else f"{changes / report['records']:,.0f}"
 
 
 def plot(reports, path):
