@@ -29,8 +29,9 @@
 //!   reads two balances and writes two, for `--duration` seconds; against the same transfers on
 //!   rusqlite written the obvious way (`BEGIN IMMEDIATE`, two `SELECT`s, two `UPDATE`s,
 //!   `COMMIT`; WAL, `synchronous=FULL`, a busy timeout) on `--concurrency` threads, each with its
-//!   own connection. Both check afterwards that the balances still add up, and the bench fails
-//!   if they do not.
+//!   own connection; the two in turns, three rounds of a third of `--duration` each, compared
+//!   by the median of the rounds' ratios. Both check afterwards that the balances still add
+//!   up, and the bench fails if they do not.
 //! - scan ([`scan`]): a collection of `--scan-records` records (100,000 by default, the
 //!   dataset's values copied) read through `Collection::scan(Scan::all())` and with one
 //!   `retrieve` per key in key order, from one task, both with the cache off, in turns for three
@@ -56,7 +57,8 @@
 //! (ours / the original's); and `postgres` (the same workload fields, or null). The transfers
 //! give `transfer_ops_per_s` (committed transfers), `transfer_p50_us` and `transfer_p99_us` (a
 //! transfer's latency, its retries included), `transfer_retry_rate` (closure runs that did not
-//! commit, per committed transfer), `transfer_accounts`, and `baseline_transfer_ops_per_s`,
+//! commit, per committed transfer), `transfer_accounts`, `transfer_rounds` (each round's
+//! `[ours, rusqlite's]` per second), and `baseline_transfer_ops_per_s`,
 //! `baseline_transfer_p50_us`, `baseline_transfer_p99_us` (rusqlite); the scan gives
 //! `scan_records`, `scan_rounds`, `scan_values_per_s` and `scan_retrieve_values_per_s`; the
 //! change feed `feed_write_off_*` and `feed_write_on_*` (`_ops_per_s`, `_p50_us`, `_p99_us`:
@@ -211,12 +213,14 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Our workloads' memory is measured from here: the dataset is in memory already.
     reset_peak_rss();
     let rss_before = rss_bytes();
+    let transfer_path = dir.path().join("transfer.db");
     let ours = ours::run(
         config,
         &dataset,
         args.concurrency,
         duration,
         args.scan_records,
+        Some(&transfer_path),
     )
     .await
     .context("run the Strongbox workloads")?;
@@ -226,13 +230,6 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let seed = tokio::task::spawn_blocking(move || seed::run(&seed_path, &seed_dataset, duration))
         .await
         .context("run the original approach's workloads")??;
-    let transfer_path = dir.path().join("transfer.db");
-    let threads = args.concurrency;
-    let baseline_transfer = tokio::task::spawn_blocking(move || {
-        transfer::run_baseline(&transfer_path, threads, duration)
-    })
-    .await
-    .context("run the transfers on rusqlite")??;
     let postgres = match &args.postgres {
         Some(url) => Some(
             ours::run(
@@ -241,6 +238,7 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 args.concurrency,
                 duration,
                 args.scan_records,
+                None,
             )
             .await
             .context("run the PostgreSQL workloads")?,
@@ -262,7 +260,6 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         store_rss_bytes,
         ours,
         seed,
-        baseline_transfer,
         postgres,
     );
     if args.json {

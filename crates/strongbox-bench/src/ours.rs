@@ -53,6 +53,11 @@ pub struct Figures {
     pub transfer: Measured,
     /// Transfer closure runs that did not commit, per committed transfer.
     pub transfer_retry_rate: f64,
+    /// SQLite only: the same transfers on rusqlite ([`crate::transfer`]), run in turns with
+    /// ours.
+    pub transfer_baseline: Option<Measured>,
+    /// Each round of the transfers: ours and the baseline's, per second.
+    pub transfer_rounds: Vec<(f64, f64)>,
     /// Concurrent updates with the change feed off and on, and a subscriber's lag.
     pub feed: FeedFigures,
     /// A collection read by one scan, and by one retrieve per key.
@@ -114,7 +119,8 @@ struct Target {
 }
 
 /// Runs every workload on a new store of `config`, each timed one for `duration`; the
-/// concurrent ones on `concurrency` tasks; the scan over `scan_records` records.
+/// concurrent ones on `concurrency` tasks; the scan over `scan_records` records; the transfers
+/// in turns with their rusqlite baseline in a new database at `transfer_baseline`, if given.
 ///
 /// # Errors
 /// When the store cannot be opened, an operation fails or the transfers lose money.
@@ -124,6 +130,7 @@ pub async fn run(
     concurrency: usize,
     duration: Duration,
     scan_records: usize,
+    transfer_baseline: Option<&Path>,
 ) -> anyhow::Result<Figures> {
     let concurrency = concurrency.max(1);
     let store = Store::open(config.clone())
@@ -169,7 +176,9 @@ pub async fn run(
     let TransferFigures {
         measured: transfer,
         retry_rate: transfer_retry_rate,
-    } = crate::transfer::run_ours(&store, concurrency, duration)
+        baseline: transfer_baseline,
+        rounds: transfer_rounds,
+    } = crate::transfer::run_ours(&store, concurrency, duration, transfer_baseline)
         .await
         .context("run the transfers")?;
     let scan = crate::scan::run(&config, &store, dataset, scan_records)
@@ -189,6 +198,8 @@ pub async fn run(
         mixed,
         transfer,
         transfer_retry_rate,
+        transfer_baseline,
+        transfer_rounds,
         feed,
         scan,
         file_bytes,

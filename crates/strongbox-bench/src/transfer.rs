@@ -9,6 +9,12 @@
 //! and writes both. Both sides draw the same transfers: operation `n` of task (or thread) `i`
 //! uses the same generator on each. After the run the balances must add up to what they started
 //! at, else the bench fails: a lost update would show there.
+//!
+//! The two sides run in turns, [`ROUNDS`] rounds of a third of the duration each (ours, then
+//! the baseline's), and their ratio is the median of the rounds' ratios: the baseline commits
+//! one transfer per fsync, so its rate follows the disk's fsync latency of the moment, which on
+//! a shared machine moved 3x between runs of the same build on 4 December 2026 (2,130 to
+//! 7,152/s), far more than either side moves within one round.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +29,9 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior, params};
 use strongbox::{Scan, Store};
 
 use crate::workload::{Measured, Zipf, run_for, run_threads_with};
+
+/// Rounds of the transfers, each side in turn.
+pub const ROUNDS: u32 = 3;
 
 /// Accounts transferred between.
 pub const ACCOUNTS: u64 = 10_000;
@@ -43,13 +52,17 @@ const LOAD_BATCH: u64 = 1_000;
 /// fails (then it begins again).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Our transfers.
-#[derive(Debug, Clone, Copy, Default)]
+/// Our transfers, and the baseline's beside them.
+#[derive(Debug, Clone, Default)]
 pub struct TransferFigures {
-    /// Committed transfers; a transfer's latency includes its retries.
+    /// Committed transfers, all rounds; a transfer's latency includes its retries.
     pub measured: Measured,
     /// Closure runs that did not commit, per committed transfer.
     pub retry_rate: f64,
+    /// The baseline's transfers, all rounds; `None` when it was not run (PostgreSQL).
+    pub baseline: Option<Measured>,
+    /// Each round's rates: ours, the baseline's (transfers per second).
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// One transfer: from, to (account numbers), and the amount asked for.
@@ -90,15 +103,17 @@ struct Bank {
     runs: Arc<AtomicU64>,
 }
 
-/// Creates the accounts in `store`, runs transfers on `tasks` tasks for `duration`, and checks
-/// that the balances still add up.
+/// Creates the accounts in `store` (and, with `baseline`, in a new rusqlite database there),
+/// runs transfers on `tasks` tasks (and as many threads) in [`ROUNDS`] turns that together take
+/// `duration` a side, and checks that the balances still add up on each side.
 ///
 /// # Errors
-/// When a store call fails, or the balances do not add up after the run.
+/// When a store or database call fails, or the balances do not add up after the run.
 pub async fn run_ours(
     store: &Store,
     tasks: usize,
     duration: Duration,
+    baseline: Option<&Path>,
 ) -> anyhow::Result<TransferFigures> {
     for first in (0..ACCOUNTS).step_by(LOAD_BATCH as usize) {
         let mut tx = store.transaction();
@@ -107,13 +122,56 @@ pub async fn run_ours(
         }
         tx.commit().await.context("create the accounts")?;
     }
+    if let Some(path) = baseline {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || create_baseline(&path)).await??;
+    }
     let bank = Bank {
         store: store.clone(),
         zipf: Arc::new(Zipf::new(ACCOUNTS, 0.99)),
         runs: Arc::new(AtomicU64::new(0)),
     };
-    let runs = Arc::clone(&bank.runs);
-    let measured = run_for(tasks, duration, bank, |bank, mut rng| async move {
+    let round = duration / ROUNDS;
+    let (mut ours, mut theirs, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let measured = transfer_round(&bank, tasks, round).await?;
+        ours.push(measured);
+        let Some(path) = baseline else {
+            continue;
+        };
+        let path = path.to_owned();
+        let threads = tasks;
+        let baseline = tokio::task::spawn_blocking(move || baseline_round(&path, threads, round))
+            .await
+            .context("run the transfers on rusqlite")??;
+        rounds.push((measured.ops_per_s, baseline.ops_per_s));
+        theirs.push(baseline);
+    }
+    let (accounts, total) = total_balance(store).await?;
+    check_total(accounts, total)?;
+    if let Some(path) = baseline {
+        check_baseline(path)?;
+    }
+    let measured = Measured::combine(&ours);
+    let retries = bank
+        .runs
+        .load(Ordering::Relaxed)
+        .saturating_sub(measured.ops);
+    Ok(TransferFigures {
+        measured,
+        retry_rate: if measured.ops > 0 {
+            retries as f64 / measured.ops as f64
+        } else {
+            0.0
+        },
+        baseline: baseline.map(|_| Measured::combine(&theirs)),
+        rounds,
+    })
+}
+
+/// One round of our transfers on `tasks` tasks for `duration`.
+async fn transfer_round(bank: &Bank, tasks: usize, duration: Duration) -> anyhow::Result<Measured> {
+    run_for(tasks, duration, bank.clone(), |bank, mut rng| async move {
         let transfer = Transfer::draw(&bank.zipf, &mut rng);
         let (from, to) = (account_key(transfer.from), account_key(transfer.to));
         let runs = bank.runs;
@@ -135,18 +193,7 @@ pub async fn run_ours(
         anyhow::ensure!(found, "an account vanished");
         Ok(())
     })
-    .await?;
-    let (accounts, total) = total_balance(store).await?;
-    check_total(accounts, total)?;
-    let retries = runs.load(Ordering::Relaxed).saturating_sub(measured.ops);
-    Ok(TransferFigures {
-        measured,
-        retry_rate: if measured.ops > 0 {
-            retries as f64 / measured.ops as f64
-        } else {
-            0.0
-        },
-    })
+    .await
 }
 
 /// The number of accounts in `store` and the sum of their balances.
@@ -170,13 +217,8 @@ fn check_total(accounts: u64, total: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The baseline: a new rusqlite database at `path` (WAL, `synchronous=FULL`), the same accounts,
-/// the same transfers on `threads` threads for `duration`, each thread on a connection of its
-/// own; checks that the balances still add up.
-///
-/// # Errors
-/// When a database call fails, or the balances do not add up after the run.
-pub fn run_baseline(path: &Path, threads: usize, duration: Duration) -> anyhow::Result<Measured> {
+/// The baseline's database: a new rusqlite database at `path` (WAL) holding the same accounts.
+fn create_baseline(path: &Path) -> anyhow::Result<()> {
     let mut setup = open_baseline(path)?;
     setup
         .pragma_update(None, "journal_mode", "WAL")
@@ -191,21 +233,29 @@ pub fn run_baseline(path: &Path, threads: usize, duration: Duration) -> anyhow::
         )
         .context("create an account")?;
     }
-    load.commit().context("commit the accounts")?;
+    load.commit().context("commit the accounts")
+}
+
+/// One round of the baseline: the transfers on `threads` threads for `duration`, each thread
+/// on a connection of its own (`synchronous=FULL`).
+fn baseline_round(path: &Path, threads: usize, duration: Duration) -> anyhow::Result<Measured> {
     let connections = (0..threads.max(1))
         .map(|_| open_baseline(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let zipf = Zipf::new(ACCOUNTS, 0.99);
-    let measured = run_threads_with(connections, duration, |connection, mut rng| {
+    run_threads_with(connections, duration, |connection, mut rng| {
         transfer_in_sqlite(connection, Transfer::draw(&zipf, &mut rng))
-    })?;
-    let (accounts, total): (i64, i64) = setup
+    })
+}
+
+/// Fails unless the baseline's balances add up.
+fn check_baseline(path: &Path) -> anyhow::Result<()> {
+    let (accounts, total): (i64, i64) = open_baseline(path)?
         .query_row("SELECT COUNT(*), SUM(balance) FROM accounts", [], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })
         .context("read the balances")?;
-    check_total(accounts as u64, total as u64)?;
-    Ok(measured)
+    check_total(accounts as u64, total as u64)
 }
 
 /// A baseline connection: `synchronous=FULL` and [`BUSY_TIMEOUT`].

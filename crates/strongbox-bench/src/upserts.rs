@@ -20,7 +20,7 @@ use tokio_postgres::NoTls;
 
 use crate::dataset::Dataset;
 use crate::ours::timed_updates;
-use crate::workload::{Measured, rng_for};
+use crate::workload::{Measured, median_of_ratios, rng_for};
 
 /// Rounds of [`paired`].
 pub const ROUNDS: usize = 3;
@@ -67,47 +67,18 @@ pub async fn paired(
 
 /// The median of the rounds' ratios (ours / the upserts'), `None` without rounds.
 pub fn median_ratio(rounds: &[Round]) -> Option<f64> {
-    let mut ratios: Vec<f64> = rounds
-        .iter()
-        .filter(|round| round.upsert.ops_per_s > 0.0)
-        .map(|round| round.write.ops_per_s / round.upsert.ops_per_s)
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let middle = ratios.len() / 2;
-    match ratios.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(ratios[middle]),
-        _ => Some((ratios[middle - 1] + ratios[middle]) / 2.0),
-    }
+    median_of_ratios(
+        rounds
+            .iter()
+            .map(|round| (round.write.ops_per_s, round.upsert.ops_per_s)),
+    )
 }
 
 /// The upserts of every round as one measurement: their operations over their time; the
 /// latencies' percentiles are the rounds' highest.
 pub fn all_upserts(rounds: &[Round]) -> Measured {
-    let ops: u64 = rounds.iter().map(|round| round.upsert.ops).sum();
-    let seconds: f64 = rounds
-        .iter()
-        .filter(|round| round.upsert.ops_per_s > 0.0)
-        .map(|round| round.upsert.ops as f64 / round.upsert.ops_per_s)
-        .sum();
-    Measured {
-        ops,
-        ops_per_s: if seconds > 0.0 {
-            ops as f64 / seconds
-        } else {
-            0.0
-        },
-        p50_us: rounds
-            .iter()
-            .map(|round| round.upsert.p50_us)
-            .max()
-            .unwrap_or(0),
-        p99_us: rounds
-            .iter()
-            .map(|round| round.upsert.p99_us)
-            .max()
-            .unwrap_or(0),
-    }
+    let upserts: Vec<Measured> = rounds.iter().map(|round| round.upsert).collect();
+    Measured::combine(&upserts)
 }
 
 /// Rows of the table written.

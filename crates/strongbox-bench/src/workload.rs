@@ -45,6 +45,45 @@ impl Measured {
     }
 }
 
+impl Measured {
+    /// Several rounds of one workload as one measurement: their operations over their time;
+    /// the latencies' percentiles are the rounds' highest.
+    pub fn combine(rounds: &[Measured]) -> Measured {
+        let ops: u64 = rounds.iter().map(|round| round.ops).sum();
+        let seconds: f64 = rounds
+            .iter()
+            .filter(|round| round.ops_per_s > 0.0)
+            .map(|round| round.ops as f64 / round.ops_per_s)
+            .sum();
+        Measured {
+            ops,
+            ops_per_s: if seconds > 0.0 {
+                ops as f64 / seconds
+            } else {
+                0.0
+            },
+            p50_us: rounds.iter().map(|round| round.p50_us).max().unwrap_or(0),
+            p99_us: rounds.iter().map(|round| round.p99_us).max().unwrap_or(0),
+        }
+    }
+}
+
+/// The median of `ours / theirs` over rounds run in turns (a round whose `theirs` is 0 has no
+/// ratio); `None` without a ratio.
+pub fn median_of_ratios(rounds: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let mut ratios: Vec<f64> = rounds
+        .filter(|(_, theirs)| *theirs > 0.0)
+        .map(|(ours, theirs)| ours / theirs)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    match ratios.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(ratios[middle]),
+        _ => Some((ratios[middle - 1] + ratios[middle]) / 2.0),
+    }
+}
+
 /// The latency of each call of a timed run, in microseconds, and the run's wall time: runs
 /// of one workload merge before their percentiles are taken.
 #[derive(Debug, Clone, Default)]
