@@ -159,8 +159,9 @@ impl Store {
                 Ok((format!("trimmed {trimmed} changes from the feed"), trimmed))
             })
             .await;
-        // Writes committed from here on (the sweeps above commit too) defer a full vacuum.
-        let commits_before = self.commit_count();
+        // Writes committed from here on, by this store or any other connection, defer a full
+        // vacuum (the sweeps above commit too).
+        let commits_before = (self.commit_count(), backend.others_commit_marker().await);
         let orphans = run.step("collect_orphans", self.collect_orphans()).await;
         let compressed = run.step("compress", self.compress()).await;
         run.step("optimize", self.optimize(options.is_full)).await;
@@ -263,7 +264,11 @@ impl Store {
     /// committed since `commits_before` (a rebuild holds the writer for its whole length, which
     /// at a million records is many seconds; the report then says it was deferred). The value
     /// is pages released.
-    async fn vacuum(&self, is_full: bool, commits_before: u64) -> Result<(String, u64)> {
+    async fn vacuum(
+        &self,
+        is_full: bool,
+        (own_before, others_before): (u64, Result<Measurement<u64>>),
+    ) -> Result<(String, u64)> {
         let backend = self.backend();
         let mut pages = backend.vacuum(is_full).await?;
         if is_full {
@@ -282,13 +287,24 @@ impl Store {
         let threshold = u64::from(self.config().vacuum_slack_percent);
         let percent = slack.saturating_mul(100).checked_div(total).unwrap_or(0);
         if threshold > 0 && percent > threshold {
-            let writes = self.commit_count().wrapping_sub(commits_before);
-            if writes > 0 {
+            let writes = self.commit_count().wrapping_sub(own_before);
+            // Another connection's writes: when they cannot be told, only this store's count.
+            let others = match (others_before?, backend.others_commit_marker().await?) {
+                (Measurement::Measured(before), Measurement::Measured(now)) => before != now,
+                _ => false,
+            };
+            if writes > 0 || others {
+                let by = match writes {
+                    0 => "another connection's writes (another process, or another handle on \
+                          this file)"
+                        .to_owned(),
+                    _ => format!("{writes} writes"),
+                };
                 return Ok((
                     format!(
                         "incremental: released {pages} pages; {percent}% of the file is slack, \
-                         but {writes} writes committed during this run: the full vacuum is \
-                         left to a run without writes (or `maintenance --full`)"
+                         but {by} committed during this run: the full vacuum is left to a run \
+                         without writes (or `maintenance --full`)"
                     ),
                     pages,
                 ));

@@ -193,6 +193,11 @@ pub trait Upkeep {
     /// that checkpoints its log itself).
     async fn checkpoint(&self) -> Result<Measurement<Checkpoint>>;
 
+    /// A number that changes whenever another connection (another process, or another `Store`
+    /// on the same database) commits a write, and not for this store's own; or why the engine
+    /// cannot tell. Read twice, it says whether anyone else wrote in between.
+    async fn others_commit_marker(&self) -> Result<Measurement<u64>>;
+
     /// Rebuilds every index.
     async fn reindex(&self) -> Result<()>;
 

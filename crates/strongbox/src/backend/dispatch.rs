@@ -230,6 +230,10 @@ impl Upkeep for Backend {
         forward!(self, engine => engine.checkpoint().await)
     }
 
+    async fn others_commit_marker(&self) -> Result<Measurement<u64>> {
+        forward!(self, engine => engine.others_commit_marker().await)
+    }
+
     async fn reindex(&self) -> Result<()> {
         forward!(self, engine => engine.reindex().await)
     }

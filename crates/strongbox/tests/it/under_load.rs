@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use strongbox::Store;
+
 use crate::common::{Harness, noise};
 
 /// The outcome of the run's vacuum step.
@@ -16,11 +18,9 @@ fn vacuum_outcome(report: &strongbox::MaintenanceReport) -> String {
         .unwrap_or_default()
 }
 
-/// Half-empty pages call for a full vacuum, which holds every writer back for its whole
-/// length: while this process writes, maintenance leaves it for a run without writes (and says
-/// so); the next quiet run rebuilds the file.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_vacuum_waits_for_a_run_without_writes() {
+/// A store whose file is a third slack (half of its values deleted), with a full vacuum due
+/// past 10% of slack.
+async fn half_empty_store() -> Harness {
     let harness = Harness::sqlite_with(|config| {
         // The feed keeps one change, so that the deleted values are not kept for their puts.
         config.changes_retention_count = 1;
@@ -40,14 +40,18 @@ async fn a_full_vacuum_waits_for_a_run_without_writes() {
     for n in (0..2000).step_by(2) {
         store.delete("bulk", &format!("{n:05}")).await.unwrap();
     }
+    harness
+}
 
+/// Runs maintenance on `store` while `writer` writes; the number of writes made beside it.
+async fn maintenance_beside(store: &Store, writer: &Store) -> (strongbox::MaintenanceReport, u64) {
     let writing = Arc::new(AtomicBool::new(true));
-    let writer = tokio::spawn({
-        let (store, writing) = (store.clone(), Arc::clone(&writing));
+    let task = tokio::spawn({
+        let (writer, writing) = (writer.clone(), Arc::clone(&writing));
         async move {
             let mut n = 0u64;
             while writing.load(Ordering::Relaxed) {
-                store
+                writer
                     .store("scores", &format!("{}", n % 50), &n)
                     .await
                     .unwrap();
@@ -56,16 +60,13 @@ async fn a_full_vacuum_waits_for_a_run_without_writes() {
             n
         }
     });
-    let busy = store.maintenance().await.unwrap();
+    let report = store.maintenance().await.unwrap();
     writing.store(false, Ordering::Relaxed);
-    let writes = writer.await.unwrap();
-    assert!(busy.errors.is_empty(), "{:?}", busy.errors);
-    let outcome = vacuum_outcome(&busy);
-    assert!(
-        outcome.contains("left to a run without writes"),
-        "{outcome} ({writes} writes beside it)"
-    );
+    (report, task.await.unwrap())
+}
 
+/// Then a run without writes rebuilds the file.
+async fn a_quiet_run_vacuums_in_full(store: &Store, busy: &strongbox::MaintenanceReport) {
     let quiet = store.maintenance().await.unwrap();
     let outcome = vacuum_outcome(&quiet);
     assert!(outcome.contains("then full"), "{outcome}");
@@ -79,6 +80,43 @@ async fn a_full_vacuum_waits_for_a_run_without_writes() {
         store.retrieve::<String>("bulk", "00001").await.unwrap(),
         Some(noise(1, 2048))
     );
+}
+
+/// Half-empty pages call for a full vacuum, which holds every writer back for its whole
+/// length: while this process writes, maintenance leaves it for a run without writes (and says
+/// so); the next quiet run rebuilds the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_vacuum_waits_for_a_run_without_writes() {
+    let harness = half_empty_store().await;
+    let store = &harness.store;
+    let (busy, writes) = maintenance_beside(store, store).await;
+    assert!(busy.errors.is_empty(), "{:?}", busy.errors);
+    let outcome = vacuum_outcome(&busy);
+    assert!(
+        outcome.contains("left to a run without writes"),
+        "{outcome} ({writes} writes beside it)"
+    );
+    a_quiet_run_vacuums_in_full(store, &busy).await;
+    harness.finish().await;
+}
+
+/// The same when the writes come from another connection to the file (another process, or as
+/// here another `Store` on the same path): they would wait for a full vacuum just as long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_vacuum_waits_for_another_processes_writes_too() {
+    let harness = half_empty_store().await;
+    let store = &harness.store;
+    let other = Store::open(harness.store.config().clone()).await.unwrap();
+    let (busy, writes) = maintenance_beside(store, &other).await;
+    other.close().await.unwrap();
+    assert!(busy.errors.is_empty(), "{:?}", busy.errors);
+    let outcome = vacuum_outcome(&busy);
+    assert!(
+        outcome.contains("another connection's writes")
+            && outcome.contains("left to a run without writes"),
+        "{outcome} ({writes} writes beside it)"
+    );
+    a_quiet_run_vacuums_in_full(store, &busy).await;
     harness.finish().await;
 }
 

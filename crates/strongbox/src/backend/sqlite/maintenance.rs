@@ -196,6 +196,17 @@ impl Upkeep for SqliteBackend {
             .await
     }
 
+    /// `PRAGMA data_version` on the writer connection: it changes when any other connection
+    /// commits, never for the writer's own commits.
+    async fn others_commit_marker(&self) -> Result<Measurement<u64>> {
+        self.exclusive(|conn| {
+            conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+                .map(|version| Measurement::Measured(unsigned(version)))
+                .map_err(map_err("read the data version"))
+        })
+        .await
+    }
+
     async fn checkpoint(&self) -> Result<Measurement<Checkpoint>> {
         let busy_timeout = self.busy_timeout;
         self.exclusive(move |conn| {
