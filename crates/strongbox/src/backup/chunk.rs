@@ -32,7 +32,8 @@ pub(super) struct ChunkLine {
 }
 
 /// The chunk a reader is in: its lines, where it is, how many records it must hold; the
-/// repository's index, loaded at the first chunk; and the ids of the chunks read.
+/// repository's index of manifest chunks (`Packs::load_chunks`), loaded at the first chunk; and
+/// the ids of the chunks read.
 #[derive(Default)]
 pub(super) struct ChunkCursor {
     id: Option<BlobId>,
@@ -110,7 +111,7 @@ impl ChunkCursor {
             .ok_or_else(|| corrupt(format!("line {line_number} names no chunk")))?;
         let packs = match &self.packs {
             Some(packs) => Arc::clone(packs),
-            None => Arc::clone(self.packs.insert(Arc::new(Packs::load(repository)?))),
+            None => Arc::clone(self.packs.insert(Arc::new(Packs::load_chunks(repository)?))),
         };
         let location = packs.chunks.get(&id).ok_or_else(|| {
             corrupt(format!(

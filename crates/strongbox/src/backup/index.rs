@@ -13,7 +13,7 @@
 //! prune deletes no pack while any index is damaged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{Read, Write};
 
 use super::files::{io_error, read_dir, read_regular, sync_dir, write_durably};
 use super::pack::Location;
@@ -40,8 +40,36 @@ pub(crate) enum EntryKind {
     Chunk,
 }
 
-/// One entry of a pack: id (hex), offset, length.
-type EntryRecord = (String, u64, u64);
+/// One entry of a pack: id (64 hex digits in the file), offset, length.
+type EntryRecord = (EntryId, u64, u64);
+
+/// An entry's id, held as its 32 bytes (a million entries of a backup cost 33 bytes each
+/// instead of a 64-character `String`), written as 64 hex digits. One that does not parse when
+/// read is `None`: that entry is unknown, as a damaged one is, and the rest of its file stays
+/// usable (it is written back as an empty string, which does not parse either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryId(Option<BlobId>);
+
+impl serde::Serialize for EntryId {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(id) => serializer.serialize_str(&id.to_hex()),
+            None => serializer.serialize_str(""),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EntryId {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let hex = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(EntryId(BlobId::from_hex(&hex)))
+    }
+}
 
 /// What one pack holds, as an index file lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,7 +87,7 @@ pub(crate) struct PackRecord {
 impl PackRecord {
     /// Adds an entry.
     pub(crate) fn push(&mut self, kind: EntryKind, id: BlobId, offset: u64, length: u64) {
-        let entry = (id.to_hex(), offset, length);
+        let entry = (EntryId(Some(id)), offset, length);
         match kind {
             EntryKind::Blob => self.blobs.push(entry),
             EntryKind::Chunk => self.chunks.push(entry),
@@ -97,6 +125,20 @@ impl Packs {
     /// `Error::Io` when `index/` cannot be listed, `Error::Corrupt` when it is not a real
     /// directory.
     pub(crate) fn load(repository: &Repository) -> Result<Self> {
+        Self::load_entries(repository, true)
+    }
+
+    /// [`Packs::load`] without the values' entries: `blobs` stays empty and `packs` counts
+    /// the chunks only. What reading a manifest needs, without a map of every value (a
+    /// million values' entries are over 100 MB).
+    ///
+    /// # Errors
+    /// As [`Packs::load`].
+    pub(crate) fn load_chunks(repository: &Repository) -> Result<Self> {
+        Self::load_entries(repository, false)
+    }
+
+    fn load_entries(repository: &Repository, with_blobs: bool) -> Result<Self> {
         let mut packs = Packs::default();
         for (path, file_type) in read_dir(&repository.index_dir())? {
             let Some(id) = path
@@ -115,7 +157,7 @@ impl Packs {
             }
             match read_index(repository, &path, &id) {
                 Ok(file) => {
-                    packs.add(&file);
+                    packs.add(&file, with_blobs);
                     packs.index_files.push(id);
                 }
                 Err(detail) => packs.damaged.push(format!("index file {id} {detail}")),
@@ -124,18 +166,19 @@ impl Packs {
         Ok(packs)
     }
 
-    fn add(&mut self, file: &IndexFile) {
+    fn add(&mut self, file: &IndexFile, with_blobs: bool) {
         for pack in &file.packs {
             let Some(pack_id) = BlobId::from_hex(&pack.id) else {
                 continue;
             };
             let mut bytes = 0;
+            let blobs: &[EntryRecord] = if with_blobs { &pack.blobs } else { &[] };
             for (kind, entries) in [
-                (EntryKind::Blob, &pack.blobs),
-                (EntryKind::Chunk, &pack.chunks),
+                (EntryKind::Blob, blobs),
+                (EntryKind::Chunk, pack.chunks.as_slice()),
             ] {
-                for (hex, offset, length) in entries {
-                    let Some(id) = BlobId::from_hex(hex) else {
+                for (EntryId(id), offset, length) in entries {
+                    let Some(id) = *id else {
                         continue;
                     };
                     let map = match kind {
@@ -186,13 +229,10 @@ fn read_index(
     decoder
         .window_log_max(27)
         .map_err(|error| format!("is damaged: {error}"))?;
-    let mut raw = Vec::new();
-    decoder
-        .take(MAX_INDEX_RAW_BYTES)
-        .read_to_end(&mut raw)
-        .map_err(|error| format!("is damaged: {error}"))?;
+    // Parsed as it is decompressed, without the whole JSON in memory.
+    let json = std::io::BufReader::with_capacity(1 << 16, decoder.take(MAX_INDEX_RAW_BYTES));
     let file: IndexFile =
-        serde_json::from_slice(&raw).map_err(|error| format!("is damaged: {error}"))?;
+        serde_json::from_reader(json).map_err(|error| format!("is damaged: {error}"))?;
     if file.format != INDEX_FORMAT || file.version != 1 {
         return Err(format!(
             "is not a version 1 index ({:?} version {})",
@@ -217,9 +257,15 @@ pub(crate) fn write_index(
         version: 1,
         packs,
     };
-    let raw =
-        serde_json::to_vec(&file).map_err(|error| Error::backend("encode an index", error))?;
-    let compressed = zstd::encode_all(raw.as_slice(), 3).map_err(io_error("compress an index"))?;
+    // Encoded straight into the compressor: a backup of a million values never holds the
+    // index's JSON (tens of megabytes) whole.
+    let mut encoder = zstd::Encoder::new(Vec::new(), 3).map_err(io_error("compress an index"))?;
+    let mut json = std::io::BufWriter::with_capacity(1 << 16, &mut encoder);
+    serde_json::to_writer(&mut json, &file)
+        .map_err(|error| Error::backend("encode an index", error))?;
+    json.flush().map_err(io_error("compress an index"))?;
+    drop(json);
+    let compressed = encoder.finish().map_err(io_error("compress an index"))?;
     let bytes = repository.seal_object(&compressed)?;
     let id = repository.object_id(&bytes);
     let temporary = repository.tmp_dir().join(format!("index-{}", id.to_hex()));
@@ -228,4 +274,40 @@ pub(crate) fn write_index(
     std::fs::rename(&temporary, &path).map_err(io_error(format!("publish {}", path.display())))?;
     sync_dir(&repository.index_dir())?;
     Ok(Some((id, bytes.len() as u64)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_written_as_hex_and_a_malformed_one_reads_as_unknown() {
+        let id = BlobId::of(b"a value");
+        let mut record = PackRecord {
+            id: BlobId::of(b"a pack").to_hex(),
+            ..PackRecord::default()
+        };
+        record.push(EntryKind::Blob, id, 7, 42);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            json.contains(&format!("\"blobs\":[[\"{}\",7,42]]", id.to_hex())),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<PackRecord>(&json).unwrap(), record);
+        // One damaged id leaves that entry unknown and the others usable.
+        let damaged = json.replace(&id.to_hex(), &format!("zz{}", &id.to_hex()[2..]));
+        let read: PackRecord = serde_json::from_str(&damaged).unwrap();
+        assert_eq!(read.blobs, [(EntryId(None), 7, 42)]);
+        let mut packs = Packs::default();
+        packs.add(
+            &IndexFile {
+                format: INDEX_FORMAT.to_owned(),
+                version: 1,
+                packs: vec![record, read],
+            },
+            true,
+        );
+        assert_eq!(packs.blobs.len(), 1);
+        assert_eq!(packs.blobs[&id].length, 42);
+    }
 }
