@@ -29,8 +29,8 @@
 //!   reads two balances and writes two, for `--duration` seconds; against the same transfers on
 //!   rusqlite written the obvious way (`BEGIN IMMEDIATE`, two `SELECT`s, two `UPDATE`s,
 //!   `COMMIT`; WAL, `synchronous=FULL`, a busy timeout) on `--concurrency` threads, each with its
-//!   own connection; the two in turns, three rounds of a third of `--duration` each, compared
-//!   by the median of the rounds' ratios. Both check afterwards that the balances still add
+//!   own connection; the two in turns, three rounds of `--duration` each, compared by the
+//!   median of the rounds' ratios. Both check afterwards that the balances still add
 //!   up, and the bench fails if they do not.
 //! - scan ([`scan`]): a collection of `--scan-records` records (100,000 by default, the
 //!   dataset's values copied) read through `Collection::scan(Scan::all())` and with one

@@ -10,11 +10,14 @@
 //! uses the same generator on each. After the run the balances must add up to what they started
 //! at, else the bench fails: a lost update would show there.
 //!
-//! The two sides run in turns, [`ROUNDS`] rounds of a third of the duration each (ours, then
-//! the baseline's), and their ratio is the median of the rounds' ratios: the baseline commits
-//! one transfer per fsync, so its rate follows the disk's fsync latency of the moment, which on
-//! a shared machine moved 3x between runs of the same build on 4 December 2026 (2,130 to
-//! 7,152/s), far more than either side moves within one round.
+//! The two sides run in turns, [`ROUNDS`] rounds of the whole duration each (ours, then the
+//! baseline's, each round starting with both files' pages on the disk), and their ratio is the
+//! median of the rounds' ratios: the baseline commits one transfer per fsync, so its rate
+//! follows the disk's fsync latency of the moment, which on a shared machine moved 3x between
+//! runs of the same build on 4 December 2026 (2,130 to 7,152/s), far more than either side
+//! moves within one round. Rounds of a third of the duration were tried that day and dropped:
+//! the baseline's 64 threads need more than a second to reach their pace (2,000 to 3,000/s in
+//! one-second rounds, 5,200 to 5,800/s in three-second ones, minutes apart).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use strongbox::{Scan, Store};
 
 use crate::workload::{Measured, Zipf, run_for, run_threads_with};
 
-/// Rounds of the transfers, each side in turn.
+/// Rounds of the transfers, each side in turn for the whole duration.
 pub const ROUNDS: u32 = 3;
 
 /// Accounts transferred between.
@@ -104,8 +107,8 @@ struct Bank {
 }
 
 /// Creates the accounts in `store` (and, with `baseline`, in a new rusqlite database there),
-/// runs transfers on `tasks` tasks (and as many threads) in [`ROUNDS`] turns that together take
-/// `duration` a side, and checks that the balances still add up on each side.
+/// runs transfers on `tasks` tasks (and as many threads) in [`ROUNDS`] turns of `duration` a
+/// side, and checks that the balances still add up on each side.
 ///
 /// # Errors
 /// When a store or database call fails, or the balances do not add up after the run.
@@ -131,14 +134,22 @@ pub async fn run_ours(
         zipf: Arc::new(Zipf::new(ACCOUNTS, 0.99)),
         runs: Arc::new(AtomicU64::new(0)),
     };
-    let round = duration / ROUNDS;
+    let round = duration;
+    // Each side's round starts with both databases' written pages on the disk, so that
+    // neither pays for the other's writeback.
+    let mut files = Vec::new();
+    if let (Some(path), None) = (baseline, &store.config().postgres_url) {
+        files.extend([store.config().path.clone(), path.to_owned()]);
+    }
     let (mut ours, mut theirs, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        settle(&files)?;
         let measured = transfer_round(&bank, tasks, round).await?;
         ours.push(measured);
         let Some(path) = baseline else {
             continue;
         };
+        settle(&files)?;
         let path = path.to_owned();
         let threads = tasks;
         let baseline = tokio::task::spawn_blocking(move || baseline_round(&path, threads, round))
@@ -167,6 +178,21 @@ pub async fn run_ours(
         baseline: baseline.map(|_| Measured::combine(&theirs)),
         rounds,
     })
+}
+
+/// Writes the dirty pages of each database file and its WAL to the disk (`fsync`).
+fn settle(databases: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    for database in databases {
+        let mut wal = database.clone().into_os_string();
+        wal.push("-wal");
+        for file in [database.as_os_str(), wal.as_os_str()] {
+            if let Ok(file) = std::fs::File::open(file) {
+                file.sync_all()
+                    .context("write a database's pages to the disk")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One round of our transfers on `tasks` tasks for `duration`.
