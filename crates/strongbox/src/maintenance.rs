@@ -260,10 +260,11 @@ impl Store {
     }
 
     /// Returns free pages to the file system: incrementally, or by a rebuild when `is_full` or
-    /// when more than `vacuum_slack_percent` of the file is slack and no write of this process
-    /// committed since `commits_before` (a rebuild holds the writer for its whole length, which
-    /// at a million records is many seconds; the report then says it was deferred). The value
-    /// is pages released.
+    /// when more than `vacuum_slack_percent` of the file is slack and nobody wrote since the
+    /// run began: neither this store (its commit count then) nor another connection (the
+    /// engine's `others_commit_marker` then). A rebuild holds every writer of the file for its
+    /// whole length, at a million records many seconds; the report then says it was deferred.
+    /// The value is pages released.
     async fn vacuum(
         &self,
         is_full: bool,

@@ -185,10 +185,9 @@ pub struct Config {
     /// when more than this percentage of it is slack (free pages, and space left in half-empty
     /// pages, which an incremental vacuum cannot return) and nobody committed a write during the
     /// run, neither this store nor another process (under writes it is deferred, and the report
-    /// says so). Default 25 (values
-    /// recompressed smaller after training leave their pages part empty: on the bench's 20,000
-    /// records that was 30% of the file, which a full vacuum returned, 1,213 bytes a record
-    /// becoming 919); 0 never does. Valid: 0 to 100. SQLite only: PostgreSQL's slack is not measured, so there a
+    /// says so). Default 25 (values recompressed smaller after training leave their pages part
+    /// empty: on the bench's 20,000 records that was 30% of the file, which a full vacuum
+    /// returned, 1,213 bytes a record becoming 919); 0 never does. Valid: 0 to 100. SQLite only: PostgreSQL's slack is not measured, so there a
     /// full vacuum runs only on request.
     pub vacuum_slack_percent: u8,
     /// A backup repository: a directory, or (with the `s3` feature) an `s3://bucket/prefix`
