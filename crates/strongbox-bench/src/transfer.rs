@@ -134,7 +134,8 @@ pub async fn run_ours(
         zipf: Arc::new(Zipf::new(ACCOUNTS, 0.99)),
         runs: Arc::new(AtomicU64::new(0)),
     };
-    let round = duration;
+    // Without a baseline (PostgreSQL) there is nothing to take turns with: one round.
+    let round_count = if baseline.is_some() { ROUNDS } else { 1 };
     // Each side's round starts with both databases' written pages on the disk, so that
     // neither pays for the other's writeback.
     let mut files = Vec::new();
@@ -142,9 +143,9 @@ pub async fn run_ours(
         files.extend([store.config().path.clone(), path.to_owned()]);
     }
     let (mut ours, mut theirs, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
+    for _ in 0..round_count {
         settle(&files)?;
-        let measured = transfer_round(&bank, tasks, round).await?;
+        let measured = transfer_round(&bank, tasks, duration).await?;
         ours.push(measured);
         let Some(path) = baseline else {
             continue;
@@ -152,9 +153,10 @@ pub async fn run_ours(
         settle(&files)?;
         let path = path.to_owned();
         let threads = tasks;
-        let baseline = tokio::task::spawn_blocking(move || baseline_round(&path, threads, round))
-            .await
-            .context("run the transfers on rusqlite")??;
+        let baseline =
+            tokio::task::spawn_blocking(move || baseline_round(&path, threads, duration))
+                .await
+                .context("run the transfers on rusqlite")??;
         rounds.push((measured.ops_per_s, baseline.ops_per_s));
         theirs.push(baseline);
     }
