@@ -17,6 +17,7 @@ use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::{Entry, ManifestReader};
 use super::options::BackupRef;
+use super::pack::PackReader;
 use super::repository::{LockMode, Repository};
 use crate::blob;
 use crate::codec::Format;
@@ -162,7 +163,13 @@ impl Repository {
         let dictionaries = self.read_dictionaries(id, refs)?;
         let packs = Packs::load(self)?;
         let size_bytes = entry.meta.size_bytes;
-        let (stored, _) = load_entry_blob(self, &packs, entry, &dictionaries)?;
+        let (stored, _) = load_entry_blob(
+            self,
+            &mut PackReader::default(),
+            &packs,
+            entry,
+            &dictionaries,
+        )?;
         let limit = usize::try_from(size_bytes).unwrap_or(usize::MAX);
         let raw = blob::decode_verified(&blob_id, &stored, limit, &dictionaries)
             .map_err(|error| Error::corrupt_at(collection, key, error.to_string()))?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::index::Packs;
 use super::manifest::DictionaryRef;
-use super::pack::{ReadError, read_entry};
+use super::pack::{PackReader, ReadError};
 use super::repository::Repository;
 use crate::blob::{self, BlobId};
 use crate::codec::{Dictionary, Format};
@@ -53,6 +53,7 @@ pub(crate) fn stored_bound(size_bytes: u64) -> u64 {
 /// `Error::Corrupt` naming the record, or `Error::Io` when the pack cannot be read.
 pub(super) fn load_entry_blob(
     repository: &Repository,
+    reader: &mut PackReader,
     packs: &Packs,
     entry: &super::manifest::Entry,
     dictionaries: &HashMap<u32, Arc<Dictionary>>,
@@ -60,22 +61,29 @@ pub(super) fn load_entry_blob(
     use crate::error::Error;
     let (collection, key, blob_id) = (&entry.collection, &entry.key, entry.blob_id);
     let size_bytes = entry.meta.size_bytes;
-    let (stored, raw_len) = load_blob(repository, packs, &blob_id, size_bytes, dictionaries)
-        .map_err(|error| match error {
-            BlobError::Missing => Error::corrupt_at(
-                collection,
-                key,
-                format!(
-                    "blob {blob_id} is missing from the backup repository{}",
-                    packs.missing_hint()
-                ),
+    let (stored, raw_len) = load_blob(
+        repository,
+        reader,
+        packs,
+        &blob_id,
+        size_bytes,
+        dictionaries,
+    )
+    .map_err(|error| match error {
+        BlobError::Missing => Error::corrupt_at(
+            collection,
+            key,
+            format!(
+                "blob {blob_id} is missing from the backup repository{}",
+                packs.missing_hint()
             ),
-            BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
-            BlobError::Unreadable(error) => super::files::io_error(format!(
-                "read blob {blob_id} in {}",
-                repository.dir().display()
-            ))(error),
-        })?;
+        ),
+        BlobError::Damaged(detail) => Error::corrupt_at(collection, key, detail),
+        BlobError::Unreadable(error) => super::files::io_error(format!(
+            "read blob {blob_id} in {}",
+            repository.dir().display()
+        ))(error),
+    })?;
     check_size(&blob_id, raw_len, size_bytes)
         .map_err(|detail| Error::corrupt_at(collection, key, detail))?;
     Ok((stored, raw_len))
@@ -87,14 +95,16 @@ pub(super) fn load_entry_blob(
 /// is read, whatever the index says.
 pub(crate) fn load_blob(
     repository: &Repository,
+    reader: &mut PackReader,
     packs: &Packs,
     blob_id: &BlobId,
     max_raw_bytes: u64,
     dictionaries: &HashMap<u32, Arc<Dictionary>>,
 ) -> Result<(Vec<u8>, u64), BlobError> {
     let location = packs.blobs.get(blob_id).ok_or(BlobError::Missing)?;
-    let stored = read_entry(repository, location, stored_bound(max_raw_bytes)).map_err(
-        |error| match error {
+    let stored = reader
+        .read(repository, location, stored_bound(max_raw_bytes))
+        .map_err(|error| match error {
             ReadError::Missing => BlobError::Damaged(format!(
                 "blob {blob_id} cannot be read: its pack {} is missing",
                 location.pack
@@ -103,8 +113,7 @@ pub(crate) fn load_blob(
                 BlobError::Damaged(format!("blob {blob_id} cannot be read: {detail}"))
             }
             ReadError::Unreadable(error) => BlobError::Unreadable(error),
-        },
-    )?;
+        })?;
     let limit = usize::try_from(max_raw_bytes).unwrap_or(usize::MAX);
     let raw = blob::decode_verified(blob_id, &stored, limit, dictionaries)
         .map_err(|error| BlobError::Damaged(format!("blob {blob_id} is damaged: {error}")))?;

@@ -6,14 +6,14 @@
 //! its id and it holds exactly the records its line says; each of its lines is bounded like a
 //! manifest line.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use super::check::stored_bound;
+use super::files::io_error;
 use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::{ItemLine, MAX_LINE_BYTES, MAX_WINDOW_LOG, manifest_corrupt};
-use super::pack::read_entry;
+use super::pack::PackReader;
 use super::repository::Repository;
 use crate::blob::BlobId;
 use crate::error::Result;
@@ -33,7 +33,9 @@ pub(super) struct ChunkLine {
 
 /// The chunk a reader is in: its lines, where it is, how many records it must hold; the
 /// repository's index of manifest chunks (`Packs::load_chunks`), loaded at the first chunk; and
-/// the ids of the chunks read.
+/// the ids of the chunks read. A manifest has a chunk for every few records, so what each
+/// chunk's read needs is kept from one to the next: the pack file last read and a zstd
+/// decompression context (creating one per chunk was most of a manifest's reading time).
 #[derive(Default)]
 pub(super) struct ChunkCursor {
     id: Option<BlobId>,
@@ -43,6 +45,8 @@ pub(super) struct ChunkCursor {
     expected: u64,
     packs: Option<Arc<Packs>>,
     ids: Vec<BlobId>,
+    pack_reader: PackReader,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl ChunkCursor {
@@ -69,7 +73,7 @@ impl ChunkCursor {
                 ));
             }
             self.id = None;
-            self.lines = Vec::new();
+            self.lines.clear();
             return Ok(None);
         }
         let Some(length) = rest.iter().position(|byte| *byte == b'\n') else {
@@ -85,7 +89,7 @@ impl ChunkCursor {
             ));
         }
         let line = rest.get(..=length).unwrap_or_default();
-        let entry = serde_json::from_slice(line).map_err(|error| {
+        let entry = ItemLine::parse(line).map_err(|error| {
             manifest_corrupt(
                 backup,
                 format!("its chunk {chunk_id} has a line that is neither a record nor a removal ({error})"),
@@ -111,7 +115,7 @@ impl ChunkCursor {
             .ok_or_else(|| corrupt(format!("line {line_number} names no chunk")))?;
         let packs = match &self.packs {
             Some(packs) => Arc::clone(packs),
-            None => Arc::clone(self.packs.insert(Arc::new(Packs::load_chunks(repository)?))),
+            None => Arc::clone(self.packs.insert(Packs::load_chunks(repository)?)),
         };
         let location = packs.chunks.get(&id).ok_or_else(|| {
             corrupt(format!(
@@ -119,29 +123,43 @@ impl ChunkCursor {
                 packs.missing_hint()
             ))
         })?;
-        let stored = read_entry(repository, location, stored_bound(MAX_CHUNK_RAW_BYTES))
+        let stored = self
+            .pack_reader
+            .read(repository, location, stored_bound(MAX_CHUNK_RAW_BYTES))
             .map_err(|error| corrupt(format!("its chunk {id} cannot be read: {error}")))?;
-        let mut lines = Vec::new();
-        let decoded = zstd::Decoder::new(stored.as_slice()).and_then(|mut decoder| {
-            decoder.window_log_max(MAX_WINDOW_LOG)?;
-            decoder
-                .take(MAX_CHUNK_RAW_BYTES + 1)
-                .read_to_end(&mut lines)
-        });
-        if let Err(error) = decoded {
+        let decompressor = match &mut self.decompressor {
+            Some(decompressor) => decompressor,
+            None => self.decompressor.insert(new_decompressor()?),
+        };
+        // Decompressed into the spare capacity of `lines`, which it never grows past: a
+        // chunk larger than it can be is an error of zstd's ("destination buffer too small").
+        self.lines.clear();
+        self.lines.reserve_exact(MAX_CHUNK_RAW_BYTES as usize);
+        if let Err(error) = decompressor.decompress_to_buffer(&stored, &mut self.lines) {
+            self.lines.clear();
             return Err(corrupt(format!("its chunk {id} is damaged ({error})")));
         }
-        if lines.len() as u64 > MAX_CHUNK_RAW_BYTES || BlobId::of(&lines) != id {
+        if BlobId::of(&self.lines) != id {
+            self.lines.clear();
             return Err(corrupt(format!(
                 "its chunk {id} is damaged (it does not match its id)"
             )));
         }
         self.ids.push(id);
         self.id = Some(id);
-        self.lines = lines;
         self.at = 0;
         self.records = 0;
         self.expected = line.records;
         Ok(())
     }
+}
+
+/// A decompression context for chunks, with the window bounded as a manifest's is.
+fn new_decompressor() -> Result<zstd::bulk::Decompressor<'static>> {
+    let action = "create a zstd decompression context";
+    let mut decompressor = zstd::bulk::Decompressor::new().map_err(io_error(action))?;
+    decompressor
+        .window_log_max(MAX_WINDOW_LOG)
+        .map_err(io_error(action))?;
+    Ok(decompressor)
 }

@@ -26,6 +26,7 @@ impl Repository {
             dir,
             lock_wait: super::lock::LockWait::default(),
             crypt: None,
+            chunk_index: super::chunk_index::ChunkIndexCache::default(),
         }
     }
 
@@ -94,6 +95,8 @@ impl Repository {
         let (plain, crypt) = crypt;
         Ok(Repository {
             crypt: Some(Arc::new(crypt)),
+            // What the handle without keys cached (nothing it could read) is not this one's.
+            chunk_index: super::chunk_index::ChunkIndexCache::default(),
             ..plain
         })
     }

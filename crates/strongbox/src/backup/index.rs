@@ -14,7 +14,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::sync::Arc;
 
+use super::chunk_index::Stamp;
 use super::files::{io_error, read_dir, read_regular, sync_dir, write_durably};
 use super::pack::Location;
 use super::repository::Repository;
@@ -95,12 +97,34 @@ impl PackRecord {
     }
 }
 
-/// The contents of an index file.
+/// The contents of an index file (read with `P = PackChunks` when the values' entries are
+/// not wanted).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct IndexFile {
+struct IndexFile<P = PackRecord> {
     format: String,
     version: u32,
-    packs: Vec<PackRecord>,
+    packs: Vec<P>,
+}
+
+/// A [`PackRecord`] read without its values' entries: they are parsed (the file is checked
+/// whole) but not kept.
+#[derive(serde::Deserialize)]
+struct PackChunks {
+    id: String,
+    #[serde(default, rename = "blobs")]
+    _blobs: serde::de::IgnoredAny,
+    #[serde(default)]
+    chunks: Vec<EntryRecord>,
+}
+
+impl From<PackChunks> for PackRecord {
+    fn from(pack: PackChunks) -> Self {
+        PackRecord {
+            id: pack.id,
+            blobs: Vec::new(),
+            chunks: pack.chunks,
+        }
+    }
 }
 
 /// Every index of a repository, loaded.
@@ -125,22 +149,41 @@ impl Packs {
     /// `Error::Io` when `index/` cannot be listed, `Error::Corrupt` when it is not a real
     /// directory.
     pub(crate) fn load(repository: &Repository) -> Result<Self> {
-        Self::load_entries(repository, true)
+        let listing = read_dir(&repository.index_dir())?;
+        let stamp = Stamp::of(&listing);
+        let packs = Self::load_listed(repository, listing, true);
+        // The manifests read next (a backup's base, a restore's) need no second reading.
+        repository
+            .chunk_index
+            .put(stamp, &Arc::new(packs.chunks_only()));
+        Ok(packs)
     }
 
-    /// [`Packs::load`] without the values' entries: `blobs` stays empty and `packs` counts
-    /// the chunks only. What reading a manifest needs, without a map of every value (a
-    /// million values' entries are over 100 MB).
+    /// [`Packs::load`] without the values' entries: `blobs` and `packs` stay empty. What
+    /// reading a manifest needs, without a map of every value (a million values' entries are
+    /// over 100 MB); kept in the repository's
+    /// [`ChunkIndexCache`](super::chunk_index::ChunkIndexCache) for the next manifest.
     ///
     /// # Errors
     /// As [`Packs::load`].
-    pub(crate) fn load_chunks(repository: &Repository) -> Result<Self> {
-        Self::load_entries(repository, false)
+    pub(crate) fn load_chunks(repository: &Repository) -> Result<Arc<Self>> {
+        let listing = read_dir(&repository.index_dir())?;
+        let stamp = Stamp::of(&listing);
+        if let Some(packs) = repository.chunk_index.get(&stamp) {
+            return Ok(packs);
+        }
+        let packs = Arc::new(Self::load_listed(repository, listing, false));
+        repository.chunk_index.put(stamp, &packs);
+        Ok(packs)
     }
 
-    fn load_entries(repository: &Repository, with_blobs: bool) -> Result<Self> {
+    fn load_listed(
+        repository: &Repository,
+        listing: Vec<(std::path::PathBuf, std::fs::FileType)>,
+        with_blobs: bool,
+    ) -> Self {
         let mut packs = Packs::default();
-        for (path, file_type) in read_dir(&repository.index_dir())? {
+        for (path, file_type) in listing {
             let Some(id) = path
                 .file_name()
                 .and_then(|name| name.to_str())
@@ -155,7 +198,16 @@ impl Packs {
                     .push(format!("index file {id} is not a regular file"));
                 continue;
             }
-            match read_index(repository, &path, &id) {
+            let read = if with_blobs {
+                read_index(repository, &path, &id)
+            } else {
+                read_index::<PackChunks>(repository, &path, &id).map(|file| IndexFile {
+                    format: file.format,
+                    version: file.version,
+                    packs: file.packs.into_iter().map(PackRecord::from).collect(),
+                })
+            };
+            match read {
                 Ok(file) => {
                     packs.add(&file, with_blobs);
                     packs.index_files.push(id);
@@ -163,7 +215,7 @@ impl Packs {
                 Err(detail) => packs.damaged.push(format!("index file {id} {detail}")),
             }
         }
-        Ok(packs)
+        packs
     }
 
     fn add(&mut self, file: &IndexFile, with_blobs: bool) {
@@ -193,8 +245,21 @@ impl Packs {
                     bytes += length;
                 }
             }
-            let known = self.packs.entry(pack_id).or_insert(0);
-            *known = (*known).max(bytes);
+            if with_blobs {
+                let known = self.packs.entry(pack_id).or_insert(0);
+                *known = (*known).max(bytes);
+            }
+        }
+    }
+
+    /// What [`Packs::load_chunks`] would read from the same index files.
+    fn chunks_only(&self) -> Packs {
+        Packs {
+            blobs: HashMap::new(),
+            chunks: self.chunks.clone(),
+            packs: BTreeMap::new(),
+            index_files: self.index_files.clone(),
+            damaged: self.damaged.clone(),
         }
     }
 
@@ -211,11 +276,11 @@ impl Packs {
 }
 
 /// Reads and checks one index file (and opens it, in an encrypted repository).
-fn read_index(
+fn read_index<P: serde::de::DeserializeOwned>(
     repository: &Repository,
     path: &std::path::Path,
     id: &BlobId,
-) -> std::result::Result<IndexFile, String> {
+) -> std::result::Result<IndexFile<P>, String> {
     let bytes = read_regular(path, MAX_INDEX_FILE_BYTES)
         .map_err(|error| format!("cannot be read: {error}"))?;
     if repository.object_id(&bytes) != *id {
@@ -231,7 +296,7 @@ fn read_index(
         .map_err(|error| format!("is damaged: {error}"))?;
     // Parsed as it is decompressed, without the whole JSON in memory.
     let json = std::io::BufReader::with_capacity(1 << 16, decoder.take(MAX_INDEX_RAW_BYTES));
-    let file: IndexFile =
+    let file: IndexFile<P> =
         serde_json::from_reader(json).map_err(|error| format!("is damaged: {error}"))?;
     if file.format != INDEX_FORMAT || file.version != 1 {
         return Err(format!(
@@ -309,5 +374,57 @@ mod tests {
         );
         assert_eq!(packs.blobs.len(), 1);
         assert_eq!(packs.blobs[&id].length, 42);
+    }
+
+    /// An index file of one pack holding chunk `chunk`, written into `repository`.
+    fn index_naming(repository: &Repository, chunk: &[u8]) -> BlobId {
+        let mut record = PackRecord {
+            id: BlobId::of(chunk).to_hex(),
+            ..PackRecord::default()
+        };
+        record.push(EntryKind::Chunk, BlobId::of(chunk), 0, 10);
+        let (id, _) = write_index(repository, vec![record]).unwrap().unwrap();
+        id
+    }
+
+    #[test]
+    fn the_chunk_index_is_kept_until_an_index_file_is_added_or_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let repository = Repository::plain(dir.path().to_owned());
+        for sub in ["index", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let first_file = index_naming(&repository, b"chunk one");
+        let first = Packs::load_chunks(&repository).unwrap();
+        assert!(first.chunks.contains_key(&BlobId::of(b"chunk one")));
+        assert!(Arc::ptr_eq(
+            &first,
+            &Packs::load_chunks(&repository).unwrap()
+        ));
+        // A new index file: read again, both chunks known.
+        index_naming(&repository, b"chunk two");
+        let second = Packs::load_chunks(&repository).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.chunks.len(), 2);
+        // Damaged in place (same name, same length, a later time): read again, and damaged.
+        let path = repository.index_dir().join(first_file.to_hex());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let damaged = Packs::load_chunks(&repository).unwrap();
+        assert_eq!(damaged.damaged.len(), 1, "{damaged:?}");
+        assert_eq!(damaged.chunks.len(), 1);
+        // A damaged load is not kept: the next reads the files again.
+        assert!(!Arc::ptr_eq(
+            &damaged,
+            &Packs::load_chunks(&repository).unwrap()
+        ));
     }
 }

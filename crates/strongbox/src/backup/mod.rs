@@ -50,6 +50,7 @@
 mod browse;
 mod check;
 mod chunk;
+mod chunk_index;
 mod configured;
 mod copy;
 mod create;

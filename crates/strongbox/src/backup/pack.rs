@@ -183,22 +183,57 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Reads the entry at `location`, refusing one longer than `max_bytes` (plus the sealing's
-/// overhead), and opens it in an encrypted repository.
-pub(crate) fn read_entry(
-    repository: &Repository,
-    location: &Location,
-    max_bytes: u64,
-) -> std::result::Result<Vec<u8>, ReadError> {
-    let pack = location.pack;
-    let max_bytes = max_bytes.saturating_add(repository.sealing_overhead());
-    if location.length > max_bytes {
-        return Err(ReadError::Damaged(format!(
-            "the index gives it {} bytes in pack {pack}, more than it can be ({max_bytes})",
-            location.length
-        )));
+/// Reads entries from packs, keeping the last pack it read open: a reader of a manifest's
+/// chunks or of a backup's values, which mostly come one pack after another, opens each pack
+/// once instead of once per entry.
+#[derive(Debug, Default)]
+pub(crate) struct PackReader {
+    open: Option<(BlobId, File)>,
+}
+
+impl PackReader {
+    /// Reads the entry at `location`, refusing one longer than `max_bytes` (plus the
+    /// sealing's overhead), and opens it in an encrypted repository.
+    pub(crate) fn read(
+        &mut self,
+        repository: &Repository,
+        location: &Location,
+        max_bytes: u64,
+    ) -> std::result::Result<Vec<u8>, ReadError> {
+        let pack = location.pack;
+        let max_bytes = max_bytes.saturating_add(repository.sealing_overhead());
+        if location.length > max_bytes {
+            return Err(ReadError::Damaged(format!(
+                "the index gives it {} bytes in pack {pack}, more than it can be ({max_bytes})",
+                location.length
+            )));
+        }
+        let file = match &mut self.open {
+            Some((open, file)) if *open == pack => file,
+            _ => &mut self.open.insert((pack, open_pack(repository, &pack)?)).1,
+        };
+        let length = usize::try_from(location.length).unwrap_or(usize::MAX);
+        let mut bytes = vec![0; length];
+        file.seek(SeekFrom::Start(location.offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::UnexpectedEof => ReadError::Damaged(format!(
+                    "pack {pack} is shorter than its index says (truncated?)"
+                )),
+                _ => ReadError::Unreadable(error),
+            })?;
+        repository.open_object(bytes).map_err(|error| {
+            ReadError::Damaged(format!(
+                "its entry at offset {} of pack {pack} {error}",
+                location.offset
+            ))
+        })
     }
-    let path = repository.pack_path(&pack);
+}
+
+/// Opens pack `pack`, a regular file in a real directory.
+fn open_pack(repository: &Repository, pack: &BlobId) -> std::result::Result<File, ReadError> {
+    let path = repository.pack_path(pack);
     if let Some(shard) = path.parent() {
         match std::fs::symlink_metadata(shard) {
             Ok(meta) if meta.is_dir() => {}
@@ -213,25 +248,9 @@ pub(crate) fn read_entry(
             Err(error) => return Err(ReadError::Unreadable(error)),
         }
     }
-    let mut file = open_regular(&path).map_err(|error| match error.kind() {
+    open_regular(&path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => ReadError::Missing,
         io::ErrorKind::InvalidData => ReadError::Damaged(format!("pack {pack}: {error}")),
         _ => ReadError::Unreadable(error),
-    })?;
-    let length = usize::try_from(location.length).unwrap_or(usize::MAX);
-    let mut bytes = vec![0; length];
-    file.seek(SeekFrom::Start(location.offset))
-        .and_then(|_| file.read_exact(&mut bytes))
-        .map_err(|error| match error.kind() {
-            io::ErrorKind::UnexpectedEof => ReadError::Damaged(format!(
-                "pack {pack} is shorter than its index says (truncated?)"
-            )),
-            _ => ReadError::Unreadable(error),
-        })?;
-    repository.open_object(bytes).map_err(|error| {
-        ReadError::Damaged(format!(
-            "its entry at offset {} of pack {pack} {error}",
-            location.offset
-        ))
     })
 }

@@ -223,7 +223,7 @@ impl ManifestReader {
             if !self.read_line(MAX_LINE_BYTES)? {
                 return Err(self.corrupt("it is truncated (it has no end line)"));
             }
-            let line: Line = serde_json::from_slice(&self.line).map_err(|error| {
+            let line = Line::parse(&self.line).map_err(|error| {
                 self.corrupt(format!(
                     "line {} is not a record ({error})",
                     self.line_number

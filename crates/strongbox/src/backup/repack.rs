@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use super::files::{create_dir, io_error, sync_dir};
 use super::index::{EntryKind, PackRecord, Packs, write_index};
-use super::pack::{Location, PackWriter, read_entry};
+use super::pack::{Location, PackReader, PackWriter};
 use super::repository::Repository;
 use super::retention::PruneReport;
 use crate::blob::BlobId;
@@ -73,15 +73,18 @@ impl Repository {
         let mut tree = PackWriter::new(self, &tmp, "tree");
         let mut records = Vec::new();
         let mut doomed: Vec<(PathBuf, u64)> = Vec::new();
+        let mut reader = PackReader::default();
         for (pack_id, entries) in &live {
             if on_disk.contains_key(pack_id) && is_mostly_garbage(pack_id, entries) {
                 for (kind, id, location) in entries {
-                    let bytes = read_entry(self, location, location.length).map_err(|error| {
-                        Error::backend(
-                            "repack a pack",
-                            format!("entry {id} of pack {pack_id} cannot be read: {error}"),
-                        )
-                    })?;
+                    let bytes = reader
+                        .read(self, location, location.length)
+                        .map_err(|error| {
+                            Error::backend(
+                                "repack a pack",
+                                format!("entry {id} of pack {pack_id} cannot be read: {error}"),
+                            )
+                        })?;
                     let writer = match kind {
                         EntryKind::Blob => &mut data,
                         EntryKind::Chunk => &mut tree,

@@ -66,6 +66,8 @@ pub struct Repository {
     /// How calls wait for the lock ([`super::lock`]).
     pub(super) lock_wait: LockWait,
     pub(super) crypt: Option<Arc<Crypt>>,
+    /// The chunk index last loaded, shared by this handle's clones.
+    pub(super) chunk_index: super::chunk_index::ChunkIndexCache,
 }
 
 /// How a repository lock is held.

@@ -27,6 +27,7 @@ use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::{Entry, ManifestReader};
 use super::options::{BackupRef, IfExists, RestoreOptions, RestoreSummary};
+use super::pack::PackReader;
 use super::repository::{LockMode, Repository};
 use super::select::Selection;
 use super::target::{check_target, put_in_place};
@@ -382,11 +383,19 @@ impl Repository {
         let mut reader = ManifestReader::open(self, &plan.id)?;
         let mut batch = Vec::with_capacity(BATCH_RECORDS);
         let mut batch_bytes = 0;
+        // Values come in key order, as a backup wrote them: mostly one pack after another.
+        let mut pack_reader = PackReader::default();
         while let Some(entry) = reader.next_entry()? {
             if !plan.wants(&entry) {
                 continue;
             }
-            let blob = self.read_blob(&packs, &entry, max_value_bytes, dictionaries)?;
+            let blob = self.read_blob(
+                &mut pack_reader,
+                &packs,
+                &entry,
+                max_value_bytes,
+                dictionaries,
+            )?;
             batch_bytes += blob.stored.len();
             batch.push(WriteOp::Restore {
                 collection: entry.collection,
@@ -410,6 +419,7 @@ impl Repository {
     /// checks verify makes too), reading no more than its value can be stored in.
     fn read_blob(
         &self,
+        reader: &mut PackReader,
         packs: &Packs,
         entry: &Entry,
         max_value_bytes: usize,
@@ -425,7 +435,7 @@ impl Repository {
                 max: max_value_bytes,
             });
         }
-        let (stored, raw_len) = load_entry_blob(self, packs, entry, dictionaries)?;
+        let (stored, raw_len) = load_entry_blob(self, reader, packs, entry, dictionaries)?;
         Ok(EncodedBlob {
             id: blob_id,
             stored,

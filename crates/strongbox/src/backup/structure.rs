@@ -22,6 +22,7 @@ use super::files::{blocking, io_error};
 use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::ManifestReader;
+use super::pack::PackReader;
 use super::repository::{LockMode, Repository};
 use super::verify::Damage;
 use super::{Progress, ProgressFn, Stage};
@@ -272,8 +273,16 @@ impl Repository {
         let total = to_read.len() as u64;
         report.packs_read = chosen.len() as u64;
         progress(Progress::new(Stage::Verify, 0, total));
+        let mut reader = PackReader::default();
         for (blob_id, need) in to_read {
-            let problem = match load_blob(self, packs, blob_id, need.largest, dictionaries) {
+            let problem = match load_blob(
+                self,
+                &mut reader,
+                packs,
+                blob_id,
+                need.largest,
+                dictionaries,
+            ) {
                 Ok((stored, raw_len)) => {
                     report.bytes_read += stored.len() as u64;
                     check_size(blob_id, raw_len, need.smallest)

@@ -14,6 +14,7 @@ use super::files::blocking;
 use super::id::BackupId;
 use super::index::Packs;
 use super::manifest::ManifestReader;
+use super::pack::PackReader;
 use super::repository::{LockMode, Repository};
 use super::{Progress, ProgressFn, Stage};
 use crate::blob::BlobId;
@@ -149,9 +150,10 @@ impl Repository {
         progress(Progress::new(Stage::Verify, 0, total));
         // Sorted ids read the blob directories in order.
         let mut bad: BTreeMap<BlobId, Bad> = BTreeMap::new();
+        let mut reader = PackReader::default();
         for (blob_id, &(smallest, largest)) in &needed {
             // Read no more than the largest value a record claims can be stored in.
-            match load_blob(self, &packs, blob_id, largest, &dictionaries) {
+            match load_blob(self, &mut reader, &packs, blob_id, largest, &dictionaries) {
                 Ok((stored, raw_len)) => {
                     report.bytes_checked += stored.len() as u64;
                     if raw_len != smallest || raw_len != largest {
