@@ -132,14 +132,15 @@ impl ChunkCursor {
             None => self.decompressor.insert(new_decompressor()?),
         };
         // Decompressed into the spare capacity of `lines`, which it never grows past: a
-        // chunk larger than it can be is an error of zstd's ("destination buffer too small").
+        // chunk much larger than it can be is an error of zstd's ("destination buffer too
+        // small"); the length is checked too, as the capacity may be a little larger.
         self.lines.clear();
         self.lines.reserve_exact(MAX_CHUNK_RAW_BYTES as usize);
         if let Err(error) = decompressor.decompress_to_buffer(&stored, &mut self.lines) {
             self.lines.clear();
             return Err(corrupt(format!("its chunk {id} is damaged ({error})")));
         }
-        if BlobId::of(&self.lines) != id {
+        if self.lines.len() as u64 > MAX_CHUNK_RAW_BYTES || BlobId::of(&self.lines) != id {
             self.lines.clear();
             return Err(corrupt(format!(
                 "its chunk {id} is damaged (it does not match its id)"
