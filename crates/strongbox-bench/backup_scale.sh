@@ -9,11 +9,12 @@
 # Work files go to $WORK (default /tmp/strongbox-backup-scale/N). Prints each figure's runs.
 set -euo pipefail
 N=$1; ROUNDS=$2; shift 2
-CLIS=("$@")
-BENCH="$(dirname "$0")/../../target/release/strongbox-bench"
+CLIS=()
+for cli in "$@"; do CLIS+=("$(realpath "$cli")"); done
+BENCH="$(realpath "$(dirname "$0")/../../target/release/strongbox-bench")"
 WORK=${WORK:-/tmp/strongbox-backup-scale/$N}
 mkdir -p "$WORK"; cd "$WORK"
-first=$(realpath "${CLIS[0]}")
+first=${CLIS[0]}
 if [ ! -f s.db ]; then
   "$BENCH" --records "$N" --write-dataset ds.jsonl >/dev/null
   /usr/bin/time -f "import: %e s" "$first" -q --db s.db import ds.jsonl >/dev/null
@@ -31,7 +32,7 @@ PY
 fi
 for _ in $(seq "$ROUNDS"); do
   for n in "${!CLIS[@]}"; do
-    cli=$(realpath "${CLIS[$n]}")
+    cli=${CLIS[$n]}
     "$cli" -q --db s.db import c100.jsonl >/dev/null
     /usr/bin/time -f "cli $n follow step (100 changed): %e s" "$cli" -q --db s.db backup follow --once --repo R >/dev/null
     rm -f r.db r.db-wal r.db-shm
