@@ -6,7 +6,8 @@
 #   cargo build --release -p strongbox-bench -p strongbox-cli
 #   crates/strongbox-bench/backup_scale.sh 200000 3 target/release/strongbox [other/strongbox]
 #
-# Work files go to $WORK (default /tmp/strongbox-backup-scale/N). Prints each figure's runs.
+# Work files go to $WORK (default /tmp/strongbox-backup-scale/N). Prints each figure's runs
+# (time and peak RSS of each).
 set -euo pipefail
 N=$1; ROUNDS=$2; shift 2
 CLIS=()
@@ -34,10 +35,10 @@ for _ in $(seq "$ROUNDS"); do
   for n in "${!CLIS[@]}"; do
     cli=${CLIS[$n]}
     "$cli" -q --db s.db import c100.jsonl >/dev/null
-    /usr/bin/time -f "cli $n follow step (100 changed): %e s" "$cli" -q --db s.db backup follow --once --repo R >/dev/null
+    /usr/bin/time -f "cli $n follow step (100 changed): %e s, peak RSS %M KB" "$cli" -q --db s.db backup follow --once --repo R >/dev/null
     rm -f r.db r.db-wal r.db-shm
-    /usr/bin/time -f "cli $n restore: %e s" "$cli" -q backup restore --repo R --to r.db latest >/dev/null
+    /usr/bin/time -f "cli $n restore: %e s, peak RSS %M KB" "$cli" -q backup restore --repo R --to r.db latest >/dev/null
     id=$("$cli" -q backup list --repo R --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["id"])')
-    /usr/bin/time -f "cli $n verify of it: %e s" "$cli" -q backup verify --repo R "$id" >/dev/null
+    /usr/bin/time -f "cli $n verify of it: %e s, peak RSS %M KB" "$cli" -q backup verify --repo R "$id" >/dev/null
   done
 done 2>&1 | sort | awk -F': ' '{runs[$1] = runs[$1] " " $2} END {for (k in runs) print k ":" runs[k]}' | sort

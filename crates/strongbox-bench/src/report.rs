@@ -294,8 +294,9 @@ impl Report {
             );
         }
         println!(
-            "ratio {:.2}x rusqlite's (the median of {} rounds in turns); {:.2}x our concurrent durable writes (write); retry rate \
-             {:.3} (closure runs that did not commit, per transfer)",
+            "ratio {:.2}x rusqlite's (the median of {} rounds in turns); {:.2}x our concurrent \
+             durable writes (write); retry rate {:.3} (closure runs that did not commit, per \
+             transfer)",
             self.transfer_ratio(),
             ours.transfer_rounds.len(),
             ratio(ours.transfer.ops_per_s, ours.write.ops_per_s),

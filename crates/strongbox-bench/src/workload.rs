@@ -43,9 +43,7 @@ impl Measured {
             p99_us: pick(0.99),
         }
     }
-}
 
-impl Measured {
     /// Several rounds of one workload as one measurement: their operations over their time;
     /// the latencies' percentiles are the rounds' highest.
     pub fn combine(rounds: &[Measured]) -> Measured {

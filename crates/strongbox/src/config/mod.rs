@@ -187,8 +187,8 @@ pub struct Config {
     /// run, neither this store nor another process (under writes it is deferred, and the report
     /// says so). Default 25 (values recompressed smaller after training leave their pages part
     /// empty: on the bench's 20,000 records that was 30% of the file, which a full vacuum
-    /// returned, 1,213 bytes a record becoming 919); 0 never does. Valid: 0 to 100. SQLite only: PostgreSQL's slack is not measured, so there a
-    /// full vacuum runs only on request.
+    /// returned, 1,213 bytes a record becoming 919); 0 never does. Valid: 0 to 100. SQLite
+    /// only: PostgreSQL's slack is not measured, so there a full vacuum runs only on request.
     pub vacuum_slack_percent: u8,
     /// A backup repository: a directory, or (with the `s3` feature) an `s3://bucket/prefix`
     /// URL. When set, maintenance takes a backup (then prunes with `backup_retention`)
