@@ -143,6 +143,50 @@ async fn cached_by_a(
     (a, pid)
 }
 
+/// Waits (bounded) until `a` has applied the catch-up its listener `a_listener` sent once it
+/// listened, and until that listener has no mark in flight: from then on, a change by `b`
+/// (which announces nothing) reaches `a` only through a later catch-up.
+///
+/// A third server announces a change of a key `a` cached; the catch-up was sent before that
+/// announcement could be heard, and `a` applies them in order, so once `a` reads the new value
+/// the catch-up was applied. Hearing it (the only change `a`'s listener hears) makes the
+/// listener mark its place once, which reads the feed's newest number: that statement must be
+/// over before anything `a` is not to hear of is written.
+async fn settled(
+    admin: &tokio_postgres::Client,
+    scratch: &ScratchDatabase,
+    a: &Store,
+    b: &Store,
+    a_listener: i32,
+) {
+    b.store("boards", "k0", &"k0 first").await.unwrap();
+    wait_until_seen(a, "k0", "k0 first").await;
+    let c = Store::open(server(scratch)).await.unwrap();
+    c.store("boards", "k0", &"k0 second").await.unwrap();
+    wait_until_seen(a, "k0", "k0 second").await;
+    c.close().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let marked: bool = admin
+            .query_one(
+                "SELECT count(*) = 1 FROM pg_stat_activity
+                 WHERE pid = $1 AND state = 'idle' AND query LIKE '%pg_notify%'",
+                &[&a_listener],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if marked {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the listener never marked its place"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Store A's listener is cut and the database refuses new connections, so A cannot listen
 /// while store B overwrites `k1` (B's announcement reaches nobody). Once A listens again it
 /// reads the feed after what it had accounted for: it serves B's `k1`, and still serves `k2`
@@ -208,6 +252,7 @@ async fn a_feed_trimmed_past_the_cache_clears_it() {
     .await
     .unwrap();
     let (a, a_listener) = cached_by_a(&admin, &scratch, &b, server(&scratch)).await;
+    settled(&admin, &scratch, &a, &b, a_listener).await;
     b.store("boards", "k1", &"k1 second").await.unwrap();
     b.store("boards", "k3", &"k3 first").await.unwrap();
     assert!(b.trim_changes().await.unwrap() >= 2);
