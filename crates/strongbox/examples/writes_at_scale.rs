@@ -5,6 +5,12 @@
 //!
 //!     cargo run --release -p strongbox-store --example writes_at_scale -- 1000000 /tmp/s1m.db
 //!     cargo run --release -p strongbox-store --example writes_at_scale -- 20000 /tmp/s20k.db
+//!
+//! With the `postgres` feature, a `postgres://` URL in place of the file runs the same writes
+//! on that (empty) database, which it loads first:
+//!
+//!     cargo run --release -p strongbox-store --features postgres --example writes_at_scale -- \
+//!         8000 postgres://postgres@127.0.0.1:5432/writes_at_scale
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +29,17 @@ fn value(i: u64) -> serde_json::Value {
     serde_json::json!({"id": i, "name": format!("player-{i}"), "chips": i % 1000, "notes": words})
 }
 
+/// A PostgreSQL store's configuration (its database is loaded every run).
+#[cfg(feature = "postgres")]
+fn postgres_config(url: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    Ok(Config::postgres(url.to_owned()))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_config(_url: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    Err("this build has no PostgreSQL support: add --features postgres".into())
+}
+
 fn xorshift(mut x: u64) -> u64 {
     x ^= x << 13;
     x ^= x >> 7;
@@ -34,8 +51,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let records: u64 = args.next().ok_or("give N")?.parse()?;
     let path = args.next().ok_or("give a store file")?;
-    let is_new = !std::path::Path::new(&path).exists();
-    let mut config = Config::new(&path);
+    let is_postgres = path.starts_with("postgres://") || path.starts_with("postgresql://");
+    let (is_new, mut config) = if is_postgres {
+        (true, postgres_config(&path)?)
+    } else {
+        (!std::path::Path::new(&path).exists(), Config::new(&path))
+    };
     config.maintenance_interval_secs = 0;
     let store = Store::open(config).await?;
     if is_new {
