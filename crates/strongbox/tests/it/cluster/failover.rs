@@ -194,7 +194,7 @@ async fn writes_survive_a_failover_with_synchronous_replication() {
     let started = Instant::now();
     while store.retrieve::<u64>("flags", "shared").await.unwrap() != Some(2) {
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(30),
             "the first store never heard of the write on the new primary"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -228,7 +228,7 @@ async fn racing_servers_on_a_cluster_keep_versions_and_reference_counts_exact() 
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(30),
             "the standby never replayed the primary's {seats} seats"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
