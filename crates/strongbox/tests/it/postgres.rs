@@ -209,7 +209,7 @@ async fn a_version_3_database_migrates_with_its_records_and_an_empty_feed() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
 }
 
 #[tokio::test]
