@@ -16,7 +16,7 @@ mod write;
 use std::sync::Arc;
 
 pub use read::ListOptions;
-pub(crate) use read::{Source, has_expired};
+pub(crate) use read::{Checked, Source, has_expired};
 pub(crate) use write::delete_op;
 
 use crate::access::AccessLog;

@@ -258,6 +258,23 @@ impl Store {
         key: &str,
         fetched: &StoredRecord,
     ) -> Result<Record<T>> {
+        self.check_fetched(collection, key, fetched)
+            .await?
+            .deserialize(collection, key)
+    }
+
+    /// A fetched record, checked against its seal and its value decoded and checked (see
+    /// [`Checked`]): everything [`Store::decode_fetched`] does but the deserializing.
+    ///
+    /// # Errors
+    /// `Error::Corrupt` for a record that does not match its seal or whose value is missing or
+    /// damaged.
+    pub(crate) async fn check_fetched(
+        &self,
+        collection: &str,
+        key: &str,
+        fetched: &StoredRecord,
+    ) -> Result<Checked> {
         check_seal(collection, key, fetched)?;
         let stored = fetched.stored.as_deref().ok_or_else(|| {
             Error::corrupt_at(
@@ -266,20 +283,15 @@ impl Store {
                 format!("blob {} is missing", fetched.blob_id),
             )
         })?;
-        let value = self
-            .decode(
-                collection,
-                key,
-                &fetched.blob_id,
-                stored,
-                fetched.format,
-                &fetched.meta,
-            )
-            .await?;
-        Ok(Record {
-            value,
-            meta: fetched.meta,
-        })
+        self.check(
+            collection,
+            key,
+            &fetched.blob_id,
+            stored,
+            fetched.format,
+            &fetched.meta,
+        )
+        .await
     }
 
     /// Decodes stored bytes and verifies them against their id. A value compressed with a
@@ -313,6 +325,23 @@ impl Store {
         format: u8,
         meta: &RecordMeta,
     ) -> Result<T> {
+        let checked = self
+            .check(collection, key, blob_id, stored, format, meta)
+            .await?;
+        Ok(checked.deserialize(collection, key)?.value)
+    }
+
+    /// Decodes and verifies stored bytes, which must also have the size the record says and a
+    /// known format.
+    async fn check(
+        &self,
+        collection: &str,
+        key: &str,
+        blob_id: &BlobId,
+        stored: &[u8],
+        format: u8,
+        meta: &RecordMeta,
+    ) -> Result<Checked> {
         let raw = self
             .decode_blob(blob_id, stored)
             .await
@@ -331,14 +360,46 @@ impl Store {
         let format = Format::from_tag(format).ok_or_else(|| {
             Error::corrupt_at(collection, key, format!("unknown format tag {format}"))
         })?;
-        format
-            .deserialize(&raw)
+        Ok(Checked {
+            raw,
+            format,
+            meta: *meta,
+        })
+    }
+}
+
+/// A record's value checked against its seal, its id and its size and decoded to its
+/// serialized bytes: a read's work but the deserializing, which [`Checked::deserialize`] does
+/// (a scan checks a page on one task and deserializes it on another).
+pub(crate) struct Checked {
+    raw: Vec<u8>,
+    format: Format,
+    meta: RecordMeta,
+}
+
+impl Checked {
+    /// The record, its value deserialized into a `T`.
+    ///
+    /// # Errors
+    /// `Error::Serialization` when the value is not a `T`.
+    pub(crate) fn deserialize<T: DeserializeOwned>(
+        self,
+        collection: &str,
+        key: &str,
+    ) -> Result<Record<T>> {
+        let value = self
+            .format
+            .deserialize(&self.raw)
             .map_err(|source| Error::Serialization {
                 action: "deserialize",
                 collection: collection.to_owned(),
                 key: key.to_owned(),
                 source: source.into(),
-            })
+            })?;
+        Ok(Record {
+            value,
+            meta: self.meta,
+        })
     }
 }
 

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt as _;
 use rusqlite::Connection;
-use strongbox::{Config, Error, Expect, Store};
+use strongbox::{Config, Error, Expect, Scan, Store};
 
 /// A small store of distinct values in two collections, closed (so the WAL is checkpointed
 /// into the file), with what it holds.
@@ -39,7 +40,8 @@ struct Outcome {
     wrong_values: Vec<String>,
 }
 
-/// Opens a damaged copy and reads every written key and every listed key.
+/// Opens a damaged copy and reads every written key, every listed key and every scanned
+/// entry.
 async fn examine(path: &Path, written: &BTreeMap<(String, String), String>) -> Outcome {
     let mut outcome = Outcome::default();
     let mut config = Config::new(path);
@@ -77,6 +79,26 @@ async fn examine(path: &Path, written: &BTreeMap<(String, String), String>) -> O
                     .wrong_values
                     .push(format!("listed {collection}/{key}: {read:?}")),
                 _ => outcome.detected_on_read = true,
+            }
+        }
+    }
+    // A scan checks a page of records on one task and deserializes on another.
+    for collection in ["players", "tables"] {
+        let Ok(handle) = store.collection::<String>(collection) else {
+            outcome.detected_on_read = true;
+            continue;
+        };
+        let mut entries = handle.scan(Scan::all());
+        while let Some(entry) = entries.next().await {
+            match entry {
+                Ok(entry) => match written.get(&(collection.to_owned(), entry.key.clone())) {
+                    Some(value) if *value == entry.value => {}
+                    _ => outcome.wrong_values.push(format!(
+                        "scanned {collection}/{}: {:?}",
+                        entry.key, entry.value
+                    )),
+                },
+                Err(_) => outcome.detected_on_read = true,
             }
         }
     }
@@ -239,6 +261,14 @@ async fn a_damaged_reference_reads_as_corrupt_and_maintenance_deletes_nothing() 
     assert!(
         matches!(&error, Error::Corrupt { key: Some(key), .. } if key == "key-0001"),
         "{error}"
+    );
+    // A scan of the collection stops at the damaged record, its first: the error is its only
+    // entry.
+    let players = store.collection::<String>("players").unwrap();
+    let scanned: Vec<_> = players.scan(Scan::all()).collect().await;
+    assert!(
+        matches!(&scanned[..], [Err(Error::Corrupt { key: Some(key), .. })] if key == "key-0001"),
+        "{scanned:?}"
     );
     let report = store.maintenance().await.unwrap();
     let sweep = report
