@@ -137,8 +137,8 @@ impl Store {
             if hit.meta.is_expired_at(now) {
                 return Ok(None);
             }
-            let value = self
-                .decode(
+            let record = self
+                .check_stored(
                     collection,
                     key,
                     &hit.blob_id,
@@ -146,12 +146,9 @@ impl Store {
                     hit.format,
                     &hit.meta,
                 )
-                .await?;
+                .await?
+                .deserialize(collection, key)?;
             self.note_access(collection, key);
-            let record = Record {
-                value,
-                meta: hit.meta,
-            };
             return Ok(Some((record, hit.blob_id)));
         }
         let ticket = cache.is_enabled().then(|| cache.ticket(collection, key));
@@ -283,7 +280,7 @@ impl Store {
                 format!("blob {} is missing", fetched.blob_id),
             )
         })?;
-        self.check(
+        self.check_stored(
             collection,
             key,
             &fetched.blob_id,
@@ -314,26 +311,9 @@ impl Store {
         decoded
     }
 
-    /// Decodes, verifies and deserializes stored bytes; the decoded value must also have the
-    /// size the record says.
-    pub(crate) async fn decode<T: DeserializeOwned>(
-        &self,
-        collection: &str,
-        key: &str,
-        blob_id: &BlobId,
-        stored: &[u8],
-        format: u8,
-        meta: &RecordMeta,
-    ) -> Result<T> {
-        let checked = self
-            .check(collection, key, blob_id, stored, format, meta)
-            .await?;
-        Ok(checked.deserialize(collection, key)?.value)
-    }
-
     /// Decodes and verifies stored bytes, which must also have the size the record says and a
-    /// known format.
-    async fn check(
+    /// known format; [`Checked::deserialize`] then makes the value.
+    pub(crate) async fn check_stored(
         &self,
         collection: &str,
         key: &str,

@@ -194,8 +194,10 @@ impl ReadWriteTransaction {
             last_accessed_ms: 0,
             expires_at_ms: None,
         };
-        self.store
-            .decode(collection, key, &blob.id, &blob.stored, format, &meta)
-            .await
+        let checked = self
+            .store
+            .check_stored(collection, key, &blob.id, &blob.stored, format, &meta)
+            .await?;
+        Ok(checked.deserialize(collection, key)?.value)
     }
 }
