@@ -202,6 +202,13 @@ async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if !args.json {
         announce(args, &dataset);
     }
+    if args.duration < transfer::PACED_SECONDS {
+        eprintln!(
+            "note: rounds under {} s flatter ratios.transfer: the rusqlite baseline's threads \
+             take more than a second to reach their pace",
+            transfer::PACED_SECONDS
+        );
+    }
     // A PostgreSQL database that cannot be reached fails now, not after the other workloads.
     if let Some(url) = &args.postgres {
         Store::open(Config::postgres(url.clone()))

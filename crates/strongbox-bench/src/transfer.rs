@@ -33,6 +33,10 @@ use strongbox::{Scan, Store};
 
 use crate::workload::{Measured, Zipf, run_for, run_threads_with};
 
+/// The shortest `--duration` whose rounds compare the two sides fairly (see above: the
+/// baseline's threads take more than a second to reach their pace); the bench warns below it.
+pub const PACED_SECONDS: f64 = 3.0;
+
 /// Rounds of the transfers, each side in turn for the whole duration.
 pub const ROUNDS: u32 = 3;
 
